@@ -1,0 +1,13 @@
+//! dicoflow: train image captioners with DiCO (Direct CLIP-based Optimization)
+//! over sharded Parquet datasets, as a timely dataflow.
+//!
+//! Modules follow the data path: [`data`] (shards → samples), [`image`]
+//! (decode + CLIP preprocessing).
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod image;
+pub mod progress;
+pub mod rng;
+
+pub use error::{Error, Result};

@@ -1,0 +1,93 @@
+//! Helpers shared by integration tests: small datasets written on the fly.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::{Field, Schema};
+use arrow::record_batch::RecordBatch;
+use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
+use image::{ImageFormat, Rgb, RgbImage};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+/// A `w`×`h` PNG whose pixels encode `seed` (so images differ).
+pub fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        Rgb([
+            (x * 7 + seed * 13) as u8,
+            (y * 11 + seed * 3) as u8,
+            ((x + y) * 5 + seed) as u8,
+        ])
+    });
+    encode(&img, ImageFormat::Png)
+}
+
+/// A `w`×`h` JPEG of photo-like content.
+pub fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let v = ((x * 3 + y * 2 + seed * 17) % 256) as u8;
+        Rgb([v, v.wrapping_mul(3), 255 - v])
+    });
+    encode(&img, ImageFormat::Jpeg)
+}
+
+pub fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), format).unwrap();
+    out
+}
+
+/// Write `n` rows in dicoflow's layout into `dir` (keys `k00000`...), with the
+/// given shard and row-group sizes. Returns the keys in file order.
+pub fn write_dataset(
+    dir: &Path,
+    n: usize,
+    rows_per_shard: usize,
+    rows_per_group: usize,
+) -> Vec<String> {
+    let cfg = ShardWriterConfig {
+        rows_per_shard,
+        rows_per_row_group: rows_per_group,
+        ..Default::default()
+    };
+    let mut w = ShardWriter::try_new(dir, "part", cfg).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("k{i:05}");
+        w.push(ShardRow {
+            key: key.clone(),
+            image: png(8, 6, i as u32),
+            image_path: None,
+            captions: vec![format!("caption {i}"), format!("another caption {i}")],
+            extra: vec![],
+        })
+        .unwrap();
+        keys.push(key);
+    }
+    w.finish().unwrap();
+    keys
+}
+
+/// Write one Parquet file from named columns, `rows_per_group` rows per row group.
+pub fn write_columns(path: &Path, columns: Vec<(&str, ArrayRef)>, rows_per_group: usize) {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(rows_per_group))
+        .build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
