@@ -49,7 +49,7 @@ test: check
 	cargo test
 
 bench-data: $(VENV)/.dev-tools
-	cargo run --release --example bench_data -- --python $(VENV)/bin/python
+	cargo run --example bench_data -- --python $(VENV)/bin/python
 
 # Print the environment the Makefile uses, to run cargo by hand: eval "$$(make env)"
 env: venv

@@ -2,12 +2,15 @@
 //! over sharded Parquet datasets, as a timely dataflow.
 //!
 //! Modules follow the data path: [`data`] (shards → samples), [`image`]
-//! (decode + CLIP preprocessing).
+//! (decode + CLIP preprocessing), [`text`] (CLIP BPE tokenizer), [`model`]
+//! (CLIP in tch, weight loading).
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod image;
+pub mod model;
 pub mod progress;
 pub mod rng;
+pub mod text;
 
 pub use error::{Error, Result};

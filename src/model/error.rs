@@ -1,0 +1,77 @@
+//! Errors of model construction, weight loading and forward passes.
+
+use std::path::PathBuf;
+
+/// Errors of the model code.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A configuration value is unusable (zero sizes, width not divisible by heads, ...).
+    #[error("invalid config: {field} = {value}: {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// An input tensor has the wrong shape or type for the model.
+    #[error("bad input to {what}: expected {expected}, got shape {found:?} ({kind})")]
+    BadInput {
+        what: &'static str,
+        expected: String,
+        found: Vec<i64>,
+        kind: String,
+    },
+    /// Keys the model needs are absent from the weights file.
+    #[error("weights file {path}: {} missing key(s): {}", keys.len(), list(keys))]
+    MissingKeys { path: PathBuf, keys: Vec<String> },
+    /// Keys of the weights file that the model does not have.
+    #[error("weights file {path}: {} unexpected key(s): {}", keys.len(), list(keys))]
+    UnexpectedKeys { path: PathBuf, keys: Vec<String> },
+    /// A tensor of the weights file has another shape than the model's parameter.
+    #[error(
+        "weights file {path}: key {key}: model expects shape {expected:?}, file has {found:?}"
+    )]
+    ShapeMismatch {
+        path: PathBuf,
+        key: String,
+        expected: Vec<i64>,
+        found: Vec<i64>,
+    },
+    /// A weights file in Hugging Face naming is inconsistent (e.g. `q_proj` without `k_proj`).
+    #[error("weights file {path}: key {key}: {reason}")]
+    BadKey {
+        path: PathBuf,
+        key: String,
+        reason: &'static str,
+    },
+    /// Reading or writing a weights or config file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file is not valid JSON for the config type.
+    #[error("{path}: {source}")]
+    ConfigJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// libtorch reported an error (unreadable safetensors, device or dtype problems, ...).
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+fn list(keys: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = keys
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        s.push_str(&format!(", ... ({} more)", keys.len() - SHOWN));
+    }
+    s
+}
