@@ -12,5 +12,6 @@ pub mod model;
 pub mod progress;
 pub mod rng;
 pub mod text;
+pub mod train;
 
 pub use error::{Error, Result};

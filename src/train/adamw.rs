@@ -1,0 +1,219 @@
+//! AdamW over a VarStore's trainable variables, with state that can be saved
+//! and restored (tch's built-in optimizers do not expose theirs), so a resumed
+//! run continues bit-identically. The update is PyTorch's `torch.optim.AdamW`
+//! (decoupled weight decay, bias-corrected moments).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use crate::train::error::TrainError;
+
+/// AdamW settings; defaults are PyTorch's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+struct Slot {
+    name: String,
+    param: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// AdamW whose moments and step count live in plain tensors.
+pub struct AdamW {
+    cfg: AdamWConfig,
+    step: i64,
+    slots: Vec<Slot>,
+}
+
+impl std::fmt::Debug for AdamW {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdamW")
+            .field("cfg", &self.cfg)
+            .field("step", &self.step)
+            .field("params", &self.slots.len())
+            .finish()
+    }
+}
+
+impl AdamW {
+    /// An optimizer for every trainable variable of `vs`, in name order.
+    pub fn new(vs: &VarStore, cfg: AdamWConfig) -> Self {
+        let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        let slots = vars
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, param)| Slot {
+                m: Tensor::zeros_like(&param),
+                v: Tensor::zeros_like(&param),
+                name,
+                param,
+            })
+            .collect();
+        Self {
+            cfg,
+            step: 0,
+            slots,
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn step_count(&self) -> i64 {
+        self.step
+    }
+
+    /// Current settings.
+    pub fn config(&self) -> &AdamWConfig {
+        &self.cfg
+    }
+
+    /// Set the learning rate (schedules call this before each step).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    /// Clear all gradients.
+    pub fn zero_grad(&mut self) {
+        for s in &mut self.slots {
+            let mut g = s.param.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Global L2 norm of all gradients, before clipping; scales them down to
+    /// `max_norm` when larger (as `torch.nn.utils.clip_grad_norm_`).
+    pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
+        tch::no_grad(|| {
+            let mut total = 0f64;
+            for s in &self.slots {
+                let g = s.param.grad();
+                if g.defined() {
+                    total += g
+                        .to_kind(Kind::Double)
+                        .square()
+                        .sum(Kind::Double)
+                        .double_value(&[]);
+                }
+            }
+            let norm = total.sqrt();
+            if let Some(max) = max_norm {
+                let coef = max / (norm + 1e-6);
+                if coef < 1.0 {
+                    for s in &self.slots {
+                        let mut g = s.param.grad();
+                        if g.defined() {
+                            let _ = g.g_mul_scalar_(coef);
+                        }
+                    }
+                }
+            }
+            norm
+        })
+    }
+
+    /// One AdamW update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        self.step += 1;
+        let c = self.cfg;
+        let t = self.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                let g = s.param.grad();
+                if !g.defined() {
+                    continue;
+                }
+                if c.weight_decay != 0.0 {
+                    let _ = s.param.g_mul_scalar_(1.0 - c.lr * c.weight_decay);
+                }
+                let _ = s.m.g_mul_scalar_(c.beta1);
+                let _ = s.m.g_add_(&(&g * (1.0 - c.beta1)));
+                let _ = s.v.g_mul_scalar_(c.beta2);
+                let _ = s.v.g_add_(&(g.square() * (1.0 - c.beta2)));
+                let denom = s.v.sqrt() / bc2.sqrt() + c.eps;
+                let update = (&s.m / denom) * (c.lr / bc1);
+                let _ = s.param.g_sub_(&update);
+            }
+        });
+    }
+
+    /// Save moments and step count to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.slots.len() + 1);
+        named.push(("step".into(), Tensor::from_slice(&[self.step])));
+        for s in &self.slots {
+            named.push((format!("m.{}", s.name), s.m.shallow_clone()));
+            named.push((format!("v.{}", s.name), s.v.shallow_clone()));
+        }
+        Tensor::write_safetensors(&named, path)?;
+        Ok(())
+    }
+
+    /// Restore state saved by [`AdamW::save`] for the same set of parameters.
+    pub fn load(&mut self, path: &Path) -> Result<(), TrainError> {
+        let bad = |what: String| TrainError::State {
+            path: path.to_path_buf(),
+            what,
+        };
+        let tensors: BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(path)?.into_iter().collect();
+        let step = tensors
+            .get("step")
+            .ok_or_else(|| bad("no `step` entry".into()))?
+            .int64_value(&[0]);
+        let expected = 1 + 2 * self.slots.len();
+        if tensors.len() != expected {
+            return Err(bad(format!(
+                "holds {} tensors, this model's optimizer has {expected}",
+                tensors.len()
+            )));
+        }
+        tch::no_grad(|| -> Result<(), TrainError> {
+            for s in &mut self.slots {
+                for (prefix, dst) in [("m", &mut s.m), ("v", &mut s.v)] {
+                    let key = format!("{prefix}.{}", s.name);
+                    let src = tensors
+                        .get(&key)
+                        .ok_or_else(|| bad(format!("missing `{key}`")))?;
+                    if src.size() != dst.size() {
+                        return Err(bad(format!(
+                            "`{key}` has shape {:?}, the parameter has {:?}",
+                            src.size(),
+                            dst.size()
+                        )));
+                    }
+                    dst.copy_(src);
+                }
+            }
+            Ok(())
+        })?;
+        self.step = step;
+        Ok(())
+    }
+}

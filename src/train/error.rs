@@ -1,0 +1,30 @@
+//! Errors of objectives, optimizers and checkpoints.
+
+use std::path::PathBuf;
+
+/// Errors of the training code.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Inputs of an objective have inconsistent shapes.
+    #[error("{what}: {detail}")]
+    Shape { what: &'static str, detail: String },
+    /// A setting is out of range.
+    #[error("invalid setting `{name}` = {value}: {reason}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// A checkpoint or state file could not be read or written.
+    #[error("{path}: {what}")]
+    State { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// libtorch reported an error.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}

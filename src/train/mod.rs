@@ -1,0 +1,13 @@
+//! Training objectives and optimisation: DiCO, SCST, the contrastive
+//! evaluator loss, AdamW with checkpointable state, learning-rate schedules.
+pub mod adamw;
+pub mod contrastive;
+pub mod dico;
+pub mod error;
+pub mod schedule;
+pub mod scst;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use dico::{dico_loss, DicoConfig, DicoOutput, DicoStats};
+pub use error::TrainError;
+pub use schedule::{Decay, Schedule};
