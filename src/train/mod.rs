@@ -1,6 +1,7 @@
 //! Training objectives and optimisation: DiCO, SCST, the contrastive
 //! evaluator loss, AdamW with checkpointable state, learning-rate schedules.
 pub mod adamw;
+pub mod checkpoint;
 pub mod contrastive;
 pub mod dico;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod schedule;
 pub mod scst;
 
 pub use adamw::{AdamW, AdamWConfig};
+pub use checkpoint::{BestBy, Checkpointer, TrainState};
 pub use dico::{dico_loss, DicoConfig, DicoOutput, DicoStats};
 pub use error::TrainError;
 pub use schedule::{Decay, Schedule};
