@@ -17,7 +17,7 @@ export LIBTORCH_USE_PYTORCH := 1
 
 DEMO_ARGS ?=
 
-.PHONY: all venv demo test build check bench-data clean-venv env
+.PHONY: all venv demo test build check bench-data bench-eval clean-venv env
 
 all: build
 
@@ -50,6 +50,15 @@ test: check
 
 bench-data: $(VENV)/.dev-tools
 	cargo run --example bench_data -- --python $(VENV)/bin/python
+
+# pycocoevalcap (needs Java) lives in its own venv: it must not touch the pinned torch.
+$(CURDIR)/.pyenv/.ready:
+	$(PYTHON) -m venv $(CURDIR)/.pyenv
+	$(CURDIR)/.pyenv/bin/pip install --quiet --disable-pip-version-check pycocoevalcap
+	@touch $@
+
+bench-eval: venv $(CURDIR)/.pyenv/.ready
+	bash examples/bench_eval/run.sh 3
 
 # Print the environment the Makefile uses, to run cargo by hand: eval "$$(make env)"
 env: venv

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod convert;
 pub mod demo;
+pub mod eval;
 pub mod inspect;
 pub mod synth;
 
@@ -25,6 +26,8 @@ pub enum Command {
     /// Convert external datasets into dicoflow shards.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
+    /// Score captions against references (BLEU, ROUGE-L, CIDEr-D) as the COCO toolkit does.
+    Eval(eval::EvalArgs),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
 }
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(&args),
         Command::Convert(cmd) => convert::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Eval(args) => eval::run(&args),
     }
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Benchmark: pycocoevalcap vs `dicoflow eval` on a generated 5,000-image,
+# 5-reference set. Run from the crate root after creating .pyenv:
+#   python3 -m venv .pyenv && .pyenv/bin/pip install pycocoevalcap
+#   bash examples/bench_eval/run.sh [RUNS]
+set -euo pipefail
+runs=${1:-3}
+dir=$(mktemp -d)
+python3 examples/bench_eval/make_bench_set.py "$dir" 5000
+cargo build -q --release
+for i in $(seq "$runs"); do
+  /usr/bin/time -f "toolkit: %e s wall, %U s user" \
+    .pyenv/bin/python examples/bench_eval/toolkit_eval.py "$dir/annotations.json" "$dir/results.json" \
+    "$dir/tk_pi.json" > "$dir/tk.json" 2> "$dir/tk.err" || { cat "$dir/tk.err"; exit 1; }
+  tail -1 "$dir/tk.err"
+  /usr/bin/time -f "dicoflow: %e s wall, %U s user" \
+    target/release/dicoflow eval --annotations "$dir/annotations.json" \
+    --results "$dir/results.json" --json --per-image "$dir/rs_pi.json" > "$dir/rs.json"
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+done
+cat "$dir/rs.json"
+python3 examples/bench_eval/compare.py "$dir/tk.json" "$dir/rs.json" "$dir/tk_pi.json" "$dir/rs_pi.json"
+rm -rf "$dir"

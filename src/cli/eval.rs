@@ -1,0 +1,83 @@
+//! `dicoflow eval`: score a COCO results file against COCO caption annotations.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::metrics::coco::{load_results, match_results, Annotations};
+use crate::metrics::{Evaluator, Metric};
+
+/// Arguments of `dicoflow eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// COCO caption annotations (`{"images": [...], "annotations": [...]}`).
+    #[arg(long)]
+    pub annotations: PathBuf,
+    /// Results: `[{"image_id": ..., "caption": ...}]`.
+    #[arg(long)]
+    pub results: PathBuf,
+    /// Metrics to compute: bleu, rouge, cider.
+    #[arg(long, value_delimiter = ',', default_value = "bleu,rouge,cider")]
+    pub metrics: Vec<String>,
+    /// Print one JSON object of metric name to value instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write per-image scores to this JSON file.
+    #[arg(long, value_name = "OUT.json")]
+    pub per_image: Option<PathBuf>,
+}
+
+/// Runs the evaluation and prints the corpus values.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let metrics = args
+        .metrics
+        .iter()
+        .map(|m| m.parse::<Metric>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let annotations = Annotations::load(&args.annotations)?;
+    let results = load_results(&args.results)?;
+    let samples = match_results(&annotations, &results)?;
+    let eval = Evaluator::new().evaluate(&samples, &metrics)?;
+
+    if let Some(path) = &args.per_image {
+        let rows: Vec<serde_json::Value> = eval
+            .image_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut row = serde_json::Map::new();
+                row.insert("image_id".into(), serde_json::json!(id));
+                for s in &eval.scores {
+                    row.insert(s.name.into(), serde_json::json!(s.per_image[i]));
+                }
+                serde_json::Value::Object(row)
+            })
+            .collect();
+        let text = serde_json::to_string(&rows)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        let obj: serde_json::Map<String, serde_json::Value> = eval
+            .scores
+            .iter()
+            .map(|s| (s.name.to_string(), serde_json::json!(s.corpus)))
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Object(obj))?;
+    } else {
+        writeln!(out, "{:<10} {:>10}", "metric", "value")?;
+        for s in &eval.scores {
+            writeln!(out, "{:<10} {:>10.6}", s.name, s.corpus)?;
+        }
+        writeln!(
+            out,
+            "evaluated {} of {} annotated images",
+            eval.image_ids.len(),
+            annotations.images.len()
+        )?;
+    }
+    Ok(())
+}

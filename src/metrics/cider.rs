@@ -1,0 +1,167 @@
+//! CIDEr-D as the toolkit's `Cider` scorer computes it (n = 1..4, σ = 6).
+//!
+//! Document frequencies come from the references of the evaluated images
+//! only, so the same caption scores differently on different subsets. Each
+//! n-gram is weighted by tf × (ln N − ln max(1, df)) with N the number of
+//! images; candidate weights are clipped by the reference weights before the
+//! dot product; a Gaussian penalty on the length difference uses the number of
+//! *bigrams* (the toolkit's `length` counter), not words; the four n-gram
+//! similarities are averaged, divided by the number of references and
+//! multiplied by 10. Sums run in the toolkit's order (n-grams in order of
+//! first occurrence) so that the values agree to the last bits.
+
+use super::numeric::{numpy_mean, python_split, FxMap};
+use super::scores::Scores;
+
+const N: usize = 4;
+const SIGMA: f64 = 6.0;
+
+/// An n-gram of interned token ids, padded with `u32::MAX`.
+type Gram = [u32; N];
+
+/// Term frequencies of one sentence: per n-gram length, (n-gram id, count)
+/// in order of first occurrence, plus the number of bigrams.
+struct Counts {
+    grams: [Vec<(u32, f64)>; N],
+    bigrams: usize,
+}
+
+/// Interns words and n-grams so that later steps work on integer ids.
+#[derive(Default)]
+struct Interner<'a> {
+    words: FxMap<&'a str, u32>,
+    grams: FxMap<Gram, u32>,
+}
+
+impl<'a> Interner<'a> {
+    fn count(&mut self, sentence: &'a str) -> Counts {
+        let words: Vec<u32> = python_split(sentence)
+            .into_iter()
+            .map(|w| {
+                let next = self.words.len() as u32;
+                *self.words.entry(w).or_insert(next)
+            })
+            .collect();
+        let mut grams: [Vec<(u32, f64)>; N] = Default::default();
+        for (k, out) in grams.iter_mut().enumerate() {
+            for w in words.windows(k + 1) {
+                let mut g = [u32::MAX; N];
+                g[..=k].copy_from_slice(w);
+                let next = self.grams.len() as u32;
+                let id = *self.grams.entry(g).or_insert(next);
+                // Captions are short: a linear search beats hashing.
+                match out.iter_mut().find(|(x, _)| *x == id) {
+                    Some(e) => e.1 += 1.0,
+                    None => out.push((id, 1.0)),
+                }
+            }
+        }
+        Counts {
+            grams,
+            bigrams: words.len().saturating_sub(1),
+        }
+    }
+}
+
+/// TF-IDF vector of one sentence.
+struct Vector {
+    /// Per n: (n-gram id, weight) in first-occurrence order.
+    weights: [Vec<(u32, f64)>; N],
+    norm: [f64; N],
+    length: f64,
+}
+
+fn vectorize(c: &Counts, idf: &[f64]) -> Vector {
+    let mut weights: [Vec<(u32, f64)>; N] = Default::default();
+    let mut norm = [0.0; N];
+    for n in 0..N {
+        weights[n].reserve(c.grams[n].len());
+        for &(g, tf) in &c.grams[n] {
+            let w = tf * idf[g as usize];
+            norm[n] += w * w;
+            weights[n].push((g, w));
+        }
+    }
+    for v in &mut norm {
+        *v = v.sqrt();
+    }
+    Vector {
+        weights,
+        norm,
+        length: c.bigrams as f64,
+    }
+}
+
+fn sim(hyp: &Vector, r: &Vector) -> [f64; N] {
+    let delta = hyp.length - r.length;
+    // `np.e ** x` is libm's pow; black_box stops pow(e, x) becoming exp(x).
+    let e = std::hint::black_box(std::f64::consts::E);
+    let penalty = e.powf(-(delta * delta) / (2.0 * SIGMA * SIGMA));
+    let mut val = [0.0; N];
+    for (n, v) in val.iter_mut().enumerate() {
+        for (g, vh) in &hyp.weights[n] {
+            let vr = r.weights[n]
+                .iter()
+                .find(|(x, _)| x == g)
+                .map_or(0.0, |&(_, w)| w);
+            *v += vh.min(vr) * vr;
+        }
+        if hyp.norm[n] != 0.0 && r.norm[n] != 0.0 {
+            *v /= hyp.norm[n] * r.norm[n];
+        }
+        *v *= penalty;
+    }
+    val
+}
+
+/// CIDEr-D of tokenized candidates against their tokenized references,
+/// paired with `zip` (see [`crate::metrics::bleu::bleu`]).
+pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Scores {
+    let mut interner = Interner::default();
+    let mut cand_counts = Vec::with_capacity(candidates.len());
+    let mut ref_counts = Vec::with_capacity(references.len());
+    for (c, refs) in candidates.iter().zip(references) {
+        cand_counts.push(interner.count(c));
+        ref_counts.push(refs.iter().map(|r| interner.count(r)).collect::<Vec<_>>());
+    }
+    // Document frequency: in how many images' reference sets an n-gram occurs.
+    let n_grams = interner.grams.len();
+    let mut df = vec![0.0f64; n_grams];
+    let mut last_seen = vec![usize::MAX; n_grams];
+    for (image, refs) in ref_counts.iter().enumerate() {
+        for r in refs {
+            for grams in &r.grams {
+                for &(g, _) in grams {
+                    if last_seen[g as usize] != image {
+                        last_seen[g as usize] = image;
+                        df[g as usize] += 1.0;
+                    }
+                }
+            }
+        }
+    }
+    // Weight per n-gram: ln N - ln max(1, df), as the toolkit computes it.
+    let ref_len = (ref_counts.len() as f64).ln();
+    let idf: Vec<f64> = df.iter().map(|&d| ref_len - d.max(1.0).ln()).collect();
+    let per_image: Vec<f64> = cand_counts
+        .iter()
+        .zip(&ref_counts)
+        .map(|(c, refs)| {
+            let hyp = vectorize(c, &idf);
+            let mut score = [0.0; N];
+            for r in refs {
+                let s = sim(&hyp, &vectorize(r, &idf));
+                for n in 0..N {
+                    score[n] += s[n];
+                }
+            }
+            let mut avg = numpy_mean(&score);
+            avg /= refs.len() as f64;
+            avg * 10.0
+        })
+        .collect();
+    Scores {
+        corpus: numpy_mean(&per_image),
+        per_image,
+    }
+}

@@ -1,0 +1,224 @@
+//! Running the chosen metrics over a set of images, as the toolkit's
+//! `COCOEvalCap.evaluate` does: PTB-tokenize all references in one batch and
+//! all candidates in another (image order, then reference order), then score.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use super::bleu::bleu;
+use super::cider::cider_d;
+use super::coco::{ImageId, Sample};
+use super::error::MetricsError;
+use super::ptb_tokenizer::PtbTokenizer;
+use super::rouge::rouge_l;
+
+/// A metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// BLEU-1..4, reported as `Bleu_1`..`Bleu_4`.
+    Bleu,
+    /// ROUGE-L, reported as `ROUGE_L`.
+    RougeL,
+    /// CIDEr-D, reported as `CIDEr`.
+    CiderD,
+}
+
+impl Metric {
+    /// All metrics, in the toolkit's order.
+    pub const ALL: [Metric; 3] = [Metric::Bleu, Metric::RougeL, Metric::CiderD];
+
+    /// The names this metric reports, as the toolkit names them.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            Metric::Bleu => &["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"],
+            Metric::RougeL => &["ROUGE_L"],
+            Metric::CiderD => &["CIDEr"],
+        }
+    }
+}
+
+impl FromStr for Metric {
+    type Err = MetricsError;
+
+    /// Accepts `bleu`, `rouge` / `rouge_l` / `rouge-l`, `cider` / `cider-d`,
+    /// in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "bleu" => Ok(Metric::Bleu),
+            "rouge" | "rouge_l" | "rouge-l" => Ok(Metric::RougeL),
+            "cider" | "cider-d" | "cider_d" => Ok(Metric::CiderD),
+            _ => Err(MetricsError::UnknownMetric(s.to_string())),
+        }
+    }
+}
+
+/// One reported value (e.g. `Bleu_4`) for the corpus and each image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricScores {
+    /// The toolkit's name for the value.
+    pub name: &'static str,
+    /// The corpus value.
+    pub corpus: f64,
+    /// Per image, in [`Evaluation::image_ids`] order.
+    pub per_image: Vec<f64>,
+}
+
+/// The result of an evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Evaluated images, in evaluation order.
+    pub image_ids: Vec<ImageId>,
+    /// Reported values, in the toolkit's order.
+    pub scores: Vec<MetricScores>,
+}
+
+impl Evaluation {
+    /// Corpus values by name.
+    pub fn corpus(&self) -> BTreeMap<&'static str, f64> {
+        self.scores.iter().map(|s| (s.name, s.corpus)).collect()
+    }
+
+    /// The scores reported under `name` (e.g. `"CIDEr"`).
+    pub fn get(&self, name: &str) -> Option<&MetricScores> {
+        self.scores.iter().find(|s| s.name == name)
+    }
+}
+
+/// Scores already tokenized captions (`references[i]` belongs to
+/// `candidates[i]`), skipping tokenization.
+pub fn score_tokenized(
+    candidates: &[String],
+    references: &[Vec<String>],
+    metrics: &[Metric],
+) -> Result<Vec<MetricScores>, MetricsError> {
+    if candidates.len() != references.len() {
+        return Err(MetricsError::LengthMismatch {
+            candidates: candidates.len(),
+            references: references.len(),
+        });
+    }
+    if candidates.is_empty() {
+        return Err(MetricsError::NoImages);
+    }
+    let mut metrics = metrics.to_vec();
+    metrics.sort();
+    metrics.dedup();
+    // The metrics are independent: compute them on separate threads.
+    let results: Vec<Vec<MetricScores>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = metrics
+            .iter()
+            .map(|&m| scope.spawn(move || score_one(m, candidates, references)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    });
+    Ok(results.into_iter().flatten().collect())
+}
+
+fn score_one(m: Metric, candidates: &[String], references: &[Vec<String>]) -> Vec<MetricScores> {
+    match m {
+        Metric::Bleu => {
+            let b = bleu(candidates, references);
+            m.names()
+                .iter()
+                .enumerate()
+                .map(|(k, name)| MetricScores {
+                    name,
+                    corpus: b.corpus[k],
+                    per_image: b.per_image.iter().map(|v| v[k]).collect(),
+                })
+                .collect()
+        }
+        Metric::RougeL => {
+            let s = rouge_l(candidates, references);
+            vec![MetricScores {
+                name: "ROUGE_L",
+                corpus: s.corpus,
+                per_image: s.per_image,
+            }]
+        }
+        Metric::CiderD => {
+            let s = cider_d(candidates, references);
+            vec![MetricScores {
+                name: "CIDEr",
+                corpus: s.corpus,
+                per_image: s.per_image,
+            }]
+        }
+    }
+}
+
+/// Evaluates captions; holds the tokenizer so repeated evaluations (e.g.
+/// during training) do not rebuild it.
+#[derive(Debug, Default)]
+pub struct Evaluator {
+    tokenizer: PtbTokenizer,
+}
+
+impl Evaluator {
+    /// Builds an evaluator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Evaluates samples in the given order (which the corpus means follow).
+    pub fn evaluate(
+        &self,
+        samples: &[Sample],
+        metrics: &[Metric],
+    ) -> Result<Evaluation, MetricsError> {
+        if samples.is_empty() {
+            return Err(MetricsError::NoImages);
+        }
+        if let Some(s) = samples.iter().find(|s| s.references.is_empty()) {
+            return Err(MetricsError::NoReferences {
+                id: s.image_id.clone(),
+            });
+        }
+        let refs: Vec<&str> = samples
+            .iter()
+            .flat_map(|s| s.references.iter().map(String::as_str))
+            .collect();
+        let cands: Vec<&str> = samples.iter().map(|s| s.candidate.as_str()).collect();
+        // Two separate tokenizer runs, as in the toolkit (this matters for
+        // the last line of each run).
+        let tok_refs = self.tokenizer.tokenize_batch(&refs);
+        let tok_cands = self.tokenizer.tokenize_batch(&cands);
+        let mut it = tok_refs.into_iter();
+        let tok_refs: Vec<Vec<String>> = samples
+            .iter()
+            .map(|s| it.by_ref().take(s.references.len()).collect())
+            .collect();
+        Ok(Evaluation {
+            image_ids: samples.iter().map(|s| s.image_id.clone()).collect(),
+            scores: score_tokenized(&tok_cands, &tok_refs, metrics)?,
+        })
+    }
+
+    /// Evaluates in-memory captions keyed by image id; every candidate's image
+    /// must have references. Images are evaluated in id order.
+    pub fn evaluate_maps(
+        &self,
+        references: &BTreeMap<ImageId, Vec<String>>,
+        candidates: &BTreeMap<ImageId, String>,
+        metrics: &[Metric],
+    ) -> Result<Evaluation, MetricsError> {
+        let mut samples = Vec::with_capacity(candidates.len());
+        for (id, c) in candidates {
+            let refs = references
+                .get(id)
+                .ok_or_else(|| MetricsError::UnknownImage { id: id.clone() })?;
+            samples.push(Sample {
+                image_id: id.clone(),
+                references: refs.clone(),
+                candidate: c.clone(),
+            });
+        }
+        self.evaluate(&samples, metrics)
+    }
+}
