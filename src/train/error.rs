@@ -24,6 +24,12 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A model could not be built or run.
+    #[error(transparent)]
+    Model(Box<crate::model::ModelError>),
+    /// Captions could not be tokenised.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::text::TokenizerError),
     /// libtorch reported an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod contrastive;
 pub mod dico;
 pub mod error;
+pub mod evaluator;
 pub mod schedule;
 pub mod scst;
 
