@@ -12,6 +12,7 @@ pub mod evaluate;
 mod numeric;
 mod ptb_lexer;
 pub mod ptb_tokenizer;
+pub mod quality;
 pub mod rouge;
 pub mod scores;
 
