@@ -1,6 +1,8 @@
 //! Neural network models.
 
+pub mod captioner;
 pub mod clip;
+pub mod decode;
 pub mod error;
 pub mod weights;
 

@@ -1,0 +1,146 @@
+//! Word-level vocabulary built from training captions (small output layers for tiny
+//! CPU captioners). Ids: pad 0, BOS 1, EOS 2, unknown word 3, then the words by
+//! decreasing count, ties in byte order, so the same captions always give the same ids.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::TokenSpec;
+
+/// Padding id.
+pub const PAD: i64 = 0;
+/// Beginning-of-sequence id.
+pub const BOS: i64 = 1;
+/// End-of-sequence id.
+pub const EOS: i64 = 2;
+/// Unknown-word id.
+pub const UNK: i64 = 3;
+
+const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
+
+/// A word-level caption vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vocab {
+    /// Words by id, the four specials first.
+    words: Vec<String>,
+    #[serde(skip)]
+    index: BTreeMap<String, i64>,
+}
+
+/// Lower-cased words of `text`: runs of alphanumeric characters and apostrophes.
+pub fn split_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+impl Vocab {
+    /// Builds the vocabulary of `captions`: words seen at least `min_count` times, at most
+    /// `max_words` of them (most frequent first) when given.
+    pub fn build<S: AsRef<str>>(
+        captions: &[S],
+        min_count: usize,
+        max_words: Option<usize>,
+    ) -> Self {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for caption in captions {
+            for word in split_words(caption.as_ref()) {
+                *counts.entry(word).or_default() += 1;
+            }
+        }
+        let mut ranked: Vec<(String, usize)> = counts
+            .into_iter()
+            .filter(|(_, n)| *n >= min_count.max(1))
+            .collect();
+        // BTreeMap order is byte order; a stable sort by count keeps it for ties.
+        ranked.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        if let Some(max) = max_words {
+            ranked.truncate(max);
+        }
+        let words = SPECIALS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(ranked.into_iter().map(|(w, _)| w))
+            .collect();
+        Self::from_words(words)
+    }
+
+    fn from_words(words: Vec<String>) -> Self {
+        let index = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as i64))
+            .collect();
+        Self { words, index }
+    }
+
+    /// Rebuilds the lookup table after deserialization (serde skips it).
+    pub fn reindexed(self) -> Self {
+        Self::from_words(self.words)
+    }
+
+    /// Number of ids, specials included.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// True when the vocabulary holds only the specials.
+    pub fn is_empty(&self) -> bool {
+        self.words.len() <= SPECIALS.len()
+    }
+
+    /// Token ids for a captioner using this vocabulary.
+    pub fn tokens(&self) -> TokenSpec {
+        TokenSpec::words(self.words.len() as i64)
+    }
+
+    /// Id of one (lower-case) word, `UNK` if absent.
+    pub fn id(&self, word: &str) -> i64 {
+        match self.index.get(word) {
+            Some(&id) if id > UNK => id,
+            _ => UNK,
+        }
+    }
+
+    /// Word of an id (`None` outside the vocabulary).
+    pub fn word(&self, id: i64) -> Option<&str> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.words.get(i))
+            .map(String::as_str)
+    }
+
+    /// Ids of `text` without BOS/EOS.
+    pub fn encode(&self, text: &str) -> Vec<i64> {
+        if self.index.is_empty() {
+            // Deserialized without `reindexed`: rebuild on the fly.
+            return self.clone().reindexed().encode(text);
+        }
+        split_words(text).map(|w| self.id(&w)).collect()
+    }
+
+    /// Ids of `text` followed by EOS, cut to `max_len` with EOS kept last (the target
+    /// sequence of teacher forcing).
+    pub fn encode_target(&self, text: &str, max_len: usize) -> Vec<i64> {
+        let mut ids = self.encode(text);
+        ids.push(EOS);
+        if ids.len() > max_len && max_len > 0 {
+            ids.truncate(max_len);
+            ids[max_len - 1] = EOS;
+        }
+        ids
+    }
+
+    /// Caption text of a generated sequence: skips pad and BOS, stops at EOS, ignores
+    /// ids outside the vocabulary; words joined by single spaces.
+    pub fn decode(&self, ids: &[i64]) -> String {
+        ids.iter()
+            .copied()
+            .take_while(|&id| id != EOS)
+            .filter(|&id| id != PAD && id != BOS)
+            .filter_map(|id| self.word(id))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
