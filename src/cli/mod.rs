@@ -6,6 +6,7 @@ pub mod convert;
 pub mod demo;
 pub mod inspect;
 pub mod synth;
+pub mod train;
 
 /// Train image captioners with DiCO over sharded Parquet datasets.
 #[derive(Debug, Parser)]
@@ -27,6 +28,8 @@ pub enum Command {
     Convert(convert::ConvertCommand),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
+    /// Run a pipeline file through the dataflow engine.
+    Train(train::TrainArgs),
 }
 
 /// Run a parsed command line.
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(&args),
         Command::Convert(cmd) => convert::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Train(args) => train::run_train(&args),
     }
 }
