@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod flow;
 pub mod image;
 pub mod metrics;
 pub mod model;

@@ -1,15 +1,16 @@
 //! `dicoflow demo`: the main job on the embedded synthetic world. It generates
-//! the world (once), then streams the training split through the CPU data path
-//! (shard source → decode → resize/crop → normalise) on several workers.
-use std::path::PathBuf;
-use std::sync::Arc;
+//! the world (once), then streams the training split through the dataflow of
+//! `pipelines/demo.toml` (shard source → preprocess on every worker → image
+//! statistics on the device thread).
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::data::world::{write_world, WorldSpec};
-use crate::data::{LayoutOptions, ShardIndex, SourceConfig};
-use crate::image::parallel::preprocess_parallel;
-use crate::image::PreprocessConfig;
+use crate::flow::{self, Pipeline, Registry, RunOptions};
+
+/// The demo's pipeline, built in so the binary runs from any directory.
+const DEMO_PIPELINE: &str = include_str!("../../pipelines/demo.toml");
 
 /// Arguments of `demo`.
 #[derive(Debug, clap::Args)]
@@ -54,42 +55,28 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         println!("      wrote {} shards", files.len());
     }
 
-    println!("[2/2] streaming the training split through preprocessing");
-    let index = Arc::new(
-        ShardIndex::open(&data.join("train"), &LayoutOptions::default())
-            .context("opening the training split")?,
-    );
-    let source = SourceConfig {
-        seed: args.seed,
-        ..Default::default()
+    println!("[2/2] streaming the training split through the dataflow (pipelines/demo.toml)");
+    let mut pipeline = Pipeline::from_toml(DEMO_PIPELINE, Path::new("pipelines/demo.toml"))?;
+    pipeline.source.path = Some(data.join("train"));
+    pipeline.source.seed = args.seed;
+    for stage in &mut pipeline.cpu {
+        if stage.type_name == "preprocess" {
+            stage
+                .settings
+                .insert("size".into(), toml::Value::Integer(args.image_size.into()));
+        }
+    }
+    let opts = RunOptions {
+        run_dir: Some(args.out.clone()),
+        progress: true,
+        ..RunOptions::threads(args.workers.max(1) as usize)
     };
-    let prep = PreprocessConfig {
-        size: args.image_size,
-        ..Default::default()
-    };
-    let pb = crate::progress::bar(index.num_rows(), "preprocessing", "images");
-    let mut checksum = 0f64;
-    let stats = preprocess_parallel(
-        index,
-        &source,
-        &prep,
-        args.workers,
-        |p| {
-            checksum += p.pixels.iter().map(|&v| v as f64).sum::<f64>();
-            pb.inc(1);
-        },
-        |_| pb.inc(1),
-    )
-    .context("streaming the training split")?;
-    pb.finish_and_clear();
-    let secs = stats.elapsed.as_secs_f64();
+    let summary = flow::run(&pipeline, &Registry::with_builtins(), &opts)
+        .context("streaming the training split")?;
+    println!("{}", summary.telemetry);
     println!(
-        "      {} images preprocessed to [3, {s}, {s}] on {} workers in {secs:.2}s ({:.0} images/s); skipped: {}; pixel checksum {checksum:.3}",
-        stats.samples,
-        args.workers,
-        stats.samples as f64 / secs.max(1e-9),
-        stats.skipped,
-        s = args.image_size,
+        "      metrics log: {}",
+        args.out.join(crate::flow::sink::METRICS_FILE).display()
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod eval;
 pub mod inspect;
 pub mod synth;
+pub mod train;
 
 /// Train image captioners with DiCO over sharded Parquet datasets.
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
+    /// Run a pipeline file through the dataflow engine.
+    Train(train::TrainArgs),
 }
 
 /// Run a parsed command line.
@@ -40,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(cmd) => convert::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Train(args) => train::run_train(&args),
     }
 }

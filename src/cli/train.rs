@@ -1,0 +1,138 @@
+//! `dicoflow train --pipeline FILE`: run a pipeline through the dataflow engine,
+//! on threads of this process or, with `-n/-p/-H`, on several processes
+//! (timely's cluster mode; every process runs the same command).
+use std::path::PathBuf;
+
+use anyhow::Context;
+use timely::CommunicationConfig;
+
+use crate::flow::{run, Pipeline, Registry, RunOptions, RunSummary};
+
+/// Arguments of `train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Pipeline file (TOML; see pipelines/).
+    #[arg(long)]
+    pub pipeline: PathBuf,
+    /// Shards to read (overrides `path` in the pipeline's [source]).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run directory (metrics.jsonl goes here).
+    #[arg(long, default_value = "runs/train")]
+    pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Write every finished batch (time, keys in device order) as JSON to this file.
+    #[arg(long)]
+    pub keys_out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Continue from the last checkpoint (not yet supported).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// Workers and processes, as timely's own `-w/-n/-p/-h` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Worker threads per process.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    pub processes: usize,
+    /// Index of this process (0-based).
+    #[arg(short = 'p', long, default_value_t = 0)]
+    pub process: usize,
+    /// File with one `host:port` per process (default localhost:2101, 2102, ...).
+    #[arg(short = 'H', long)]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    /// Timely's communication settings.
+    pub fn communication(&self) -> anyhow::Result<CommunicationConfig> {
+        let threads = self.workers.max(1);
+        if self.processes <= 1 {
+            return Ok(if threads == 1 {
+                CommunicationConfig::Thread
+            } else {
+                CommunicationConfig::Process(threads)
+            });
+        }
+        anyhow::ensure!(
+            self.process < self.processes,
+            "--process {} must be below --processes {}",
+            self.process,
+            self.processes
+        );
+        let addresses: Vec<String> = match &self.hostfile {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the hostfile {}", path.display()))?;
+                let lines: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .take(self.processes)
+                    .collect();
+                anyhow::ensure!(
+                    lines.len() == self.processes,
+                    "{}: {} addresses for {} processes",
+                    path.display(),
+                    lines.len(),
+                    self.processes
+                );
+                lines
+            }
+            None => (0..self.processes)
+                .map(|i| format!("localhost:{}", 2101 + i))
+                .collect(),
+        };
+        Ok(CommunicationConfig::Cluster {
+            threads,
+            process: self.process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        })
+    }
+}
+
+/// Print the summary and, on process 0, the batch log.
+pub fn report(summary: &RunSummary, keys_out: Option<&PathBuf>) -> anyhow::Result<()> {
+    println!("{}", summary.telemetry);
+    if let Some(path) = keys_out {
+        let batches: Vec<_> = summary
+            .reports
+            .iter()
+            .map(|r| serde_json::json!({"time": r.time, "device": r.device, "keys": r.keys}))
+            .collect();
+        std::fs::write(path, serde_json::to_string(&batches)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Run `train`.
+pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.resume,
+        "--resume needs checkpoints, which this build does not write yet"
+    );
+    let mut pipeline = Pipeline::load(&args.pipeline)?;
+    if let Some(data) = &args.data {
+        pipeline.source.path = Some(data.clone());
+    }
+    let opts = RunOptions {
+        communication: args.cluster.communication()?,
+        run_dir: (args.cluster.process == 0).then(|| args.run_dir.clone()),
+        progress: !args.quiet,
+        keep_reports: args.keys_out.is_some(),
+    };
+    let summary = run(&pipeline, &Registry::with_builtins(), &opts)
+        .with_context(|| format!("running {}", args.pipeline.display()))?;
+    report(&summary, args.keys_out.as_ref())
+}

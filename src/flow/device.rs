@@ -1,0 +1,358 @@
+//! Device stages: one dedicated thread per device owns the device state (tch
+//! models, optimizers; tensors are not `Sync` and grad mode is thread-local).
+//! The timely operator talks to it through two bounded crossbeam channels with
+//! `try_send`/`try_recv` only, never blocking a worker; the thread wakes the
+//! operator with a `SyncActivator` when a result is ready.
+//!
+//! A device batch is the union of every worker's share of batch t, complete
+//! once the operator's input frontier has passed t, sorted by `(worker, seq)`:
+//! batches reach the device in timestamp order, each in a fixed order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::Stream;
+use timely::scheduling::SyncActivator;
+
+use super::batch::{BatchReport, BatchTime, Sample, StageError};
+use super::error::{panic_message, FlowError};
+use super::stage::{DeviceBatch, DeviceStage};
+use super::state::RunState;
+use super::telemetry::{StageKind, StageMetrics, Telemetry};
+
+/// Builds a device stage on the device thread.
+pub type DeviceStageCtor = Box<dyn FnOnce() -> Result<Box<dyn DeviceStage>, FlowError> + Send>;
+
+/// What runs on one device.
+pub struct DeviceSpec {
+    /// Device name in metrics and thread names (`cpu`, `cuda:0`, ...).
+    pub device: String,
+    /// Stages in order, each with its name.
+    pub stages: Vec<(String, DeviceStageCtor)>,
+    /// Depth of each channel between operator and thread (batches).
+    pub channel_depth: usize,
+    /// Whether reports carry the keys of their batch (tests, audits).
+    pub keep_keys: bool,
+}
+
+impl std::fmt::Debug for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.stages.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("DeviceSpec")
+            .field("device", &self.device)
+            .field("stages", &names)
+            .field("channel_depth", &self.channel_depth)
+            .finish()
+    }
+}
+
+enum Reply {
+    Done {
+        batch: DeviceBatch,
+        errors: Vec<StageError>,
+    },
+    Failed(FlowError),
+}
+
+/// The operator's end of a running device thread.
+struct DeviceLink {
+    jobs: Option<Sender<DeviceBatch>>,
+    replies: Receiver<Reply>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeviceLink {
+    /// Close the job channel and wait for the thread, which then has nothing
+    /// left to do (every batch sent has been answered, or it has failed).
+    fn shut_down(&mut self, device: &str, state: &RunState) {
+        self.jobs = None;
+        if let Some(handle) = self.thread.take() {
+            if let Err(panic) = handle.join() {
+                state.fail(FlowError::DeviceThread {
+                    device: device.to_owned(),
+                    message: panic_message(&*panic),
+                });
+            }
+        }
+    }
+}
+
+fn spawn_device(
+    spec: DeviceSpec,
+    activator: SyncActivator,
+    telemetry: &Telemetry,
+    device_metrics: Arc<StageMetrics>,
+) -> Result<DeviceLink, FlowError> {
+    let (job_tx, job_rx) = bounded::<DeviceBatch>(spec.channel_depth.max(1));
+    let (reply_tx, reply_rx) = bounded::<Reply>(spec.channel_depth.max(1));
+    let stage_metrics: Vec<Arc<StageMetrics>> = spec
+        .stages
+        .iter()
+        .map(|(name, _)| telemetry.stage(name, StageKind::Device))
+        .collect();
+    let stages = spec.stages;
+    let thread = std::thread::Builder::new()
+        .name(format!("device-{}", spec.device))
+        .spawn(move || {
+            device_loop(
+                stages,
+                stage_metrics,
+                device_metrics,
+                job_rx,
+                reply_tx,
+                activator,
+            )
+        })
+        .map_err(|e| FlowError::DeviceThread {
+            device: spec.device.clone(),
+            message: format!("could not start the thread: {e}"),
+        })?;
+    Ok(DeviceLink {
+        jobs: Some(job_tx),
+        replies: reply_rx,
+        thread: Some(thread),
+    })
+}
+
+/// The device thread: build the stages here, then run every batch through them.
+fn device_loop(
+    ctors: Vec<(String, DeviceStageCtor)>,
+    stage_metrics: Vec<Arc<StageMetrics>>,
+    device_metrics: Arc<StageMetrics>,
+    jobs: Receiver<DeviceBatch>,
+    replies: Sender<Reply>,
+    activator: SyncActivator,
+) {
+    let fail = |err: FlowError| {
+        let _ = replies.send(Reply::Failed(err));
+        let _ = activator.activate();
+    };
+    let mut stages = Vec::new();
+    for (name, ctor) in ctors {
+        match catch_unwind(AssertUnwindSafe(ctor)) {
+            Ok(Ok(stage)) => stages.push((name, stage)),
+            Ok(Err(err)) => return fail(err),
+            Err(panic) => {
+                return fail(FlowError::StagePanicked {
+                    stage: name,
+                    message: panic_message(&*panic),
+                })
+            }
+        }
+    }
+    loop {
+        let waiting = Instant::now();
+        let Ok(mut batch) = jobs.recv() else { break };
+        device_metrics
+            .idle_ns
+            .fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let busy = Instant::now();
+        let items = batch.samples.len() as u64;
+        let mut errors = Vec::new();
+        for ((name, stage), metrics) in stages.iter_mut().zip(&stage_metrics) {
+            let started = Instant::now();
+            let n = batch.samples.len() as u64;
+            match catch_unwind(AssertUnwindSafe(|| stage.process(&mut batch))) {
+                Ok(Ok(())) => metrics.record(n, started.elapsed()),
+                Ok(Err(failure)) => {
+                    metrics.record(n, started.elapsed());
+                    errors.extend(batch.samples.drain(..).map(|s| StageError {
+                        stage: name.clone(),
+                        reason: failure.reason.clone(),
+                        key: Some(s.key),
+                        addr: Some(s.addr),
+                    }));
+                }
+                Err(panic) => {
+                    return fail(FlowError::StagePanicked {
+                        stage: name.clone(),
+                        message: panic_message(&*panic),
+                    })
+                }
+            }
+        }
+        device_metrics.record(items, busy.elapsed());
+        if replies.send(Reply::Done { batch, errors }).is_err() {
+            break; // the operator is gone
+        }
+        let _ = activator.activate();
+    }
+}
+
+/// Stable owner of a key among `devices` devices (FNV-1a: the same on every
+/// machine and Rust version, unlike `DefaultHasher`).
+pub fn device_of(key: &str, devices: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % devices.max(1) as u64
+}
+
+/// Streams of samples (already exchanged to their device owner) that can be
+/// handed to a device.
+pub trait DeviceStageExt<'scope> {
+    /// Run `spec` (on workers that own a device; `None` elsewhere) and report each batch.
+    fn device_stage(
+        self,
+        spec: Option<DeviceSpec>,
+        telemetry: Arc<Telemetry>,
+        state: Arc<RunState>,
+    ) -> Stream<'scope, BatchTime, Vec<BatchReport>>;
+}
+
+impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
+    fn device_stage(
+        self,
+        spec: Option<DeviceSpec>,
+        telemetry: Arc<Telemetry>,
+        state: Arc<RunState>,
+    ) -> Stream<'scope, BatchTime, Vec<BatchReport>> {
+        let scope = self.scope();
+        let device_index = scope.index() as u32;
+        let name = spec
+            .as_ref()
+            .map(|s| s.device.clone())
+            .unwrap_or_else(|| "none".into());
+        let keep_keys = spec.as_ref().is_some_and(|s| s.keep_keys);
+        self.unary_frontier(Pipeline, &format!("Device[{name}]"), move |_cap, info| {
+            let activator = scope.worker().sync_activator_for(info.address.to_vec());
+            let device_metrics = spec
+                .as_ref()
+                .map(|s| telemetry.stage(&format!("device:{}", s.device), StageKind::Device));
+            let spawned = spec
+                .zip(device_metrics.clone())
+                .map(|(s, m)| spawn_device(s, activator, &telemetry, m));
+            let mut link = match spawned {
+                Some(Ok(link)) => Some(link),
+                Some(Err(e)) => {
+                    state.fail(e);
+                    None
+                }
+                None => None,
+            };
+            let mut failed = link.is_none();
+            // Batch parts not yet complete, complete batches not yet sent, and
+            // batches on the device: each with the capability for its time.
+            let mut pending: BTreeMap<BatchTime, (Capability<BatchTime>, Vec<Sample>)> =
+                BTreeMap::new();
+            let mut ready: VecDeque<(Capability<BatchTime>, DeviceBatch)> = VecDeque::new();
+            let mut on_device: VecDeque<(Capability<BatchTime>, usize)> = VecDeque::new();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each_stamp(|cap, data| {
+                    if failed {
+                        data.for_each(|d| d.clear());
+                        return;
+                    }
+                    let Some(cap) = cap.retain_least(port) else {
+                        return;
+                    };
+                    let entry = pending
+                        .entry(*cap.time())
+                        .or_insert_with(|| (cap, Vec::new()));
+                    for d in data {
+                        entry.1.append(d);
+                    }
+                });
+                let Some(dev) = link.as_mut() else { return };
+                // Batches the frontier has passed are complete.
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let time = *entry.key();
+                    let (cap, mut samples) = entry.remove();
+                    samples.sort_by_key(|s| (s.worker, s.seq));
+                    ready.push_back((
+                        cap,
+                        DeviceBatch {
+                            time,
+                            samples,
+                            metrics: BTreeMap::new(),
+                        },
+                    ));
+                }
+                // Hand complete batches to the device while its channel has room.
+                while let Some((cap, batch)) = ready.pop_front() {
+                    let Some(jobs) = dev.jobs.as_ref() else { break };
+                    let n = batch.samples.len();
+                    match jobs.try_send(batch) {
+                        Ok(()) => on_device.push_back((cap, n)),
+                        Err(TrySendError::Full(batch)) => {
+                            ready.push_front((cap, batch));
+                            break;
+                        }
+                        Err(TrySendError::Disconnected(_)) => break,
+                    }
+                }
+                // Collect finished batches.
+                loop {
+                    match dev.replies.try_recv() {
+                        Ok(Reply::Done { batch, errors }) => {
+                            let Some((cap, _)) = on_device.pop_front() else {
+                                break;
+                            };
+                            debug_assert_eq!(*cap.time(), batch.time);
+                            telemetry.batches_done.fetch_add(1, Ordering::Relaxed);
+                            telemetry
+                                .samples_done
+                                .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+                            let report = BatchReport {
+                                time: batch.time,
+                                device: device_index,
+                                keys: if keep_keys {
+                                    batch.samples.iter().map(|s| s.key.clone()).collect()
+                                } else {
+                                    Vec::new()
+                                },
+                                samples: batch.samples.len() as u64,
+                                metrics: batch.metrics,
+                                errors,
+                            };
+                            output.session(&cap).give(report);
+                        }
+                        Ok(Reply::Failed(err)) => {
+                            state.fail(err);
+                            failed = true;
+                            break;
+                        }
+                        Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                    }
+                }
+                let held: usize = pending.values().map(|(_, s)| s.len()).sum::<usize>()
+                    + ready.iter().map(|(_, b)| b.samples.len()).sum::<usize>()
+                    + on_device.iter().map(|(_, n)| *n).sum::<usize>();
+                telemetry
+                    .max_device_held
+                    .fetch_max(held as u64, Ordering::Relaxed);
+                if let Some(m) = &device_metrics {
+                    let queued = dev.jobs.as_ref().map_or(0, |j| j.len());
+                    m.set_queue((ready.len() + queued) as u64);
+                }
+                if failed {
+                    pending.clear();
+                    ready.clear();
+                    on_device.clear();
+                    dev.shut_down(&name, &state);
+                    link = None;
+                } else if frontier.is_empty()
+                    && pending.is_empty()
+                    && ready.is_empty()
+                    && on_device.is_empty()
+                {
+                    dev.shut_down(&name, &state);
+                    link = None;
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors of the dataflow engine. Per-sample failures are not errors: they are
+//! [`super::StageError`] records on the error stream, counted by stage and reason.
+
+use std::path::PathBuf;
+
+/// Errors that stop a run (or keep it from starting).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error(transparent)]
+    Data(#[from] crate::Error),
+
+    #[error("{path}: {message}")]
+    Pipeline { path: PathBuf, message: String },
+
+    #[error("stage `{stage}`: unknown {kind} stage type `{type_name}`; registered {kind} types: {known}")]
+    UnknownStageType {
+        stage: String,
+        kind: &'static str,
+        type_name: String,
+        known: String,
+    },
+
+    #[error("stage `{stage}` (type `{type_name}`): invalid settings: {message}")]
+    StageSettings {
+        stage: String,
+        type_name: String,
+        message: String,
+    },
+
+    #[error("stage `{stage}` could not be set up: {message}")]
+    StageSetup { stage: String, message: String },
+
+    #[error("stage `{stage}` panicked: {message}; the run was stopped")]
+    StagePanicked { stage: String, message: String },
+
+    #[error("device thread `{device}`: {message}")]
+    DeviceThread { device: String, message: String },
+
+    #[error("invalid flow setting `{name}`: {what}")]
+    Config { name: &'static str, what: String },
+
+    #[error("timely dataflow: {0}")]
+    Timely(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A panic payload as text (panics carry `&str` or `String` in practice).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic payload".to_owned()
+    }
+}

@@ -1,0 +1,37 @@
+//! The dataflow engine: a timely dataflow whose timestamps are batch numbers.
+//!
+//! ```text
+//! Source (every worker) ─► CPU stages (every worker, (oks, errs)) ─► exchange
+//!   to the device owner ─► device stage (one thread per device) ─► metrics sink ─► probe
+//! ```
+//!
+//! - [`source`]: worker w of W reads its shard stream, batch t at time t, and
+//!   holds back while the probe shows batch t − K unfinished;
+//! - [`cpu`]: per-sample CPU stages; rejects go to the error stream;
+//! - [`device`]: device stages on a dedicated thread, fed through bounded
+//!   channels with `try_send`/`try_recv`, waking the operator by `SyncActivator`;
+//! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
+//! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
+//!   name, pipeline files;
+//! - [`telemetry`]: per-stage counters and the summary table.
+pub mod batch;
+pub mod builtin;
+pub mod cpu;
+pub mod device;
+pub mod error;
+pub mod pipeline;
+pub mod registry;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod stage;
+pub mod state;
+pub mod telemetry;
+
+pub use batch::{BatchReport, BatchTime, Sample, StageError};
+pub use error::FlowError;
+pub use pipeline::{FlowConfig, Pipeline, SourceSpec, StageSpec};
+pub use registry::Registry;
+pub use run::{run, RunOptions, RunSummary};
+pub use stage::{CpuStage, DeviceBatch, DeviceStage, StageFailure};
+pub use telemetry::{Snapshot, Telemetry};

@@ -1,0 +1,136 @@
+//! The stage registry: stage type names → constructors. A pipeline file names
+//! types; user code registers its own with [`Registry::register_cpu`] and
+//! [`Registry::register_device`] and runs pipelines that use them.
+//!
+//! Each type declares a serde settings struct (`deny_unknown_fields`
+//! recommended); settings are parsed when the pipeline is checked, so a typo
+//! fails before any data is read, naming the stage and the key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::builtin;
+use super::device::DeviceStageCtor;
+use super::error::FlowError;
+use super::pipeline::{Pipeline, StageSpec};
+use super::stage::{CpuStage, DeviceStage};
+
+type CpuFactory = Arc<dyn Fn(&StageSpec) -> Result<Box<dyn CpuStage>, FlowError> + Send + Sync>;
+type DeviceFactory = Arc<dyn Fn(&StageSpec) -> Result<DeviceStageCtor, FlowError> + Send + Sync>;
+
+/// Stage types by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    cpu: BTreeMap<String, CpuFactory>,
+    device: BTreeMap<String, DeviceFactory>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("cpu", &self.cpu.keys().collect::<Vec<_>>())
+            .field("device", &self.device.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn parse_settings<S: DeserializeOwned>(spec: &StageSpec) -> Result<S, FlowError> {
+    toml::Value::Table(spec.settings.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| FlowError::StageSettings {
+            stage: spec.name().to_owned(),
+            type_name: spec.type_name.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry with dicoflow's own stages: CPU `preprocess`; device
+    /// `image_stats` and `delay`.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        builtin::register(&mut r);
+        r
+    }
+
+    /// Register CPU stage type `type_name`, built on every worker from settings `S`.
+    pub fn register_cpu<S, F>(&mut self, type_name: &str, ctor: F)
+    where
+        S: DeserializeOwned + 'static,
+        F: Fn(S) -> Result<Box<dyn CpuStage>, FlowError> + Send + Sync + 'static,
+    {
+        let factory: CpuFactory = Arc::new(move |spec| ctor(parse_settings::<S>(spec)?));
+        self.cpu.insert(type_name.to_owned(), factory);
+    }
+
+    /// Register device stage type `type_name`. Settings are parsed on the
+    /// calling thread; `ctor` runs on the device thread.
+    pub fn register_device<S, F>(&mut self, type_name: &str, ctor: F)
+    where
+        S: DeserializeOwned + Send + 'static,
+        F: Fn(S) -> Result<Box<dyn DeviceStage>, FlowError> + Send + Sync + 'static,
+    {
+        let ctor = Arc::new(ctor);
+        let factory: DeviceFactory = Arc::new(move |spec| {
+            let settings = parse_settings::<S>(spec)?;
+            let ctor = ctor.clone();
+            let boxed: DeviceStageCtor = Box::new(move || ctor(settings));
+            Ok(boxed)
+        });
+        self.device.insert(type_name.to_owned(), factory);
+    }
+
+    fn unknown(&self, spec: &StageSpec, kind: &'static str) -> FlowError {
+        let names: Vec<&str> = match kind {
+            "cpu" => self.cpu.keys().map(String::as_str).collect(),
+            _ => self.device.keys().map(String::as_str).collect(),
+        };
+        FlowError::UnknownStageType {
+            stage: spec.name().to_owned(),
+            kind,
+            type_name: spec.type_name.clone(),
+            known: if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            },
+        }
+    }
+
+    /// Build a CPU stage.
+    pub fn build_cpu(&self, spec: &StageSpec) -> Result<Box<dyn CpuStage>, FlowError> {
+        let factory = self
+            .cpu
+            .get(&spec.type_name)
+            .ok_or_else(|| self.unknown(spec, "cpu"))?;
+        factory(spec)
+    }
+
+    /// Check a device stage's settings and return its constructor.
+    pub fn build_device(&self, spec: &StageSpec) -> Result<DeviceStageCtor, FlowError> {
+        let factory = self
+            .device
+            .get(&spec.type_name)
+            .ok_or_else(|| self.unknown(spec, "device"))?;
+        factory(spec)
+    }
+
+    /// Check that every stage of `pipeline` exists and accepts its settings.
+    pub fn check(&self, pipeline: &Pipeline) -> Result<(), FlowError> {
+        for s in &pipeline.cpu {
+            self.build_cpu(s)?;
+        }
+        for s in &pipeline.device {
+            // Parsing the settings is the check; the stage itself is built on its device.
+            drop(self.build_device(s)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! Running a pipeline: builds the same graph on every worker (threads of this
+//! process, and processes in timely's cluster mode) and returns the summary.
+//!
+//! ```text
+//! Source (worker w of W) ─► Cpu[stage]… ─► exchange to device owner ─► Device[..]
+//!      │ skips                │ rejects                                   │ reports
+//!      └──────────────► errors ─► exchange to worker 0 ─► counts          └─► exchange to 0 ─► metrics sink ─► probe
+//! ```
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::operators::{Concatenate, Exchange, Inspect, OkErr, Probe};
+use timely::dataflow::ProbeHandle;
+use timely::{CommunicationConfig, WorkerConfig};
+
+use super::batch::{BatchReport, Sample, StageError};
+use super::cpu::CpuStageExt;
+use super::device::{device_of, DeviceSpec, DeviceStageExt};
+use super::error::FlowError;
+use super::pipeline::Pipeline;
+use super::registry::Registry;
+use super::sink::MetricsSink;
+use super::source::{shard_source, SourceSettings};
+use super::stage::{CpuStage, StageFailure};
+use super::state::RunState;
+use super::telemetry::{Snapshot, Telemetry};
+use crate::data::{ShardIndex, ShardSource};
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Threads and processes (timely's `Thread`, `Process(n)` or `Cluster`).
+    pub communication: CommunicationConfig,
+    /// Directory for `metrics.jsonl` (none: no log).
+    pub run_dir: Option<PathBuf>,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Keep every batch report with its keys in the summary (tests, audits).
+    pub keep_reports: bool,
+}
+
+impl RunOptions {
+    /// `workers` threads in this process, no log, no progress bar.
+    pub fn threads(workers: usize) -> Self {
+        Self {
+            communication: if workers <= 1 {
+                CommunicationConfig::Thread
+            } else {
+                CommunicationConfig::Process(workers)
+            },
+            run_dir: None,
+            progress: false,
+            keep_reports: false,
+        }
+    }
+}
+
+/// What a run reports. In cluster mode, process 0 holds the reports and error
+/// counts; every process holds its own stage counters.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub telemetry: Snapshot,
+    /// Finished batches in (time, device) order, if kept.
+    pub reports: Vec<BatchReport>,
+}
+
+impl RunSummary {
+    /// Keys processed by the devices, per batch in device order.
+    pub fn keys(&self) -> Vec<String> {
+        self.reports.iter().flat_map(|r| r.keys.clone()).collect()
+    }
+}
+
+/// Stands in for a CPU stage that failed to build on one worker, so the graph
+/// keeps the same shape on every worker while the run stops.
+struct Broken;
+
+impl CpuStage for Broken {
+    fn process(&mut self, _: &mut Sample) -> Result<(), StageFailure> {
+        Err(StageFailure::new("stage could not be built"))
+    }
+}
+
+/// Run `pipeline` with the stage types of `registry`.
+pub fn run(
+    pipeline: &Pipeline,
+    registry: &Registry,
+    opts: &RunOptions,
+) -> Result<RunSummary, FlowError> {
+    pipeline.check().map_err(|what| FlowError::Config {
+        name: "pipeline",
+        what,
+    })?;
+    registry.check(pipeline)?;
+    let path = pipeline.source.path.clone().ok_or(FlowError::Config {
+        name: "source.path",
+        what: "no shards given: set `path` in [source] or pass --data".into(),
+    })?;
+    let index = Arc::new(ShardIndex::open(&path, &pipeline.source.layout)?);
+
+    let telemetry = Arc::new(Telemetry::default());
+    let state = Arc::new(RunState::default());
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let progress = opts
+        .progress
+        .then(|| crate::progress::bar(index.num_rows(), "pipeline", "images"));
+
+    let config = timely::Config {
+        communication: opts.communication.clone(),
+        worker: WorkerConfig::default(),
+    };
+    let pipeline = Arc::new(pipeline.clone());
+    let registry = Arc::new(registry.clone());
+    let run_dir = opts.run_dir.clone();
+    let keep = opts.keep_reports;
+    let guards = {
+        let (telemetry, state, reports) = (telemetry.clone(), state.clone(), reports.clone());
+        timely::execute(config, move |worker| {
+            build_and_run(
+                worker,
+                &pipeline,
+                &registry,
+                &index,
+                &telemetry,
+                &state,
+                run_dir.clone(),
+                progress.clone(),
+                keep.then(|| reports.clone()),
+            )
+        })
+        .map_err(FlowError::Timely)?
+    };
+    for r in guards.join() {
+        if let Err(panic) = r {
+            state.fail(FlowError::Timely(format!("a worker panicked: {panic}")));
+        }
+    }
+    if let Some(err) = state.take_failure() {
+        return Err(err);
+    }
+    let mut reports = std::mem::take(&mut *reports.lock().unwrap_or_else(|e| e.into_inner()));
+    reports.sort_by_key(|r| (r.time, r.device));
+    Ok(RunSummary {
+        telemetry: telemetry.snapshot(),
+        reports,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_and_run(
+    worker: &mut timely::worker::Worker,
+    pipeline: &Pipeline,
+    registry: &Registry,
+    index: &Arc<ShardIndex>,
+    telemetry: &Arc<Telemetry>,
+    state: &Arc<RunState>,
+    run_dir: Option<PathBuf>,
+    progress: Option<indicatif::ProgressBar>,
+    reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
+) {
+    let me = worker.index();
+    let peers = worker.peers();
+    let flow = &pipeline.flow;
+    let devices = flow.devices;
+    if devices > peers {
+        state.fail(FlowError::Config {
+            name: "flow.devices",
+            what: format!("{devices} devices need at least as many workers, have {peers}"),
+        });
+    }
+    let devices = devices.min(peers);
+    let src = match ShardSource::new(
+        index.clone(),
+        pipeline.source.source_config(),
+        me as u32,
+        peers as u32,
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            state.fail(e.into());
+            None
+        }
+    };
+    let cpu: Vec<(String, Box<dyn CpuStage>)> = pipeline
+        .cpu
+        .iter()
+        .map(|spec| {
+            let stage = registry.build_cpu(spec).unwrap_or_else(|e| {
+                state.fail(e);
+                Box::new(Broken)
+            });
+            (spec.name().to_owned(), stage)
+        })
+        .collect();
+    let device_spec = if me < devices {
+        let mut stages = Vec::new();
+        for spec in &pipeline.device {
+            match registry.build_device(spec) {
+                Ok(ctor) => stages.push((spec.name().to_owned(), ctor)),
+                Err(e) => state.fail(e),
+            }
+        }
+        let device = if devices == 1 {
+            flow.device.clone()
+        } else {
+            format!("{}:{me}", flow.device)
+        };
+        Some(DeviceSpec {
+            device,
+            stages,
+            channel_depth: flow.channel_depth,
+            keep_keys: reports.is_some(),
+        })
+    } else {
+        None
+    };
+    // Only worker 0 receives reports and errors; only it writes the log.
+    let sink = if me == 0 {
+        match MetricsSink::try_new(telemetry.clone(), run_dir.as_deref(), progress, reports) {
+            Ok(s) => Some(Rc::new(RefCell::new(s))),
+            Err(e) => {
+                state.fail(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let probe = ProbeHandle::new();
+    let settings = SourceSettings {
+        batch_size: flow.batch_size,
+        max_in_flight: flow.max_in_flight,
+    };
+    worker.dataflow::<u64, _, _>(|scope| {
+        let records = shard_source(
+            scope,
+            src,
+            settings,
+            probe.clone(),
+            telemetry.clone(),
+            state.clone(),
+        );
+        let (mut samples, source_errors) =
+            records.ok_err::<Vec<Sample>, _, Vec<StageError>, _, _>(|r| r);
+        let mut errors = vec![source_errors];
+        for (name, stage) in cpu {
+            let (oks, errs) = samples.cpu_stage(&name, stage, telemetry, state.clone());
+            samples = oks;
+            errors.push(errs);
+        }
+        let reports = samples
+            .exchange(move |s: &Sample| device_of(&s.key, devices))
+            .device_stage(device_spec, telemetry.clone(), state.clone());
+        let error_sink = sink.clone();
+        scope
+            .concatenate(errors)
+            .exchange(|_: &StageError| 0)
+            .inspect(move |e: &StageError| {
+                if let Some(s) = &error_sink {
+                    s.borrow().on_error(e);
+                }
+            });
+        let report_sink = sink.clone();
+        reports
+            .exchange(|_: &BatchReport| 0)
+            .inspect(move |r: &BatchReport| {
+                if let Some(s) = &report_sink {
+                    s.borrow_mut().on_report(r);
+                }
+            })
+            .probe_with(&probe);
+    });
+    while worker.step_or_park(None) {}
+    if let Some(s) = sink {
+        s.borrow_mut().finish();
+    }
+}

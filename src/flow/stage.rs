@@ -1,0 +1,57 @@
+//! The Stage API: what user code implements to add a stage to a pipeline.
+//!
+//! - A [`CpuStage`] runs on every worker and maps a batch to a batch, one
+//!   sample at a time; a sample it cannot handle is returned as a
+//!   [`StageFailure`] and goes to the error stream, counted by stage name and
+//!   reason, while the batch goes on.
+//! - A [`DeviceStage`] owns device state (models, optimizers, tensors) and runs
+//!   on the device's own thread, created there (tch tensors are not `Sync`,
+//!   grad mode is thread-local). All device stages of a pipeline run in order
+//!   on that thread, each seeing the whole batch.
+//!
+//! Stages are registered by type name in a [`super::Registry`] and named in a
+//! pipeline file; see `docs/pipelines.md`.
+
+use std::collections::BTreeMap;
+
+use super::batch::{BatchTime, Sample};
+
+/// Why a sample (or a whole device batch) was rejected. The reason is a short,
+/// stable label: runs report counts per `(stage, reason)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageFailure {
+    pub reason: String,
+}
+
+impl StageFailure {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A per-sample CPU stage, one instance per worker.
+pub trait CpuStage: 'static {
+    /// Transform `sample` in place, or reject it.
+    fn process(&mut self, sample: &mut Sample) -> Result<(), StageFailure>;
+}
+
+/// One batch as a device sees it: the union of every worker's share of batch
+/// `time`, sorted by `(worker, seq)` so the order does not depend on arrival.
+#[derive(Debug, Default)]
+pub struct DeviceBatch {
+    pub time: BatchTime,
+    pub samples: Vec<Sample>,
+    /// Numbers to report for this batch (written to the metrics log).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A stage on a device thread. Constructed on that thread by its registered
+/// constructor, so it may hold non-`Send` state.
+pub trait DeviceStage {
+    /// Process a batch: it may change or remove samples and add metrics. An
+    /// error rejects the whole batch (its samples are counted under `reason`);
+    /// the run goes on. A panic stops the run with an error naming the stage.
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure>;
+}

@@ -1,0 +1,277 @@
+//! The dataflow engine: determinism across worker counts, flow control with a
+//! slow device, faults, and pipeline-file errors.
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
+use dicoflow::flow::{
+    run, CpuStage, DeviceBatch, DeviceStage, FlowError, Pipeline, Registry, RunOptions, Sample,
+    StageFailure, StageSpec,
+};
+
+/// `n` rows, 8×6 PNGs; rows whose index is in `bad` hold bytes that are no image.
+fn dataset(dir: &Path, n: usize, group: usize, bad: &[usize]) -> Vec<String> {
+    let cfg = ShardWriterConfig {
+        rows_per_shard: 4 * group,
+        rows_per_row_group: group,
+        ..Default::default()
+    };
+    let mut w = ShardWriter::try_new(dir, "part", cfg).unwrap();
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let key = format!("k{i:05}");
+        let image = if bad.contains(&i) {
+            b"definitely not an image".to_vec()
+        } else {
+            common::png(8, 6, i as u32)
+        };
+        w.push(ShardRow {
+            key: key.clone(),
+            image,
+            image_path: None,
+            captions: vec![format!("caption {i}")],
+            extra: vec![],
+        })
+        .unwrap();
+        keys.push(key);
+    }
+    w.finish().unwrap();
+    keys
+}
+
+fn settings(text: &str) -> toml::Table {
+    toml::from_str(text).unwrap()
+}
+
+fn pipeline(dir: &Path, batch: usize, k: u64) -> Pipeline {
+    let mut p = Pipeline::default();
+    p.source.path = Some(dir.to_path_buf());
+    p.source.seed = 7;
+    p.source.shuffle_buffer = 8;
+    p.flow.batch_size = batch;
+    p.flow.max_in_flight = k;
+    p.cpu = vec![StageSpec::new("preprocess").with_settings(settings("size = 4"))];
+    p.device = vec![StageSpec::new("image_stats")];
+    p
+}
+
+fn keep(workers: usize) -> RunOptions {
+    RunOptions {
+        keep_reports: true,
+        ..RunOptions::threads(workers)
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn one_and_two_workers_process_the_same_samples_in_a_fixed_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dataset(dir.path(), 90, 5, &[]);
+    let p = pipeline(dir.path(), 4, 3);
+    let reg = Registry::with_builtins();
+    let one = run(&p, &reg, &keep(1)).unwrap();
+    let two = run(&p, &reg, &keep(2)).unwrap();
+    assert_eq!(sorted(one.keys()), keys);
+    assert_eq!(sorted(two.keys()), keys);
+    assert_eq!(one.telemetry.samples, 90);
+    // Same seed and workers: the device sees the same batches in the same order.
+    let again = run(&p, &reg, &keep(2)).unwrap();
+    let batches = |s: &dicoflow::flow::RunSummary| {
+        s.reports
+            .iter()
+            .map(|r| (r.time, r.keys.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(batches(&two), batches(&again));
+    // A device batch is both workers' share of batch t: up to 2 × 4 samples.
+    assert!(two.reports.iter().all(|r| r.samples <= 8));
+    assert!(two.reports.iter().any(|r| r.samples > 4));
+    // The device stage did real work on every batch.
+    for r in &one.reports {
+        let m = r.metrics["pixel_mean_r"];
+        assert!(m.is_finite() && m.abs() < 3.0, "{m}");
+    }
+}
+
+#[test]
+fn a_slow_device_bounds_batches_in_flight_and_held_samples() {
+    let small = tempfile::tempdir().unwrap();
+    let large = tempfile::tempdir().unwrap();
+    dataset(small.path(), 40, 5, &[]);
+    dataset(large.path(), 400, 5, &[]);
+    let reg = Registry::with_builtins();
+    let (batch, k, workers) = (4usize, 2u64, 2usize);
+    let mut held = Vec::new();
+    for dir in [small.path(), large.path()] {
+        let mut p = pipeline(dir, batch, k);
+        p.device = vec![StageSpec::new("delay").with_settings(settings("ms_per_batch = 2.0"))];
+        let s = run(&p, &reg, &RunOptions::threads(workers)).unwrap();
+        assert!(s.telemetry.max_in_flight >= 1);
+        assert!(
+            s.telemetry.max_in_flight <= k,
+            "{} batches in flight, K = {k}",
+            s.telemetry.max_in_flight
+        );
+        let bound = k * (batch * workers) as u64;
+        assert!(
+            s.telemetry.max_device_held <= bound,
+            "device held {} samples, bound {bound}",
+            s.telemetry.max_device_held
+        );
+        held.push(s.telemetry.max_device_held);
+    }
+    // Ten times the data, not ten times the samples held.
+    assert!(held[1] <= held[0].max(1) * 2, "{held:?}");
+}
+
+#[test]
+fn bad_samples_are_counted_and_the_graph_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dataset(dir.path(), 30, 5, &[3, 17, 29]);
+    let mut reg = Registry::with_builtins();
+    /// Rejects captions mentioning a 1.
+    struct NoOnes;
+    impl CpuStage for NoOnes {
+        fn process(&mut self, s: &mut Sample) -> Result<(), StageFailure> {
+            if s.captions[0].contains('1') {
+                return Err(StageFailure::new("has a one"));
+            }
+            Ok(())
+        }
+    }
+    reg.register_cpu("no_ones", |_: toml::Table| {
+        Ok(Box::new(NoOnes) as Box<dyn CpuStage>)
+    });
+    let mut p = pipeline(dir.path(), 4, 2);
+    p.cpu.push(StageSpec::new("no_ones"));
+    let s = run(&p, &reg, &keep(2)).unwrap();
+    let errors = &s.telemetry;
+    assert_eq!(errors.errors_of("preprocess"), 3);
+    assert!(errors
+        .errors
+        .iter()
+        .any(|e| e.stage == "preprocess" && e.reason == "image decode failed" && e.count == 3));
+    let ones = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![3, 17, 29].contains(i) && i.to_string().contains('1'))
+        .count();
+    assert_eq!(errors.errors_of("no_ones"), ones as u64);
+    assert_eq!(s.telemetry.samples as usize, 30 - 3 - ones);
+}
+
+/// Panics on its third batch.
+struct Boom(u32);
+impl DeviceStage for Boom {
+    fn process(&mut self, _: &mut DeviceBatch) -> Result<(), StageFailure> {
+        self.0 += 1;
+        if self.0 == 3 {
+            panic!("boom on batch {}", self.0);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_device_stage_stops_the_run_naming_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path(), 200, 5, &[]);
+    let mut reg = Registry::with_builtins();
+    reg.register_device("boom", |_: toml::Table| {
+        Ok(Box::new(Boom(0)) as Box<dyn DeviceStage>)
+    });
+    let mut p = pipeline(dir.path(), 4, 2);
+    let mut spec = StageSpec::new("boom");
+    spec.name = Some("exploder".into());
+    p.device.push(spec);
+    let start = Instant::now();
+    let err = run(&p, &reg, &RunOptions::threads(2)).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(20));
+    match &err {
+        FlowError::StagePanicked { stage, message } => {
+            assert_eq!(stage, "exploder");
+            assert!(message.contains("boom on batch 3"), "{message}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains("exploder"));
+}
+
+#[test]
+fn a_panicking_cpu_stage_stops_the_run_naming_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path(), 100, 5, &[]);
+    let mut reg = Registry::with_builtins();
+    struct Bad;
+    impl CpuStage for Bad {
+        fn process(&mut self, s: &mut Sample) -> Result<(), StageFailure> {
+            if s.key == "k00042" {
+                panic!("cannot handle {}", s.key);
+            }
+            Ok(())
+        }
+    }
+    reg.register_cpu("bad", |_: toml::Table| {
+        Ok(Box::new(Bad) as Box<dyn CpuStage>)
+    });
+    let mut p = pipeline(dir.path(), 4, 2);
+    p.cpu.push(StageSpec::new("bad"));
+    let err = run(&p, &reg, &RunOptions::threads(2)).unwrap_err();
+    assert!(
+        matches!(&err, FlowError::StagePanicked { stage, message } if stage == "bad" && message.contains("k00042")),
+        "{err}"
+    );
+}
+
+#[test]
+fn pipeline_files_name_the_bad_key() {
+    let path = Path::new("pipelines/x.toml");
+    let err = Pipeline::from_toml("[flow]\nbatch_sise = 3\n", path).unwrap_err();
+    assert!(err.to_string().contains("batch_sise"), "{err}");
+    assert!(err.to_string().contains("pipelines/x.toml"), "{err}");
+    let err = Pipeline::from_toml("[flow]\nmax_in_flight = 0\n", path).unwrap_err();
+    assert!(err.to_string().contains("flow.max_in_flight"), "{err}");
+
+    let reg = Registry::with_builtins();
+    let p = Pipeline::from_toml(
+        "[[cpu]]\ntype = \"preprocess\"\n[cpu.settings]\nsise = 3\n",
+        path,
+    )
+    .unwrap();
+    let err = reg.check(&p).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("sise") && msg.contains("preprocess"), "{msg}");
+    let p = Pipeline::from_toml("[[device]]\ntype = \"gpt9\"\n", path).unwrap();
+    let msg = reg.check(&p).unwrap_err().to_string();
+    assert!(msg.contains("gpt9") && msg.contains("image_stats"), "{msg}");
+}
+
+#[test]
+fn telemetry_counts_items_per_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path(), 40, 5, &[]);
+    let p = pipeline(dir.path(), 4, 2);
+    let s = run(&p, &Registry::with_builtins(), &RunOptions::threads(2)).unwrap();
+    let t = &s.telemetry;
+    let by_name: BTreeMap<&str, u64> = t
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.items))
+        .collect();
+    assert_eq!(by_name["source"], 40);
+    assert_eq!(by_name["preprocess"], 40);
+    assert_eq!(by_name["image_stats"], 40);
+    assert_eq!(by_name["device:cpu"], 40);
+    let text = t.to_string();
+    assert!(
+        text.contains("image_stats") && text.contains("errors: none"),
+        "{text}"
+    );
+}
