@@ -89,6 +89,7 @@ fn spawn_device(
     activator: SyncActivator,
     telemetry: &Telemetry,
     device_metrics: Arc<StageMetrics>,
+    state: Arc<RunState>,
 ) -> Result<DeviceLink, FlowError> {
     let (job_tx, job_rx) = bounded::<DeviceBatch>(spec.channel_depth.max(1));
     let (reply_tx, reply_rx) = bounded::<Reply>(spec.channel_depth.max(1));
@@ -108,6 +109,7 @@ fn spawn_device(
                 job_rx,
                 reply_tx,
                 activator,
+                &state,
             )
         })
         .map_err(|e| FlowError::DeviceThread {
@@ -129,6 +131,7 @@ fn device_loop(
     jobs: Receiver<DeviceBatch>,
     replies: Sender<Reply>,
     activator: SyncActivator,
+    state: &RunState,
 ) {
     let fail = |err: FlowError| {
         let _ = replies.send(Reply::Failed(err));
@@ -184,6 +187,24 @@ fn device_loop(
         }
         let _ = activator.activate();
     }
+    // Every batch is done: let stages write what they hold (final weights,
+    // open files). Skipped when the run is stopping on an error.
+    if state.aborted() {
+        return;
+    }
+    for (name, stage) in &mut stages {
+        match catch_unwind(AssertUnwindSafe(|| stage.finish())) {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => state.fail(FlowError::StageFinish {
+                stage: name.clone(),
+                reason: failure.reason,
+            }),
+            Err(panic) => state.fail(FlowError::StagePanicked {
+                stage: name.clone(),
+                message: panic_message(&*panic),
+            }),
+        }
+    }
 }
 
 /// Stable owner of a key among `devices` devices (FNV-1a: the same on every
@@ -230,7 +251,7 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                 .map(|s| telemetry.stage(&format!("device:{}", s.device), StageKind::Device));
             let spawned = spec
                 .zip(device_metrics.clone())
-                .map(|(s, m)| spawn_device(s, activator, &telemetry, m));
+                .map(|(s, m)| spawn_device(s, activator, &telemetry, m, state.clone()));
             let mut link = match spawned {
                 Some(Ok(link)) => Some(link),
                 Some(Err(e)) => {

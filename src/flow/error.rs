@@ -33,6 +33,9 @@ pub enum FlowError {
     #[error("stage `{stage}` panicked: {message}; the run was stopped")]
     StagePanicked { stage: String, message: String },
 
+    #[error("stage `{stage}` could not finish: {reason}")]
+    StageFinish { stage: String, reason: String },
+
     #[error("device thread `{device}`: {message}")]
     DeviceThread { device: String, message: String },
 

@@ -54,4 +54,10 @@ pub trait DeviceStage {
     /// error rejects the whole batch (its samples are counted under `reason`);
     /// the run goes on. A panic stops the run with an error naming the stage.
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure>;
+
+    /// Called once on the device thread after the last batch of a run that did
+    /// not fail: write final results (weights, files). An error fails the run.
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        Ok(())
+    }
 }

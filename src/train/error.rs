@@ -27,6 +27,9 @@ pub enum TrainError {
     /// A model could not be built or run.
     #[error(transparent)]
     Model(Box<crate::model::ModelError>),
+    /// Rewards could not be computed.
+    #[error(transparent)]
+    Reward(Box<crate::reward::RewardError>),
     /// Captions could not be tokenised.
     #[error(transparent)]
     Tokenizer(#[from] crate::text::TokenizerError),

@@ -1,6 +1,7 @@
 //! Training objectives and optimisation: DiCO, SCST, the contrastive
 //! evaluator loss, AdamW with checkpointable state, learning-rate schedules.
 pub mod adamw;
+pub mod captioning;
 pub mod checkpoint;
 pub mod contrastive;
 pub mod dico;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod evaluator;
 pub mod schedule;
 pub mod scst;
+pub mod stages;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{BestBy, Checkpointer, TrainState};

@@ -1,0 +1,376 @@
+//! Training and captioning as device stages of the dataflow: each owns its
+//! models on the device thread, steps once per batch, reports per-step metrics
+//! into the batch (the metrics log), and writes its weights when the run ends.
+//!
+//! | type | does |
+//! |---|---|
+//! | `train_evaluator` | contrastive CLIP training ([`ContrastiveTrainer`]) |
+//! | `train_captioner` | XE / DiCO / SCST ([`CaptionTrainer`]) |
+//! | `caption` | greedy captions + evaluator scores, appended to a JSONL file |
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, StageFailure};
+use crate::model::captioner::{Backbone, CaptionerConfig, Vocab};
+use crate::model::clip::{Clip, ClipConfig};
+use crate::reward::{ClipScorer, ScoreConfig};
+use crate::text::ClipTokenizer;
+use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer};
+use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
+
+/// Weights file a training stage writes into its `out` directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The built-in stages plus the training stages.
+pub fn registry() -> Registry {
+    let mut r = Registry::with_builtins();
+    register(&mut r);
+    r
+}
+
+/// Register the training stages.
+pub fn register(r: &mut Registry) {
+    r.register_device("train_evaluator", |s: EvaluatorStageSettings| {
+        Ok(Box::new(EvaluatorStage::try_new(s)?) as Box<dyn DeviceStage>)
+    });
+    r.register_device("train_captioner", |s: CaptionerStageSettings| {
+        Ok(Box::new(CaptionerStage::try_new(s)?) as Box<dyn DeviceStage>)
+    });
+    r.register_device("caption", |s: CaptionStageSettings| {
+        Ok(Box::new(CaptionStage::try_new(s)?) as Box<dyn DeviceStage>)
+    });
+}
+
+fn device_of(name: &str) -> Result<Device, FlowError> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::cuda_if_available()),
+        other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => Ok(Device::Cuda(i)),
+            None => Err(FlowError::Config {
+                name: "device",
+                what: format!("`{other}`: use cpu, cuda or cuda:N"),
+            }),
+        },
+    }
+}
+
+fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
+    move |what| FlowError::Config { name: stage, what }
+}
+
+/// `[n, 3, s, s]` from the batch's preprocessed pixels, keys and captions.
+fn batch_tensors(
+    batch: &DeviceBatch,
+) -> Result<(Tensor, Vec<String>, Vec<Vec<String>>), StageFailure> {
+    let n = batch.samples.len();
+    let size = batch.samples.first().map_or(0, |s| s.size) as i64;
+    let mut flat = Vec::with_capacity(n * (3 * size * size) as usize);
+    for s in &batch.samples {
+        if s.pixels.len() as i64 != 3 * size * size {
+            return Err(StageFailure::new("samples not preprocessed to one size"));
+        }
+        flat.extend_from_slice(&s.pixels);
+    }
+    let pixels = Tensor::from_slice(&flat).view([n as i64, 3, size, size]);
+    let keys = batch.samples.iter().map(|s| s.key.clone()).collect();
+    let caps = batch.samples.iter().map(|s| s.captions.clone()).collect();
+    Ok((pixels, keys, caps))
+}
+
+/// Settings of `train_evaluator`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluatorStageSettings {
+    pub train: ContrastiveConfig,
+    /// Directory for the final weights and config.
+    pub out: PathBuf,
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+/// Contrastive CLIP training as a device stage.
+pub struct EvaluatorStage {
+    trainer: ContrastiveTrainer,
+    settings: EvaluatorStageSettings,
+}
+
+impl EvaluatorStage {
+    pub fn try_new(settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
+        let device = device_of(&settings.device)?;
+        let trainer = ContrastiveTrainer::new(settings.train.clone(), device)
+            .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
+        Ok(Self { trainer, settings })
+    }
+}
+
+impl DeviceStage for EvaluatorStage {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if batch.samples.len() < 2
+            || self.trainer.step_count() >= self.settings.train.schedule.total_steps
+        {
+            return Ok(()); // contrastive loss needs negatives; extra batches past the schedule pass
+        }
+        let (pixels, _, caps) = batch_tensors(batch)?;
+        let s = self
+            .trainer
+            .step(&pixels, &caps)
+            .map_err(|e| StageFailure::new(format!("evaluator step failed: {e}")))?;
+        for (k, v) in [
+            ("evaluator/loss", s.loss),
+            ("evaluator/accuracy", s.accuracy),
+            ("evaluator/logit_scale", s.logit_scale),
+            ("evaluator/grad_norm", s.grad_norm),
+            ("evaluator/lr", s.lr),
+        ] {
+            batch.metrics.insert(k.into(), v);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        let out = &self.settings.out;
+        std::fs::create_dir_all(out)
+            .map_err(|e| StageFailure::new(format!("{}: {e}", out.display())))?;
+        crate::model::weights::save_safetensors(&self.trainer.vs, out.join(WEIGHTS_FILE))
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        let cfg = serde_json::to_string_pretty(&self.settings.train.clip).unwrap_or_default();
+        std::fs::write(out.join("clip_config.json"), cfg)
+            .map_err(|e| StageFailure::new(e.to_string()))
+    }
+}
+
+/// Settings of `train_captioner`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionerStageSettings {
+    pub captioner: CaptionerConfig,
+    pub train: CaptionTrainConfig,
+    /// Word vocabulary (JSON written by [`Vocab`]'s serde form).
+    pub vocab: PathBuf,
+    /// CLIP safetensors whose vision tower is the frozen backbone, and its config.
+    pub backbone: PathBuf,
+    pub backbone_config: ClipConfig,
+    /// Evaluator weights (CLIP safetensors) and config, for DiCO/SCST rewards.
+    #[serde(default)]
+    pub evaluator: Option<PathBuf>,
+    #[serde(default)]
+    pub reward: Option<ScoreConfig>,
+    /// Starting weights (the XE checkpoint for DiCO/SCST; also DiCO's reference).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    pub out: PathBuf,
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn load_scorer(
+    path: &PathBuf,
+    cfg: &ClipConfig,
+    score: ScoreConfig,
+    device: Device,
+) -> Result<ClipScorer, String> {
+    let (_vs, clip) = Clip::from_safetensors(path, cfg, device).map_err(|e| e.to_string())?;
+    let tok = ClipTokenizer::openai().map_err(|e| e.to_string())?;
+    Ok(ClipScorer::new(clip, tok, score))
+}
+
+fn load_vocab(path: &PathBuf) -> Result<Vocab, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Vocab = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(v.reindexed())
+}
+
+/// Captioner training (XE, DiCO, SCST) as a device stage.
+pub struct CaptionerStage {
+    trainer: CaptionTrainer,
+    settings: CaptionerStageSettings,
+}
+
+impl CaptionerStage {
+    pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
+        let err = build_err("train_captioner");
+        let device = device_of(&s.device)?;
+        let vocab = load_vocab(&s.vocab).map_err(&err)?;
+        let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
+            .map_err(|e| err(e.to_string()))?;
+        let scorer = match (&s.evaluator, &s.reward) {
+            (Some(p), Some(r)) => {
+                Some(load_scorer(p, &s.backbone_config, r.clone(), device).map_err(&err)?)
+            }
+            (Some(p), None) => Some(
+                load_scorer(p, &s.backbone_config, ScoreConfig::dico_reward(), device)
+                    .map_err(&err)?,
+            ),
+            _ => None,
+        };
+        let trainer = CaptionTrainer::new(
+            &s.captioner,
+            vocab,
+            backbone,
+            s.init.as_deref(),
+            scorer,
+            s.train.clone(),
+            device,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Self {
+            trainer,
+            settings: s,
+        })
+    }
+}
+
+impl DeviceStage for CaptionerStage {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if batch.samples.is_empty()
+            || self.trainer.step_count() >= self.settings.train.schedule.total_steps
+        {
+            return Ok(());
+        }
+        let (pixels, keys, caps) = batch_tensors(batch)?;
+        let s = self
+            .trainer
+            .step(&keys, &pixels, &caps)
+            .map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
+        if let Some(scorer) = self.trainer.scorer_mut() {
+            scorer.clear_images(); // images are not revisited within an epoch
+        }
+        batch.metrics.insert("train/loss".into(), s.loss);
+        batch.metrics.insert("train/lr".into(), s.lr);
+        batch.metrics.insert("train/grad_norm".into(), s.grad_norm);
+        if self.trainer.objective() != crate::train::captioning::Objective::Xe {
+            batch
+                .metrics
+                .insert("train/candidate_length".into(), s.candidate_length);
+            batch.metrics.insert("train/eos_share".into(), s.eos_share);
+        }
+        for (k, v) in s.extra {
+            batch.metrics.insert(k, v);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        let out = &self.settings.out;
+        std::fs::create_dir_all(out)
+            .map_err(|e| StageFailure::new(format!("{}: {e}", out.display())))?;
+        self.trainer
+            .save_weights(&out.join(WEIGHTS_FILE))
+            .map_err(|e| StageFailure::new(e.to_string()))
+    }
+}
+
+/// Settings of `caption`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionStageSettings {
+    pub captioner: CaptionerConfig,
+    pub weights: PathBuf,
+    pub vocab: PathBuf,
+    pub backbone: PathBuf,
+    pub backbone_config: ClipConfig,
+    /// Evaluator for the per-caption score (CLIP-S by default).
+    pub evaluator: PathBuf,
+    #[serde(default = "ScoreConfig::clip_s")]
+    pub score: ScoreConfig,
+    /// JSONL output: one `{"key", "caption", "score"}` per image.
+    pub out: PathBuf,
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+/// Captions every image and scores it with the evaluator.
+pub struct CaptionStage {
+    trainer: CaptionTrainer,
+    scorer: ClipScorer,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl CaptionStage {
+    pub fn try_new(s: CaptionStageSettings) -> Result<Self, FlowError> {
+        let err = build_err("caption");
+        let device = device_of(&s.device)?;
+        let vocab = load_vocab(&s.vocab).map_err(&err)?;
+        let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
+            .map_err(|e| err(e.to_string()))?;
+        let train = CaptionTrainConfig {
+            objective: crate::train::captioning::Objective::Xe,
+            optimizer: Default::default(),
+            schedule: Default::default(),
+            grad_clip: None,
+            dico: Default::default(),
+            candidates: 1,
+            temperature: 1.0,
+            seed: 0,
+        };
+        let trainer = CaptionTrainer::new(
+            &s.captioner,
+            vocab,
+            backbone,
+            Some(&s.weights),
+            None,
+            train,
+            device,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let scorer =
+            load_scorer(&s.evaluator, &s.backbone_config, s.score.clone(), device).map_err(&err)?;
+        if let Some(dir) = s.out.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        }
+        let file =
+            std::fs::File::create(&s.out).map_err(|e| err(format!("{}: {e}", s.out.display())))?;
+        Ok(Self {
+            trainer,
+            scorer,
+            out: std::io::BufWriter::new(file),
+        })
+    }
+}
+
+impl DeviceStage for CaptionStage {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if batch.samples.is_empty() {
+            return Ok(());
+        }
+        let (pixels, keys, _) = batch_tensors(batch)?;
+        let captions = tch::no_grad(|| self.trainer.caption(&pixels))
+            .map_err(|e| StageFailure::new(format!("captioning failed: {e}")))?;
+        self.scorer
+            .add_images(&keys, &pixels)
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        let scores = self
+            .scorer
+            .score(&keys, &captions)
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        self.scorer.clear_images();
+        let mut sum = 0.0;
+        for ((k, c), s) in keys.iter().zip(&captions).zip(&scores) {
+            let line = serde_json::json!({"key": k, "caption": c, "score": s});
+            writeln!(self.out, "{line}").map_err(|e| StageFailure::new(e.to_string()))?;
+            sum += *s as f64;
+        }
+        self.out
+            .flush()
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        batch
+            .metrics
+            .insert("caption/score".into(), sum / keys.len() as f64);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        self.out
+            .flush()
+            .map_err(|e| StageFailure::new(e.to_string()))
+    }
+}
