@@ -13,9 +13,13 @@
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
 //! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
 //!   name, pipeline files;
-//! - [`telemetry`]: per-stage counters and the summary table.
+//! - [`telemetry`]: per-stage counters and the summary table;
+//! - [`corpus`], [`cache_join`]: differential computations (n-gram document
+//!   frequencies of reference captions, keys missing from a cache).
 pub mod batch;
 pub mod builtin;
+pub mod cache_join;
+pub mod corpus;
 pub mod cpu;
 pub mod device;
 pub mod error;

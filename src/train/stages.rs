@@ -63,10 +63,11 @@ fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
     move |what| FlowError::Config { name: stage, what }
 }
 
-/// `[n, 3, s, s]` from the batch's preprocessed pixels, keys and captions.
-fn batch_tensors(
-    batch: &DeviceBatch,
-) -> Result<(Tensor, Vec<String>, Vec<Vec<String>>), StageFailure> {
+/// A device batch as tensors: pixels `[n, 3, s, s]`, keys, reference captions.
+type BatchTensors = (Tensor, Vec<String>, Vec<Vec<String>>);
+
+/// The batch's preprocessed pixels, keys and captions.
+fn batch_tensors(batch: &DeviceBatch) -> Result<BatchTensors, StageFailure> {
     let n = batch.samples.len();
     let size = batch.samples.first().map_or(0, |s| s.size) as i64;
     let mut flat = Vec::with_capacity(n * (3 * size * size) as usize);
