@@ -10,6 +10,7 @@ pub mod error;
 pub mod image;
 pub mod model;
 pub mod progress;
+pub mod reward;
 pub mod rng;
 pub mod text;
 
