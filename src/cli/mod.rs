@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod convert;
 pub mod demo;
 pub mod inspect;
+pub mod score;
 pub mod synth;
 
 /// Train image captioners with DiCO over sharded Parquet datasets.
@@ -27,6 +28,8 @@ pub enum Command {
     Convert(convert::ConvertCommand),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
+    /// CLIP-S / PAC-S (and Ref- variants with --annotations) of a COCO results file.
+    Score(score::ScoreArgs),
 }
 
 /// Run a parsed command line.
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(&args),
         Command::Convert(cmd) => convert::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Score(args) => score::run(&args),
     }
 }
