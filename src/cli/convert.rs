@@ -11,6 +11,34 @@ use crate::data::writer::{ShardWriterConfig, DEFAULT_ROWS_PER_ROW_GROUP, DEFAULT
 pub enum ConvertCommand {
     /// COCO images + Karpathy split file → shards per split (train/val/test).
     Coco(CocoArgs),
+    /// PyTorch weights (OpenAI `clip.load` TorchScript `.pt`, or a flat `torch.save`d
+    /// state dict) → safetensors with OpenAI CLIP names.
+    Weights(WeightsArgs),
+}
+
+/// Input format of `convert weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsFormat {
+    /// TorchScript first, then a pickled state dict.
+    Auto,
+    /// A TorchScript archive (`clip.load`'s `.pt` files).
+    Torchscript,
+    /// A `torch.save`d flat dict of tensors.
+    StateDict,
+}
+
+/// Arguments of `convert weights`.
+#[derive(Debug, clap::Args)]
+pub struct WeightsArgs {
+    /// Input `.pt` / `.pth` file.
+    pub input: PathBuf,
+    /// Output `.safetensors` file.
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: WeightsFormat,
+    /// Check the result loads strictly into this CLIP (preset or JSON file).
+    #[arg(long)]
+    pub clip_config: Option<String>,
 }
 
 /// Arguments of `convert coco`.
@@ -40,7 +68,47 @@ pub struct CocoArgs {
 pub fn run(cmd: &ConvertCommand) -> anyhow::Result<()> {
     match cmd {
         ConvertCommand::Coco(args) => coco(args),
+        ConvertCommand::Weights(args) => weights(args),
     }
+}
+
+fn weights(args: &WeightsArgs) -> anyhow::Result<()> {
+    use crate::model::convert::{read_torch_weights, TorchFormat};
+    let format = match args.format {
+        WeightsFormat::Auto => None,
+        WeightsFormat::Torchscript => Some(TorchFormat::TorchScript),
+        WeightsFormat::StateDict => Some(TorchFormat::StateDict),
+    };
+    let named = read_torch_weights(&args.input, format)?;
+    let mut out = Vec::with_capacity(named.len());
+    for (k, t) in named {
+        out.push((
+            k,
+            t.f_detach()?
+                .f_to_device(tch::Device::Cpu)?
+                .f_contiguous()?,
+        ));
+    }
+    tch::Tensor::write_safetensors(&out, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let params: i64 = out.iter().map(|(_, t)| t.numel() as i64).sum();
+    println!(
+        "{} tensors ({params} values) written to {}",
+        out.len(),
+        args.output.display()
+    );
+    if let Some(spec) = &args.clip_config {
+        let cfg = super::score::clip_config(spec)?;
+        crate::model::clip::Clip::from_safetensors(&args.output, &cfg, tch::Device::Cpu)
+            .with_context(|| {
+                format!(
+                    "checking {} against --clip-config {spec}",
+                    args.output.display()
+                )
+            })?;
+        println!("loads as CLIP `{spec}`");
+    }
+    Ok(())
 }
 
 fn coco(args: &CocoArgs) -> anyhow::Result<()> {

@@ -98,7 +98,13 @@ fn captioner_config(vocab: &Vocab) -> CaptionerConfig {
 }
 
 /// Batches a run of `epochs` over `data` produces with `workers` × `batch` rows.
-fn steps_for(data: &Path, workers: u32, batch: usize, epochs: u64, seed: u64) -> anyhow::Result<u64> {
+fn steps_for(
+    data: &Path,
+    workers: u32,
+    batch: usize,
+    epochs: u64,
+    seed: u64,
+) -> anyhow::Result<u64> {
     let index = Arc::new(ShardIndex::open(data, &LayoutOptions::default())?);
     let cfg = SourceConfig {
         seed,
@@ -106,7 +112,8 @@ fn steps_for(data: &Path, workers: u32, batch: usize, epochs: u64, seed: u64) ->
     };
     let mut steps = 0;
     for w in 0..workers {
-        let rows = ShardSource::new(index.clone(), cfg.clone(), w, workers)?.rows_per_epoch() * epochs;
+        let rows =
+            ShardSource::new(index.clone(), cfg.clone(), w, workers)?.rows_per_epoch() * epochs;
         steps = steps.max(rows.div_ceil(batch as u64));
     }
     Ok(steps)
@@ -177,7 +184,11 @@ struct Evaluated {
     examples: Vec<(String, String)>,
 }
 
-fn evaluate(name: &'static str, captions_file: &Path, spec: &WorldSpec) -> anyhow::Result<Evaluated> {
+fn evaluate(
+    name: &'static str,
+    captions_file: &Path,
+    spec: &WorldSpec,
+) -> anyhow::Result<Evaluated> {
     let text = std::fs::read_to_string(captions_file)
         .with_context(|| format!("reading {}", captions_file.display()))?;
     let mut rows: Vec<(String, String, f64)> = Vec::new();
@@ -204,7 +215,11 @@ fn evaluate(name: &'static str, captions_file: &Path, spec: &WorldSpec) -> anyho
     }
     let quality = caption_quality(&scenes, &caps, &refs)?;
     let score = rows.iter().map(|r| r.2).sum::<f64>() / rows.len().max(1) as f64;
-    let examples = rows.iter().take(4).map(|r| (r.0.clone(), r.1.clone())).collect();
+    let examples = rows
+        .iter()
+        .take(4)
+        .map(|r| (r.0.clone(), r.1.clone()))
+        .collect();
     Ok(Evaluated {
         name,
         quality,
@@ -231,7 +246,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let files = write_world(&data, &spec, false, |_| pb.inc(1))
         .with_context(|| format!("writing the synthetic world to {}", data.display()))?;
     pb.finish_and_clear();
-    println!("      {}", if files.is_empty() { "already generated".to_owned() } else { format!("wrote {} shards", files.len()) });
+    println!(
+        "      {}",
+        if files.is_empty() {
+            "already generated".to_owned()
+        } else {
+            format!("wrote {} shards", files.len())
+        }
+    );
     let (train, test) = (data.join("train"), data.join("test"));
 
     // Word vocabulary of the training captions.
@@ -277,8 +299,22 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         out: eval_dir.clone(),
         device: "cpu".into(),
     };
-    let p = pipeline(&train, args.seed, args.evaluator_epochs, batch, stage("train_evaluator", &settings)?);
-    run_phase(&format!("[2/6] contrastive evaluator: {steps} steps of {} pairs", batch * w as usize), &p, &eval_dir, w)?;
+    let p = pipeline(
+        &train,
+        args.seed,
+        args.evaluator_epochs,
+        batch,
+        stage("train_evaluator", &settings)?,
+    );
+    run_phase(
+        &format!(
+            "[2/6] contrastive evaluator: {steps} steps of {} pairs",
+            batch * w as usize
+        ),
+        &p,
+        &eval_dir,
+        w,
+    )?;
     let evaluator = eval_dir.join(WEIGHTS_FILE);
 
     // 3. XE.
@@ -315,8 +351,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         out: xe_dir.clone(),
         device: "cpu".into(),
     };
-    let p = pipeline(&train, args.seed + 1, args.xe_epochs, batch, stage("train_captioner", &base)?);
-    run_phase(&format!("[3/6] XE pre-training: {steps} steps"), &p, &xe_dir, w)?;
+    let p = pipeline(
+        &train,
+        args.seed + 1,
+        args.xe_epochs,
+        batch,
+        stage("train_captioner", &base)?,
+    );
+    run_phase(
+        &format!("[3/6] XE pre-training: {steps} steps"),
+        &p,
+        &xe_dir,
+        w,
+    )?;
     let xe_weights = xe_dir.join(WEIGHTS_FILE);
 
     // 4. DiCO and SCST on the same reward, from the XE checkpoint.
@@ -324,7 +371,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let steps = steps_for(&train, w, rl_batch, args.rl_epochs, args.seed + 2)?;
     let mut rl_dirs = Vec::new();
     for (i, objective) in [Objective::Dico, Objective::Scst].into_iter().enumerate() {
-        let name = if objective == Objective::Dico { "dico" } else { "scst" };
+        let name = if objective == Objective::Dico {
+            "dico"
+        } else {
+            "scst"
+        };
         let dir = out.join(name);
         let mut s = base.clone();
         s.train.objective = objective;
@@ -343,9 +394,20 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         s.reward = Some(ScoreConfig::dico_reward());
         s.init = Some(xe_weights.clone());
         s.out = dir.clone();
-        let p = pipeline(&train, args.seed + 2, args.rl_epochs, rl_batch, stage("train_captioner", &s)?);
+        let p = pipeline(
+            &train,
+            args.seed + 2,
+            args.rl_epochs,
+            rl_batch,
+            stage("train_captioner", &s)?,
+        );
         run_phase(
-            &format!("[{}/6] {} fine-tuning: {steps} steps of {} images × 5 candidates", 4 + i, name.to_uppercase(), rl_batch * w as usize),
+            &format!(
+                "[{}/6] {} fine-tuning: {steps} steps of {} images × 5 candidates",
+                4 + i,
+                name.to_uppercase(),
+                rl_batch * w as usize
+            ),
             &p,
             &dir,
             w,
@@ -356,9 +418,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     // 5. Evaluation on the test split.
     println!("[6/6] captioning the test split with XE, DiCO and SCST");
     let mut results = Vec::new();
-    for (name, dir) in [("XE", xe_dir.clone())].into_iter().chain(rl_dirs.iter().map(|(n, d)| {
-        (if *n == "dico" { "DiCO" } else { "SCST" }, d.clone())
-    })) {
+    for (name, dir) in [("XE", xe_dir.clone())].into_iter().chain(
+        rl_dirs
+            .iter()
+            .map(|(n, d)| (if *n == "dico" { "DiCO" } else { "SCST" }, d.clone())),
+    ) {
         let captions = dir.join("test_captions.jsonl");
         let s = CaptionStageSettings {
             captioner: cap_cfg.clone(),
@@ -384,7 +448,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render_report(results: &[Evaluated], out: &Path, rl_dirs: &[(&str, PathBuf)], secs: f64) -> String {
+fn render_report(
+    results: &[Evaluated],
+    out: &Path,
+    rl_dirs: &[(&str, PathBuf)],
+    secs: f64,
+) -> String {
     let mut r = String::new();
     r.push_str("# dicoflow demo: XE vs DiCO vs SCST on the synthetic world\n\n");
     r.push_str(&format!(

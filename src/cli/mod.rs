@@ -6,6 +6,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod inspect;
+pub mod score;
 pub mod synth;
 pub mod train;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a pipeline file through the dataflow engine.
     Train(train::TrainArgs),
+    /// CLIP-S / PAC-S (and Ref- variants with --annotations) of a COCO results file.
+    Score(score::ScoreArgs),
 }
 
 /// Run a parsed command line.
@@ -44,5 +47,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Train(args) => train::run_train(&args),
+        Command::Score(args) => score::run(&args),
     }
 }

@@ -57,6 +57,13 @@ pub enum ModelError {
         #[source]
         source: serde_json::Error,
     },
+    /// A PyTorch weights file libtorch cannot read; `hint` says how to convert it.
+    #[error("{path}: cannot read as PyTorch weights ({reason}); convert it with: {hint}")]
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
     /// libtorch reported an error (unreadable safetensors, device or dtype problems, ...).
     #[error(transparent)]
     Torch(#[from] tch::TchError),

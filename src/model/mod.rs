@@ -2,6 +2,7 @@
 
 pub mod captioner;
 pub mod clip;
+pub mod convert;
 pub mod decode;
 pub mod error;
 pub mod weights;

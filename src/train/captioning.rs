@@ -287,18 +287,16 @@ impl CaptionTrainer {
                     ..Default::default()
                 },
             ),
-            _ => {
-                tch::manual_seed(self.rng.next_u64() as i64 & i64::MAX);
-                sample(
-                    &self.policy,
-                    &memory.detach(),
-                    &SampleOptions {
-                        samples: k,
-                        temperature: self.cfg.temperature,
-                        ..Default::default()
-                    },
-                )
-            }
+            _ => sample(
+                &self.policy,
+                &memory.detach(),
+                &SampleOptions {
+                    samples: k,
+                    temperature: self.cfg.temperature,
+                    max_len: None,
+                    seed: self.rng.next_u64(),
+                },
+            ),
         }
         .map_err(model_err)?;
         let len = decoded.tokens.size()[2];

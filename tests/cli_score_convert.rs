@@ -1,0 +1,206 @@
+//! `dicoflow convert weights` on PyTorch fixtures (made by
+//! tests/fixtures/convert/gen_convert_fixture.py) and `dicoflow score` end to end on a
+//! tiny random CLIP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dicoflow::image::{PreprocessConfig, Preprocessor};
+use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::model::weights;
+use dicoflow::reward::{ClipScorer, ScoreConfig};
+use dicoflow::text::ClipTokenizer;
+use tch::{nn, Device, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/convert")
+        .join(name)
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dicoflow(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn convert_weights_reads_torchscript_and_flat_state_dicts() {
+    let dir = temp_dir("convert");
+    let mut converted: Vec<BTreeMap<String, Tensor>> = Vec::new();
+    for name in ["tiny_ts.pt", "tiny_flat.pth", "tiny_dp.pth"] {
+        let out = dir.join(format!("{name}.safetensors"));
+        let o = dicoflow(&[
+            "convert",
+            "weights",
+            fixture(name).to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        converted.push(
+            Tensor::read_safetensors(&out)
+                .unwrap()
+                .into_iter()
+                .collect(),
+        );
+    }
+    for c in &converted {
+        let keys: Vec<&str> = c.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["logit_scale", "proj.bias", "proj.weight"]);
+        assert!((c["logit_scale"].double_value(&[]) - 4.5).abs() < 1e-6);
+        for k in ["proj.bias", "proj.weight"] {
+            assert!(c[k].equal(&converted[0][k]), "{k} differs between formats");
+        }
+    }
+    // Nested (PAC-S style) and OrderedDict checkpoints: a clear error naming the fix.
+    for name in ["tiny_nested.pth", "tiny_ordered.pth"] {
+        let out = dir.join("never.safetensors");
+        let o = dicoflow(&[
+            "convert",
+            "weights",
+            fixture(name).to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("python -c") && err.contains("state_dict"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn score_command_matches_library() {
+    let dir = temp_dir("score_cli");
+    let cfg = ClipConfig::tiny();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &cfg).unwrap();
+    let weights_path = dir.join("clip.safetensors");
+    weights::save_safetensors(&vs, &weights_path).unwrap();
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let ids = [1u32, 42, 391895];
+    for (i, id) in ids.iter().enumerate() {
+        let name = format!("COCO_val2014_{id:012}.png");
+        std::fs::write(
+            images.join(name),
+            common::png(40 + 3 * i as u32, 36, i as u32),
+        )
+        .unwrap();
+    }
+    let captions = [
+        "a red circle",
+        "two blue squares",
+        "a small green triangle",
+        "a circle",
+    ];
+    let keys = ["1", "42", "391895", "1"];
+    let results: Vec<serde_json::Value> = keys
+        .iter()
+        .zip(captions)
+        .map(|(k, c)| serde_json::json!({"image_id": k.parse::<u64>().unwrap(), "caption": c}))
+        .collect();
+    std::fs::write(
+        dir.join("res.json"),
+        serde_json::to_string(&results).unwrap(),
+    )
+    .unwrap();
+    let refs = [
+        ("1", "a circle"),
+        ("1", "something red"),
+        ("42", "blue squares"),
+        ("391895", "a triangle"),
+    ];
+    let ann = serde_json::json!({
+        "images": ids.iter().map(|id| serde_json::json!({"id": id})).collect::<Vec<_>>(),
+        "annotations": refs.iter().map(|(k, c)| serde_json::json!({"image_id": k.parse::<u64>().unwrap(), "caption": c})).collect::<Vec<_>>(),
+    });
+    std::fs::write(dir.join("ann.json"), ann.to_string()).unwrap();
+
+    let o = dicoflow(&[
+        "score",
+        "--results",
+        dir.join("res.json").to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--clip",
+        weights_path.to_str().unwrap(),
+        "--clip-config",
+        "tiny",
+        "--annotations",
+        dir.join("ann.json").to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: BTreeMap<String, f64> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["CLIP-S", "RefCLIP-S"]);
+
+    // The same numbers through the library.
+    let (_vs, clip) = Clip::from_safetensors(&weights_path, &cfg, Device::Cpu).unwrap();
+    let mut scorer = ClipScorer::new(
+        clip,
+        ClipTokenizer::openai().unwrap(),
+        ScoreConfig::clip_s(),
+    );
+    let mut pre = Preprocessor::new(PreprocessConfig {
+        size: 32,
+        ..Default::default()
+    });
+    for (i, id) in ids.iter().enumerate() {
+        let px = pre
+            .process(&common::png(40 + 3 * i as u32, 36, i as u32))
+            .unwrap();
+        let t = Tensor::from_slice(&px).reshape([1, 3, 32, 32]);
+        scorer.add_images(&[id.to_string()], &t).unwrap();
+    }
+    let per_key: BTreeMap<&str, Vec<&str>> = refs.iter().fold(BTreeMap::new(), |mut m, (k, c)| {
+        m.entry(*k).or_insert_with(Vec::new).push(*c);
+        m
+    });
+    let r: Vec<Vec<&str>> = keys.iter().map(|k| per_key[k].clone()).collect();
+    let s = scorer.score_with_refs(&keys, &captions, &r).unwrap();
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    assert!((got["CLIP-S"] - mean(&s.score)).abs() < 1e-5, "{got:?}");
+    assert!(
+        (got["RefCLIP-S"] - mean(&s.ref_score)).abs() < 1e-5,
+        "{got:?}"
+    );
+
+    // Without annotations: CLIP-S only; a missing image is an error naming it.
+    std::fs::remove_file(images.join("COCO_val2014_000000000042.png")).unwrap();
+    let o = dicoflow(&[
+        "score",
+        "--results",
+        dir.join("res.json").to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--clip",
+        weights_path.to_str().unwrap(),
+        "--clip-config",
+        "tiny",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`42`"));
+    std::fs::remove_dir_all(&dir).ok();
+}
