@@ -143,8 +143,17 @@ fn stage<T: serde::Serialize>(type_name: &str, settings: &T) -> anyhow::Result<S
     Ok(StageSpec::new(type_name).with_settings(table))
 }
 
+/// Run one training phase unless its weights exist already (a rerun after an
+/// interruption picks up at the first unfinished phase).
 fn run_phase(title: &str, p: &Pipeline, run_dir: &Path, workers: u32) -> anyhow::Result<()> {
     println!("{title}");
+    if run_dir.join(WEIGHTS_FILE).is_file() {
+        println!(
+            "      done already ({}); delete that folder to train again",
+            run_dir.display()
+        );
+        return Ok(());
+    }
     let opts = RunOptions {
         run_dir: Some(run_dir.to_path_buf()),
         progress: true,

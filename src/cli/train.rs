@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use timely::CommunicationConfig;
 
-use crate::flow::{run, Pipeline, Registry, RunOptions, RunSummary};
+use crate::flow::{run, Pipeline, RunOptions, RunSummary};
 
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
@@ -132,7 +132,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         keep_reports: args.keys_out.is_some(),
     };
-    let summary = run(&pipeline, &Registry::with_builtins(), &opts)
+    let summary = run(&pipeline, &crate::train::stages::registry(), &opts)
         .with_context(|| format!("running {}", args.pipeline.display()))?;
     report(&summary, args.keys_out.as_ref())
 }

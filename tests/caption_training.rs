@@ -1,0 +1,179 @@
+//! Captioner training on tiny models: XE learns, DiCO starts at log 2 (policy
+//! = reference) and moves the policy, SCST runs; all on the synthetic world.
+use std::sync::OnceLock;
+
+use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
+use dicoflow::image::{PreprocessConfig, Preprocessor};
+use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
+use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::reward::{ClipScorer, ScoreConfig};
+use dicoflow::rng::Rng;
+use dicoflow::text::ClipTokenizer;
+use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+struct World {
+    keys: Vec<String>,
+    pixels: Tensor,
+    refs: Vec<Vec<String>>,
+}
+
+fn world(n: usize) -> World {
+    let cfg = WorldConfig::default();
+    let mut pre = Preprocessor::new(PreprocessConfig {
+        size: 32,
+        ..Default::default()
+    });
+    let (mut px, mut refs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut rng = Rng::derive(7, &[i as u64]);
+        let scene = sample_scene(&mut rng, &cfg);
+        let hwc = pre.resize_crop(&render(&scene, &cfg)).unwrap();
+        let mut chw = Vec::new();
+        pre.normalize_into(&hwc, &mut chw);
+        px.extend(chw);
+        refs.push(reference_captions(&scene, &mut rng, 5));
+        keys.push(format!("img{i}"));
+    }
+    World {
+        keys,
+        pixels: Tensor::from_slice(&px).view([n as i64, 3, 32, 32]),
+        refs,
+    }
+}
+
+/// A random tiny CLIP saved once: backbone and evaluator of every test here.
+fn clip_file() -> std::path::PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+        vs.save(d.path().join("clip.safetensors")).unwrap();
+        d
+    });
+    dir.path().join("clip.safetensors")
+}
+
+fn trainer(
+    objective: Objective,
+    vocab: &Vocab,
+    init: Option<&std::path::Path>,
+    lr: f64,
+) -> CaptionTrainer {
+    let clip_cfg = ClipConfig::tiny();
+    let backbone = Backbone::from_clip_safetensors(clip_file(), &clip_cfg, Device::Cpu).unwrap();
+    let scorer = (objective != Objective::Xe).then(|| {
+        let (_vs, clip) = Clip::from_safetensors(clip_file(), &clip_cfg, Device::Cpu).unwrap();
+        ClipScorer::new(
+            clip,
+            ClipTokenizer::openai().unwrap(),
+            ScoreConfig::dico_reward(),
+        )
+    });
+    let cap = CaptionerConfig {
+        tokens: TokenSpec::words(vocab.len() as i64),
+        feature_dim: clip_cfg.vision.width,
+        ..CaptionerConfig::tiny_words(vocab.len() as i64)
+    };
+    let cfg = CaptionTrainConfig {
+        objective,
+        optimizer: AdamWConfig {
+            lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        schedule: Schedule {
+            lr,
+            total_steps: 100,
+            ..Default::default()
+        },
+        grad_clip: Some(1.0),
+        dico: DicoConfig::default(),
+        candidates: 3,
+        temperature: 1.0,
+        seed: 1,
+    };
+    CaptionTrainer::new(
+        &cap,
+        vocab.clone(),
+        backbone,
+        init,
+        scorer,
+        cfg,
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn xe_then_dico_and_scst() {
+    let w = world(16);
+    let all: Vec<String> = w.refs.iter().flatten().cloned().collect();
+    let vocab = Vocab::build(&all, 1, None);
+
+    // XE: the loss on a fixed batch falls.
+    let mut xe = trainer(Objective::Xe, &vocab, None, 3e-3);
+    let first = xe.step(&w.keys, &w.pixels, &w.refs).unwrap().loss;
+    let mut last = first;
+    for _ in 0..40 {
+        last = xe.step(&w.keys, &w.pixels, &w.refs).unwrap().loss;
+    }
+    assert!(last < 0.6 * first, "XE loss {first} -> {last}");
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("xe.safetensors");
+    xe.save_weights(&weights).unwrap();
+    let captions = xe.caption(&w.pixels).unwrap();
+    assert_eq!(captions.len(), 16);
+    assert!(captions.iter().all(|c| !c.is_empty()));
+
+    // DiCO: policy = reference at the start, so the first loss is log 2.
+    let mut dico = trainer(Objective::Dico, &vocab, Some(&weights), 1e-3);
+    let (k4, p4, r4) = (&w.keys[..4], w.pixels.narrow(0, 0, 4), &w.refs[..4]);
+    let s = dico.step(k4, &p4, r4).unwrap();
+    assert!(
+        (s.loss - std::f64::consts::LN_2).abs() < 1e-4,
+        "first DiCO loss {}",
+        s.loss
+    );
+    assert!(s.extra["evaluator/max"] >= s.extra["evaluator/mean"]);
+    assert!(s.candidate_length > 0.0 && s.eos_share > 0.0);
+    let s2 = dico.step(k4, &p4, r4).unwrap();
+    assert!(
+        s2.extra["kl"].abs() > 0.0,
+        "the policy moved away from the reference"
+    );
+
+    // DiCO without the XE checkpoint is refused with a reason.
+    let clip_cfg = ClipConfig::tiny();
+    let backbone = Backbone::from_clip_safetensors(clip_file(), &clip_cfg, Device::Cpu).unwrap();
+    let cfg = CaptionTrainConfig {
+        objective: Objective::Dico,
+        optimizer: AdamWConfig::default(),
+        schedule: Schedule::default(),
+        grad_clip: None,
+        dico: DicoConfig::default(),
+        candidates: 3,
+        temperature: 1.0,
+        seed: 0,
+    };
+    let cap = CaptionerConfig {
+        feature_dim: clip_cfg.vision.width,
+        ..CaptionerConfig::tiny_words(vocab.len() as i64)
+    };
+    let err = CaptionTrainer::new(&cap, vocab.clone(), backbone, None, None, cfg, Device::Cpu)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("evaluator") || err.to_string().contains("XE"),
+        "{err}"
+    );
+
+    // SCST runs and reports its advantage spread.
+    let mut scst = trainer(Objective::Scst, &vocab, Some(&weights), 1e-3);
+    let s = scst.step(k4, &p4, r4).unwrap();
+    assert!(s.loss.is_finite());
+    assert!(s.extra.contains_key("advantage/std"));
+}
