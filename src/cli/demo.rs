@@ -53,7 +53,7 @@ pub struct DemoArgs {
     pub rl_epochs: u64,
     /// Learning rate of DiCO and SCST (the paper's 1e-6 is for a pre-trained
     /// ViT-L/14 captioner; the demo's tiny model needs a larger step).
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 3e-6)]
     pub rl_lr: f64,
 }
 
