@@ -359,6 +359,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         init: None,
         out: xe_dir.clone(),
         device: "cpu".into(),
+        // An interrupted phase continues from its latest checkpoint.
+        checkpoint_every: 50,
+        keep_last: 2,
+        resume: true,
     };
     let p = pipeline(
         &train,

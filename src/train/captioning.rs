@@ -17,6 +17,7 @@ use crate::model::ModelError;
 use crate::reward::ClipScorer;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::dico::{dico_loss, DicoConfig};
 use crate::train::error::TrainError;
 use crate::train::schedule::Schedule;
@@ -409,6 +410,31 @@ impl CaptionTrainer {
                 Ok(self.vocab.decode(&ids))
             })
             .collect()
+    }
+
+    /// Write a checkpoint (weights, optimizer, RNG, step) with `ck`.
+    pub fn checkpoint(
+        &self,
+        ck: &Checkpointer,
+        config: String,
+        metrics: std::collections::BTreeMap<String, f64>,
+    ) -> Result<std::path::PathBuf, TrainError> {
+        let state = TrainState {
+            step: self.step,
+            cursors: Vec::new(),
+            rng: self.rng,
+            config,
+            metrics,
+        };
+        ck.save(&self.vs, &self.opt, &state)
+    }
+
+    /// Continue from checkpoint `dir`: weights, optimizer, RNG and step.
+    pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
+        let state = Checkpointer::load(dir, &mut self.vs, &mut self.opt)?;
+        self.step = state.step;
+        self.rng = state.rng;
+        Ok(state)
     }
 
     /// Save the policy's weights (safetensors).

@@ -20,6 +20,7 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::text::ClipTokenizer;
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer};
+use crate::train::checkpoint::Checkpointer;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 
 /// Weights file a training stage writes into its `out` directory.
@@ -171,6 +172,22 @@ pub struct CaptionerStageSettings {
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
+    /// Write a checkpoint every N steps into `out/checkpoints` (0: only the
+    /// final weights).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the most recent).
+    #[serde(default = "two")]
+    pub keep_last: usize,
+    /// Continue from the latest checkpoint in `out/checkpoints`, if any. The
+    /// data order is a function of the seed, so the stage skips the batches
+    /// the checkpoint has already seen and goes on bit-identically.
+    #[serde(default)]
+    pub resume: bool,
+}
+
+fn two() -> usize {
+    2
 }
 
 fn load_scorer(
@@ -194,6 +211,9 @@ fn load_vocab(path: &PathBuf) -> Result<Vocab, String> {
 pub struct CaptionerStage {
     trainer: CaptionTrainer,
     settings: CaptionerStageSettings,
+    checkpoints: Checkpointer,
+    /// Batches before this time were trained on before a resume.
+    resume_from: u64,
 }
 
 impl CaptionerStage {
@@ -225,14 +245,41 @@ impl CaptionerStage {
         .map_err(|e| err(e.to_string()))?;
         Ok(Self {
             trainer,
-            settings: s,
+            settings: s.clone(),
+            checkpoints: Checkpointer::new(s.out.join("checkpoints"), s.keep_last, None),
+            resume_from: 0,
         })
+        .and_then(|mut stage| {
+            if stage.settings.resume {
+                if let Some(dir) = stage.checkpoints.latest().map_err(|e| err(e.to_string()))? {
+                    let state = stage
+                        .trainer
+                        .restore(&dir)
+                        .map_err(|e| err(e.to_string()))?;
+                    stage.resume_from = state.step;
+                    tracing::info!("resuming from {} at step {}", dir.display(), state.step);
+                }
+            }
+            Ok(stage)
+        })
+    }
+
+    fn save_checkpoint(
+        &self,
+        metrics: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<(), StageFailure> {
+        let config = toml::to_string(&self.settings).unwrap_or_default();
+        self.trainer
+            .checkpoint(&self.checkpoints, config, metrics.clone())
+            .map(|_| ())
+            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 }
 
 impl DeviceStage for CaptionerStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         if batch.samples.is_empty()
+            || batch.time < self.resume_from
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
             return Ok(());
@@ -256,6 +303,10 @@ impl DeviceStage for CaptionerStage {
         }
         for (k, v) in s.extra {
             batch.metrics.insert(k, v);
+        }
+        let every = self.settings.checkpoint_every;
+        if every > 0 && self.trainer.step_count().is_multiple_of(every) {
+            self.save_checkpoint(&batch.metrics)?;
         }
         Ok(())
     }
