@@ -55,6 +55,9 @@ pub struct DemoArgs {
     /// ViT-L/14 captioner; the demo's tiny model needs a larger step).
     #[arg(long, default_value_t = 3e-6)]
     pub rl_lr: f64,
+    /// DiCO's β (the paper's 0.2).
+    #[arg(long, default_value_t = crate::train::dico::DEFAULT_BETA)]
+    pub beta: f64,
 }
 
 /// Side of the images the demo's models see (the world's 64×64, downscaled).
@@ -403,6 +406,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             total_steps: steps,
             decay: Decay::Constant,
         };
+        s.train.dico.beta = args.beta;
         s.evaluator = Some(evaluator.clone());
         s.reward = Some(ScoreConfig::dico_reward());
         s.init = Some(xe_weights.clone());
