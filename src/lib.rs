@@ -12,6 +12,7 @@ pub mod image;
 pub mod metrics;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod reward;
 pub mod rng;
 pub mod text;

@@ -460,8 +460,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     let report = render_report(&results, out, &rl_dirs, total_start.elapsed().as_secs_f64());
     std::fs::write(out.join("report.md"), &report)?;
+    let plots = crate::report::write_report(out).context("plotting the metrics logs")?;
     println!("\n{report}");
     println!("report: {}", out.join("report.md").display());
+    println!(
+        "plots ({}): {}",
+        plots.len().saturating_sub(1),
+        out.join("report/summary.md").display()
+    );
     Ok(())
 }
 
@@ -509,7 +515,8 @@ fn render_report(
         r.push('\n');
     }
     r.push_str(&format!(
-        "Per-step logs: `{}/*/metrics.jsonl`.\n",
+        "Per-step logs: `{0}/*/metrics.jsonl`; plots of every logged metric \
+         (reward, loss, KL, margins, ...): `{0}/report/` (`dicoflow report {0}`).\n",
         out.display()
     ));
     r

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod inspect;
+pub mod report;
 pub mod score;
 pub mod synth;
 pub mod train;
@@ -32,6 +33,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
+    /// Plots (SVG) and a markdown summary of a run's metrics logs.
+    Report(report::ReportArgs),
     /// Run a pipeline file through the dataflow engine.
     Train(train::TrainArgs),
     /// CLIP-S / PAC-S (and Ref- variants with --annotations) of a COCO results file.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(cmd) => convert::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Train(args) => train::run_train(&args),
         Command::Score(args) => score::run(&args),
     }
