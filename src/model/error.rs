@@ -69,6 +69,20 @@ pub enum ModelError {
     Torch(#[from] tch::TchError),
 }
 
+/// Reads a JSON config file of type `T` (errors name the file); the caller validates.
+pub(crate) fn read_json_config<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ModelError::ConfigJson {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn list(keys: &[String]) -> String {
     const SHOWN: usize = 8;
     let mut s = keys

@@ -161,15 +161,7 @@ impl CaptionerConfig {
 
     /// Reads a JSON config file.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, ModelError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| ModelError::ConfigJson {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: Self = crate::model::error::read_json_config(path.as_ref())?;
         cfg.validate()?;
         Ok(cfg)
     }
