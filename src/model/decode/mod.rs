@@ -85,6 +85,24 @@ pub(crate) fn generation_logprobs(
     Ok(logp.f_index_fill(1, &banned, f64::NEG_INFINITY)?)
 }
 
+/// Accepts the chosen tokens `next` `[rows]` of one step (pad where `done`):
+/// adds their log-probs to `total`, marks rows that emitted EOS as done, and
+/// returns the next decoder input `[rows, 1]`.
+pub(crate) fn accept_step(
+    logp: &Tensor,
+    next: &Tensor,
+    done: &mut Tensor,
+    total: &mut Tensor,
+    eos: i64,
+) -> Result<Tensor, ModelError> {
+    let lp = logp
+        .f_gather(1, &next.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)?;
+    *total = total.f_add(&lp.f_masked_fill(done, 0.0)?)?;
+    *done = done.f_logical_or(&next.f_eq(eos)?)?;
+    Ok(next.f_unsqueeze(1)?)
+}
+
 /// Appends the per-step tokens `[rows]` into `[rows, steps]`.
 pub(crate) fn stack_steps(
     steps: &[Tensor],
@@ -118,12 +136,7 @@ pub fn greedy(
             let logits = model.step(&input, &mut cache)?.f_select(1, 0)?; // [images, vocab]
             let logp = generation_logprobs(&logits, t)?;
             let next = logp.f_argmax(-1, false)?.f_masked_fill(&done, t.pad)?; // [images]
-            let lp = logp
-                .f_gather(1, &next.f_unsqueeze(1)?, false)?
-                .f_squeeze_dim(1)?;
-            total = total.f_add(&lp.f_masked_fill(&done, 0.0)?)?;
-            done = done.f_logical_or(&next.f_eq(t.eos)?)?;
-            input = next.f_unsqueeze(1)?;
+            input = accept_step(&logp, &next, &mut done, &mut total, t.eos)?;
             steps.push(next);
             if bool::try_from(done.f_all()?)? {
                 break;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{generation_logprobs, images_of, resolve_max_len, stack_steps, Decoded};
+use super::{accept_step, generation_logprobs, images_of, resolve_max_len, stack_steps, Decoded};
 use crate::model::captioner::Captioner;
 use crate::model::ModelError;
 use crate::rng::Rng;
@@ -73,12 +73,7 @@ pub fn sample(
                 draw(&tempered, &mut rng)?
             };
             let next = next.f_masked_fill(&done, t.pad)?; // [rows]
-            let lp = logp
-                .f_gather(1, &next.f_unsqueeze(1)?, false)?
-                .f_squeeze_dim(1)?;
-            total = total.f_add(&lp.f_masked_fill(&done, 0.0)?)?;
-            done = done.f_logical_or(&next.f_eq(t.eos)?)?;
-            input = next.f_unsqueeze(1)?;
+            input = accept_step(&logp, &next, &mut done, &mut total, t.eos)?;
             steps.push(next);
             if bool::try_from(done.f_all()?)? {
                 break;
