@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::captioner::{Backbone, Captioner, CaptionerConfig, Vocab};
+use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
 use crate::model::decode::{beam_search, greedy, sample, BeamOptions, SampleOptions};
 use crate::model::ModelError;
 use crate::reward::ClipScorer;
@@ -78,7 +78,8 @@ pub struct CaptionTrainer {
     pub vs: VarStore,
     pub policy: Captioner,
     pub opt: AdamW,
-    pub vocab: Vocab,
+    /// What the captioner's ids mean.
+    pub text: CaptionText,
     backbone: Backbone,
     reference: Option<(VarStore, Captioner)>,
     scorer: Option<ClipScorer>,
@@ -100,16 +101,19 @@ impl CaptionTrainer {
     /// A trainer for `captioner` (freshly initialised, seeded) over the frozen
     /// `backbone`. `init` loads the policy's starting weights (DiCO/SCST start from
     /// the XE checkpoint, which is also the frozen reference); `scorer` gives the
-    /// rewards of DiCO and SCST.
+    /// rewards of DiCO and SCST. `text` (a word [`crate::model::captioner::Vocab`]
+    /// or CLIP BPE) must fit the captioner's token ids.
     pub fn new(
         captioner: &CaptionerConfig,
-        vocab: Vocab,
+        text: impl Into<CaptionText>,
         backbone: Backbone,
         init: Option<&std::path::Path>,
         scorer: Option<ClipScorer>,
         cfg: CaptionTrainConfig,
         device: Device,
     ) -> Result<Self, TrainError> {
+        let text = text.into();
+        text.check(&captioner.tokens)?;
         tch::manual_seed(cfg.seed as i64);
         let mut vs = VarStore::new(device);
         let policy = Captioner::new(vs.root(), captioner).map_err(model_err)?;
@@ -152,7 +156,7 @@ impl CaptionTrainer {
             vs,
             policy,
             opt,
-            vocab,
+            text,
             backbone,
             reference,
             scorer,
@@ -184,12 +188,12 @@ impl CaptionTrainer {
         self.policy.encode(&feats).map_err(model_err)
     }
 
-    /// Targets `[rows, L]`: word ids + EOS, padded.
+    /// Targets `[rows, L]`: caption ids + EOS, padded.
     fn targets(&self, captions: &[String]) -> Tensor {
         let max_len = self.policy.config().max_len as usize;
         let seqs: Vec<Vec<i64>> = captions
             .iter()
-            .map(|c| self.vocab.encode_target(c, max_len))
+            .map(|c| self.text.encode_target(c, max_len))
             .collect();
         let len = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let pad = self.policy.tokens().pad;
@@ -309,7 +313,7 @@ impl CaptionTrainer {
         for i in 0..b {
             for j in 0..k {
                 let ids = decoded.sequence(i, j, pad).map_err(model_err)?;
-                captions.push(self.vocab.decode(&ids));
+                captions.push(self.text.decode(&ids));
                 image_keys.push(keys[i as usize].clone());
             }
         }
@@ -407,7 +411,7 @@ impl CaptionTrainer {
         (0..pixels.size()[0])
             .map(|i| {
                 let ids = decoded.sequence(i, 0, pad).map_err(model_err)?;
-                Ok(self.vocab.decode(&ids))
+                Ok(self.text.decode(&ids))
             })
             .collect()
     }

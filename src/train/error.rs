@@ -30,6 +30,9 @@ pub enum TrainError {
     /// Rewards could not be computed.
     #[error(transparent)]
     Reward(Box<crate::reward::RewardError>),
+    /// The captioner's token ids do not fit its caption text.
+    #[error(transparent)]
+    Text(#[from] crate::model::captioner::TextMismatch),
     /// Captions could not be tokenised.
     #[error(transparent)]
     Tokenizer(#[from] crate::text::TokenizerError),

@@ -9,13 +9,13 @@
 //! | `caption` | greedy captions + evaluator scores, appended to a JSONL file |
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, StageFailure};
-use crate::model::captioner::{Backbone, CaptionerConfig, Vocab};
+use crate::model::captioner::{Backbone, CaptionText, CaptionerConfig, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::text::ClipTokenizer;
@@ -156,14 +156,18 @@ impl DeviceStage for EvaluatorStage {
 pub struct CaptionerStageSettings {
     pub captioner: CaptionerConfig,
     pub train: CaptionTrainConfig,
-    /// Word vocabulary (JSON written by [`Vocab`]'s serde form).
-    pub vocab: PathBuf,
+    /// Word vocabulary (JSON written by [`Vocab`]'s serde form); absent: CLIP BPE.
+    #[serde(default)]
+    pub vocab: Option<PathBuf>,
     /// CLIP safetensors whose vision tower is the frozen backbone, and its config.
     pub backbone: PathBuf,
     pub backbone_config: ClipConfig,
-    /// Evaluator weights (CLIP safetensors) and config, for DiCO/SCST rewards.
+    /// Evaluator weights (CLIP safetensors) for DiCO/SCST rewards.
     #[serde(default)]
     pub evaluator: Option<PathBuf>,
+    /// The evaluator's CLIP config (default: `backbone_config`).
+    #[serde(default)]
+    pub evaluator_config: Option<ClipConfig>,
     #[serde(default)]
     pub reward: Option<ScoreConfig>,
     /// Starting weights (the XE checkpoint for DiCO/SCST; also DiCO's reference).
@@ -201,10 +205,14 @@ fn load_scorer(
     Ok(ClipScorer::new(clip, tok, score))
 }
 
-fn load_vocab(path: &PathBuf) -> Result<Vocab, String> {
+/// The caption text of a stage: the word vocabulary at `vocab`, or CLIP BPE.
+fn load_text(vocab: Option<&Path>) -> Result<CaptionText, String> {
+    let Some(path) = vocab else {
+        return CaptionText::clip_bpe().map_err(|e| e.to_string());
+    };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: Vocab = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(v.reindexed())
+    Ok(CaptionText::Words(v.reindexed()))
 }
 
 /// Captioner training (XE, DiCO, SCST) as a device stage.
@@ -220,22 +228,23 @@ impl CaptionerStage {
     pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
         let err = build_err("train_captioner");
         let device = device_of(&s.device)?;
-        let vocab = load_vocab(&s.vocab).map_err(&err)?;
+        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
+        let evaluator_config = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
         let scorer = match (&s.evaluator, &s.reward) {
             (Some(p), Some(r)) => {
-                Some(load_scorer(p, &s.backbone_config, r.clone(), device).map_err(&err)?)
+                Some(load_scorer(p, evaluator_config, r.clone(), device).map_err(&err)?)
             }
             (Some(p), None) => Some(
-                load_scorer(p, &s.backbone_config, ScoreConfig::dico_reward(), device)
+                load_scorer(p, evaluator_config, ScoreConfig::dico_reward(), device)
                     .map_err(&err)?,
             ),
             _ => None,
         };
         let trainer = CaptionTrainer::new(
             &s.captioner,
-            vocab,
+            text,
             backbone,
             s.init.as_deref(),
             scorer,
@@ -327,14 +336,21 @@ impl DeviceStage for CaptionerStage {
 pub struct CaptionStageSettings {
     pub captioner: CaptionerConfig,
     pub weights: PathBuf,
-    pub vocab: PathBuf,
+    /// Word vocabulary (JSON); absent: CLIP BPE.
+    #[serde(default)]
+    pub vocab: Option<PathBuf>,
     pub backbone: PathBuf,
     pub backbone_config: ClipConfig,
-    /// Evaluator for the per-caption score (CLIP-S by default).
-    pub evaluator: PathBuf,
+    /// Evaluator for the per-caption score (CLIP-S by default); absent: no score.
+    #[serde(default)]
+    pub evaluator: Option<PathBuf>,
+    /// The evaluator's CLIP config (default: `backbone_config`).
+    #[serde(default)]
+    pub evaluator_config: Option<ClipConfig>,
     #[serde(default = "ScoreConfig::clip_s")]
     pub score: ScoreConfig,
-    /// JSONL output: one `{"key", "caption", "score"}` per image.
+    /// JSONL output: one `{"key", "caption", "references"}` per image, plus
+    /// `"score"` with an evaluator.
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
@@ -343,7 +359,7 @@ pub struct CaptionStageSettings {
 /// Captions every image and scores it with the evaluator.
 pub struct CaptionStage {
     trainer: CaptionTrainer,
-    scorer: ClipScorer,
+    scorer: Option<ClipScorer>,
     out: std::io::BufWriter<std::fs::File>,
 }
 
@@ -351,7 +367,7 @@ impl CaptionStage {
     pub fn try_new(s: CaptionStageSettings) -> Result<Self, FlowError> {
         let err = build_err("caption");
         let device = device_of(&s.device)?;
-        let vocab = load_vocab(&s.vocab).map_err(&err)?;
+        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
         let train = CaptionTrainConfig {
@@ -366,7 +382,7 @@ impl CaptionStage {
         };
         let trainer = CaptionTrainer::new(
             &s.captioner,
-            vocab,
+            text,
             backbone,
             Some(&s.weights),
             None,
@@ -374,8 +390,13 @@ impl CaptionStage {
             device,
         )
         .map_err(|e| err(e.to_string()))?;
-        let scorer =
-            load_scorer(&s.evaluator, &s.backbone_config, s.score.clone(), device).map_err(&err)?;
+        let evaluator_config = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
+        let scorer = s
+            .evaluator
+            .as_ref()
+            .map(|p| load_scorer(p, evaluator_config, s.score.clone(), device))
+            .transpose()
+            .map_err(&err)?;
         if let Some(dir) = s.out.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         }
@@ -394,29 +415,38 @@ impl DeviceStage for CaptionStage {
         if batch.samples.is_empty() {
             return Ok(());
         }
-        let (pixels, keys, _) = batch_tensors(batch)?;
+        let (pixels, keys, references) = batch_tensors(batch)?;
         let captions = tch::no_grad(|| self.trainer.caption(&pixels))
             .map_err(|e| StageFailure::new(format!("captioning failed: {e}")))?;
-        self.scorer
-            .add_images(&keys, &pixels)
-            .map_err(|e| StageFailure::new(e.to_string()))?;
-        let scores = self
-            .scorer
-            .score(&keys, &captions)
-            .map_err(|e| StageFailure::new(e.to_string()))?;
-        self.scorer.clear_images();
-        let mut sum = 0.0;
-        for ((k, c), s) in keys.iter().zip(&captions).zip(&scores) {
-            let line = serde_json::json!({"key": k, "caption": c, "score": s});
+        let scores = match self.scorer.as_mut() {
+            Some(scorer) => {
+                scorer
+                    .add_images(&keys, &pixels)
+                    .map_err(|e| StageFailure::new(e.to_string()))?;
+                let scores = scorer
+                    .score(&keys, &captions)
+                    .map_err(|e| StageFailure::new(e.to_string()))?;
+                scorer.clear_images();
+                Some(scores)
+            }
+            None => None,
+        };
+        for (i, (k, c)) in keys.iter().zip(&captions).enumerate() {
+            let mut line = serde_json::json!({"key": k, "caption": c, "references": references[i]});
+            if let Some(scores) = &scores {
+                line["score"] = serde_json::json!(scores[i]);
+            }
             writeln!(self.out, "{line}").map_err(|e| StageFailure::new(e.to_string()))?;
-            sum += *s as f64;
         }
         self.out
             .flush()
             .map_err(|e| StageFailure::new(e.to_string()))?;
-        batch
-            .metrics
-            .insert("caption/score".into(), sum / keys.len() as f64);
+        if let Some(scores) = &scores {
+            let sum: f64 = scores.iter().map(|&s| s as f64).sum();
+            batch
+                .metrics
+                .insert("caption/score".into(), sum / keys.len() as f64);
+        }
         Ok(())
     }
 

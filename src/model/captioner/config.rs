@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::model::clip::ClipConfig;
+use crate::model::preset::{preset_or_fields, Preset};
 use crate::model::ModelError;
 use crate::text::clip_tokenizer::{EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE};
 
@@ -76,8 +77,10 @@ impl TokenSpec {
 /// Captioner architecture: (optional frozen CLIP vision backbone) → Linear(feature_dim → d)
 /// → `encoder_layers` pre-LN transformer encoder layers → `decoder_layers` GPT-2-style
 /// decoder layers (causal self-attention, cross-attention to the encoder output, MLP),
-/// output projection tied to the token embedding.
+/// output projection tied to the token embedding. Settings files may name a preset
+/// instead of giving the fields (`captioner = "paper"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct CaptionerConfig {
     /// The CLIP whose vision tower provides the features (its `last_hidden_state`);
     /// `None` when features are precomputed or random (tests).
@@ -96,6 +99,31 @@ pub struct CaptionerConfig {
     /// Maximum number of generated tokens (EOS included); also the rows of the decoder's
     /// positional embedding.
     pub max_len: i64,
+}
+
+impl Serialize for CaptionerConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        CaptionerConfig::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CaptionerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        preset_or_fields(d)
+    }
+}
+
+impl Preset for CaptionerConfig {
+    const WHAT: &'static str = "captioner config";
+    const NAMES: &'static str = "paper, tiny";
+
+    fn preset(name: &str) -> Option<Self> {
+        CaptionerConfig::preset(name)
+    }
+
+    fn from_fields<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        CaptionerConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 impl CaptionerConfig {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod model;
+pub mod text;
 pub mod vocab;
 
 pub use backbone::Backbone;
@@ -14,4 +15,5 @@ pub use config::{CaptionerConfig, TokenSpec, DEFAULT_MAX_LEN};
 pub use decoder::{Decoder, DecoderCache};
 pub use encoder::Encoder;
 pub use model::Captioner;
+pub use text::{CaptionText, TextMismatch};
 pub use vocab::Vocab;

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::preset::{preset_or_fields, Preset};
 use crate::model::ModelError;
 
 /// Vision tower (ViT) configuration.
@@ -41,8 +42,10 @@ pub struct ClipTextConfig {
     pub mlp_ratio: f64,
 }
 
-/// CLIP = vision tower + text tower + learned temperature.
+/// CLIP = vision tower + text tower + learned temperature. Settings files may
+/// name a preset instead of giving the fields (`backbone_config = "ViT-L-14"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ClipConfig {
     /// Joint embedding size (columns of `visual.proj` and `text_projection`).
     pub embed_dim: i64,
@@ -51,6 +54,31 @@ pub struct ClipConfig {
     /// `x * sigmoid(1.702 x)` (OpenAI checkpoints, PAC-S) instead of exact GELU
     /// (open_clip models trained without `-quickgelu`).
     pub quick_gelu: bool,
+}
+
+impl Serialize for ClipConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ClipConfig::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClipConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        preset_or_fields(d)
+    }
+}
+
+impl Preset for ClipConfig {
+    const WHAT: &'static str = "CLIP config";
+    const NAMES: &'static str = "ViT-B-32, ViT-B-16, ViT-L-14, tiny, tiny-test";
+
+    fn preset(name: &str) -> Option<Self> {
+        ClipConfig::preset(name)
+    }
+
+    fn from_fields<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        ClipConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 fn openai_text(width: i64, heads: i64) -> ClipTextConfig {
