@@ -2,6 +2,7 @@
 //! `anyhow::Result` and add context; the library below uses typed errors.
 use clap::{Parser, Subcommand};
 
+pub mod caption;
 pub mod convert;
 pub mod demo;
 pub mod eval;
@@ -37,6 +38,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Run a pipeline file through the dataflow engine.
     Train(train::TrainArgs),
+    /// Caption every image of some shards with a trained captioner (COCO results JSON).
+    Caption(caption::CaptionArgs),
     /// CLIP-S / PAC-S (and Ref- variants with --annotations) of a COCO results file.
     Score(score::ScoreArgs),
 }
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args),
         Command::Train(args) => train::run_train(&args),
         Command::Score(args) => score::run(&args),
+        Command::Caption(args) => caption::run(&args),
     }
 }

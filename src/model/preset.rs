@@ -30,7 +30,12 @@ impl<'de, T: Preset> Visitor<'de> for PresetVisitor<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a {} preset name ({}) or a table of its fields", T::WHAT, T::NAMES)
+        write!(
+            f,
+            "a {} preset name ({}) or a table of its fields",
+            T::WHAT,
+            T::NAMES
+        )
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<T, E> {

@@ -25,6 +25,8 @@ use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 
 /// Weights file a training stage writes into its `out` directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Captioner config a `train_captioner` stage writes next to its weights.
+pub const CAPTIONER_CONFIG_FILE: &str = "captioner.json";
 
 /// The built-in stages plus the training stages.
 pub fn registry() -> Registry {
@@ -326,6 +328,9 @@ impl DeviceStage for CaptionerStage {
             .map_err(|e| StageFailure::new(format!("{}: {e}", out.display())))?;
         self.trainer
             .save_weights(&out.join(WEIGHTS_FILE))
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        let cfg = serde_json::to_string_pretty(&self.settings.captioner).unwrap_or_default();
+        std::fs::write(out.join(CAPTIONER_CONFIG_FILE), cfg)
             .map_err(|e| StageFailure::new(e.to_string()))
     }
 }
