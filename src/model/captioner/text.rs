@@ -13,7 +13,8 @@ pub enum CaptionText {
     /// Word ids of a vocabulary built from training captions.
     Words(Vocab),
     /// CLIP BPE (49 408 ids) + pad 49 408; BOS `<start_of_text>`, EOS `<end_of_text>`.
-    ClipBpe(ClipTokenizer),
+    /// Boxed: the tokenizer's tables are large next to a vocabulary handle.
+    ClipBpe(Box<ClipTokenizer>),
 }
 
 impl From<Vocab> for CaptionText {
@@ -25,7 +26,7 @@ impl From<Vocab> for CaptionText {
 impl CaptionText {
     /// CLIP BPE with the bundled OpenAI merges.
     pub fn clip_bpe() -> Result<Self, TokenizerError> {
-        Ok(Self::ClipBpe(ClipTokenizer::openai()?))
+        Ok(Self::ClipBpe(Box::new(ClipTokenizer::openai()?)))
     }
 
     /// Vocabulary size and special ids a captioner needs for this text.
