@@ -360,6 +360,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         evaluator: None,
         reward: None,
         init: None,
+        reward_cache: None,
         out: xe_dir.clone(),
         device: "cpu".into(),
         // An interrupted phase continues from its latest checkpoint.
