@@ -2,6 +2,7 @@
 //! `anyhow::Result` and add context; the library below uses typed errors.
 use clap::{Parser, Subcommand};
 
+pub mod cache_rewards;
 pub mod convert;
 pub mod demo;
 pub mod eval;
@@ -39,6 +40,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// CLIP-S / PAC-S (and Ref- variants with --annotations) of a COCO results file.
     Score(score::ScoreArgs),
+    /// Precompute candidates, rewards and reference log-probs for offline DiCO.
+    CacheRewards(cache_rewards::CacheRewardsArgs),
 }
 
 /// Run a parsed command line.
@@ -52,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(&args),
         Command::Train(args) => train::run_train(&args),
         Command::Score(args) => score::run(&args),
+        Command::CacheRewards(args) => cache_rewards::run_cache_rewards(&args).map(|_| ()),
     }
 }
