@@ -54,6 +54,7 @@ fn settings(root: &Path, out: &str, vocab: &Vocab) -> CaptionerStageSettings {
         evaluator_config: None,
         reward: None,
         init: None,
+        reward_cache: None,
         out: root.join(out),
         device: "cpu".into(),
         checkpoint_every: 3,

@@ -361,6 +361,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         evaluator_config: None,
         reward: None,
         init: None,
+        reward_cache: None,
         out: xe_dir.clone(),
         device: "cpu".into(),
         // An interrupted phase continues from its latest checkpoint.

@@ -2,6 +2,7 @@
 //! `anyhow::Result` and add context; the library below uses typed errors.
 use clap::{Parser, Subcommand};
 
+pub mod cache_rewards;
 pub mod caption;
 pub mod convert;
 pub mod demo;
@@ -42,6 +43,8 @@ pub enum Command {
     Caption(caption::CaptionArgs),
     /// CLIP-S / PAC-S (and Ref- variants with --annotations) of a COCO results file.
     Score(score::ScoreArgs),
+    /// Precompute candidates, rewards and reference log-probs for offline DiCO.
+    CacheRewards(cache_rewards::CacheRewardsArgs),
 }
 
 /// Run a parsed command line.
@@ -56,5 +59,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run_train(&args),
         Command::Score(args) => score::run(&args),
         Command::Caption(args) => caption::run(&args),
+        Command::CacheRewards(args) => cache_rewards::run_cache_rewards(&args).map(|_| ()),
     }
 }

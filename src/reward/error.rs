@@ -1,5 +1,7 @@
 //! Errors of reward and evaluation scores.
 
+use std::path::PathBuf;
+
 use crate::model::ModelError;
 use crate::text::TokenizerError;
 
@@ -18,4 +20,10 @@ pub enum RewardError {
     /// Inputs of inconsistent sizes or shapes.
     #[error("bad input to {what}: {reason}")]
     BadInput { what: &'static str, reason: String },
+    /// A reward-cache file cannot be read or written.
+    #[error("reward cache {}: {what}", path.display())]
+    CacheFile { path: PathBuf, what: String },
+    /// Cache files made by different models or settings.
+    #[error("reward cache {}: {what}", path.display())]
+    CacheMismatch { path: PathBuf, what: String },
 }

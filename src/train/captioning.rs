@@ -6,6 +6,9 @@
 //! - `dico`: k beams from the current policy, evaluator rewards, policy and
 //!   frozen-reference sequence log-probs, [`crate::train::dico_loss`].
 //! - `scst`: k samples, baseline = mean reward of the other k − 1.
+//! - `dico_offline`: DiCO from a reward cache ([`crate::reward::RewardCache`]):
+//!   candidates, rewards and reference log-probs are read, not computed, so no
+//!   evaluator or reference model is in memory (see `train::offline_dico`).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -30,6 +33,8 @@ pub enum Objective {
     Xe,
     Dico,
     Scst,
+    #[serde(rename = "dico_offline")]
+    DicoOffline,
 }
 
 /// Settings of captioner training.
@@ -40,7 +45,7 @@ pub struct CaptionTrainConfig {
     pub optimizer: AdamWConfig,
     pub schedule: Schedule,
     pub grad_clip: Option<f64>,
-    /// DiCO's β and τ.
+    /// DiCO's β and τ (online and offline).
     #[serde(default)]
     pub dico: DicoConfig,
     /// Candidates per image (beams for DiCO, samples for SCST).
@@ -128,11 +133,20 @@ impl CaptionTrainer {
                 reference = Some((rvs, r));
             }
         }
-        if cfg.objective != Objective::Xe && scorer.is_none() {
+        let online_rl = matches!(cfg.objective, Objective::Dico | Objective::Scst);
+        if online_rl && scorer.is_none() {
             return Err(TrainError::Setting {
                 name: "evaluator",
                 value: format!("{:?}", cfg.objective),
                 reason: "DiCO and SCST need an evaluator for their rewards",
+            });
+        }
+        if cfg.objective == Objective::DicoOffline && init.is_none() {
+            return Err(TrainError::Setting {
+                name: "init",
+                value: "none".into(),
+                reason:
+                    "offline DiCO starts the policy from the XE checkpoint (the cache's reference)",
             });
         }
         if cfg.objective == Objective::Dico && reference.is_none() {
@@ -170,6 +184,11 @@ impl CaptionTrainer {
         self.step
     }
 
+    /// The training settings.
+    pub fn config(&self) -> &CaptionTrainConfig {
+        &self.cfg
+    }
+
     /// The objective.
     pub fn objective(&self) -> Objective {
         self.cfg.objective
@@ -180,7 +199,7 @@ impl CaptionTrainer {
         self.scorer.as_mut()
     }
 
-    fn memory(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
+    pub(crate) fn memory(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
         let feats = self
             .backbone
             .features(&pixels.to_device(self.vs.device()))
@@ -206,7 +225,7 @@ impl CaptionTrainer {
             .to_device(self.vs.device())
     }
 
-    fn apply(&mut self, loss: &Tensor) -> (f64, f64) {
+    pub(crate) fn apply(&mut self, loss: &Tensor) -> (f64, f64) {
         let lr = self.cfg.schedule.lr_at(self.step);
         self.opt.set_lr(lr);
         self.opt.zero_grad();
@@ -240,6 +259,11 @@ impl CaptionTrainer {
         match self.cfg.objective {
             Objective::Xe => self.xe_step(pixels, references),
             Objective::Dico | Objective::Scst => self.rl_step(keys, pixels),
+            Objective::DicoOffline => Err(TrainError::Setting {
+                name: "objective",
+                value: "dico_offline".into(),
+                reason: "offline DiCO reads its candidates from a reward cache: use `offline_step`",
+            }),
         }
     }
 
@@ -366,19 +390,7 @@ impl CaptionTrainer {
                         .view([b, k]))
                 })?;
                 let out = dico_loss(&policy_lp, &ref_lp, &rewards, &self.cfg.dico)?;
-                let s = out.stats;
-                for (name, v) in [
-                    ("rewards/chosen", s.reward_chosen),
-                    ("rewards/rejected", s.reward_rejected),
-                    ("rewards/margins", s.reward_margin),
-                    ("rewards/accuracies", s.accuracy),
-                    ("evaluator/mean", s.evaluator_reward_mean),
-                    ("evaluator/max", s.evaluator_reward_max),
-                    ("evaluator/winner", s.evaluator_reward_winner),
-                    ("kl", s.kl_estimate),
-                ] {
-                    extra.insert(name.to_owned(), v);
-                }
+                extra.extend(out.stats.metrics());
                 out.loss
             }
             _ => {

@@ -58,6 +58,24 @@ pub struct DicoStats {
     pub kl_estimate: f64,
 }
 
+impl DicoStats {
+    /// The per-step log entries, named as TRL names them.
+    pub fn metrics(&self) -> impl Iterator<Item = (String, f64)> {
+        [
+            ("rewards/chosen", self.reward_chosen),
+            ("rewards/rejected", self.reward_rejected),
+            ("rewards/margins", self.reward_margin),
+            ("rewards/accuracies", self.accuracy),
+            ("evaluator/mean", self.evaluator_reward_mean),
+            ("evaluator/max", self.evaluator_reward_max),
+            ("evaluator/winner", self.evaluator_reward_winner),
+            ("kl", self.kl_estimate),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+    }
+}
+
 /// The loss (a scalar with grad through `policy_logps`) and its statistics.
 #[derive(Debug)]
 pub struct DicoOutput {

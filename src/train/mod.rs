@@ -1,12 +1,15 @@
 //! Training objectives and optimisation: DiCO, SCST, the contrastive
 //! evaluator loss, AdamW with checkpointable state, learning-rate schedules.
 pub mod adamw;
+pub mod candidates;
 pub mod captioning;
 pub mod checkpoint;
 pub mod contrastive;
 pub mod dico;
 pub mod error;
 pub mod evaluator;
+pub mod offline_dico;
+pub mod reward_cache_stage;
 pub mod schedule;
 pub mod scst;
 pub mod stages;

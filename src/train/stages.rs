@@ -7,6 +7,7 @@
 //! | `train_evaluator` | contrastive CLIP training ([`ContrastiveTrainer`]) |
 //! | `train_captioner` | XE / DiCO / SCST ([`CaptionTrainer`]) |
 //! | `caption` | greedy captions + evaluator scores, appended to a JSONL file |
+//! | `reward_cache` | candidates, rewards, reference log-probs → a reward-cache part ([`RewardCacheStage`]) |
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,14 +15,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, StageFailure};
+use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, Sample, StageFailure};
 use crate::model::captioner::{Backbone, CaptionText, CaptionerConfig, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
+use crate::reward::RewardCache;
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::text::ClipTokenizer;
-use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer};
+use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use crate::train::checkpoint::Checkpointer;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
+use crate::train::reward_cache_stage::{RewardCacheSettings, RewardCacheStage};
 
 /// Weights file a training stage writes into its `out` directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -46,9 +49,12 @@ pub fn register(r: &mut Registry) {
     r.register_device("caption", |s: CaptionStageSettings| {
         Ok(Box::new(CaptionStage::try_new(s)?) as Box<dyn DeviceStage>)
     });
+    r.register_device("reward_cache", |s: RewardCacheSettings| {
+        Ok(Box::new(RewardCacheStage::try_new(s)?) as Box<dyn DeviceStage>)
+    });
 }
 
-fn device_of(name: &str) -> Result<Device, FlowError> {
+pub(crate) fn device_of(name: &str) -> Result<Device, FlowError> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" => Ok(Device::cuda_if_available()),
@@ -62,7 +68,7 @@ fn device_of(name: &str) -> Result<Device, FlowError> {
     }
 }
 
-fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
+pub(crate) fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
     move |what| FlowError::Config { name: stage, what }
 }
 
@@ -70,19 +76,24 @@ fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
 type BatchTensors = (Tensor, Vec<String>, Vec<Vec<String>>);
 
 /// The batch's preprocessed pixels, keys and captions.
-fn batch_tensors(batch: &DeviceBatch) -> Result<BatchTensors, StageFailure> {
-    let n = batch.samples.len();
-    let size = batch.samples.first().map_or(0, |s| s.size) as i64;
+pub(crate) fn batch_tensors(batch: &DeviceBatch) -> Result<BatchTensors, StageFailure> {
+    sample_tensors(&batch.samples.iter().collect::<Vec<_>>())
+}
+
+/// Pixels, keys and captions of some samples of a batch.
+pub(crate) fn sample_tensors(samples: &[&Sample]) -> Result<BatchTensors, StageFailure> {
+    let n = samples.len();
+    let size = samples.first().map_or(0, |s| s.size) as i64;
     let mut flat = Vec::with_capacity(n * (3 * size * size) as usize);
-    for s in &batch.samples {
+    for s in samples {
         if s.pixels.len() as i64 != 3 * size * size {
             return Err(StageFailure::new("samples not preprocessed to one size"));
         }
         flat.extend_from_slice(&s.pixels);
     }
     let pixels = Tensor::from_slice(&flat).view([n as i64, 3, size, size]);
-    let keys = batch.samples.iter().map(|s| s.key.clone()).collect();
-    let caps = batch.samples.iter().map(|s| s.captions.clone()).collect();
+    let keys = samples.iter().map(|s| s.key.clone()).collect();
+    let caps = samples.iter().map(|s| s.captions.clone()).collect();
     Ok((pixels, keys, caps))
 }
 
@@ -175,6 +186,10 @@ pub struct CaptionerStageSettings {
     /// Starting weights (the XE checkpoint for DiCO/SCST; also DiCO's reference).
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// Reward cache directory that `dico_offline` trains from (made by
+    /// `dicoflow cache-rewards`).
+    #[serde(default)]
+    pub reward_cache: Option<PathBuf>,
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
@@ -196,7 +211,7 @@ fn two() -> usize {
     2
 }
 
-fn load_scorer(
+pub(crate) fn load_scorer(
     path: &PathBuf,
     cfg: &ClipConfig,
     score: ScoreConfig,
@@ -208,7 +223,7 @@ fn load_scorer(
 }
 
 /// The caption text of a stage: the word vocabulary at `vocab`, or CLIP BPE.
-fn load_text(vocab: Option<&Path>) -> Result<CaptionText, String> {
+pub(crate) fn load_text(vocab: Option<&Path>) -> Result<CaptionText, String> {
     let Some(path) = vocab else {
         return CaptionText::clip_bpe().map_err(|e| e.to_string());
     };
@@ -217,9 +232,61 @@ fn load_text(vocab: Option<&Path>) -> Result<CaptionText, String> {
     Ok(CaptionText::Words(v.reindexed()))
 }
 
+/// The reward cache of `dico_offline` (checked against the settings), or
+/// `None` for the other objectives.
+fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, String> {
+    let offline = s.train.objective == Objective::DicoOffline;
+    match (&s.reward_cache, offline) {
+        (None, false) => return Ok(None),
+        (Some(_), false) => {
+            return Err(format!(
+                "`reward_cache` is only read by objective = \"dico_offline\" (this stage \
+                 trains {:?})",
+                s.train.objective
+            ))
+        }
+        (None, true) => {
+            return Err(
+                "objective = \"dico_offline\" needs `reward_cache`: a directory made \
+                        by `dicoflow cache-rewards`"
+                    .into(),
+            )
+        }
+        (Some(_), true) if s.evaluator.is_some() => {
+            return Err(
+                "dico_offline reads its rewards from the cache: remove `evaluator` \
+                        (it would only take memory)"
+                    .into(),
+            )
+        }
+        (Some(_), true) => {}
+    }
+    let dir = s.reward_cache.as_ref().expect("checked above");
+    let cache = RewardCache::open(dir).map_err(|e| e.to_string())?;
+    if let Some(max) = cache.max_token() {
+        if max as i64 >= s.captioner.tokens.vocab_size {
+            return Err(format!(
+                "{}: token id {max} is outside the captioner's vocabulary of {}: the cache \
+                 was made for another captioner",
+                dir.display(),
+                s.captioner.tokens.vocab_size
+            ));
+        }
+    }
+    tracing::info!(
+        "offline DiCO from {} ({} images in {} parts)",
+        dir.display(),
+        cache.images(),
+        cache.parts()
+    );
+    Ok(Some(cache))
+}
+
 /// Captioner training (XE, DiCO, SCST) as a device stage.
 pub struct CaptionerStage {
     trainer: CaptionTrainer,
+    /// The candidates of `dico_offline`.
+    cache: Option<RewardCache>,
     settings: CaptionerStageSettings,
     checkpoints: Checkpointer,
     /// Batches before this time were trained on before a resume.
@@ -244,6 +311,7 @@ impl CaptionerStage {
             ),
             _ => None,
         };
+        let cache = open_reward_cache(&s).map_err(&err)?;
         let trainer = CaptionTrainer::new(
             &s.captioner,
             text,
@@ -256,6 +324,7 @@ impl CaptionerStage {
         .map_err(|e| err(e.to_string()))?;
         Ok(Self {
             trainer,
+            cache,
             settings: s.clone(),
             checkpoints: Checkpointer::new(s.out.join("checkpoints"), s.keep_last, None),
             resume_from: 0,
@@ -295,18 +364,45 @@ impl DeviceStage for CaptionerStage {
         {
             return Ok(());
         }
-        let (pixels, keys, caps) = batch_tensors(batch)?;
-        let s = self
-            .trainer
-            .step(&keys, &pixels, &caps)
-            .map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
+        let s = match &self.cache {
+            Some(cache) => {
+                let k = self.trainer.config().candidates as usize;
+                let mut samples = Vec::new();
+                let mut candidates = Vec::new();
+                let (mut missing, mut incomplete) = (0, 0);
+                for sample in &batch.samples {
+                    match cache.get(&sample.key) {
+                        Some(c) if c.len() == k => {
+                            samples.push(sample);
+                            candidates.push(c);
+                        }
+                        Some(_) => incomplete += 1,
+                        None => missing += 1,
+                    }
+                }
+                batch.metrics.insert("cache/missing".into(), missing as f64);
+                batch
+                    .metrics
+                    .insert("cache/incomplete".into(), incomplete as f64);
+                if samples.is_empty() {
+                    return Ok(());
+                }
+                let (pixels, _, _) = sample_tensors(&samples)?;
+                self.trainer.offline_step(&pixels, &candidates)
+            }
+            None => {
+                let (pixels, keys, caps) = batch_tensors(batch)?;
+                self.trainer.step(&keys, &pixels, &caps)
+            }
+        }
+        .map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
         if let Some(scorer) = self.trainer.scorer_mut() {
             scorer.clear_images(); // images are not revisited within an epoch
         }
         batch.metrics.insert("train/loss".into(), s.loss);
         batch.metrics.insert("train/lr".into(), s.lr);
         batch.metrics.insert("train/grad_norm".into(), s.grad_norm);
-        if self.trainer.objective() != crate::train::captioning::Objective::Xe {
+        if self.trainer.objective() != Objective::Xe {
             batch
                 .metrics
                 .insert("train/candidate_length".into(), s.candidate_length);
@@ -376,7 +472,7 @@ impl CaptionStage {
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
         let train = CaptionTrainConfig {
-            objective: crate::train::captioning::Objective::Xe,
+            objective: Objective::Xe,
             optimizer: Default::default(),
             schedule: Default::default(),
             grad_clip: None,

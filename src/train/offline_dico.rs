@@ -1,0 +1,94 @@
+//! Offline DiCO: a DiCO step whose candidates, evaluator rewards and
+//! reference log-probs come from a reward cache instead of being generated
+//! and scored online. Only the policy's log-probs (with gradient) are computed,
+//! so neither the evaluator nor the reference model is in memory. The loss is
+//! the same [`dico_loss`]; with the cache made from the policy's starting
+//! weights, the first offline step equals the first online step.
+
+use tch::{Kind, Tensor};
+
+use crate::reward::CacheEntry;
+use crate::train::candidates::Candidates;
+use crate::train::captioning::{CaptionTrainer, StepStats};
+use crate::train::dico::dico_loss;
+use crate::train::error::TrainError;
+
+impl CaptionTrainer {
+    /// One offline DiCO step on images `pixels` `[b, 3, H, W]`;
+    /// `candidates[i]` are image i's cached candidates, by rank (exactly
+    /// `candidates` of the training config per image).
+    pub fn offline_step(
+        &mut self,
+        pixels: &Tensor,
+        candidates: &[&[CacheEntry]],
+    ) -> Result<StepStats, TrainError> {
+        let b = pixels.size()[0];
+        let k = self.config().candidates;
+        if candidates.len() as i64 != b {
+            return Err(TrainError::Shape {
+                what: "offline DiCO step",
+                detail: format!("{b} images, {} candidate lists", candidates.len()),
+            });
+        }
+        let vocab = self.policy.tokens().vocab_size;
+        for entries in candidates {
+            if entries.len() as i64 != k {
+                return Err(TrainError::Shape {
+                    what: "offline DiCO step",
+                    detail: format!(
+                        "image `{}` has {} cached candidates, the config asks for {k}",
+                        entries.first().map_or("?", |e| e.key.as_str()),
+                        entries.len()
+                    ),
+                });
+            }
+            if let Some(bad) = entries
+                .iter()
+                .flat_map(|e| &e.tokens)
+                .find(|&&t| t < 0 || t as i64 >= vocab)
+            {
+                return Err(TrainError::Shape {
+                    what: "offline DiCO step",
+                    detail: format!(
+                        "cached token id {bad} is outside the captioner's vocabulary of \
+                         {vocab}: the cache was made for another captioner"
+                    ),
+                });
+            }
+        }
+        let device = self.vs.device();
+        let tokens = self.policy.tokens();
+        let flat: Vec<&CacheEntry> = candidates.iter().flat_map(|c| c.iter()).collect();
+        let cands = Candidates::from_ids(
+            flat.iter()
+                .map(|e| e.tokens.iter().map(|&t| t as i64).collect())
+                .collect(),
+            k,
+            tokens.pad,
+            tokens.eos,
+            device,
+        );
+        let rewards: Vec<f32> = flat.iter().map(|e| e.reward).collect();
+        let ref_lp: Vec<f32> = flat.iter().map(|e| e.ref_logprob).collect();
+        let memory = self.memory(pixels)?;
+        let policy_lp = cands
+            .logprobs(&self.policy, &memory)
+            .map_err(|e| TrainError::Model(Box::new(e)))?;
+        let out = dico_loss(
+            &policy_lp,
+            &cands.per_candidate(&ref_lp, device),
+            &cands.per_candidate(&rewards, device),
+            &self.config().dico,
+        )?;
+        let loss_value = out.loss.to_kind(Kind::Double).double_value(&[]);
+        let (lr, grad_norm) = self.apply(&out.loss);
+        Ok(StepStats {
+            loss: loss_value,
+            lr,
+            grad_norm,
+            candidate_length: cands.mean_length(),
+            eos_share: cands.eos_share(),
+            extra: out.stats.metrics().collect(),
+        })
+    }
+}

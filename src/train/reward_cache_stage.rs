@@ -1,0 +1,320 @@
+//! `reward_cache`: a device stage that precomputes DiCO's inputs for offline
+//! training — for each image, k candidates of a fixed captioner, their
+//! evaluator rewards and their log-probs under the frozen reference — and
+//! writes them as one part of a reward cache ([`crate::reward::cache`]).
+//! Images already in the cache (finished parts, or chunks of this part left
+//! by an interrupted run) are skipped and counted.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::flow::{DeviceBatch, DeviceStage, FlowError, Sample, StageFailure};
+use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
+use crate::model::clip::ClipConfig;
+use crate::reward::cache::{self, CacheEntry, CacheProvenance, PartWriter};
+use crate::reward::{ClipScorer, ScoreConfig};
+use crate::rng::Rng;
+use crate::train::candidates::{Candidates, Decoding};
+use crate::train::stages::{build_err, device_of, load_scorer, load_text, sample_tensors};
+
+/// Settings of `reward_cache`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardCacheSettings {
+    /// The captioner that generates the candidates, and its weights.
+    pub captioner: CaptionerConfig,
+    pub weights: PathBuf,
+    /// Weights of the frozen reference (default: `weights`, the usual case:
+    /// candidates and reference both from the XE checkpoint).
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
+    /// Word vocabulary of the captioner (JSON); absent: CLIP BPE.
+    #[serde(default)]
+    pub vocab: Option<PathBuf>,
+    /// CLIP safetensors whose vision tower is the captioner's frozen backbone.
+    pub backbone: PathBuf,
+    pub backbone_config: ClipConfig,
+    /// Evaluator weights (CLIP safetensors) and config (default: `backbone_config`).
+    pub evaluator: PathBuf,
+    #[serde(default)]
+    pub evaluator_config: Option<ClipConfig>,
+    #[serde(default = "ScoreConfig::dico_reward")]
+    pub reward: ScoreConfig,
+    /// Candidates per image.
+    #[serde(default = "five")]
+    pub candidates: i64,
+    #[serde(default)]
+    pub decoding: Decoding,
+    /// Seed of sampling (unused by beam search).
+    #[serde(default)]
+    pub seed: u64,
+    /// Cache directory.
+    pub out: PathBuf,
+    /// Name of the part this run writes (`dicoflow cache-rewards` names one
+    /// part per input shard).
+    #[serde(default = "all")]
+    pub part: String,
+    /// Candidates per chunk file: at most this much work is lost on a crash.
+    #[serde(default = "chunk_rows")]
+    pub chunk_rows: usize,
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn five() -> i64 {
+    5
+}
+fn all() -> String {
+    "all".into()
+}
+fn chunk_rows() -> usize {
+    2048
+}
+fn cpu() -> String {
+    "cpu".into()
+}
+
+/// What goes into the cache's `dicoflow.config` metadata: every setting
+/// that changes the cached numbers, except the weights (hashed separately).
+#[derive(Debug, Serialize)]
+struct ConfigRecord<'a> {
+    captioner: &'a CaptionerConfig,
+    backbone_sha256: String,
+    backbone_config: &'a ClipConfig,
+    evaluator_config: &'a ClipConfig,
+    reward: &'a ScoreConfig,
+    candidates: i64,
+    decoding: Decoding,
+    seed: u64,
+}
+
+/// A file as of one moment: path, size, modification time.
+type FileVersion = (PathBuf, u64, std::time::SystemTime);
+
+/// SHA-256 of a weights file, remembered per (path, size, mtime) so each
+/// shard's run does not re-hash gigabytes.
+pub fn weights_sha256(path: &Path) -> Result<String, String> {
+    static SEEN: Mutex<Vec<(FileVersion, String)>> = Mutex::new(Vec::new());
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let id = (
+        path.to_path_buf(),
+        meta.len(),
+        meta.modified().map_err(|e| e.to_string())?,
+    );
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, h)) = seen.iter().find(|(k, _)| *k == id) {
+        return Ok(h.clone());
+    }
+    let h = cache::sha256_file(path).map_err(|e| e.to_string())?;
+    seen.push((id, h.clone()));
+    Ok(h)
+}
+
+/// The provenance a run with `s` writes into the cache.
+pub fn provenance(s: &RewardCacheSettings) -> Result<CacheProvenance, String> {
+    let reference = s.reference.as_ref().unwrap_or(&s.weights);
+    let config = ConfigRecord {
+        captioner: &s.captioner,
+        backbone_sha256: weights_sha256(&s.backbone)?,
+        backbone_config: &s.backbone_config,
+        evaluator_config: s.evaluator_config.as_ref().unwrap_or(&s.backbone_config),
+        reward: &s.reward,
+        candidates: s.candidates,
+        decoding: s.decoding,
+        seed: s.seed,
+    };
+    Ok(CacheProvenance {
+        evaluator_sha256: weights_sha256(&s.evaluator)?,
+        captioner_sha256: weights_sha256(&s.weights)?,
+        reference_sha256: weights_sha256(reference)?,
+        config: serde_json::to_string(&config).map_err(|e| e.to_string())?,
+    })
+}
+
+fn load_captioner(
+    cfg: &CaptionerConfig,
+    path: &Path,
+    device: tch::Device,
+) -> Result<(VarStore, Captioner), String> {
+    let mut vs = VarStore::new(device);
+    let model = Captioner::new(vs.root(), cfg).map_err(|e| e.to_string())?;
+    vs.load(path)
+        .map_err(|e| format!("loading captioner weights {}: {e}", path.display()))?;
+    vs.freeze();
+    Ok((vs, model))
+}
+
+/// Precomputes candidates, rewards and reference log-probs into a cache part.
+pub struct RewardCacheStage {
+    settings: RewardCacheSettings,
+    backbone: Backbone,
+    policy: (VarStore, Captioner),
+    /// `None`: the reference is the generating captioner itself.
+    reference: Option<(VarStore, Captioner)>,
+    scorer: ClipScorer,
+    text: CaptionText,
+    writer: Option<PartWriter>,
+    present: HashSet<String>,
+}
+
+impl RewardCacheStage {
+    pub fn try_new(s: RewardCacheSettings) -> Result<Self, FlowError> {
+        let err = build_err("reward_cache");
+        if s.candidates < 2 {
+            return Err(err(format!(
+                "candidates = {}: DiCO needs at least 2 per image",
+                s.candidates
+            )));
+        }
+        let device = device_of(&s.device)?;
+        if cache::part_path(&s.out, &s.part).exists() {
+            return Err(err(format!(
+                "{} is already finished: delete it to recompute, or name another `part`",
+                cache::part_path(&s.out, &s.part).display()
+            )));
+        }
+        let provenance = provenance(&s).map_err(&err)?;
+        let present =
+            cache::present_keys(&s.out, &s.part, &provenance).map_err(|e| err(e.to_string()))?;
+        let writer = PartWriter::new(&s.out, &s.part, provenance, s.chunk_rows)
+            .map_err(|e| err(e.to_string()))?;
+        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
+        text.check(&s.captioner.tokens)
+            .map_err(|e| err(e.to_string()))?;
+        let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
+            .map_err(|e| err(e.to_string()))?;
+        let policy = load_captioner(&s.captioner, &s.weights, device).map_err(&err)?;
+        let reference = match &s.reference {
+            Some(r) if r != &s.weights => {
+                Some(load_captioner(&s.captioner, r, device).map_err(&err)?)
+            }
+            _ => None,
+        };
+        let eval_cfg = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
+        let scorer = load_scorer(&s.evaluator, eval_cfg, s.reward.clone(), device).map_err(&err)?;
+        Ok(Self {
+            settings: s,
+            backbone,
+            policy,
+            reference,
+            scorer,
+            text,
+            writer: Some(writer),
+            present,
+        })
+    }
+
+    fn entries(
+        &mut self,
+        time: u64,
+        keys: &[String],
+        pixels: &Tensor,
+    ) -> Result<Vec<CacheEntry>, StageFailure> {
+        fn fail(what: &'static str) -> impl Fn(crate::model::ModelError) -> StageFailure {
+            move |e| StageFailure::new(format!("{what}: {e}"))
+        }
+        let device = self.policy.0.device();
+        let k = self.settings.candidates;
+        let (candidates, ref_lp) = tch::no_grad(|| -> Result<_, StageFailure> {
+            let feats = self
+                .backbone
+                .features(&pixels.to_device(device))
+                .map_err(fail("backbone"))?;
+            let policy = &self.policy.1;
+            let memory = policy.encode(&feats).map_err(fail("encoder"))?;
+            let seed = Rng::derive(self.settings.seed, &[time]).next_u64();
+            let candidates = Candidates::generate(policy, &memory, k, self.settings.decoding, seed)
+                .map_err(fail("generation"))?;
+            let ref_lp = match &self.reference {
+                None => candidates.logprobs(policy, &memory),
+                Some((_, reference)) => {
+                    let memory = reference.encode(&feats).map_err(fail("reference"))?;
+                    candidates.logprobs(reference, &memory)
+                }
+            }
+            .map_err(fail("reference log-probs"))?;
+            Ok((candidates, ref_lp))
+        })?;
+        let texts: Vec<String> = candidates
+            .ids
+            .iter()
+            .map(|ids| self.text.decode(ids))
+            .collect();
+        let image_keys: Vec<&String> = keys
+            .iter()
+            .flat_map(|key| std::iter::repeat_n(key, k as usize))
+            .collect();
+        self.scorer
+            .add_images(keys, pixels)
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        let rewards = self
+            .scorer
+            .score(&image_keys, &texts)
+            .map_err(|e| StageFailure::new(format!("rewards: {e}")))?;
+        self.scorer.clear_images();
+        let ref_lp = Vec::<f32>::try_from(&ref_lp.view([-1]).to_device(tch::Device::Cpu))
+            .map_err(|e| StageFailure::new(e.to_string()))?;
+        Ok(candidates
+            .ids
+            .iter()
+            .zip(texts)
+            .zip(rewards.iter().zip(&ref_lp))
+            .enumerate()
+            .map(|(i, ((ids, text), (&reward, &ref_logprob)))| CacheEntry {
+                key: image_keys[i].clone(),
+                rank: (i as i64 % k) as i32,
+                tokens: ids.iter().map(|&t| t as i32).collect(),
+                text,
+                reward,
+                ref_logprob,
+            })
+            .collect())
+    }
+}
+
+impl DeviceStage for RewardCacheStage {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        let todo: Vec<&Sample> = batch
+            .samples
+            .iter()
+            .filter(|s| !self.present.contains(&s.key))
+            .collect();
+        let cached = batch.samples.len() - todo.len();
+        batch
+            .metrics
+            .insert("cache/already_cached".into(), cached as f64);
+        batch
+            .metrics
+            .insert("cache/images".into(), todo.len() as f64);
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let (pixels, keys, _) = sample_tensors(&todo)?;
+        let entries = self.entries(batch.time, &keys, &pixels)?;
+        let mean = entries.iter().map(|e| e.reward as f64).sum::<f64>() / entries.len() as f64;
+        batch.metrics.insert("cache/reward_mean".into(), mean);
+        self.present.extend(keys);
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| StageFailure::new("the part is already finished"))?;
+        writer
+            .push(entries)
+            .map_err(|e| StageFailure::new(e.to_string()))
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        if let Some(writer) = self.writer.take() {
+            let (path, rows) = writer
+                .finish()
+                .map_err(|e| StageFailure::new(e.to_string()))?;
+            tracing::info!("wrote {} ({rows} candidates)", path.display());
+        }
+        Ok(())
+    }
+}

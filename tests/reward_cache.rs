@@ -1,0 +1,438 @@
+//! The reward cache: `cache-rewards` writes one part per shard whose rewards
+//! and reference log-probs equal a direct recomputation, re-runs skip finished
+//! parts and cached images, an interrupted part resumes from its chunks, a
+//! cache is never mixed with one from other models, and offline DiCO's first
+//! step equals online DiCO's.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dicoflow::cli::cache_rewards::{run_cache_rewards, CacheReport, CacheRewardsArgs};
+use dicoflow::data::world::{write_world, WorldSpec};
+use dicoflow::flow::{
+    run, DeviceBatch, DeviceStage, FlowConfig, Pipeline, Registry, RunOptions, SourceSpec,
+    StageFailure, StageSpec,
+};
+use dicoflow::model::captioner::{Backbone, Captioner, CaptionerConfig, Vocab};
+use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::reward::cache::{self, CacheEntry};
+use dicoflow::reward::{ClipScorer, ScoreConfig};
+use dicoflow::text::ClipTokenizer;
+use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::reward_cache_stage::RewardCacheSettings;
+use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+const K: i64 = 3;
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    vocab: Vocab,
+}
+
+fn captioner_config(vocab: &Vocab) -> CaptionerConfig {
+    CaptionerConfig {
+        feature_dim: ClipConfig::tiny().vision.width,
+        ..CaptionerConfig::tiny_words(vocab.len() as i64)
+    }
+}
+
+/// 24 training images in 2 shards, a vocabulary, a tiny CLIP (backbone and
+/// evaluator) and a tiny captioner with random weights.
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let spec = WorldSpec {
+        train: 24,
+        val: 1,
+        test: 1,
+        rows_per_shard: 12,
+        rows_per_row_group: 4,
+        ..Default::default()
+    };
+    write_world(&root.join("data"), &spec, false, |_| {}).unwrap();
+    let caps: Vec<String> = (0..24)
+        .flat_map(|i| {
+            dicoflow::data::world::generate_row(&spec, 0, i)
+                .unwrap()
+                .1
+                .captions
+        })
+        .collect();
+    let vocab = Vocab::build(&caps, 1, None);
+    std::fs::write(
+        root.join("vocab.json"),
+        serde_json::to_string(&vocab).unwrap(),
+    )
+    .unwrap();
+    save_clip(&root.join("clip.safetensors"), 1);
+    tch::manual_seed(2);
+    let vs = VarStore::new(Device::Cpu);
+    let _cap = Captioner::new(vs.root(), &captioner_config(&vocab)).unwrap();
+    vs.save(root.join("xe.safetensors")).unwrap();
+    World {
+        _dir: dir,
+        root,
+        vocab,
+    }
+}
+
+fn save_clip(path: &Path, seed: i64) {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    vs.save(path).unwrap();
+}
+
+fn settings(w: &World) -> RewardCacheSettings {
+    RewardCacheSettings {
+        captioner: captioner_config(&w.vocab),
+        weights: w.root.join("xe.safetensors"),
+        reference: None,
+        vocab: Some(w.root.join("vocab.json")),
+        backbone: w.root.join("clip.safetensors"),
+        backbone_config: ClipConfig::tiny(),
+        evaluator: w.root.join("clip.safetensors"),
+        evaluator_config: None,
+        reward: ScoreConfig::clip_s(),
+        candidates: K,
+        decoding: Default::default(),
+        seed: 0,
+        out: w.root.join("cache"),
+        part: "all".into(),
+        chunk_rows: 9,
+        device: "cpu".into(),
+    }
+}
+
+fn pipeline(w: &World, device: StageSpec) -> Pipeline {
+    let mut pre = toml::Table::new();
+    pre.insert("size".into(), toml::Value::Integer(32));
+    Pipeline {
+        source: SourceSpec {
+            path: Some(w.root.join("data/train")),
+            seed: 3,
+            ..Default::default()
+        },
+        flow: FlowConfig {
+            batch_size: 5,
+            ..Default::default()
+        },
+        cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
+        device: vec![device],
+    }
+}
+
+/// Write the cache pipeline to a file and run `cache-rewards` on it.
+fn cache_rewards(w: &World, s: &RewardCacheSettings) -> anyhow::Result<CacheReport> {
+    let p = pipeline(
+        w,
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(s).unwrap()),
+    );
+    let file = w.root.join("reward_cache.toml");
+    std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
+    run_cache_rewards(&CacheRewardsArgs {
+        pipeline: file,
+        data: None,
+        out: None,
+        run_dir: w.root.join("runs"),
+        workers: 1,
+        quiet: true,
+    })
+}
+
+/// Every training image's preprocessed pixels, by key (through the same
+/// preprocessing stage the cache run uses).
+fn pixels_by_key(w: &World) -> BTreeMap<String, Tensor> {
+    type Grabbed = Arc<Mutex<Vec<(String, Vec<f32>)>>>;
+    struct Grab(Grabbed);
+    impl DeviceStage for Grab {
+        fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+            let mut out = self.0.lock().unwrap();
+            for s in &batch.samples {
+                out.push((s.key.clone(), s.pixels.clone()));
+            }
+            Ok(())
+        }
+    }
+    let seen: Grabbed = Arc::default();
+    let mut reg = Registry::with_builtins();
+    let grab = seen.clone();
+    reg.register_device("grab", move |_: toml::Table| {
+        Ok(Box::new(Grab(grab.clone())) as Box<dyn DeviceStage>)
+    });
+    run(
+        &pipeline(w, StageSpec::new("grab")),
+        &reg,
+        &RunOptions::threads(1),
+    )
+    .unwrap();
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .map(|(k, p)| (k.clone(), Tensor::from_slice(p).view([1, 3, 32, 32])))
+        .collect()
+}
+
+fn part_entries(dir: &Path) -> Vec<(PathBuf, Vec<CacheEntry>)> {
+    cache::finished_parts(dir)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let (_, e) = cache::read_file(&p).unwrap();
+            (p, e)
+        })
+        .collect()
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+#[test]
+fn parts_hold_what_a_direct_recomputation_gives_and_reruns_skip() {
+    let w = world();
+    let s = settings(&w);
+    let report = cache_rewards(&w, &s).unwrap();
+    assert_eq!(
+        report,
+        CacheReport {
+            finished: 0,
+            written: 2,
+            cached_images: 0,
+            scored_images: 24
+        }
+    );
+    let parts = part_entries(&s.out);
+    let names: Vec<String> = parts
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "part-synth-train-00000.parquet",
+            "part-synth-train-00001.parquet"
+        ]
+    );
+    let (prov, _) = cache::read_file(&parts[0].0).unwrap();
+    assert_eq!(prov.evaluator_sha256, sha256sum(&s.evaluator));
+    assert_eq!(prov.captioner_sha256, sha256sum(&s.weights));
+    assert_eq!(prov.reference_sha256, sha256sum(&s.weights));
+
+    // Recompute rewards and reference log-probs image by image.
+    let pixels = pixels_by_key(&w);
+    let (_vs, clip) =
+        Clip::from_safetensors(&s.evaluator, &ClipConfig::tiny(), Device::Cpu).unwrap();
+    let mut scorer = ClipScorer::new(
+        clip,
+        ClipTokenizer::openai().unwrap(),
+        ScoreConfig::clip_s(),
+    );
+    let backbone =
+        Backbone::from_clip_safetensors(&s.backbone, &ClipConfig::tiny(), Device::Cpu).unwrap();
+    let mut vs = VarStore::new(Device::Cpu);
+    let cap = Captioner::new(vs.root(), &s.captioner).unwrap();
+    vs.load(&s.weights).unwrap();
+    let mut keys_seen = 0;
+    for (_, entries) in &parts {
+        assert_eq!(entries.len() as i64, 12 * K);
+        for image in entries.chunks(K as usize) {
+            let key = &image[0].key;
+            keys_seen += 1;
+            let ranks: Vec<i32> = image.iter().map(|e| e.rank).collect();
+            assert_eq!(ranks, [0, 1, 2], "{key}");
+            assert!(image.iter().all(|e| &e.key == key));
+            let px = &pixels[key];
+            scorer.add_images(&[key], px).unwrap();
+            for e in image {
+                let ids: Vec<i64> = e.tokens.iter().map(|&t| t as i64).collect();
+                assert_eq!(e.text, w.vocab.decode(&ids));
+                let reward = scorer.score(&[key], &[&e.text]).unwrap()[0];
+                assert!(
+                    (reward - e.reward).abs() < 1e-5,
+                    "{key}: {reward} vs {}",
+                    e.reward
+                );
+                let lp = tch::no_grad(|| {
+                    let mem = cap.encode(&backbone.features(px).unwrap()).unwrap();
+                    let t = Tensor::from_slice(&ids).view([1, ids.len() as i64]);
+                    cap.sequence_logprobs(&mem, &t).unwrap().double_value(&[0])
+                });
+                assert!(
+                    (lp - e.ref_logprob as f64).abs() < 1e-4,
+                    "{key}: {lp} vs {}",
+                    e.ref_logprob
+                );
+            }
+            scorer.clear_images();
+        }
+    }
+    assert_eq!(keys_seen, 24);
+
+    // A second run finds both parts finished and rewrites nothing.
+    let bytes: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|(p, _)| std::fs::read(p).unwrap())
+        .collect();
+    let again = cache_rewards(&w, &s).unwrap();
+    assert_eq!(again.finished, 2);
+    assert_eq!(again.written, 0);
+    for ((p, _), b) in parts.iter().zip(&bytes) {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} rewritten", p.display());
+    }
+}
+
+#[test]
+fn an_interrupted_part_resumes_from_its_chunks_and_other_models_are_refused() {
+    let w = world();
+    let s = settings(&w);
+    cache_rewards(&w, &s).unwrap();
+    let parts = part_entries(&s.out);
+    let (first_part, first_entries) = &parts[0];
+    let (prov, _) = cache::read_file(first_part).unwrap();
+
+    // As if the run had died after writing a chunk of the first 5 images.
+    let part = "synth-train-00000";
+    let done = 5 * K as usize;
+    cache::write_file(
+        &cache::chunk_dir(&s.out, part).join("chunk-00000.parquet"),
+        &prov,
+        &first_entries[..done],
+    )
+    .unwrap();
+    std::fs::remove_file(first_part).unwrap();
+
+    // Another evaluator with those chunks present: refused, chunk kept.
+    let other = w.root.join("other-clip.safetensors");
+    save_clip(&other, 9);
+    let err = cache_rewards(
+        &w,
+        &RewardCacheSettings {
+            evaluator: other,
+            ..s.clone()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("different evaluator"), "{msg}");
+    assert!(cache::chunk_dir(&s.out, part)
+        .join("chunk-00000.parquet")
+        .is_file());
+
+    let report = cache_rewards(&w, &s).unwrap();
+    assert_eq!(report.finished, 1);
+    assert_eq!(report.written, 1);
+    assert_eq!(report.cached_images, 5);
+    assert_eq!(report.scored_images, 7);
+    assert!(!cache::chunk_dir(&s.out, part).exists());
+    let (_, resumed) = cache::read_file(first_part).unwrap();
+    assert_eq!(resumed.len(), first_entries.len());
+    for (a, b) in resumed.iter().zip(first_entries) {
+        assert_eq!(
+            (&a.key, a.rank, &a.tokens, &a.text),
+            (&b.key, b.rank, &b.tokens, &b.text)
+        );
+        assert!((a.reward - b.reward).abs() < 1e-5);
+        assert!((a.ref_logprob - b.ref_logprob).abs() < 1e-4);
+    }
+}
+
+fn trainer(w: &World, objective: Objective, scorer: Option<ClipScorer>) -> CaptionTrainer {
+    let backbone = Backbone::from_clip_safetensors(
+        w.root.join("clip.safetensors"),
+        &ClipConfig::tiny(),
+        Device::Cpu,
+    )
+    .unwrap();
+    CaptionTrainer::new(
+        &captioner_config(&w.vocab),
+        w.vocab.clone(),
+        backbone,
+        Some(&w.root.join("xe.safetensors")),
+        scorer,
+        CaptionTrainConfig {
+            objective,
+            optimizer: AdamWConfig::default(),
+            schedule: Schedule {
+                lr: 1e-3,
+                total_steps: 10,
+                ..Default::default()
+            },
+            grad_clip: Some(1.0),
+            dico: DicoConfig::default(),
+            candidates: K,
+            temperature: 1.0,
+            seed: 4,
+        },
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn offline_dico_first_step_equals_online_dico() {
+    let w = world();
+    let s = settings(&w);
+    cache_rewards(&w, &s).unwrap();
+    let cache = dicoflow::reward::RewardCache::open(&s.out).unwrap();
+    assert_eq!(cache.images(), 24);
+    let pixels = pixels_by_key(&w);
+    let keys: Vec<String> = pixels.keys().take(4).cloned().collect();
+    let batch = Tensor::cat(&keys.iter().map(|k| &pixels[k]).collect::<Vec<_>>(), 0);
+
+    let (_vs, clip) =
+        Clip::from_safetensors(&s.evaluator, &ClipConfig::tiny(), Device::Cpu).unwrap();
+    let scorer = ClipScorer::new(
+        clip,
+        ClipTokenizer::openai().unwrap(),
+        ScoreConfig::clip_s(),
+    );
+    let mut online = trainer(&w, Objective::Dico, Some(scorer));
+    let refs = vec![Vec::<String>::new(); keys.len()];
+    let a = online.step(&keys, &batch, &refs).unwrap();
+
+    let mut offline = trainer(&w, Objective::DicoOffline, None);
+    let cands: Vec<&[CacheEntry]> = keys.iter().map(|k| cache.get(k).unwrap()).collect();
+    let b = offline.offline_step(&batch, &cands).unwrap();
+
+    // Policy = reference at the start: Δ = 0, loss = log 2 for both.
+    assert!((a.loss - std::f64::consts::LN_2).abs() < 1e-4, "{}", a.loss);
+    assert!((a.loss - b.loss).abs() < 1e-5, "{} vs {}", a.loss, b.loss);
+    assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm.max(1.0));
+    for name in ["evaluator/mean", "evaluator/winner", "rewards/margins"] {
+        assert!(
+            (a.extra[name] - b.extra[name]).abs() < 1e-5,
+            "{name}: {} vs {}",
+            a.extra[name],
+            b.extra[name]
+        );
+    }
+    assert_eq!(a.candidate_length, b.candidate_length);
+    // Same gradients (still held after the step). Weights are not compared:
+    // Adam's first step moves every parameter by about ±lr, so float noise in
+    // a near-zero gradient can flip its direction.
+    let (va, vb) = (online.vs.variables(), offline.vs.variables());
+    for (name, t) in &va {
+        let (ga, gb) = (t.grad(), vb[name].grad());
+        let scale = ga.abs().max().double_value(&[]).max(1e-3);
+        let diff = (&ga - &gb).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-3 * scale,
+            "{name}: gradients differ by {diff} (scale {scale})"
+        );
+    }
+
+    // A step asks for exactly `candidates` per image.
+    let short: Vec<&[CacheEntry]> = cands.iter().map(|c| &c[..2]).collect();
+    let err = offline
+        .offline_step(&batch, &short)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("2 cached candidates"), "{err}");
+}
