@@ -93,11 +93,12 @@ fn every_metric_gets_a_png_chart_linked_from_the_summary() {
 
 #[test]
 fn a_rising_series_is_drawn_rising_left_to_right_where_the_axes_put_it() {
-    // y = t on 0..=20: the axes span 0..20 both ways, so the line is the
-    // diagonal of the plot area from bottom left to top right.
+    // y = 1 + 0.9 t for t in 0..=20: the step axis spans 0..20 and the value
+    // axis, with its small margin, rounds to 0..20 as well; so the line runs
+    // from 1/20 to 19/20 of the plot height, left to right.
     let series: Vec<NamedSeries> = vec![(
         "run".into(),
-        (0..=20).map(|t| (t as f64, t as f64)).collect(),
+        (0..=20).map(|t| (t as f64, 1.0 + 0.9 * t as f64)).collect(),
     )];
     let chart = png_chart::render("rising", &series);
     let p = chart.plot;
@@ -109,7 +110,8 @@ fn a_rising_series_is_drawn_rising_left_to_right_where_the_axes_put_it() {
     );
     for &(x, y) in &rows {
         let along = (x as f64 + 0.5 - p.left as f64) / p.width() as f64;
-        let expected = p.bottom as f64 - along * p.height() as f64;
+        let value = 1.0 + 18.0 * along;
+        let expected = p.bottom as f64 - value / 20.0 * p.height() as f64;
         assert!(
             (y as f64 - expected).abs() <= 3.0,
             "column {x}: row {y}, expected {expected:.1}"

@@ -517,8 +517,9 @@ fn render_report(
         }
     }
     r.push_str(
-        "\nDuring fine-tuning, per step (the oracle's grammaticality is measured on the test \
-         split above; the logs carry its training-time signals, caption length and ending):\n\n",
+        "\nPer step of fine-tuning: the reward, and two signals of fluency that the training \
+         logs carry (the oracle judges grammaticality on the test split only, in the table \
+         above): candidate length and the share of candidates that end with EOS.\n\n",
     );
     for (metric, what) in EMBEDDED_CHARTS {
         if let Some(png) = charts.png.get(metric) {

@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 
-use super::axis::Axis;
+use super::axis::chart_axes;
 use super::canvas::{text_width, Align, Canvas, Colour, PixelRect, GLYPH};
 use super::NamedSeries;
 
@@ -43,14 +43,7 @@ pub struct Chart {
 
 /// Render `series` (x = training step) on shared axes under `title`.
 pub fn render(title: &str, series: &[NamedSeries]) -> Chart {
-    let x = Axis::fit(
-        series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)),
-        TICKS,
-    );
-    let y = Axis::fit(
-        series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)),
-        TICKS,
-    );
+    let (x, y) = chart_axes(series, TICKS);
     let x_labels: Vec<(f64, String)> = x.ticks().into_iter().map(|t| (t, x.label(t))).collect();
     let y_labels: Vec<(f64, String)> = y.ticks().into_iter().map(|t| (t, y.label(t))).collect();
     let line_h = GLYPH * LABEL_SCALE;

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::axis::Axis;
+use super::axis::chart_axes;
 use super::png_chart::PALETTE;
 use super::NamedSeries;
 
@@ -15,8 +15,7 @@ pub fn render(title: &str, series: &[NamedSeries]) -> String {
     const R: f64 = 16.0;
     const T: f64 = 36.0;
     const B: f64 = 40.0;
-    let x = Axis::fit(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), 5);
-    let y = Axis::fit(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), 5);
+    let (x, y) = chart_axes(series, 5);
     let sx = |v: f64| L + x.fraction(v) * (W - L - R);
     let sy = |v: f64| H - B - y.fraction(v) * (H - T - B);
     let mut s = String::new();
