@@ -461,23 +461,33 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         results.push(evaluate(name, &captions, &spec)?);
     }
 
-    let report = render_report(&results, out, &rl_dirs, total_start.elapsed().as_secs_f64());
+    let charts = crate::report::write_report(out).context("charting the metrics logs")?;
+    let secs = total_start.elapsed().as_secs_f64();
+    let report = render_report(&results, out, &rl_dirs, &charts, secs);
     std::fs::write(out.join("report.md"), &report)?;
-    let plots = crate::report::write_report(out).context("plotting the metrics logs")?;
     println!("\n{report}");
     println!("report: {}", out.join("report.md").display());
     println!(
-        "plots ({}): {}",
-        plots.len().saturating_sub(1),
-        out.join("report/summary.md").display()
+        "charts ({}): {}",
+        charts.png.len(),
+        charts.summary.display()
     );
     Ok(())
 }
+
+/// The charts `report.md` shows: the reward, then the fluency signals the
+/// training logs carry (the oracle judges fluency on the test split only).
+const EMBEDDED_CHARTS: [(&str, &str); 3] = [
+    ("evaluator/mean", "mean evaluator reward of the candidates"),
+    ("train/candidate_length", "candidate length (tokens)"),
+    ("train/eos_share", "share of candidates that end with EOS"),
+];
 
 fn render_report(
     results: &[Evaluated],
     out: &Path,
     rl_dirs: &[(&str, PathBuf)],
+    charts: &crate::report::Report,
     secs: f64,
 ) -> String {
     let mut r = String::new();
@@ -509,7 +519,18 @@ fn render_report(
             r.push_str(&format!("- {}: {a:.4} → {b:.4}\n", name.to_uppercase()));
         }
     }
-    r.push_str("\n## Example captions\n\n");
+    r.push_str(
+        "\nPer step of fine-tuning: the reward, and two signals of fluency that the training \
+         logs carry (the oracle judges grammaticality on the test split only, in the table \
+         above): candidate length and the share of candidates that end with EOS.\n\n",
+    );
+    for (metric, what) in EMBEDDED_CHARTS {
+        if let Some(png) = charts.png.get(metric) {
+            let rel = png.strip_prefix(out).unwrap_or(png);
+            r.push_str(&format!("![{what}]({})\n\n", rel.display()));
+        }
+    }
+    r.push_str("## Example captions\n\n");
     for e in results {
         r.push_str(&format!("**{}**\n\n", e.name));
         for (k, c) in &e.examples {
@@ -518,8 +539,8 @@ fn render_report(
         r.push('\n');
     }
     r.push_str(&format!(
-        "Per-step logs: `{0}/*/metrics.jsonl`; plots of every logged metric \
-         (reward, loss, KL, margins, ...): `{0}/report/` (`dicoflow report {0}`).\n",
+        "Per-step logs: `{0}/*/metrics.jsonl`; charts (PNG and SVG) of every logged metric \
+         (reward, loss, KL, margins, ...): `{0}/report/summary.md` (`dicoflow report {0}`).\n",
         out.display()
     ));
     r

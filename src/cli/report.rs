@@ -12,12 +12,24 @@ pub struct ReportArgs {
 
 /// Run `report`.
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
-    let files = crate::report::write_report(&args.run_dir)
+    let report = crate::report::write_report(&args.run_dir)
         .with_context(|| format!("reporting on {}", args.run_dir.display()))?;
     println!(
-        "wrote {} plots and {}",
-        files.len().saturating_sub(1),
-        args.run_dir.join("report/summary.md").display()
+        "wrote {} charts (PNG and SVG) and {}",
+        report.png.len(),
+        report.summary.display()
     );
+    if !report.empty_runs.is_empty() {
+        println!(
+            "no per-step metrics yet (left out): {}",
+            report.empty_runs.join(", ")
+        );
+    }
+    if report.non_numeric + report.untimed > 0 {
+        println!(
+            "left out: {} non-numeric metric values, {} lines without a numeric `time`",
+            report.non_numeric, report.untimed
+        );
+    }
     Ok(())
 }
