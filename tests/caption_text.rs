@@ -9,6 +9,7 @@ use dicoflow::flow::Pipeline;
 use dicoflow::model::captioner::{Backbone, CaptionText, CaptionerConfig, TokenSpec, Vocab};
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::precision::Precision;
 use dicoflow::train::stages::CaptionerStageSettings;
 use dicoflow::train::{AdamWConfig, Decay, DicoConfig, Schedule, TrainError};
 use tch::{Device, Tensor};
@@ -154,6 +155,9 @@ fn xe_config(lr: f64) -> CaptionTrainConfig {
         candidates: 2,
         temperature: 1.0,
         seed: 4,
+        accumulate: 1,
+        label_smoothing: 0.0,
+        precision: Precision::Fp32,
     }
 }
 

@@ -10,7 +10,7 @@ use dicoflow::reward::{ClipScorer, ScoreConfig};
 use dicoflow::rng::Rng;
 use dicoflow::text::ClipTokenizer;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
+use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
@@ -96,6 +96,9 @@ fn trainer(
         candidates: 3,
         temperature: 1.0,
         seed: 1,
+        accumulate: 1,
+        label_smoothing: 0.0,
+        precision: Precision::Fp32,
     };
     CaptionTrainer::new(
         &cap,
@@ -159,6 +162,9 @@ fn xe_then_dico_and_scst() {
         candidates: 3,
         temperature: 1.0,
         seed: 0,
+        accumulate: 1,
+        label_smoothing: 0.0,
+        precision: Precision::Fp32,
     };
     let cap = CaptionerConfig {
         feature_dim: clip_cfg.vision.width,

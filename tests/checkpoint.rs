@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use dicoflow::rng::Rng;
-use dicoflow::train::{AdamW, AdamWConfig, BestBy, Checkpointer, TrainState};
+use dicoflow::train::{AdamW, AdamWConfig, BestBy, Checkpointer, LossScaleState, TrainState};
 use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -24,6 +24,11 @@ fn state(step: u64, score: f64) -> TrainState {
         rng: Rng::new(step),
         config: "[train]\nobjective = \"xe\"\n".into(),
         metrics: BTreeMap::from([("val_score".to_owned(), score)]),
+        // An fp16 run's scaler state comes back with the rest.
+        loss_scale: Some(LossScaleState {
+            scale: 1024.0,
+            clean_steps: step,
+        }),
     }
 }
 

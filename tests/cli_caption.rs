@@ -10,6 +10,7 @@ use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::captioner::{Backbone, CaptionText, CaptionerConfig};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::precision::Precision;
 use tch::{nn::VarStore, Device, Tensor};
 
 fn dicoflow(args: &[&str]) -> Output {
@@ -193,6 +194,9 @@ total_steps = 2
             candidates: 1,
             temperature: 1.0,
             seed: 0,
+            accumulate: 1,
+            label_smoothing: 0.0,
+            precision: Precision::Fp32,
         },
         Device::Cpu,
     )

@@ -5,7 +5,7 @@ use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::rng::Rng;
 use dicoflow::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
-use dicoflow::train::{AdamWConfig, Schedule};
+use dicoflow::train::{AdamWConfig, Precision, Schedule};
 use tch::{Device, Tensor};
 
 fn world_batch(seed: u64, n: usize) -> (Tensor, Vec<Vec<String>>) {
@@ -52,6 +52,8 @@ fn contrastive_training_learns_image_caption_matching() {
         context_length: 32,
         grad_clip: Some(1.0),
         seed: 1,
+        accumulate: 1,
+        precision: Precision::Fp32,
     };
     let mut trainer = ContrastiveTrainer::new(cfg, Device::Cpu).unwrap();
     let (val_px, val_caps) = world_batch(999, 32);

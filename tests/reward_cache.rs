@@ -19,6 +19,7 @@ use dicoflow::reward::cache::{self, CacheEntry};
 use dicoflow::reward::{ClipScorer, ScoreConfig};
 use dicoflow::text::ClipTokenizer;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::precision::Precision;
 use dicoflow::train::reward_cache_stage::RewardCacheSettings;
 use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
 use tch::nn::VarStore;
@@ -369,6 +370,9 @@ fn trainer(w: &World, objective: Objective, scorer: Option<ClipScorer>) -> Capti
             candidates: K,
             temperature: 1.0,
             seed: 4,
+            accumulate: 1,
+            label_smoothing: 0.0,
+            precision: Precision::Fp32,
         },
         Device::Cpu,
     )

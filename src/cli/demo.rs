@@ -25,7 +25,7 @@ use crate::train::evaluator::ContrastiveConfig;
 use crate::train::stages::{
     registry, CaptionStageSettings, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
 };
-use crate::train::{AdamWConfig, Decay, DicoConfig, Schedule};
+use crate::train::{AdamWConfig, Decay, DicoConfig, Precision, Schedule};
 
 /// Arguments of `demo`.
 #[derive(Debug, clap::Args)]
@@ -307,6 +307,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             context_length: clip.text.context_length as usize,
             grad_clip: Some(1.0),
             seed: args.seed,
+            accumulate: 1,
+            precision: Precision::Fp32,
         },
         out: eval_dir.clone(),
         device: "cpu".into(),
@@ -353,6 +355,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             candidates: 5,
             temperature: 1.0,
             seed: args.seed,
+            accumulate: 1,
+            label_smoothing: 0.0,
+            precision: Precision::Fp32,
         },
         vocab: Some(vocab_path.clone()),
         backbone: evaluator.clone(),

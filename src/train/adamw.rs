@@ -105,6 +105,12 @@ impl AdamW {
         }
     }
 
+    /// The gradients of the optimised parameters (shallow handles; undefined
+    /// for a parameter no backward has reached).
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.param.grad()).collect()
+    }
+
     /// Global L2 norm of all gradients, before clipping; scales them down to
     /// `max_norm` when larger (as `torch.nn.utils.clip_grad_norm_`).
     pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {

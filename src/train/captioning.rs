@@ -2,7 +2,8 @@
 //! (`dico`) and the SCST baseline (`scst`). The trainer is a plain struct fed
 //! with image tensors and captions; a device stage hosts it in the pipeline.
 //!
-//! - `xe`: teacher forcing, mean token cross-entropy, pad ignored.
+//! - `xe`: teacher forcing, mean token cross-entropy, pad ignored, optional
+//!   label smoothing ([`crate::train::xe_loss`]).
 //! - `dico`: k beams from the current policy, evaluator rewards, policy and
 //!   frozen-reference sequence log-probs, [`crate::train::dico_loss`].
 //! - `scst`: k samples, baseline = mean reward of the other k − 1.
@@ -23,8 +24,12 @@ use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::dico::{dico_loss, DicoConfig};
 use crate::train::error::TrainError;
+use crate::train::loss_scale::LossScaleConfig;
+use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
 use crate::train::scst::scst_loss;
+use crate::train::step::{StepConfig, Stepper, Update};
+use crate::train::xe::xe_loss;
 
 /// Which objective a [`CaptionTrainer`] optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,10 +59,28 @@ pub struct CaptionTrainConfig {
     #[serde(default = "one")]
     pub temperature: f64,
     pub seed: u64,
+    /// Micro-batches (pipeline batches) per optimizer step; each micro-batch
+    /// loss is weighted 1/N, so a step follows the mean of the N micro-batch
+    /// losses. `schedule.total_steps`, the step count and checkpoints count
+    /// optimizer steps. Default 1.
+    #[serde(default = "one_batch")]
+    pub accumulate: u32,
+    /// XE label smoothing ε in [0, 1] (PyTorch's `label_smoothing`). Default 0.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// `"fp32"` (default) or `"fp16"` (CUDA autocast + dynamic loss scaling
+    /// with `torch.amp.GradScaler`'s defaults; the scale is checkpointed).
+    /// Master weights and AdamW state stay float32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn one_batch() -> u32 {
+    1
 }
 
 /// Per-step numbers (the objective's own stats are in `extra`).
@@ -70,8 +93,14 @@ pub struct StepStats {
     pub candidate_length: f64,
     /// Share of candidates that ended with EOS — DiCO/SCST.
     pub eos_share: f64,
-    /// Objective-specific values by name (DiCO: rewards/chosen, margins, ...).
+    /// Objective-specific values by name (DiCO: rewards/chosen, margins, ...);
+    /// `train/loss_scale` in fp16.
     pub extra: std::collections::BTreeMap<String, f64>,
+    /// This micro-batch completed an accumulation cycle (the step count
+    /// advanced); `grad_norm` is meaningful only then.
+    pub optimizer_step: bool,
+    /// The cycle's fp16 gradients were not finite: no update was made.
+    pub skipped_step: bool,
 }
 
 fn model_err(e: ModelError) -> TrainError {
@@ -82,7 +111,8 @@ fn model_err(e: ModelError) -> TrainError {
 pub struct CaptionTrainer {
     pub vs: VarStore,
     pub policy: Captioner,
-    pub opt: AdamW,
+    /// AdamW plus accumulation and loss-scaling state.
+    pub stepper: Stepper,
     /// What the captioner's ids mean.
     pub text: CaptionText,
     backbone: Backbone,
@@ -119,6 +149,14 @@ impl CaptionTrainer {
     ) -> Result<Self, TrainError> {
         let text = text.into();
         text.check(&captioner.tokens)?;
+        cfg.precision.check_device(device)?;
+        if !(0.0..=1.0).contains(&cfg.label_smoothing) {
+            return Err(TrainError::Setting {
+                name: "label_smoothing",
+                value: cfg.label_smoothing.to_string(),
+                reason: "must be in [0, 1] (0 turns smoothing off)",
+            });
+        }
         tch::manual_seed(cfg.seed as i64);
         let mut vs = VarStore::new(device);
         let policy = Captioner::new(vs.root(), captioner).map_err(model_err)?;
@@ -164,12 +202,20 @@ impl CaptionTrainer {
                 reason: "DiCO and SCST need at least 2 candidates per image",
             });
         }
-        let opt = AdamW::new(&vs, cfg.optimizer);
+        let stepper = Stepper::new(
+            AdamW::new(&vs, cfg.optimizer),
+            StepConfig {
+                accumulate: cfg.accumulate,
+                grad_clip: cfg.grad_clip,
+                precision: cfg.precision,
+                loss_scale: LossScaleConfig::default(),
+            },
+        )?;
         Ok(Self {
             rng: Rng::derive(cfg.seed, &[0xCA]),
             vs,
             policy,
-            opt,
+            stepper,
             text,
             backbone,
             reference,
@@ -179,7 +225,7 @@ impl CaptionTrainer {
         })
     }
 
-    /// Steps taken.
+    /// Optimizer steps taken.
     pub fn step_count(&self) -> u64 {
         self.step
     }
@@ -187,6 +233,11 @@ impl CaptionTrainer {
     /// The training settings.
     pub fn config(&self) -> &CaptionTrainConfig {
         &self.cfg
+    }
+
+    /// Micro-batches per optimizer step.
+    pub fn batches_per_step(&self) -> u64 {
+        self.stepper.accumulate() as u64
     }
 
     /// The objective.
@@ -225,20 +276,33 @@ impl CaptionTrainer {
             .to_device(self.vs.device())
     }
 
-    pub(crate) fn apply(&mut self, loss: &Tensor) -> (f64, f64) {
+    /// Backward of a micro-batch loss and, at the end of an accumulation
+    /// cycle, the update. A skipped fp16 step still counts as a step, so the
+    /// schedule and `total_steps` advance as with PyTorch's `GradScaler`.
+    pub(crate) fn apply(&mut self, loss: &Tensor, stats: &mut StepStats) -> Result<(), TrainError> {
         let lr = self.cfg.schedule.lr_at(self.step);
-        self.opt.set_lr(lr);
-        self.opt.zero_grad();
-        loss.backward();
-        let norm = self.opt.clip_grad_norm(self.cfg.grad_clip);
-        self.opt.step();
-        self.step += 1;
-        (lr, norm)
+        stats.loss = loss.double_value(&[]);
+        stats.lr = lr;
+        if let Some(scale) = self.stepper.loss_scale() {
+            stats.extra.insert("train/loss_scale".into(), scale);
+        }
+        match self.stepper.backward(loss, lr)? {
+            None => {}
+            Some(update) => {
+                self.step += 1;
+                stats.optimizer_step = true;
+                match update {
+                    Update::Applied { grad_norm } => stats.grad_norm = grad_norm,
+                    Update::Skipped => stats.skipped_step = true,
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// One step on images `pixels` `[b, 3, H, W]` with keys `keys` (the
+    /// One micro-batch on images `pixels` `[b, 3, H, W]` with keys `keys` (the
     /// evaluator caches image embeddings by key) and reference captions (XE
-    /// draws one per image).
+    /// draws one per image); an optimizer step every `accumulate` calls.
     pub fn step(
         &mut self,
         keys: &[String],
@@ -256,22 +320,26 @@ impl CaptionTrainer {
                 ),
             });
         }
-        match self.cfg.objective {
-            Objective::Xe => self.xe_step(pixels, references),
-            Objective::Dico | Objective::Scst => self.rl_step(keys, pixels),
+        // Forward passes under autocast; backward and the update outside it.
+        let precision = self.cfg.precision;
+        let (loss, mut stats) = precision.autocast(|| match self.cfg.objective {
+            Objective::Xe => self.xe_loss(pixels, references),
+            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels),
             Objective::DicoOffline => Err(TrainError::Setting {
                 name: "objective",
                 value: "dico_offline".into(),
                 reason: "offline DiCO reads its candidates from a reward cache: use `offline_step`",
             }),
-        }
+        })?;
+        self.apply(&loss, &mut stats)?;
+        Ok(stats)
     }
 
-    fn xe_step(
+    fn xe_loss(
         &mut self,
         pixels: &Tensor,
         references: &[Vec<String>],
-    ) -> Result<StepStats, TrainError> {
+    ) -> Result<(Tensor, StepStats), TrainError> {
         if references.iter().any(Vec::is_empty) {
             return Err(TrainError::Shape {
                 what: "xe step",
@@ -284,26 +352,20 @@ impl CaptionTrainer {
             .collect();
         let memory = self.memory(pixels)?;
         let tokens = self.targets(&chosen);
-        let logp = self
-            .policy
-            .token_logprobs(&memory, &tokens)
-            .map_err(model_err)?; // [b, L]
-        let (_, mask) = self
+        let (inputs, mask) = self
             .policy
             .teacher_forcing_inputs(&tokens)
             .map_err(model_err)?;
-        let count = mask.to_kind(Kind::Float).sum(Kind::Float).clamp_min(1.0);
-        let loss = -logp.sum(Kind::Float) / count;
-        let (lr, grad_norm) = self.apply(&loss);
-        Ok(StepStats {
-            loss: loss.double_value(&[]),
-            lr,
-            grad_norm,
-            ..Default::default()
-        })
+        let logits = self.policy.logits(&memory, &inputs).map_err(model_err)?; // [b, L, V]
+        let loss = xe_loss(&logits, &tokens, &mask, self.cfg.label_smoothing)?;
+        Ok((loss, StepStats::default()))
     }
 
-    fn rl_step(&mut self, keys: &[String], pixels: &Tensor) -> Result<StepStats, TrainError> {
+    fn rl_loss(
+        &mut self,
+        keys: &[String],
+        pixels: &Tensor,
+    ) -> Result<(Tensor, StepStats), TrainError> {
         let b = pixels.size()[0];
         let k = self.cfg.candidates;
         let memory = self.memory(pixels)?;
@@ -404,15 +466,13 @@ impl CaptionTrainer {
                 loss
             }
         };
-        let (lr, grad_norm) = self.apply(&loss);
-        Ok(StepStats {
-            loss: loss.double_value(&[]),
-            lr,
-            grad_norm,
+        let stats = StepStats {
             candidate_length,
             eos_share,
             extra,
-        })
+            ..Default::default()
+        };
+        Ok((loss, stats))
     }
 
     /// Greedy captions for images `pixels` `[b, 3, H, W]`.
@@ -428,26 +488,41 @@ impl CaptionTrainer {
             .collect()
     }
 
-    /// Write a checkpoint (weights, optimizer, RNG, step) with `ck`.
+    /// Write a checkpoint (weights, optimizer, loss scale, RNG, step) with
+    /// `ck`. Only between optimizer steps: accumulated gradients are not saved.
     pub fn checkpoint(
         &self,
         ck: &Checkpointer,
         config: String,
         metrics: std::collections::BTreeMap<String, f64>,
     ) -> Result<std::path::PathBuf, TrainError> {
+        if self.stepper.pending() > 0 {
+            return Err(TrainError::State {
+                path: ck.path_for(self.step),
+                what: format!(
+                    "checkpoint asked for after {} of {} accumulated micro-batches; \
+                     checkpoint right after an optimizer step",
+                    self.stepper.pending(),
+                    self.stepper.accumulate()
+                ),
+            });
+        }
         let state = TrainState {
             step: self.step,
             cursors: Vec::new(),
             rng: self.rng,
             config,
             metrics,
+            loss_scale: self.stepper.scaler_state(),
         };
-        ck.save(&self.vs, &self.opt, &state)
+        ck.save(&self.vs, &self.stepper.opt, &state)
     }
 
-    /// Continue from checkpoint `dir`: weights, optimizer, RNG and step.
+    /// Continue from checkpoint `dir`: weights, optimizer, loss scale, RNG and
+    /// step.
     pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
-        let state = Checkpointer::load(dir, &mut self.vs, &mut self.opt)?;
+        let state = Checkpointer::load(dir, &mut self.vs, &mut self.stepper.opt)?;
+        self.stepper.restore_scaler(state.loss_scale);
         self.step = state.step;
         self.rng = state.rng;
         Ok(state)

@@ -8,7 +8,7 @@
 //! RUN/checkpoints/step-00000100/
 //!     model.safetensors      trainable and frozen weights (VarStore)
 //!     optimizer.safetensors  AdamW moments and step count
-//!     state.json             step, cursors, RNG, config, metrics
+//!     state.json             step, cursors, RNG, config, metrics, fp16 loss scale
 //! RUN/checkpoints/best.json  which checkpoint is best, by which metric
 //! ```
 
@@ -21,6 +21,7 @@ use crate::data::Cursor;
 use crate::rng::Rng;
 use crate::train::adamw::AdamW;
 use crate::train::error::TrainError;
+use crate::train::loss_scale::LossScaleState;
 
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -41,6 +42,9 @@ pub struct TrainState {
     pub config: String,
     /// Metric values at this step (e.g. validation scores), by name.
     pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The fp16 loss scaler's state (absent in fp32 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScaleState>,
 }
 
 /// Which metric selects the best checkpoint, and in which direction.

@@ -13,7 +13,10 @@ use crate::text::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::contrastive::clip_contrastive_loss;
 use crate::train::error::TrainError;
+use crate::train::loss_scale::LossScaleConfig;
+use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
+use crate::train::step::{StepConfig, Stepper, Update};
 
 /// Per-step numbers of contrastive training.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -23,8 +26,16 @@ pub struct ContrastiveStats {
     pub accuracy: f64,
     /// exp(logit_scale), the inverse temperature.
     pub logit_scale: f64,
+    /// Gradient norm before clipping; meaningful when `optimizer_step` and
+    /// not `skipped_step`.
     pub grad_norm: f64,
     pub lr: f64,
+    /// This micro-batch completed an accumulation cycle (the step count advanced).
+    pub optimizer_step: bool,
+    /// The cycle's fp16 gradients were not finite: no update was made.
+    pub skipped_step: bool,
+    /// The fp16 loss scale before this micro-batch (1 in fp32).
+    pub loss_scale: f64,
 }
 
 /// Settings of contrastive training.
@@ -38,13 +49,26 @@ pub struct ContrastiveConfig {
     pub context_length: usize,
     pub grad_clip: Option<f64>,
     pub seed: u64,
+    /// Micro-batches per optimizer step (default 1). The contrastive loss
+    /// takes its negatives within each micro-batch; the step follows the mean
+    /// of the micro-batch losses.
+    #[serde(default = "one_batch")]
+    pub accumulate: u32,
+    /// `"fp32"` (default) or `"fp16"` (CUDA autocast + dynamic loss scaling).
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+fn one_batch() -> u32 {
+    1
 }
 
 /// A CLIP being trained, its optimizer and tokenizer.
 pub struct ContrastiveTrainer {
     pub vs: VarStore,
     pub clip: Clip,
-    pub opt: AdamW,
+    /// AdamW plus accumulation and loss-scaling state.
+    pub stepper: Stepper,
     tokenizer: ClipTokenizer,
     cfg: ContrastiveConfig,
     rng: Rng,
@@ -62,23 +86,32 @@ impl std::fmt::Debug for ContrastiveTrainer {
 impl ContrastiveTrainer {
     /// A freshly initialised CLIP (seeded) on `device`.
     pub fn new(cfg: ContrastiveConfig, device: Device) -> Result<Self, TrainError> {
+        cfg.precision.check_device(device)?;
         tch::manual_seed(cfg.seed as i64);
         let vs = VarStore::new(device);
         let clip = Clip::new(vs.root(), &cfg.clip).map_err(|e| TrainError::Model(Box::new(e)))?;
-        let opt = AdamW::new(&vs, cfg.optimizer);
+        let stepper = Stepper::new(
+            AdamW::new(&vs, cfg.optimizer),
+            StepConfig {
+                accumulate: cfg.accumulate,
+                grad_clip: cfg.grad_clip,
+                precision: cfg.precision,
+                loss_scale: LossScaleConfig::default(),
+            },
+        )?;
         let tokenizer = ClipTokenizer::openai()?;
         Ok(Self {
             rng: Rng::derive(cfg.seed, &[0xC0]),
             vs,
             clip,
-            opt,
+            stepper,
             tokenizer,
             cfg,
             step: 0,
         })
     }
 
-    /// Steps taken.
+    /// Optimizer steps taken.
     pub fn step_count(&self) -> u64 {
         self.step
     }
@@ -91,8 +124,9 @@ impl ContrastiveTrainer {
         Ok(ids.to_device(self.vs.device()))
     }
 
-    /// One optimisation step on `pixels` `[b, 3, H, W]` and, per image, its
-    /// reference captions (one is drawn per image per step).
+    /// One micro-batch on `pixels` `[b, 3, H, W]` and, per image, its
+    /// reference captions (one is drawn per image per call); an optimizer step
+    /// every `accumulate` calls.
     pub fn step(
         &mut self,
         pixels: &Tensor,
@@ -114,26 +148,33 @@ impl ContrastiveTrainer {
             .collect();
         let ids = self.tokenize(&chosen)?;
         let lr = self.cfg.schedule.lr_at(self.step);
-        self.opt.set_lr(lr);
-        self.opt.zero_grad();
         let model = |e| TrainError::Model(Box::new(e));
-        let img = self
-            .clip
-            .encode_image(&pixels.to_device(self.vs.device()))
-            .map_err(model)?;
-        let txt = self.clip.encode_text(&ids).map_err(model)?;
-        let (loss, accuracy) = clip_contrastive_loss(&img, &txt, &self.clip.logit_scale)?;
-        loss.backward();
-        let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip);
-        self.opt.step();
-        self.step += 1;
-        Ok(ContrastiveStats {
+        let (loss, accuracy) = self.cfg.precision.autocast(|| {
+            let img = self
+                .clip
+                .encode_image(&pixels.to_device(self.vs.device()))
+                .map_err(model)?;
+            let txt = self.clip.encode_text(&ids).map_err(model)?;
+            clip_contrastive_loss(&img, &txt, &self.clip.logit_scale)
+        })?;
+        let mut stats = ContrastiveStats {
             loss: loss.double_value(&[]),
             accuracy,
-            logit_scale: self.clip.logit_scale.exp().double_value(&[]),
-            grad_norm,
             lr,
-        })
+            loss_scale: self.stepper.loss_scale().unwrap_or(1.0),
+            ..Default::default()
+        };
+        if let Some(update) = self.stepper.backward(&loss, lr)? {
+            // A skipped fp16 step still counts, as with PyTorch's GradScaler.
+            self.step += 1;
+            stats.optimizer_step = true;
+            match update {
+                Update::Applied { grad_norm } => stats.grad_norm = grad_norm,
+                Update::Skipped => stats.skipped_step = true,
+            }
+        }
+        stats.logit_scale = self.clip.logit_scale.exp().double_value(&[]);
+        Ok(stats)
     }
 
     /// Image→text retrieval accuracy on held-out pairs (one caption per image,

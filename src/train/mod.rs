@@ -1,5 +1,6 @@
 //! Training objectives and optimisation: DiCO, SCST, the contrastive
-//! evaluator loss, AdamW with checkpointable state, learning-rate schedules.
+//! evaluator loss, AdamW with checkpointable state, learning-rate schedules,
+//! gradient accumulation and fp16 loss scaling.
 pub mod adamw;
 pub mod candidates;
 pub mod captioning;
@@ -8,14 +9,22 @@ pub mod contrastive;
 pub mod dico;
 pub mod error;
 pub mod evaluator;
+pub mod loss_scale;
 pub mod offline_dico;
+pub mod precision;
 pub mod reward_cache_stage;
 pub mod schedule;
 pub mod scst;
 pub mod stages;
+pub mod step;
+pub mod xe;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{BestBy, Checkpointer, TrainState};
 pub use dico::{dico_loss, DicoConfig, DicoOutput, DicoStats};
 pub use error::TrainError;
+pub use loss_scale::{LossScaleConfig, LossScaleState, LossScaler};
+pub use precision::Precision;
 pub use schedule::{Decay, Schedule};
+pub use step::{StepConfig, Stepper, Update};
+pub use xe::xe_loss;

@@ -5,7 +5,7 @@
 //! the same [`dico_loss`]; with the cache made from the policy's starting
 //! weights, the first offline step equals the first online step.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::reward::CacheEntry;
 use crate::train::candidates::Candidates;
@@ -70,25 +70,27 @@ impl CaptionTrainer {
         );
         let rewards: Vec<f32> = flat.iter().map(|e| e.reward).collect();
         let ref_lp: Vec<f32> = flat.iter().map(|e| e.ref_logprob).collect();
-        let memory = self.memory(pixels)?;
-        let policy_lp = cands
-            .logprobs(&self.policy, &memory)
-            .map_err(|e| TrainError::Model(Box::new(e)))?;
-        let out = dico_loss(
-            &policy_lp,
-            &cands.per_candidate(&ref_lp, device),
-            &cands.per_candidate(&rewards, device),
-            &self.config().dico,
-        )?;
-        let loss_value = out.loss.to_kind(Kind::Double).double_value(&[]);
-        let (lr, grad_norm) = self.apply(&out.loss);
-        Ok(StepStats {
-            loss: loss_value,
-            lr,
-            grad_norm,
-            candidate_length: cands.mean_length(),
-            eos_share: cands.eos_share(),
-            extra: out.stats.metrics().collect(),
-        })
+        let precision = self.config().precision;
+        let (loss, mut stats) = precision.autocast(|| -> Result<_, TrainError> {
+            let memory = self.memory(pixels)?;
+            let policy_lp = cands
+                .logprobs(&self.policy, &memory)
+                .map_err(|e| TrainError::Model(Box::new(e)))?;
+            let out = dico_loss(
+                &policy_lp,
+                &cands.per_candidate(&ref_lp, device),
+                &cands.per_candidate(&rewards, device),
+                &self.config().dico,
+            )?;
+            let stats = StepStats {
+                candidate_length: cands.mean_length(),
+                eos_share: cands.eos_share(),
+                extra: out.stats.metrics().collect(),
+                ..Default::default()
+            };
+            Ok((out.loss, stats))
+        })?;
+        self.apply(&loss, &mut stats)?;
+        Ok(stats)
     }
 }

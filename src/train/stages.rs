@@ -24,6 +24,7 @@ use crate::text::ClipTokenizer;
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use crate::train::checkpoint::Checkpointer;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
+use crate::train::precision::Precision;
 use crate::train::reward_cache_stage::{RewardCacheSettings, RewardCacheStage};
 
 /// Weights file a training stage writes into its `out` directory.
@@ -143,10 +144,19 @@ impl DeviceStage for EvaluatorStage {
             ("evaluator/loss", s.loss),
             ("evaluator/accuracy", s.accuracy),
             ("evaluator/logit_scale", s.logit_scale),
-            ("evaluator/grad_norm", s.grad_norm),
             ("evaluator/lr", s.lr),
         ] {
             batch.metrics.insert(k.into(), v);
+        }
+        if s.optimizer_step && !s.skipped_step {
+            batch
+                .metrics
+                .insert("evaluator/grad_norm".into(), s.grad_norm);
+        }
+        if self.settings.train.precision.scales_loss() {
+            batch
+                .metrics
+                .insert("evaluator/loss_scale".into(), s.loss_scale);
         }
         Ok(())
     }
@@ -336,7 +346,9 @@ impl CaptionerStage {
                         .trainer
                         .restore(&dir)
                         .map_err(|e| err(e.to_string()))?;
-                    stage.resume_from = state.step;
+                    // Checkpoints fall between optimizer steps, each of
+                    // `accumulate` batches.
+                    stage.resume_from = state.step * stage.trainer.batches_per_step();
                     tracing::info!("resuming from {} at step {}", dir.display(), state.step);
                 }
             }
@@ -401,7 +413,12 @@ impl DeviceStage for CaptionerStage {
         }
         batch.metrics.insert("train/loss".into(), s.loss);
         batch.metrics.insert("train/lr".into(), s.lr);
-        batch.metrics.insert("train/grad_norm".into(), s.grad_norm);
+        if s.optimizer_step && !s.skipped_step {
+            batch.metrics.insert("train/grad_norm".into(), s.grad_norm);
+        }
+        if s.skipped_step {
+            batch.metrics.insert("train/skipped_step".into(), 1.0);
+        }
         if self.trainer.objective() != Objective::Xe {
             batch
                 .metrics
@@ -412,7 +429,7 @@ impl DeviceStage for CaptionerStage {
             batch.metrics.insert(k, v);
         }
         let every = self.settings.checkpoint_every;
-        if every > 0 && self.trainer.step_count().is_multiple_of(every) {
+        if every > 0 && s.optimizer_step && self.trainer.step_count().is_multiple_of(every) {
             self.save_checkpoint(&batch.metrics)?;
         }
         Ok(())
@@ -480,6 +497,9 @@ impl CaptionStage {
             candidates: 1,
             temperature: 1.0,
             seed: 0,
+            accumulate: 1,
+            label_smoothing: 0.0,
+            precision: Precision::Fp32,
         };
         let trainer = CaptionTrainer::new(
             &s.captioner,
