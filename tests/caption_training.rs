@@ -102,7 +102,7 @@ fn trainer(
         vocab.clone(),
         backbone,
         init,
-        scorer,
+        scorer.map(Into::into),
         cfg,
         Device::Cpu,
     )

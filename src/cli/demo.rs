@@ -408,7 +408,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         };
         s.train.dico.beta = args.beta;
         s.evaluator = Some(evaluator.clone());
-        s.reward = Some(ScoreConfig::dico_reward());
+        s.reward = Some(ScoreConfig::dico_reward().into());
         s.init = Some(xe_weights.clone());
         s.out = dir.clone();
         let p = pipeline(

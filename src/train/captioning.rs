@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use crate::model::captioner::{Backbone, Captioner, CaptionerConfig, Vocab};
 use crate::model::decode::{beam_search, greedy, sample, BeamOptions, SampleOptions};
 use crate::model::ModelError;
-use crate::reward::ClipScorer;
+use crate::reward::Reward;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{Checkpointer, TrainState};
@@ -81,7 +81,7 @@ pub struct CaptionTrainer {
     pub vocab: Vocab,
     backbone: Backbone,
     reference: Option<(VarStore, Captioner)>,
-    scorer: Option<ClipScorer>,
+    reward: Option<Reward>,
     cfg: CaptionTrainConfig,
     rng: Rng,
     step: u64,
@@ -99,14 +99,14 @@ impl std::fmt::Debug for CaptionTrainer {
 impl CaptionTrainer {
     /// A trainer for `captioner` (freshly initialised, seeded) over the frozen
     /// `backbone`. `init` loads the policy's starting weights (DiCO/SCST start from
-    /// the XE checkpoint, which is also the frozen reference); `scorer` gives the
-    /// rewards of DiCO and SCST.
+    /// the XE checkpoint, which is also the frozen reference); `reward` scores
+    /// the candidates of DiCO and SCST.
     pub fn new(
         captioner: &CaptionerConfig,
         vocab: Vocab,
         backbone: Backbone,
         init: Option<&std::path::Path>,
-        scorer: Option<ClipScorer>,
+        reward: Option<Reward>,
         cfg: CaptionTrainConfig,
         device: Device,
     ) -> Result<Self, TrainError> {
@@ -124,11 +124,12 @@ impl CaptionTrainer {
                 reference = Some((rvs, r));
             }
         }
-        if cfg.objective != Objective::Xe && scorer.is_none() {
+        if cfg.objective != Objective::Xe && reward.is_none() {
             return Err(TrainError::Setting {
-                name: "evaluator",
+                name: "reward",
                 value: format!("{:?}", cfg.objective),
-                reason: "DiCO and SCST need an evaluator for their rewards",
+                reason: "DiCO and SCST need a reward: set `evaluator` (CLIP score) or \
+                         `reward = { kind = \"cider_d\", references = ... }`",
             });
         }
         if cfg.objective == Objective::Dico && reference.is_none() {
@@ -155,7 +156,7 @@ impl CaptionTrainer {
             vocab,
             backbone,
             reference,
-            scorer,
+            reward,
             cfg,
             step: 0,
         })
@@ -171,9 +172,9 @@ impl CaptionTrainer {
         self.cfg.objective
     }
 
-    /// The evaluator scoring rewards, if any.
-    pub fn scorer_mut(&mut self) -> Option<&mut ClipScorer> {
-        self.scorer.as_mut()
+    /// The reward scoring candidates, if any.
+    pub fn reward_mut(&mut self) -> Option<&mut Reward> {
+        self.reward.as_mut()
     }
 
     fn memory(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
@@ -215,7 +216,7 @@ impl CaptionTrainer {
 
     /// One step on images `pixels` `[b, 3, H, W]` with keys `keys` (the
     /// evaluator caches image embeddings by key) and reference captions (XE
-    /// draws one per image).
+    /// draws one per image; CIDEr-D rewards score against them).
     pub fn step(
         &mut self,
         keys: &[String],
@@ -235,7 +236,7 @@ impl CaptionTrainer {
         }
         match self.cfg.objective {
             Objective::Xe => self.xe_step(pixels, references),
-            Objective::Dico | Objective::Scst => self.rl_step(keys, pixels),
+            Objective::Dico | Objective::Scst => self.rl_step(keys, pixels, references),
         }
     }
 
@@ -275,7 +276,12 @@ impl CaptionTrainer {
         })
     }
 
-    fn rl_step(&mut self, keys: &[String], pixels: &Tensor) -> Result<StepStats, TrainError> {
+    fn rl_step(
+        &mut self,
+        keys: &[String],
+        pixels: &Tensor,
+        references: &[Vec<String>],
+    ) -> Result<StepStats, TrainError> {
         let b = pixels.size()[0];
         let k = self.cfg.candidates;
         let memory = self.memory(pixels)?;
@@ -305,24 +311,19 @@ impl CaptionTrainer {
         let pad = self.policy.tokens().pad;
         let eos = self.policy.tokens().eos;
         let mut captions = Vec::with_capacity((b * k) as usize);
-        let mut image_keys = Vec::with_capacity((b * k) as usize);
         for i in 0..b {
             for j in 0..k {
                 let ids = decoded.sequence(i, j, pad).map_err(model_err)?;
                 captions.push(self.vocab.decode(&ids));
-                image_keys.push(keys[i as usize].clone());
             }
         }
-        let scorer = self.scorer.as_mut().ok_or(TrainError::Setting {
-            name: "evaluator",
+        let reward = self.reward.as_mut().ok_or(TrainError::Setting {
+            name: "reward",
             value: "none".into(),
-            reason: "no evaluator",
+            reason: "no reward to score candidates with",
         })?;
-        scorer
-            .add_images(keys, pixels)
-            .map_err(|e| TrainError::Reward(Box::new(e)))?;
-        let rewards = scorer
-            .score(&image_keys, &captions)
+        let rewards = reward
+            .score(keys, pixels, &captions, references)
             .map_err(|e| TrainError::Reward(Box::new(e)))?;
         let rewards = Tensor::from_slice(&rewards)
             .to_kind(Kind::Float)

@@ -17,7 +17,7 @@ use tch::{Device, Tensor};
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
-use crate::reward::{ClipScorer, ScoreConfig};
+use crate::reward::{ClipScorer, Reward, RewardSettings, ScoreConfig};
 use crate::text::ClipTokenizer;
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer};
 use crate::train::checkpoint::Checkpointer;
@@ -161,11 +161,14 @@ pub struct CaptionerStageSettings {
     /// CLIP safetensors whose vision tower is the frozen backbone, and its config.
     pub backbone: PathBuf,
     pub backbone_config: ClipConfig,
-    /// Evaluator weights (CLIP safetensors) and config, for DiCO/SCST rewards.
+    /// Evaluator weights (CLIP safetensors, config `backbone_config`) for a
+    /// CLIP score reward.
     #[serde(default)]
     pub evaluator: Option<PathBuf>,
+    /// DiCO/SCST reward: a CLIP score config (default with an evaluator: the
+    /// paper's DiCO reward) or `{ kind = "cider_d", references = SHARDS }`.
     #[serde(default)]
-    pub reward: Option<ScoreConfig>,
+    pub reward: Option<RewardSettings>,
     /// Starting weights (the XE checkpoint for DiCO/SCST; also DiCO's reference).
     #[serde(default)]
     pub init: Option<PathBuf>,
@@ -223,22 +226,19 @@ impl CaptionerStage {
         let vocab = load_vocab(&s.vocab).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
-        let scorer = match (&s.evaluator, &s.reward) {
-            (Some(p), Some(r)) => {
-                Some(load_scorer(p, &s.backbone_config, r.clone(), device).map_err(&err)?)
-            }
-            (Some(p), None) => Some(
-                load_scorer(p, &s.backbone_config, ScoreConfig::dico_reward(), device)
-                    .map_err(&err)?,
-            ),
-            _ => None,
-        };
+        let reward = Reward::load(
+            s.reward.as_ref(),
+            s.evaluator.as_deref(),
+            &s.backbone_config,
+            device,
+        )
+        .map_err(|e| err(e.to_string()))?;
         let trainer = CaptionTrainer::new(
             &s.captioner,
             vocab,
             backbone,
             s.init.as_deref(),
-            scorer,
+            reward,
             s.train.clone(),
             device,
         )
@@ -289,8 +289,8 @@ impl DeviceStage for CaptionerStage {
             .trainer
             .step(&keys, &pixels, &caps)
             .map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
-        if let Some(scorer) = self.trainer.scorer_mut() {
-            scorer.clear_images(); // images are not revisited within an epoch
+        if let Some(reward) = self.trainer.reward_mut() {
+            reward.clear_images(); // images are not revisited within an epoch
         }
         batch.metrics.insert("train/loss".into(), s.loss);
         batch.metrics.insert("train/lr".into(), s.lr);
