@@ -310,6 +310,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         },
         out: eval_dir.clone(),
         device: "cpu".into(),
+        checkpoint_every: 0,
+        keep_last: 1,
+        resume: false,
     };
     let p = pipeline(
         &train,

@@ -11,6 +11,7 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::rng::Rng;
 use crate::text::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::contrastive::clip_contrastive_loss;
 use crate::train::error::TrainError;
 use crate::train::schedule::Schedule;
@@ -134,6 +135,31 @@ impl ContrastiveTrainer {
             grad_norm,
             lr,
         })
+    }
+
+    /// Write a checkpoint (weights, optimizer, RNG, step) with `ck`.
+    pub fn checkpoint(
+        &self,
+        ck: &Checkpointer,
+        config: String,
+        metrics: std::collections::BTreeMap<String, f64>,
+    ) -> Result<std::path::PathBuf, TrainError> {
+        let state = TrainState {
+            step: self.step,
+            cursors: Vec::new(),
+            rng: self.rng,
+            config,
+            metrics,
+        };
+        ck.save(&self.vs, &self.opt, &state)
+    }
+
+    /// Continue from checkpoint `dir`: weights, optimizer, RNG and step.
+    pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
+        let state = Checkpointer::load(dir, &mut self.vs, &mut self.opt)?;
+        self.step = state.step;
+        self.rng = state.rng;
+        Ok(state)
     }
 
     /// Image→text retrieval accuracy on held-out pairs (one caption per image,

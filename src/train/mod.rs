@@ -7,6 +7,7 @@ pub mod contrastive;
 pub mod dico;
 pub mod error;
 pub mod evaluator;
+pub mod resumable;
 pub mod schedule;
 pub mod scst;
 pub mod stages;

@@ -20,8 +20,8 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::reward::{ClipScorer, Reward, RewardSettings, ScoreConfig};
 use crate::text::ClipTokenizer;
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer};
-use crate::train::checkpoint::Checkpointer;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
+use crate::train::resumable::{Resumable, StageCheckpoints};
 
 /// Weights file a training stage writes into its `out` directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -44,6 +44,8 @@ pub fn register(r: &mut Registry) {
     r.register_device("caption", |s: CaptionStageSettings| {
         Ok(Box::new(CaptionStage::try_new(s)?) as Box<dyn DeviceStage>)
     });
+    r.declare_resumable("train_evaluator");
+    r.declare_resumable("train_captioner");
 }
 
 fn device_of(name: &str) -> Result<Device, FlowError> {
@@ -93,30 +95,79 @@ pub struct EvaluatorStageSettings {
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
+    /// Write a checkpoint every N steps into `out/checkpoints` (0: only the
+    /// final weights).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the most recent).
+    #[serde(default = "two")]
+    pub keep_last: usize,
+    /// Continue from the latest checkpoint in `out/checkpoints`, if any,
+    /// skipping the batches it has seen (bit-identical on CPU).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 fn cpu() -> String {
     "cpu".into()
 }
 
+/// Restore `trainer` from the latest checkpoint if `resume` is set.
+fn resume_if_asked<T: Resumable>(
+    stage: &'static str,
+    resume: bool,
+    checkpoints: &mut StageCheckpoints,
+    trainer: &mut T,
+) -> Result<(), FlowError> {
+    if !resume {
+        return Ok(());
+    }
+    match checkpoints
+        .resume(trainer)
+        .map_err(|e| build_err(stage)(format!("resuming: {e}")))?
+    {
+        Some(dir) => tracing::info!(
+            "{stage}: resuming from {} at step {}",
+            dir.display(),
+            trainer.steps_taken()
+        ),
+        None => tracing::info!("{stage}: no checkpoint yet, starting from scratch"),
+    }
+    Ok(())
+}
+
 /// Contrastive CLIP training as a device stage.
 pub struct EvaluatorStage {
     trainer: ContrastiveTrainer,
     settings: EvaluatorStageSettings,
+    checkpoints: StageCheckpoints,
 }
 
 impl EvaluatorStage {
     pub fn try_new(settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
         let device = device_of(&settings.device)?;
-        let trainer = ContrastiveTrainer::new(settings.train.clone(), device)
+        let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
-        Ok(Self { trainer, settings })
+        let mut checkpoints =
+            StageCheckpoints::new(&settings.out, settings.checkpoint_every, settings.keep_last);
+        resume_if_asked(
+            "train_evaluator",
+            settings.resume,
+            &mut checkpoints,
+            &mut trainer,
+        )?;
+        Ok(Self {
+            trainer,
+            settings,
+            checkpoints,
+        })
     }
 }
 
 impl DeviceStage for EvaluatorStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         if batch.samples.len() < 2
+            || self.checkpoints.already_trained(batch.time)
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
             return Ok(()); // contrastive loss needs negatives; extra batches past the schedule pass
@@ -135,7 +186,13 @@ impl DeviceStage for EvaluatorStage {
         ] {
             batch.metrics.insert(k.into(), v);
         }
-        Ok(())
+        self.checkpoints
+            .after_step(
+                &self.trainer,
+                || toml::to_string(&self.settings).unwrap_or_default(),
+                &batch.metrics,
+            )
+            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
@@ -214,9 +271,7 @@ fn load_vocab(path: &PathBuf) -> Result<Vocab, String> {
 pub struct CaptionerStage {
     trainer: CaptionTrainer,
     settings: CaptionerStageSettings,
-    checkpoints: Checkpointer,
-    /// Batches before this time were trained on before a resume.
-    resume_from: u64,
+    checkpoints: StageCheckpoints,
 }
 
 impl CaptionerStage {
@@ -233,7 +288,7 @@ impl CaptionerStage {
             device,
         )
         .map_err(|e| err(e.to_string()))?;
-        let trainer = CaptionTrainer::new(
+        let mut trainer = CaptionTrainer::new(
             &s.captioner,
             vocab,
             backbone,
@@ -243,43 +298,20 @@ impl CaptionerStage {
             device,
         )
         .map_err(|e| err(e.to_string()))?;
+        let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
+        resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
         Ok(Self {
             trainer,
-            settings: s.clone(),
-            checkpoints: Checkpointer::new(s.out.join("checkpoints"), s.keep_last, None),
-            resume_from: 0,
+            settings: s,
+            checkpoints,
         })
-        .and_then(|mut stage| {
-            if stage.settings.resume {
-                if let Some(dir) = stage.checkpoints.latest().map_err(|e| err(e.to_string()))? {
-                    let state = stage
-                        .trainer
-                        .restore(&dir)
-                        .map_err(|e| err(e.to_string()))?;
-                    stage.resume_from = state.step;
-                    tracing::info!("resuming from {} at step {}", dir.display(), state.step);
-                }
-            }
-            Ok(stage)
-        })
-    }
-
-    fn save_checkpoint(
-        &self,
-        metrics: &std::collections::BTreeMap<String, f64>,
-    ) -> Result<(), StageFailure> {
-        let config = toml::to_string(&self.settings).unwrap_or_default();
-        self.trainer
-            .checkpoint(&self.checkpoints, config, metrics.clone())
-            .map(|_| ())
-            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 }
 
 impl DeviceStage for CaptionerStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         if batch.samples.is_empty()
-            || batch.time < self.resume_from
+            || self.checkpoints.already_trained(batch.time)
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
             return Ok(());
@@ -304,11 +336,13 @@ impl DeviceStage for CaptionerStage {
         for (k, v) in s.extra {
             batch.metrics.insert(k, v);
         }
-        let every = self.settings.checkpoint_every;
-        if every > 0 && self.trainer.step_count().is_multiple_of(every) {
-            self.save_checkpoint(&batch.metrics)?;
-        }
-        Ok(())
+        self.checkpoints
+            .after_step(
+                &self.trainer,
+                || toml::to_string(&self.settings).unwrap_or_default(),
+                &batch.metrics,
+            )
+            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
