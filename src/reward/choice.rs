@@ -73,13 +73,14 @@ impl From<ScoreConfig> for RewardSettings {
 /// A reward ready to score candidates.
 #[derive(Debug)]
 pub enum Reward {
-    Clip(ClipScorer),
+    /// Boxed: a CLIP scorer is large next to CIDEr-D's tables.
+    Clip(Box<ClipScorer>),
     CiderD(CiderDReward),
 }
 
 impl From<ClipScorer> for Reward {
     fn from(s: ClipScorer) -> Self {
-        Reward::Clip(s)
+        Reward::Clip(Box::new(s))
     }
 }
 
@@ -147,7 +148,7 @@ impl Reward {
         references: &[Vec<String>],
     ) -> Result<Vec<f32>, RewardError> {
         let images = keys.len();
-        if images == 0 || candidates.len() % images != 0 || references.len() != images {
+        if images == 0 || !candidates.len().is_multiple_of(images) || references.len() != images {
             return Err(RewardError::BadInput {
                 what: "reward",
                 reason: format!(
