@@ -78,6 +78,17 @@ impl Rng {
     }
 }
 
+/// Run `init` right after seeding libtorch's global generator with `seed`,
+/// holding a process-wide lock: model initialisation draws from that one
+/// generator, so two models initialised at once on different threads would
+/// otherwise interleave their draws and depend on timing.
+pub fn with_torch_seed<T>(seed: u64, init: impl FnOnce() -> T) -> T {
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed as i64);
+    init()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use std::path::Path;
 use dicoflow::flow::Pipeline;
 use dicoflow::model::captioner::{Backbone, CaptionText, CaptionerConfig, TokenSpec, Vocab};
 use dicoflow::model::clip::ClipConfig;
+use dicoflow::reward::RewardSettings;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use dicoflow::train::precision::Precision;
 use dicoflow::train::stages::CaptionerStageSettings;
@@ -285,7 +286,9 @@ fn coco_pipelines_carry_the_papers_settings() {
 
     assert_eq!(dico.train.objective, Objective::Dico);
     assert_eq!(dico.evaluator_config, Some(ClipConfig::vit_b_32()));
-    let reward = dico.reward.as_ref().unwrap();
+    let Some(RewardSettings::Clip(reward)) = dico.reward.as_ref() else {
+        panic!("coco_dico's reward is a CLIP score: {:?}", dico.reward);
+    };
     assert_eq!((reward.weight, reward.prefix.as_deref()), (2.0, None));
     assert!(!reward.clip_negative);
     assert_eq!(dico.train.candidates, 5);

@@ -105,7 +105,7 @@ fn trainer(
         vocab.clone(),
         backbone,
         init,
-        scorer,
+        scorer.map(Into::into),
         cfg,
         Device::Cpu,
     )

@@ -356,7 +356,7 @@ fn trainer(w: &World, objective: Objective, scorer: Option<ClipScorer>) -> Capti
         w.vocab.clone(),
         backbone,
         Some(&w.root.join("xe.safetensors")),
-        scorer,
+        scorer.map(Into::into),
         CaptionTrainConfig {
             objective,
             optimizer: AdamWConfig::default(),

@@ -15,6 +15,11 @@ use dicoflow::train::{
 use tch::nn::{self, Module, VarStore};
 use tch::{Device, Kind, Tensor};
 
+/// Tests take turns: trainings running at once share libtorch's CPU thread
+/// pool, which can then split reductions differently, and the comparisons
+/// here are at 1e-6.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 // ---------------------------------------------------------------- label smoothing
 
 #[derive(serde::Deserialize)]
@@ -39,6 +44,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn label_smoothing_matches_pytorch_cross_entropy() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/xe/label_smoothing.json"
@@ -79,10 +85,11 @@ fn label_smoothing_matches_pytorch_cross_entropy() {
 // ---------------------------------------------------------------- loss scaling
 
 fn linear(seed: i64) -> (VarStore, nn::Linear) {
-    tch::manual_seed(seed);
-    let vs = VarStore::new(Device::Cpu);
-    let fc = nn::linear(vs.root() / "fc", 3, 2, Default::default());
-    (vs, fc)
+    dicoflow::rng::with_torch_seed(seed as u64, || {
+        let vs = VarStore::new(Device::Cpu);
+        let fc = nn::linear(vs.root() / "fc", 3, 2, Default::default());
+        (vs, fc)
+    })
 }
 
 fn stepper(vs: &VarStore, precision: Precision, growth_interval: u64) -> Stepper {
@@ -115,6 +122,7 @@ fn grads(vs: &VarStore) -> BTreeMap<String, Tensor> {
 
 #[test]
 fn non_finite_fp16_gradients_skip_the_step_and_halve_the_scale() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (vs, fc) = linear(0);
     let mut st = stepper(&vs, Precision::Fp16, 3);
     assert_eq!(st.loss_scale(), Some(1024.0));
@@ -145,6 +153,7 @@ fn non_finite_fp16_gradients_skip_the_step_and_halve_the_scale() {
 
 #[test]
 fn unscaled_fp16_gradients_and_updates_equal_fp32_ones() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let x = Tensor::from_slice(&[0.3f32, -1.2, 0.7, 2.0, 0.1, -0.4]).view([2, 3]);
     let (vs32, fc32) = linear(7);
     let (vs16, fc16) = linear(7);
@@ -175,10 +184,11 @@ fn clip_file() -> std::path::PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
-        tch::manual_seed(3);
-        let vs = VarStore::new(Device::Cpu);
-        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-        vs.save(d.path().join("clip.safetensors")).unwrap();
+        dicoflow::rng::with_torch_seed(3, || {
+            let vs = VarStore::new(Device::Cpu);
+            let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+            vs.save(d.path().join("clip.safetensors")).unwrap();
+        });
         d
     });
     dir.path().join("clip.safetensors")
@@ -245,8 +255,9 @@ fn xe_trainer(vocab: &Vocab, accumulate: u32) -> CaptionTrainer {
 }
 
 fn pixels(n: i64) -> Tensor {
-    tch::manual_seed(5);
-    Tensor::randn([n, 3, 32, 32], (Kind::Float, Device::Cpu))
+    dicoflow::rng::with_torch_seed(5, || {
+        Tensor::randn([n, 3, 32, 32], (Kind::Float, Device::Cpu))
+    })
 }
 
 /// The documented micro-batch loss, written out: per kept token
@@ -336,6 +347,7 @@ fn assert_close(what: &str, got: &BTreeMap<String, Tensor>, want: &BTreeMap<Stri
 
 #[test]
 fn accumulated_micro_batches_step_on_the_mean_of_their_losses() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Captions of different lengths, so the weighting of tokens matters.
     let captions = [
         "a red circle",
@@ -395,6 +407,7 @@ fn accumulated_micro_batches_step_on_the_mean_of_their_losses() {
 
 #[test]
 fn equal_length_micro_batches_match_one_large_batch() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Same token count per caption: the mean of micro-batch means is the
     // mean over the whole batch, so N micro-batches of b = one batch of N·b.
     let captions = [
@@ -442,6 +455,7 @@ fn tensors_f64(m: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
 
 #[test]
 fn bad_optimisation_settings_are_refused_with_what_to_do() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let vocab = Vocab::build(&["a red circle"], 1, None);
     let build = |cfg: CaptionTrainConfig| {
         CaptionTrainer::new(

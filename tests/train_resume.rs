@@ -1,7 +1,11 @@
 //! A training run stopped by a failure resumes from its latest checkpoint and
-//! ends with weights bit-identical to an uninterrupted run (CPU), also when
-//! optimizer steps accumulate several batches and the crash comes mid-cycle.
+//! ends with weights bit-identical to an uninterrupted run (CPU): the
+//! captioner stage (also when optimizer steps accumulate several batches and
+//! the crash comes mid-cycle), the evaluator stage, and `dicoflow train
+//! --resume` after the process is killed.
 use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::{
@@ -11,10 +15,19 @@ use dicoflow::flow::{
 use dicoflow::model::captioner::{CaptionerConfig, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
-use dicoflow::train::stages::{register, CaptionerStageSettings, WEIGHTS_FILE};
+use dicoflow::train::evaluator::ContrastiveConfig;
+use dicoflow::train::stages::{
+    register, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
+};
 use dicoflow::train::{AdamWConfig, Checkpointer, DicoConfig, Precision, Schedule};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
+
+/// Runs in this process take turns: model initialisation seeds libtorch's
+/// global RNG, and two trainings sharing libtorch's CPU thread pool split
+/// their reductions differently, so the sums this file compares bit for bit
+/// would depend on timing.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Panics when it sees batch `at`: a crash in the middle of training.
 struct CrashAt(u64);
@@ -98,30 +111,9 @@ fn pipeline(root: &Path, s: &CaptionerStageSettings, crash: bool) -> Pipeline {
     }
 }
 
-/// The tests of this file run one at a time: two trainings sharing libtorch's
-/// CPU thread pool split their reductions differently, so floating-point sums
-/// (and with them the bit-identity this file checks) would depend on timing.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[test]
-fn resumed_training_is_bit_identical() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // Crash while at batch 4: the checkpoint of step 3 (after batch 2) is the latest.
-    crash_at_batch_4_and_resume(1, 3, 3);
-}
-
-#[test]
-fn resumed_accumulating_training_is_bit_identical() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // Steps of 2 batches: checkpoints after batches 1 and 3 (steps 1, 2); the
-    // crash at batch 4 comes after its gradients were accumulated, which the
-    // resumed run must recompute rather than lose or count twice.
-    crash_at_batch_4_and_resume(2, 1, 2);
-}
-
-fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_step: u64) {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
+/// The world's 48 training images, a word vocabulary and a random tiny CLIP
+/// (the frozen backbone) under `root`.
+fn setup(root: &Path) -> Vocab {
     let spec = WorldSpec {
         train: 48,
         val: 1,
@@ -149,6 +141,44 @@ fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_st
     let vs = VarStore::new(Device::Cpu);
     let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
     vs.save(root.join("clip.safetensors")).unwrap();
+    vocab
+}
+
+fn same_weights(a: &Path, b: &Path) {
+    let read = |p: &Path| -> std::collections::BTreeMap<String, Tensor> {
+        Tensor::read_safetensors(p.join(WEIGHTS_FILE))
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resume");
+    }
+}
+
+#[test]
+fn resumed_training_is_bit_identical() {
+    // Crash while at batch 4: the checkpoint of step 3 (after batch 2) is the latest.
+    crash_at_batch_4_and_resume(1, 3, 3);
+}
+
+#[test]
+fn resumed_accumulating_training_is_bit_identical() {
+    // Steps of 2 batches: checkpoints after batches 1 and 3 (steps 1, 2); the
+    // crash at batch 4 comes after its gradients were accumulated, which the
+    // resumed run must recompute rather than lose or count twice.
+    crash_at_batch_4_and_resume(2, 1, 2);
+}
+
+fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_step: u64) {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
 
     let mut reg = dicoflow::flow::Registry::with_builtins();
     register(&mut reg);
@@ -174,17 +204,208 @@ fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_st
         Some(checkpoints.path_for(latest_step))
     );
     run(&pipeline(root, &interrupted, false), &reg, &opts).unwrap();
+    same_weights(&straight.out, &interrupted.out);
+}
 
-    let read = |p: &Path| -> std::collections::BTreeMap<String, Tensor> {
-        Tensor::read_safetensors(p.join(WEIGHTS_FILE))
-            .unwrap()
-            .into_iter()
-            .collect()
-    };
-    let (a, b) = (read(&straight.out), read(&interrupted.out));
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs after resume");
+fn evaluator_settings(root: &Path, out: &str) -> EvaluatorStageSettings {
+    let clip = ClipConfig::tiny();
+    EvaluatorStageSettings {
+        train: ContrastiveConfig {
+            context_length: clip.text.context_length as usize,
+            clip,
+            optimizer: AdamWConfig::default(),
+            schedule: Schedule {
+                lr: 1e-3,
+                warmup_fraction: 0.2,
+                total_steps: 6,
+                ..Default::default()
+            },
+            grad_clip: Some(1.0),
+            seed: 9,
+            accumulate: 1,
+            precision: Precision::Fp32,
+        },
+        out: root.join(out),
+        device: "cpu".into(),
+        checkpoint_every: 2,
+        keep_last: 2,
+        resume: false,
     }
+}
+
+fn evaluator_pipeline(root: &Path, s: &EvaluatorStageSettings, crash: bool) -> Pipeline {
+    let mut p = pipeline(
+        root,
+        &settings(root, "unused", &Vocab::build(&["a"], 1, None), 1, 3),
+        crash,
+    );
+    p.device[0] =
+        StageSpec::new("train_evaluator").with_settings(toml::Table::try_from(s).unwrap());
+    p
+}
+
+#[test]
+fn resumed_evaluator_training_is_bit_identical() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    setup(root);
+    let mut reg = dicoflow::flow::Registry::with_builtins();
+    register(&mut reg);
+    reg.register_device("crash", |_: toml::Table| {
+        Ok(Box::new(CrashAt(2)) as Box<dyn DeviceStage>)
+    });
+    let opts = RunOptions::threads(1);
+
+    let straight = evaluator_settings(root, "straight");
+    run(&evaluator_pipeline(root, &straight, false), &reg, &opts).unwrap();
+
+    // Crash at batch 2 (step 2 checkpointed, step 3 trained but lost), then
+    // resume as `train --resume` does: by the registry turning `resume` on.
+    let interrupted = evaluator_settings(root, "interrupted");
+    let err = run(&evaluator_pipeline(root, &interrupted, true), &reg, &opts).unwrap_err();
+    assert!(matches!(err, FlowError::StagePanicked { .. }), "{err}");
+    let ck = interrupted.out.join("checkpoints");
+    assert!(ck.join("step-00000002/state.json").is_file());
+    assert!(!ck.join("step-00000004").exists(), "crashed before step 4");
+    assert!(!interrupted.out.join(WEIGHTS_FILE).exists());
+    let mut resumed = evaluator_pipeline(root, &interrupted, false);
+    let set = reg.enable_resume(&mut resumed);
+    assert_eq!(set.len(), 1, "only the training stage resumes");
+    assert!(resumed.cpu[0].settings.get("resume").is_none());
+    run(&resumed, &reg, &opts).unwrap();
+    same_weights(&straight.out, &interrupted.out);
+    // Checkpoints 4 and 6 were written after the resume; keep_last = 2.
+    let left: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(left, ["step-00000004", "step-00000006"]);
+}
+
+fn dicoflow(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The captioner pipeline as a file, with a slow stage after training so
+/// that the process can be killed in the middle of the run.
+fn pipeline_file(root: &Path, vocab: &Vocab, out: &str) -> std::path::PathBuf {
+    let mut s = settings(root, out, vocab, 1, 3);
+    s.resume = false;
+    let mut p = pipeline(root, &s, false);
+    let mut delay = toml::Table::new();
+    delay.insert("ms_per_batch".into(), toml::Value::Float(400.0));
+    p.device.push(StageSpec::new("delay").with_settings(delay));
+    let path = root.join(format!("{out}.toml"));
+    std::fs::write(&path, toml::to_string(&p).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn train_resume_continues_a_killed_run_bit_identically() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let run_dir = root.join("run");
+    let run_dir = run_dir.to_str().unwrap();
+
+    let straight = pipeline_file(root, &vocab, "straight");
+    let o = dicoflow(&[
+        "train",
+        "--pipeline",
+        straight.to_str().unwrap(),
+        "--quiet",
+        "--run-dir",
+        run_dir,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Kill the process (SIGKILL) once the step-3 checkpoint is on disk.
+    let killed = pipeline_file(root, &vocab, "killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+        .args([
+            "train",
+            "--pipeline",
+            killed.to_str().unwrap(),
+            "--quiet",
+            "--run-dir",
+            run_dir,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = root.join("killed/checkpoints/step-00000003/state.json");
+    let start = Instant::now();
+    while !first.is_file() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !root.join("killed").join(WEIGHTS_FILE).exists(),
+        "killed before the end (the slow stage holds each batch 0.4 s)"
+    );
+
+    let o = dicoflow(&[
+        "train",
+        "--pipeline",
+        killed.to_str().unwrap(),
+        "--quiet",
+        "--run-dir",
+        run_dir,
+        "--resume",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resume: stage `train_captioner` from"),
+        "{stderr}"
+    );
+    same_weights(&root.join("straight"), &root.join("killed"));
+
+    // No checkpoint yet: a notice, then training from scratch.
+    let fresh = pipeline_file(root, &vocab, "fresh");
+    let o = dicoflow(&[
+        "train",
+        "--pipeline",
+        fresh.to_str().unwrap(),
+        "--quiet",
+        "--run-dir",
+        run_dir,
+        "--resume",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("starts from scratch"), "{stderr}");
+    same_weights(&root.join("straight"), &root.join("fresh"));
+
+    // A pipeline with nothing to resume says so instead of ignoring the flag.
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
+    let o = dicoflow(&[
+        "train",
+        "--pipeline",
+        demo.to_str().unwrap(),
+        "--data",
+        root.join("data/train").to_str().unwrap(),
+        "--quiet",
+        "--run-dir",
+        run_dir,
+        "--resume",
+    ]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("no stage of this pipeline can resume"),
+        "{stderr}"
+    );
 }

@@ -312,6 +312,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         },
         out: eval_dir.clone(),
         device: "cpu".into(),
+        checkpoint_every: 0,
+        keep_last: 1,
+        resume: false,
     };
     let p = pipeline(
         &train,
@@ -415,7 +418,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         };
         s.train.dico.beta = args.beta;
         s.evaluator = Some(evaluator.clone());
-        s.reward = Some(ScoreConfig::dico_reward());
+        s.reward = Some(ScoreConfig::dico_reward().into());
         s.init = Some(xe_weights.clone());
         s.out = dir.clone();
         let p = pipeline(

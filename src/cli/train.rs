@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use timely::CommunicationConfig;
 
-use crate::flow::{run, Pipeline, RunOptions, RunSummary};
+use crate::flow::{run, Pipeline, Registry, RunOptions, RunSummary};
 
 /// Arguments of `train`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,9 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Continue from the last checkpoint (not yet supported).
+    /// Continue every training stage from the latest checkpoint in its
+    /// `out/checkpoints`, skipping the batches already trained; a stage with
+    /// no checkpoint yet starts from scratch (with a notice).
     #[arg(long)]
     pub resume: bool,
 }
@@ -116,15 +118,57 @@ pub fn report(summary: &RunSummary, keys_out: Option<&PathBuf>) -> anyhow::Resul
     Ok(())
 }
 
+/// Turn on `resume` in every stage that supports it and say, per stage,
+/// where it continues from (on stderr, if `tell`). A pipeline with no such
+/// stage is an error: the flag would silently do nothing.
+pub fn request_resume(
+    pipeline: &mut Pipeline,
+    registry: &Registry,
+    tell: bool,
+) -> anyhow::Result<()> {
+    let stages = registry.enable_resume(pipeline);
+    anyhow::ensure!(
+        !stages.is_empty(),
+        "no stage of this pipeline can resume; stage types that can: {}",
+        registry.resumable_types().collect::<Vec<_>>().join(", ")
+    );
+    for spec in stages {
+        let Some(out) = spec.settings.get("out").and_then(|v| v.as_str()) else {
+            if tell {
+                eprintln!(
+                    "resume: stage `{}` continues from its checkpoint",
+                    spec.name()
+                );
+            }
+            continue;
+        };
+        let out = PathBuf::from(out);
+        let latest = crate::train::resumable::latest_checkpoint(&out)?;
+        if tell {
+            match latest {
+                Some(dir) => eprintln!("resume: stage `{}` from {}", spec.name(), dir.display()),
+                None => eprintln!(
+                    "resume: stage `{}` has no checkpoint under {}/checkpoints yet \
+                     (set `checkpoint_every` to write them); it starts from scratch",
+                    spec.name(),
+                    out.display()
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Run `train`.
 pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.resume,
-        "--resume needs checkpoints, which this build does not write yet"
-    );
+    let registry = crate::train::stages::registry();
     let mut pipeline = Pipeline::load(&args.pipeline)?;
     if let Some(data) = &args.data {
         pipeline.source.path = Some(data.clone());
+    }
+    if args.resume {
+        request_resume(&mut pipeline, &registry, args.cluster.process == 0)
+            .with_context(|| format!("--resume with {}", args.pipeline.display()))?;
     }
     let opts = RunOptions {
         communication: args.cluster.communication()?,
@@ -132,7 +176,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         keep_reports: args.keys_out.is_some(),
     };
-    let summary = run(&pipeline, &crate::train::stages::registry(), &opts)
+    let summary = run(&pipeline, &registry, &opts)
         .with_context(|| format!("running {}", args.pipeline.display()))?;
     report(&summary, args.keys_out.as_ref())
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{OkErr, Operator, Probe};
 use timely::dataflow::ProbeHandle;
@@ -20,9 +21,55 @@ use super::source::{shard_source, SourceSettings};
 use super::state::RunState;
 use super::telemetry::Telemetry;
 use crate::data::{ShardIndex, ShardSource, SourceConfig};
+use crate::metrics::cider::{cider_words, DocumentFrequencies};
+use crate::metrics::PtbTokenizer;
 
 /// CIDEr-D's largest n-gram order.
 pub const DEFAULT_MAX_N: usize = 4;
+
+/// How captions become words before their n-grams are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tokenization {
+    /// [`words`]: lower-case runs of letters and digits.
+    #[default]
+    Words,
+    /// The COCO toolkit's PTB tokenization, each caption on its own, split as
+    /// CIDEr-D splits it: the words [`crate::metrics::cider`] counts.
+    Ptb,
+}
+
+/// Splits captions by a [`Tokenization`] (holds the compiled PTB lexer).
+pub struct CaptionWords {
+    ptb: Option<PtbTokenizer>,
+}
+
+impl std::fmt::Debug for CaptionWords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptionWords")
+            .field("ptb", &self.ptb.is_some())
+            .finish()
+    }
+}
+
+impl CaptionWords {
+    pub fn new(tokenization: Tokenization) -> Self {
+        Self {
+            ptb: (tokenization == Tokenization::Ptb).then(PtbTokenizer::new),
+        }
+    }
+
+    /// The words of `caption`.
+    pub fn split(&self, caption: &str) -> Vec<String> {
+        match &self.ptb {
+            None => words(caption),
+            Some(ptb) => cider_words(&ptb.tokenize(caption))
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
 
 /// Lower-case words: runs of letters and digits. (The COCO evaluation tokenises
 /// with PTB rules first; for the captions dicoflow handles, punctuation is noise.)
@@ -36,7 +83,11 @@ pub fn words(caption: &str) -> Vec<String> {
 
 /// Every n-gram (n in 1..=max_n) of one caption, with repeats.
 pub fn ngrams(caption: &str, max_n: usize) -> Vec<Vec<String>> {
-    let w = words(caption);
+    word_ngrams(&words(caption), max_n)
+}
+
+/// Every n-gram (n in 1..=max_n) of a caption's words, with repeats.
+pub fn word_ngrams(w: &[String], max_n: usize) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for n in 1..=max_n {
         out.extend(w.windows(n).map(<[String]>::to_vec));
@@ -51,8 +102,16 @@ pub fn document_frequency<'scope>(
     refs: VecCollection<'scope, BatchTime, (String, String), isize>,
     max_n: usize,
 ) -> VecCollection<'scope, BatchTime, (Vec<String>, isize), isize> {
-    refs.flat_map(move |(key, caption)| {
-        ngrams(&caption, max_n)
+    word_document_frequency(refs.map(|(key, caption)| (key, words(&caption))), max_n)
+}
+
+/// [`document_frequency`] of captions already split into words.
+pub fn word_document_frequency<'scope>(
+    refs: VecCollection<'scope, BatchTime, (String, Vec<String>), isize>,
+    max_n: usize,
+) -> VecCollection<'scope, BatchTime, (Vec<String>, isize), isize> {
+    refs.flat_map(move |(key, words)| {
+        word_ngrams(&words, max_n)
             .into_iter()
             .map(move |g| (key.clone(), g))
     })
@@ -81,18 +140,38 @@ impl DocFreqs {
 
     /// The same statistics computed directly, without a dataflow (the oracle).
     pub fn direct<'a>(images: impl IntoIterator<Item = &'a [String]>, max_n: usize) -> DocFreqs {
+        Self::direct_tokenized(images, max_n, Tokenization::Words)
+    }
+
+    /// [`DocFreqs::direct`] with captions split by `tokenization`.
+    pub fn direct_tokenized<'a>(
+        images: impl IntoIterator<Item = &'a [String]>,
+        max_n: usize,
+        tokenization: Tokenization,
+    ) -> DocFreqs {
+        let splitter = CaptionWords::new(tokenization);
         let mut out = DocFreqs::default();
         for captions in images {
             out.images += 1;
             let mut seen = std::collections::BTreeSet::new();
             for c in captions {
-                seen.extend(ngrams(c, max_n));
+                seen.extend(word_ngrams(&splitter.split(c), max_n));
             }
             for g in seen {
                 *out.df.entry(g).or_default() += 1;
             }
         }
         out
+    }
+}
+
+impl DocumentFrequencies for DocFreqs {
+    fn documents(&self) -> u64 {
+        self.images
+    }
+
+    fn frequency(&self, ngram: &[&str]) -> u64 {
+        self.get(ngram)
     }
 }
 
@@ -103,6 +182,17 @@ pub fn corpus_document_frequencies(
     source: SourceConfig,
     max_n: usize,
     workers: usize,
+) -> Result<DocFreqs, FlowError> {
+    corpus_document_frequencies_tokenized(index, source, max_n, workers, Tokenization::Words)
+}
+
+/// [`corpus_document_frequencies`] with captions split by `tokenization`.
+pub fn corpus_document_frequencies_tokenized(
+    index: Arc<ShardIndex>,
+    source: SourceConfig,
+    max_n: usize,
+    workers: usize,
+    tokenization: Tokenization,
 ) -> Result<DocFreqs, FlowError> {
     let counts: Arc<Mutex<Accumulated>> = Arc::default();
     let images: Arc<Mutex<BTreeMap<String, isize>>> = Arc::default();
@@ -145,9 +235,10 @@ pub fn corpus_document_frequencies(
                 );
                 let (samples, _skips) =
                     records.ok_err::<Vec<Sample>, _, Vec<StageError>, _, _>(|r| r);
+                let splitter = CaptionWords::new(tokenization);
                 let refs = samples
                     .unary::<timely::container::CapacityContainerBuilder<
-                        Vec<((String, String), BatchTime, isize)>,
+                        Vec<((String, Vec<String>), BatchTime, isize)>,
                     >, _, _, _>(Pipeline, "CaptionsOf", |_, _| {
                         move |input, output| {
                             input.for_each_stamp(|cap, data| {
@@ -156,7 +247,8 @@ pub fn corpus_document_frequencies(
                                 for batch in data {
                                     for s in batch.drain(..) {
                                         for c in s.captions {
-                                            session.give(((s.key.clone(), c), t, 1isize));
+                                            let words = splitter.split(&c);
+                                            session.give(((s.key.clone(), words), t, 1isize));
                                         }
                                     }
                                 }
@@ -174,7 +266,7 @@ pub fn corpus_document_frequencies(
                             .entry(key.clone())
                             .or_default() += diff;
                     });
-                document_frequency(refs, max_n)
+                word_document_frequency(refs, max_n)
                     .inspect(move |(entry, _t, diff)| {
                         *counts
                             .lock()

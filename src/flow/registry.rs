@@ -6,7 +6,7 @@
 //! recommended); settings are parsed when the pipeline is checked, so a typo
 //! fails before any data is read, naming the stage and the key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -25,6 +25,8 @@ type DeviceFactory = Arc<dyn Fn(&StageSpec) -> Result<DeviceStageCtor, FlowError
 pub struct Registry {
     cpu: BTreeMap<String, CpuFactory>,
     device: BTreeMap<String, DeviceFactory>,
+    /// Device stage types with a boolean `resume` setting.
+    resumable: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("cpu", &self.cpu.keys().collect::<Vec<_>>())
             .field("device", &self.device.keys().collect::<Vec<_>>())
+            .field("resumable", &self.resumable)
             .finish()
     }
 }
@@ -85,6 +88,37 @@ impl Registry {
             Ok(boxed)
         });
         self.device.insert(type_name.to_owned(), factory);
+    }
+
+    /// Declare that device stage type `type_name` accepts `resume = true`
+    /// (continue from its own latest checkpoint), so that a run-level resume
+    /// request reaches it.
+    pub fn declare_resumable(&mut self, type_name: &str) {
+        self.resumable.insert(type_name.to_owned());
+    }
+
+    /// Whether device stage type `type_name` accepts `resume`.
+    pub fn is_resumable(&self, type_name: &str) -> bool {
+        self.resumable.contains(type_name)
+    }
+
+    /// Device stage types that accept `resume`.
+    pub fn resumable_types(&self) -> impl Iterator<Item = &str> {
+        self.resumable.iter().map(String::as_str)
+    }
+
+    /// Set `resume = true` on every device stage of `pipeline` whose type
+    /// accepts it; other stages are left as they are. Returns the stages set.
+    pub fn enable_resume(&self, pipeline: &mut Pipeline) -> Vec<StageSpec> {
+        let mut set = Vec::new();
+        for spec in &mut pipeline.device {
+            if self.is_resumable(&spec.type_name) {
+                spec.settings
+                    .insert("resume".into(), toml::Value::Boolean(true));
+                set.push(spec.clone());
+            }
+        }
+        set
     }
 
     fn unknown(&self, spec: &StageSpec, kind: &'static str) -> FlowError {

@@ -114,16 +114,66 @@ fn sim(hyp: &Vector, r: &Vector) -> [f64; N] {
     val
 }
 
-/// CIDEr-D of tokenized candidates against their tokenized references,
-/// paired with `zip` (see [`crate::metrics::bleu::bleu`]).
-pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Scores {
-    let mut interner = Interner::default();
+/// Document frequencies of a fixed corpus: SCST's CIDEr-D reward weighs
+/// n-grams by the training references rather than by the evaluated batch.
+pub trait DocumentFrequencies {
+    /// Documents (images) in the corpus, N of `ln N − ln max(1, df)`. Must be
+    /// at least 1.
+    fn documents(&self) -> u64;
+    /// Documents whose references contain `ngram` (its words in order).
+    fn frequency(&self, ngram: &[&str]) -> u64;
+}
+
+/// Words of a tokenized caption as CIDEr-D splits them (Python's `str.split`).
+pub fn cider_words(tokenized: &str) -> Vec<&str> {
+    python_split(tokenized)
+}
+
+/// Term frequencies of every candidate and of every reference set.
+fn count_all<'a>(
+    interner: &mut Interner<'a>,
+    candidates: &'a [String],
+    references: &'a [Vec<String>],
+) -> (Vec<Counts>, Vec<Vec<Counts>>) {
     let mut cand_counts = Vec::with_capacity(candidates.len());
     let mut ref_counts = Vec::with_capacity(references.len());
     for (c, refs) in candidates.iter().zip(references) {
         cand_counts.push(interner.count(c));
         ref_counts.push(refs.iter().map(|r| interner.count(r)).collect::<Vec<_>>());
     }
+    (cand_counts, ref_counts)
+}
+
+/// Per-candidate CIDEr-D given each n-gram's weight `idf`.
+fn score_with_idf(cand_counts: &[Counts], ref_counts: &[Vec<Counts>], idf: &[f64]) -> Scores {
+    let per_image: Vec<f64> = cand_counts
+        .iter()
+        .zip(ref_counts)
+        .map(|(c, refs)| {
+            let hyp = vectorize(c, idf);
+            let mut score = [0.0; N];
+            for r in refs {
+                let s = sim(&hyp, &vectorize(r, idf));
+                for n in 0..N {
+                    score[n] += s[n];
+                }
+            }
+            let mut avg = numpy_mean(&score);
+            avg /= refs.len() as f64;
+            avg * 10.0
+        })
+        .collect();
+    Scores {
+        corpus: numpy_mean(&per_image),
+        per_image,
+    }
+}
+
+/// CIDEr-D of tokenized candidates against their tokenized references,
+/// paired with `zip` (see [`crate::metrics::bleu::bleu`]).
+pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Scores {
+    let mut interner = Interner::default();
+    let (cand_counts, ref_counts) = count_all(&mut interner, candidates, references);
     // Document frequency: in how many images' reference sets an n-gram occurs.
     let n_grams = interner.grams.len();
     let mut df = vec![0.0f64; n_grams];
@@ -143,25 +193,36 @@ pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Scores {
     // Weight per n-gram: ln N - ln max(1, df), as the toolkit computes it.
     let ref_len = (ref_counts.len() as f64).ln();
     let idf: Vec<f64> = df.iter().map(|&d| ref_len - d.max(1.0).ln()).collect();
-    let per_image: Vec<f64> = cand_counts
-        .iter()
-        .zip(&ref_counts)
-        .map(|(c, refs)| {
-            let hyp = vectorize(c, &idf);
-            let mut score = [0.0; N];
-            for r in refs {
-                let s = sim(&hyp, &vectorize(r, &idf));
-                for n in 0..N {
-                    score[n] += s[n];
-                }
-            }
-            let mut avg = numpy_mean(&score);
-            avg /= refs.len() as f64;
-            avg * 10.0
-        })
-        .collect();
-    Scores {
-        corpus: numpy_mean(&per_image),
-        per_image,
+    score_with_idf(&cand_counts, &ref_counts, &idf)
+}
+
+/// CIDEr-D with the document frequencies of a fixed `corpus` (the toolkit's
+/// `CiderD` with a precomputed `df`, as SCST uses it): each candidate's score
+/// depends only on its own references and the corpus, not on the other
+/// candidates scored with it.
+pub fn cider_d_with_df(
+    candidates: &[String],
+    references: &[Vec<String>],
+    corpus: &impl DocumentFrequencies,
+) -> Scores {
+    let mut interner = Interner::default();
+    let (cand_counts, ref_counts) = count_all(&mut interner, candidates, references);
+    let mut word_of = vec![""; interner.words.len()];
+    for (w, &id) in &interner.words {
+        word_of[id as usize] = w;
     }
+    let ref_len = (corpus.documents() as f64).ln();
+    let mut idf = vec![0.0f64; interner.grams.len()];
+    let mut words = Vec::with_capacity(N);
+    for (gram, &id) in &interner.grams {
+        words.clear();
+        words.extend(
+            gram.iter()
+                .take_while(|&&w| w != u32::MAX)
+                .map(|&w| word_of[w as usize]),
+        );
+        let df = corpus.frequency(&words) as f64;
+        idf[id as usize] = ref_len - df.max(1.0).ln();
+    }
+    score_with_idf(&cand_counts, &ref_counts, &idf)
 }

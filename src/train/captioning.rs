@@ -16,11 +16,12 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
-use crate::model::decode::{beam_search, greedy, sample, BeamOptions, SampleOptions};
+use crate::model::decode::greedy;
 use crate::model::ModelError;
-use crate::reward::ClipScorer;
+use crate::reward::Reward;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::candidates::{Candidates, Decoding};
 use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::dico::{dico_loss, DicoConfig};
 use crate::train::error::TrainError;
@@ -28,7 +29,7 @@ use crate::train::loss_scale::LossScaleConfig;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
 use crate::train::scst::scst_loss;
-use crate::train::step::{StepConfig, Stepper, Update};
+use crate::train::step::{StepConfig, Stepper, TrainerState, Update};
 use crate::train::xe::xe_loss;
 
 /// Which objective a [`CaptionTrainer`] optimises.
@@ -117,7 +118,7 @@ pub struct CaptionTrainer {
     pub text: CaptionText,
     backbone: Backbone,
     reference: Option<(VarStore, Captioner)>,
-    scorer: Option<ClipScorer>,
+    reward: Option<Reward>,
     cfg: CaptionTrainConfig,
     rng: Rng,
     step: u64,
@@ -135,15 +136,16 @@ impl std::fmt::Debug for CaptionTrainer {
 impl CaptionTrainer {
     /// A trainer for `captioner` (freshly initialised, seeded) over the frozen
     /// `backbone`. `init` loads the policy's starting weights (DiCO/SCST start from
-    /// the XE checkpoint, which is also the frozen reference); `scorer` gives the
-    /// rewards of DiCO and SCST. `text` (a word [`crate::model::captioner::Vocab`]
-    /// or CLIP BPE) must fit the captioner's token ids.
+    /// the XE checkpoint, which is also the frozen reference); `reward` scores
+    /// the candidates of DiCO and SCST. `text` (a word
+    /// [`crate::model::captioner::Vocab`] or CLIP BPE) must fit the captioner's
+    /// token ids.
     pub fn new(
         captioner: &CaptionerConfig,
         text: impl Into<CaptionText>,
         backbone: Backbone,
         init: Option<&std::path::Path>,
-        scorer: Option<ClipScorer>,
+        reward: Option<Reward>,
         cfg: CaptionTrainConfig,
         device: Device,
     ) -> Result<Self, TrainError> {
@@ -157,9 +159,11 @@ impl CaptionTrainer {
                 reason: "must be in [0, 1] (0 turns smoothing off)",
             });
         }
-        tch::manual_seed(cfg.seed as i64);
-        let mut vs = VarStore::new(device);
-        let policy = Captioner::new(vs.root(), captioner).map_err(model_err)?;
+        let (mut vs, policy) = crate::rng::with_torch_seed(cfg.seed, || {
+            let vs = VarStore::new(device);
+            Captioner::new(vs.root(), captioner).map(|p| (vs, p))
+        })
+        .map_err(model_err)?;
         let mut reference = None;
         if let Some(path) = init {
             vs.load(path)?;
@@ -172,11 +176,12 @@ impl CaptionTrainer {
             }
         }
         let online_rl = matches!(cfg.objective, Objective::Dico | Objective::Scst);
-        if online_rl && scorer.is_none() {
+        if online_rl && reward.is_none() {
             return Err(TrainError::Setting {
-                name: "evaluator",
+                name: "reward",
                 value: format!("{:?}", cfg.objective),
-                reason: "DiCO and SCST need an evaluator for their rewards",
+                reason: "DiCO and SCST need a reward: set `evaluator` (CLIP score) or \
+                         `reward = { kind = \"cider_d\", references = ... }`",
             });
         }
         if cfg.objective == Objective::DicoOffline && init.is_none() {
@@ -219,7 +224,7 @@ impl CaptionTrainer {
             text,
             backbone,
             reference,
-            scorer,
+            reward,
             cfg,
             step: 0,
         })
@@ -245,9 +250,9 @@ impl CaptionTrainer {
         self.cfg.objective
     }
 
-    /// The evaluator scoring rewards, if any.
-    pub fn scorer_mut(&mut self) -> Option<&mut ClipScorer> {
-        self.scorer.as_mut()
+    /// The reward scoring candidates, if any.
+    pub fn reward_mut(&mut self) -> Option<&mut Reward> {
+        self.reward.as_mut()
     }
 
     pub(crate) fn memory(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
@@ -302,7 +307,8 @@ impl CaptionTrainer {
 
     /// One micro-batch on images `pixels` `[b, 3, H, W]` with keys `keys` (the
     /// evaluator caches image embeddings by key) and reference captions (XE
-    /// draws one per image); an optimizer step every `accumulate` calls.
+    /// draws one per image; CIDEr-D rewards score against them); an optimizer
+    /// step every `accumulate` calls.
     pub fn step(
         &mut self,
         keys: &[String],
@@ -324,7 +330,7 @@ impl CaptionTrainer {
         let precision = self.cfg.precision;
         let (loss, mut stats) = precision.autocast(|| match self.cfg.objective {
             Objective::Xe => self.xe_loss(pixels, references),
-            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels),
+            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, references),
             Objective::DicoOffline => Err(TrainError::Setting {
                 name: "objective",
                 value: "dico_offline".into(),
@@ -365,73 +371,37 @@ impl CaptionTrainer {
         &mut self,
         keys: &[String],
         pixels: &Tensor,
+        references: &[Vec<String>],
     ) -> Result<(Tensor, StepStats), TrainError> {
-        let b = pixels.size()[0];
         let k = self.cfg.candidates;
         let memory = self.memory(pixels)?;
-        let decoded = match self.cfg.objective {
-            Objective::Dico => beam_search(
-                &self.policy,
-                &memory.detach(),
-                &BeamOptions {
-                    beams: k,
-                    ..Default::default()
-                },
-            ),
-            _ => sample(
-                &self.policy,
-                &memory.detach(),
-                &SampleOptions {
-                    samples: k,
-                    temperature: self.cfg.temperature,
-                    max_len: None,
-                    seed: self.rng.next_u64(),
-                },
-            ),
-        }
-        .map_err(model_err)?;
-        let len = decoded.tokens.size()[2];
-        let tokens = decoded.tokens.view([b * k, len]);
-        let pad = self.policy.tokens().pad;
-        let eos = self.policy.tokens().eos;
-        let mut captions = Vec::with_capacity((b * k) as usize);
-        let mut image_keys = Vec::with_capacity((b * k) as usize);
-        for i in 0..b {
-            for j in 0..k {
-                let ids = decoded.sequence(i, j, pad).map_err(model_err)?;
-                captions.push(self.text.decode(&ids));
-                image_keys.push(keys[i as usize].clone());
-            }
-        }
-        let scorer = self.scorer.as_mut().ok_or(TrainError::Setting {
-            name: "evaluator",
+        let decoding = match self.cfg.objective {
+            Objective::Dico => Decoding::Beam,
+            _ => Decoding::Sample {
+                temperature: self.cfg.temperature,
+            },
+        };
+        let seed = self.rng.next_u64();
+        let candidates =
+            Candidates::generate(&self.policy, &memory, k, decoding, seed).map_err(model_err)?;
+        let captions: Vec<String> = candidates
+            .ids
+            .iter()
+            .map(|ids| self.text.decode(ids))
+            .collect();
+        let reward = self.reward.as_mut().ok_or(TrainError::Setting {
+            name: "reward",
             value: "none".into(),
-            reason: "no evaluator",
+            reason: "no reward to score candidates with",
         })?;
-        scorer
-            .add_images(keys, pixels)
+        let rewards = reward
+            .score(keys, pixels, &captions, references)
             .map_err(|e| TrainError::Reward(Box::new(e)))?;
-        let rewards = scorer
-            .score(&image_keys, &captions)
-            .map_err(|e| TrainError::Reward(Box::new(e)))?;
-        let rewards = Tensor::from_slice(&rewards)
-            .to_kind(Kind::Float)
-            .view([b, k])
-            .to_device(self.vs.device());
-        let policy_lp = self
-            .policy
-            .sequence_logprobs(&memory, &tokens)
-            .map_err(model_err)?
-            .view([b, k]);
-        let lengths = decoded.lengths.to_kind(Kind::Double);
-        let candidate_length = lengths.mean(Kind::Double).double_value(&[]);
-        let eos_share = decoded
-            .tokens
-            .eq(eos)
-            .any_dim(2, false)
-            .to_kind(Kind::Double)
-            .mean(Kind::Double)
-            .double_value(&[]);
+        let rewards = candidates.per_candidate(&rewards, self.vs.device());
+        let policy_lp = candidates
+            .logprobs(&self.policy, &memory)
+            .map_err(model_err)?;
+        let (candidate_length, eos_share) = (candidates.mean_length(), candidates.eos_share());
         let mut extra = std::collections::BTreeMap::new();
         let loss = match self.cfg.objective {
             Objective::Dico => {
@@ -446,10 +416,7 @@ impl CaptionTrainer {
                         .features(&pixels.to_device(self.vs.device()))
                         .map_err(model_err)?;
                     let mem = reference.encode(&feats).map_err(model_err)?;
-                    Ok(reference
-                        .sequence_logprobs(&mem, &tokens)
-                        .map_err(model_err)?
-                        .view([b, k]))
+                    candidates.logprobs(reference, &mem).map_err(model_err)
                 })?;
                 let out = dico_loss(&policy_lp, &ref_lp, &rewards, &self.cfg.dico)?;
                 extra.extend(out.stats.metrics());
@@ -496,33 +463,19 @@ impl CaptionTrainer {
         config: String,
         metrics: std::collections::BTreeMap<String, f64>,
     ) -> Result<std::path::PathBuf, TrainError> {
-        if self.stepper.pending() > 0 {
-            return Err(TrainError::State {
-                path: ck.path_for(self.step),
-                what: format!(
-                    "checkpoint asked for after {} of {} accumulated micro-batches; \
-                     checkpoint right after an optimizer step",
-                    self.stepper.pending(),
-                    self.stepper.accumulate()
-                ),
-            });
-        }
-        let state = TrainState {
+        let state = TrainerState {
             step: self.step,
-            cursors: Vec::new(),
             rng: self.rng,
             config,
             metrics,
-            loss_scale: self.stepper.scaler_state(),
         };
-        ck.save(&self.vs, &self.stepper.opt, &state)
+        self.stepper.save_checkpoint(&self.vs, ck, state)
     }
 
     /// Continue from checkpoint `dir`: weights, optimizer, loss scale, RNG and
     /// step.
     pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
-        let state = Checkpointer::load(dir, &mut self.vs, &mut self.stepper.opt)?;
-        self.stepper.restore_scaler(state.loss_scale);
+        let state = self.stepper.load_checkpoint(&mut self.vs, dir)?;
         self.step = state.step;
         self.rng = state.rng;
         Ok(state)

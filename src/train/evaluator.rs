@@ -11,12 +11,13 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::rng::Rng;
 use crate::text::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::contrastive::clip_contrastive_loss;
 use crate::train::error::TrainError;
 use crate::train::loss_scale::LossScaleConfig;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
-use crate::train::step::{StepConfig, Stepper, Update};
+use crate::train::step::{StepConfig, Stepper, TrainerState, Update};
 
 /// Per-step numbers of contrastive training.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -87,9 +88,11 @@ impl ContrastiveTrainer {
     /// A freshly initialised CLIP (seeded) on `device`.
     pub fn new(cfg: ContrastiveConfig, device: Device) -> Result<Self, TrainError> {
         cfg.precision.check_device(device)?;
-        tch::manual_seed(cfg.seed as i64);
-        let vs = VarStore::new(device);
-        let clip = Clip::new(vs.root(), &cfg.clip).map_err(|e| TrainError::Model(Box::new(e)))?;
+        let (vs, clip) = crate::rng::with_torch_seed(cfg.seed, || {
+            let vs = VarStore::new(device);
+            Clip::new(vs.root(), &cfg.clip).map(|c| (vs, c))
+        })
+        .map_err(|e| TrainError::Model(Box::new(e)))?;
         let stepper = Stepper::new(
             AdamW::new(&vs, cfg.optimizer),
             StepConfig {
@@ -175,6 +178,32 @@ impl ContrastiveTrainer {
         }
         stats.logit_scale = self.clip.logit_scale.exp().double_value(&[]);
         Ok(stats)
+    }
+
+    /// Write a checkpoint (weights, optimizer, loss scale, RNG, step) with
+    /// `ck`. Only between optimizer steps.
+    pub fn checkpoint(
+        &self,
+        ck: &Checkpointer,
+        config: String,
+        metrics: std::collections::BTreeMap<String, f64>,
+    ) -> Result<std::path::PathBuf, TrainError> {
+        let state = TrainerState {
+            step: self.step,
+            rng: self.rng,
+            config,
+            metrics,
+        };
+        self.stepper.save_checkpoint(&self.vs, ck, state)
+    }
+
+    /// Continue from checkpoint `dir`: weights, optimizer, loss scale, RNG
+    /// and step.
+    pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
+        let state = self.stepper.load_checkpoint(&mut self.vs, dir)?;
+        self.step = state.step;
+        self.rng = state.rng;
+        Ok(state)
     }
 
     /// Image→text retrieval accuracy on held-out pairs (one caption per image,

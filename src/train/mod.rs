@@ -12,6 +12,7 @@ pub mod evaluator;
 pub mod loss_scale;
 pub mod offline_dico;
 pub mod precision;
+pub mod resumable;
 pub mod reward_cache_stage;
 pub mod schedule;
 pub mod scst;

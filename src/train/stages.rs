@@ -18,13 +18,12 @@ use tch::{Device, Tensor};
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, Sample, StageFailure};
 use crate::model::captioner::{Backbone, CaptionText, CaptionerConfig, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
-use crate::reward::RewardCache;
-use crate::reward::{ClipScorer, ScoreConfig};
+use crate::reward::{ClipScorer, Reward, RewardCache, RewardSettings, ScoreConfig};
 use crate::text::ClipTokenizer;
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use crate::train::checkpoint::Checkpointer;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::precision::Precision;
+use crate::train::resumable::{Resumable, StageCheckpoints};
 use crate::train::reward_cache_stage::{RewardCacheSettings, RewardCacheStage};
 
 /// Weights file a training stage writes into its `out` directory.
@@ -53,6 +52,8 @@ pub fn register(r: &mut Registry) {
     r.register_device("reward_cache", |s: RewardCacheSettings| {
         Ok(Box::new(RewardCacheStage::try_new(s)?) as Box<dyn DeviceStage>)
     });
+    r.declare_resumable("train_evaluator");
+    r.declare_resumable("train_captioner");
 }
 
 pub(crate) fn device_of(name: &str) -> Result<Device, FlowError> {
@@ -107,30 +108,79 @@ pub struct EvaluatorStageSettings {
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
+    /// Write a checkpoint every N steps into `out/checkpoints` (0: only the
+    /// final weights).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the most recent).
+    #[serde(default = "two")]
+    pub keep_last: usize,
+    /// Continue from the latest checkpoint in `out/checkpoints`, if any,
+    /// skipping the batches it has seen (bit-identical on CPU).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 fn cpu() -> String {
     "cpu".into()
 }
 
+/// Restore `trainer` from the latest checkpoint if `resume` is set.
+fn resume_if_asked<T: Resumable>(
+    stage: &'static str,
+    resume: bool,
+    checkpoints: &mut StageCheckpoints,
+    trainer: &mut T,
+) -> Result<(), FlowError> {
+    if !resume {
+        return Ok(());
+    }
+    match checkpoints
+        .resume(trainer)
+        .map_err(|e| build_err(stage)(format!("resuming: {e}")))?
+    {
+        Some(dir) => tracing::info!(
+            "{stage}: resuming from {} at step {}",
+            dir.display(),
+            trainer.steps_taken()
+        ),
+        None => tracing::info!("{stage}: no checkpoint yet, starting from scratch"),
+    }
+    Ok(())
+}
+
 /// Contrastive CLIP training as a device stage.
 pub struct EvaluatorStage {
     trainer: ContrastiveTrainer,
     settings: EvaluatorStageSettings,
+    checkpoints: StageCheckpoints,
 }
 
 impl EvaluatorStage {
     pub fn try_new(settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
         let device = device_of(&settings.device)?;
-        let trainer = ContrastiveTrainer::new(settings.train.clone(), device)
+        let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
-        Ok(Self { trainer, settings })
+        let mut checkpoints =
+            StageCheckpoints::new(&settings.out, settings.checkpoint_every, settings.keep_last);
+        resume_if_asked(
+            "train_evaluator",
+            settings.resume,
+            &mut checkpoints,
+            &mut trainer,
+        )?;
+        Ok(Self {
+            trainer,
+            settings,
+            checkpoints,
+        })
     }
 }
 
 impl DeviceStage for EvaluatorStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         if batch.samples.len() < 2
+            || self.checkpoints.already_trained(batch.time)
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
             return Ok(()); // contrastive loss needs negatives; extra batches past the schedule pass
@@ -158,7 +208,13 @@ impl DeviceStage for EvaluatorStage {
                 .metrics
                 .insert("evaluator/loss_scale".into(), s.loss_scale);
         }
-        Ok(())
+        self.checkpoints
+            .after_step(
+                &self.trainer,
+                || toml::to_string(&self.settings).unwrap_or_default(),
+                &batch.metrics,
+            )
+            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
@@ -185,14 +241,16 @@ pub struct CaptionerStageSettings {
     /// CLIP safetensors whose vision tower is the frozen backbone, and its config.
     pub backbone: PathBuf,
     pub backbone_config: ClipConfig,
-    /// Evaluator weights (CLIP safetensors) for DiCO/SCST rewards.
+    /// Evaluator weights (CLIP safetensors) for a CLIP score reward.
     #[serde(default)]
     pub evaluator: Option<PathBuf>,
     /// The evaluator's CLIP config (default: `backbone_config`).
     #[serde(default)]
     pub evaluator_config: Option<ClipConfig>,
+    /// DiCO/SCST reward: a CLIP score config (default with an evaluator: the
+    /// paper's DiCO reward) or `{ kind = "cider_d", references = SHARDS }`.
     #[serde(default)]
-    pub reward: Option<ScoreConfig>,
+    pub reward: Option<RewardSettings>,
     /// Starting weights (the XE checkpoint for DiCO/SCST; also DiCO's reference).
     #[serde(default)]
     pub init: Option<PathBuf>,
@@ -298,9 +356,7 @@ pub struct CaptionerStage {
     /// The candidates of `dico_offline`.
     cache: Option<RewardCache>,
     settings: CaptionerStageSettings,
-    checkpoints: Checkpointer,
-    /// Batches before this time were trained on before a resume.
-    resume_from: u64,
+    checkpoints: StageCheckpoints,
 }
 
 impl CaptionerStage {
@@ -310,68 +366,39 @@ impl CaptionerStage {
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
-        let evaluator_config = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
-        let scorer = match (&s.evaluator, &s.reward) {
-            (Some(p), Some(r)) => {
-                Some(load_scorer(p, evaluator_config, r.clone(), device).map_err(&err)?)
-            }
-            (Some(p), None) => Some(
-                load_scorer(p, evaluator_config, ScoreConfig::dico_reward(), device)
-                    .map_err(&err)?,
-            ),
-            _ => None,
-        };
         let cache = open_reward_cache(&s).map_err(&err)?;
-        let trainer = CaptionTrainer::new(
+        let reward = Reward::load(
+            s.reward.as_ref(),
+            s.evaluator.as_deref(),
+            s.evaluator_config.as_ref().unwrap_or(&s.backbone_config),
+            device,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let mut trainer = CaptionTrainer::new(
             &s.captioner,
             text,
             backbone,
             s.init.as_deref(),
-            scorer,
+            reward,
             s.train.clone(),
             device,
         )
         .map_err(|e| err(e.to_string()))?;
+        let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
+        resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
         Ok(Self {
             trainer,
             cache,
-            settings: s.clone(),
-            checkpoints: Checkpointer::new(s.out.join("checkpoints"), s.keep_last, None),
-            resume_from: 0,
+            settings: s,
+            checkpoints,
         })
-        .and_then(|mut stage| {
-            if stage.settings.resume {
-                if let Some(dir) = stage.checkpoints.latest().map_err(|e| err(e.to_string()))? {
-                    let state = stage
-                        .trainer
-                        .restore(&dir)
-                        .map_err(|e| err(e.to_string()))?;
-                    // Checkpoints fall between optimizer steps, each of
-                    // `accumulate` batches.
-                    stage.resume_from = state.step * stage.trainer.batches_per_step();
-                    tracing::info!("resuming from {} at step {}", dir.display(), state.step);
-                }
-            }
-            Ok(stage)
-        })
-    }
-
-    fn save_checkpoint(
-        &self,
-        metrics: &std::collections::BTreeMap<String, f64>,
-    ) -> Result<(), StageFailure> {
-        let config = toml::to_string(&self.settings).unwrap_or_default();
-        self.trainer
-            .checkpoint(&self.checkpoints, config, metrics.clone())
-            .map(|_| ())
-            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 }
 
 impl DeviceStage for CaptionerStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         if batch.samples.is_empty()
-            || batch.time < self.resume_from
+            || self.checkpoints.already_trained(batch.time)
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
             return Ok(());
@@ -408,8 +435,8 @@ impl DeviceStage for CaptionerStage {
             }
         }
         .map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
-        if let Some(scorer) = self.trainer.scorer_mut() {
-            scorer.clear_images(); // images are not revisited within an epoch
+        if let Some(reward) = self.trainer.reward_mut() {
+            reward.clear_images(); // images are not revisited within an epoch
         }
         batch.metrics.insert("train/loss".into(), s.loss);
         batch.metrics.insert("train/lr".into(), s.lr);
@@ -428,11 +455,13 @@ impl DeviceStage for CaptionerStage {
         for (k, v) in s.extra {
             batch.metrics.insert(k, v);
         }
-        let every = self.settings.checkpoint_every;
-        if every > 0 && s.optimizer_step && self.trainer.step_count().is_multiple_of(every) {
-            self.save_checkpoint(&batch.metrics)?;
-        }
-        Ok(())
+        self.checkpoints
+            .after_step(
+                &self.trainer,
+                || toml::to_string(&self.settings).unwrap_or_default(),
+                &batch.metrics,
+            )
+            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::train::adamw::AdamW;
+use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::error::TrainError;
 use crate::train::loss_scale::{LossScaleConfig, LossScaleState, LossScaler};
 use crate::train::precision::Precision;
@@ -134,5 +135,57 @@ impl Stepper {
         self.opt.set_lr(lr);
         self.opt.step();
         Ok(Some(Update::Applied { grad_norm }))
+    }
+}
+
+/// What a trainer saves besides its weights and the stepper's state.
+#[derive(Debug, Clone)]
+pub struct TrainerState {
+    pub step: u64,
+    pub rng: crate::rng::Rng,
+    pub config: String,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
+impl Stepper {
+    /// Write a checkpoint of `vs`, the optimizer and the loss scaler with
+    /// `ck`. Only between optimizer steps: accumulated gradients are not saved.
+    pub fn save_checkpoint(
+        &self,
+        vs: &tch::nn::VarStore,
+        ck: &Checkpointer,
+        state: TrainerState,
+    ) -> Result<std::path::PathBuf, TrainError> {
+        if self.pending() > 0 {
+            return Err(TrainError::State {
+                path: ck.path_for(state.step),
+                what: format!(
+                    "checkpoint asked for after {} of {} accumulated micro-batches; \
+                     checkpoint right after an optimizer step",
+                    self.pending(),
+                    self.accumulate()
+                ),
+            });
+        }
+        let full = TrainState {
+            step: state.step,
+            cursors: Vec::new(),
+            rng: state.rng,
+            config: state.config,
+            metrics: state.metrics,
+            loss_scale: self.scaler_state(),
+        };
+        ck.save(vs, &self.opt, &full)
+    }
+
+    /// Load checkpoint `dir` into `vs`, the optimizer and the loss scaler.
+    pub fn load_checkpoint(
+        &mut self,
+        vs: &mut tch::nn::VarStore,
+        dir: &std::path::Path,
+    ) -> Result<TrainState, TrainError> {
+        let state = Checkpointer::load(dir, vs, &mut self.opt)?;
+        self.restore_scaler(state.loss_scale);
+        Ok(state)
     }
 }
