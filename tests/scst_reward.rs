@@ -15,6 +15,7 @@ use dicoflow::model::captioner::{CaptionerConfig, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::reward::{CiderDReward, CiderDSettings, Reward, RewardSettings};
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
+use dicoflow::train::fluency::FluencyJudge;
 use dicoflow::train::precision::Precision;
 use dicoflow::train::stages::{registry, CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
@@ -270,6 +271,7 @@ fn stage_settings(root: &Path, vocab: &Vocab, reward: RewardSettings) -> Caption
         reward: Some(reward),
         init: None,
         reward_cache: None,
+        fluency_judge: None,
         out: root.join("scst"),
         device: "cpu".into(),
         checkpoint_every: 0,
@@ -322,7 +324,8 @@ fn scst_with_the_cider_d_reward_runs_in_the_pipeline() {
         layout: LayoutOptions::default(),
         workers: 1,
     });
-    let s = stage_settings(root, &vocab, cider);
+    let mut s = stage_settings(root, &vocab, cider);
+    s.fluency_judge = Some(FluencyJudge::SyntheticWorld);
     // The settings survive the pipeline file's TOML form.
     let text = toml::to_string(&s).unwrap();
     assert!(text.contains("kind = \"cider_d\""), "{text}");
@@ -351,6 +354,9 @@ fn scst_with_the_cider_d_reward_runs_in_the_pipeline() {
             );
         }
         assert!(m["evaluator/mean"] >= 0.0 && m["evaluator/mean"] <= m["evaluator/max"]);
+        // 8 greedy captions judged per step: a share in eighths.
+        let fluent = m["fluency/grammatical"] * 8.0;
+        assert!((0.0..=8.0).contains(&fluent) && (fluent - fluent.round()).abs() < 1e-9);
     }
     assert!(s.out.join(WEIGHTS_FILE).is_file());
 

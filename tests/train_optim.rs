@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::resumable::Resumable;
 use dicoflow::train::{
     xe_loss, AdamW, AdamWConfig, Checkpointer, DicoConfig, LossScaleConfig, Precision, Schedule,
     StepConfig, Stepper, Update,

@@ -80,6 +80,7 @@ fn settings(
         reward: None,
         init: None,
         reward_cache: None,
+        fluency_judge: None,
         out: root.join(out),
         device: "cpu".into(),
         checkpoint_every,

@@ -78,27 +78,45 @@ pub fn run_cache_rewards(args: &CacheRewardsArgs) -> anyhow::Result<CacheReport>
     if let Some(data) = &args.data {
         pipeline.source.path = Some(data.clone());
     }
+    if let Some(out) = &args.out {
+        for spec in pipeline
+            .device
+            .iter_mut()
+            .filter(|s| s.type_name == "reward_cache")
+        {
+            spec.settings
+                .insert("out".into(), toml::Value::String(out.display().to_string()));
+        }
+    }
+    cache_rewards(&pipeline, &args.run_dir, args.workers, args.quiet)
+        .with_context(|| format!("caching rewards with {}", args.pipeline.display()))
+}
+
+/// Compute the reward cache that `pipeline`'s one `reward_cache` stage
+/// describes, one part per shard of its source, on `workers` threads;
+/// per-shard metrics logs go to `run_dir/PART/`.
+pub fn cache_rewards(
+    pipeline: &Pipeline,
+    run_dir: &Path,
+    workers: usize,
+    quiet: bool,
+) -> anyhow::Result<CacheReport> {
+    let mut pipeline = pipeline.clone();
     pipeline.source.epochs = 1;
     let stages: Vec<usize> = (0..pipeline.device.len())
         .filter(|&i| pipeline.device[i].type_name == "reward_cache")
         .collect();
     let [stage] = stages[..] else {
         bail!(
-            "{}: needs exactly one `reward_cache` device stage, found {}",
-            args.pipeline.display(),
+            "the pipeline needs exactly one `reward_cache` device stage, found {}",
             stages.len()
         );
     };
-    if let Some(out) = &args.out {
-        pipeline.device[stage]
-            .settings
-            .insert("out".into(), toml::Value::String(out.display().to_string()));
-    }
     let settings: RewardCacheSettings = pipeline.device[stage]
         .settings
         .clone()
         .try_into()
-        .with_context(|| format!("{}: reward_cache settings", args.pipeline.display()))?;
+        .context("reward_cache settings")?;
     let data = pipeline
         .source
         .path
@@ -148,13 +166,13 @@ pub fn run_cache_rewards(args: &CacheRewardsArgs) -> anyhow::Result<CacheReport>
                 .settings
                 .insert("part".into(), toml::Value::String(part.clone()));
             let opts = RunOptions {
-                progress: !args.quiet,
-                run_dir: Some(args.run_dir.join(part)),
-                ..RunOptions::threads(args.workers)
+                progress: !quiet,
+                run_dir: Some(run_dir.join(part)),
+                ..RunOptions::threads(workers)
             };
             let summary = run(&shard_pipeline, &registry, &opts)
                 .with_context(|| format!("caching rewards for {}", shard.display()))?;
-            if !args.quiet {
+            if !quiet {
                 println!("{}", summary.telemetry);
             }
         }

@@ -6,13 +6,16 @@
 //! 2. train a small CLIP evaluator contrastively;
 //! 3. XE-pretrain a captioner over the evaluator's frozen vision tower;
 //! 4. fine-tune it with DiCO and, for comparison, with SCST on the same reward;
-//! 5. caption the test split with XE, DiCO and SCST; score with the evaluator,
+//! 5. cache the XE model's candidates, rewards and reference log-probs
+//!    (`cache-rewards`) and fine-tune with offline DiCO from the cache;
+//! 6. caption the test split with every model; score with the evaluator,
 //!    the oracle judge and CIDEr-D; write `OUT/report.md`.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::cli::cache_rewards::cache_rewards;
 use crate::data::world::{generate_row, write_world, WorldSpec};
 use crate::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use crate::flow::{self, FlowConfig, Pipeline, RunOptions, SourceSpec, StageSpec};
@@ -20,8 +23,11 @@ use crate::metrics::quality::{caption_quality, CaptionQuality};
 use crate::model::captioner::{CaptionerConfig, TokenSpec, Vocab};
 use crate::model::clip::{ClipConfig, ClipTextConfig, ClipVisionConfig};
 use crate::reward::ScoreConfig;
+use crate::train::candidates::Decoding;
 use crate::train::captioning::{CaptionTrainConfig, Objective};
 use crate::train::evaluator::ContrastiveConfig;
+use crate::train::fluency::FluencyJudge;
+use crate::train::reward_cache_stage::RewardCacheSettings;
 use crate::train::stages::{
     registry, CaptionStageSettings, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
 };
@@ -59,6 +65,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = crate::train::dico::DEFAULT_BETA)]
     pub beta: f64,
 }
+
+/// Phases the demo prints as [i/PHASES].
+const PHASES: usize = 8;
 
 /// Side of the images the demo's models see (the world's 64×64, downscaled).
 const IMAGE: u32 = 32;
@@ -252,7 +261,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     };
     let w = args.workers.max(1);
 
-    println!("[1/6] synthetic world -> {}", data.display());
+    println!("[1/{PHASES}] synthetic world -> {}", data.display());
     let total = (spec.train + spec.val + spec.test) as u64;
     let pb = crate::progress::bar(total, "synth world", "images");
     let files = write_world(&data, &spec, false, |_| pb.inc(1))
@@ -325,7 +334,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     );
     run_phase(
         &format!(
-            "[2/6] contrastive evaluator: {steps} steps of {} pairs",
+            "[2/{PHASES}] contrastive evaluator: {steps} steps of {} pairs",
             batch * w as usize
         ),
         &p,
@@ -370,6 +379,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         reward: None,
         init: None,
         reward_cache: None,
+        // Fluency over training: the oracle grammar on each batch's greedy captions.
+        fluency_judge: Some(FluencyJudge::SyntheticWorld),
         out: xe_dir.clone(),
         device: "cpu".into(),
         // An interrupted phase continues from its latest checkpoint.
@@ -385,7 +396,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         stage("train_captioner", &base)?,
     );
     run_phase(
-        &format!("[3/6] XE pre-training: {steps} steps"),
+        &format!("[3/{PHASES}] XE pre-training: {steps} steps"),
         &p,
         &xe_dir,
         w,
@@ -395,14 +406,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     // 4. DiCO and SCST on the same reward, from the XE checkpoint.
     let rl_batch = 8;
     let steps = steps_for(&train, w, rl_batch, args.rl_epochs, args.seed + 2)?;
-    let mut rl_dirs = Vec::new();
-    for (i, objective) in [Objective::Dico, Objective::Scst].into_iter().enumerate() {
-        let name = if objective == Objective::Dico {
-            "dico"
-        } else {
-            "scst"
-        };
-        let dir = out.join(name);
+    let rl_settings = |objective: Objective, dir: &Path| {
         let mut s = base.clone();
         s.train.objective = objective;
         s.train.optimizer = AdamWConfig {
@@ -417,39 +421,97 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             decay: Decay::Constant,
         };
         s.train.dico.beta = args.beta;
-        s.evaluator = Some(evaluator.clone());
-        s.reward = Some(ScoreConfig::dico_reward().into());
         s.init = Some(xe_weights.clone());
-        s.out = dir.clone();
+        s.out = dir.to_path_buf();
+        s
+    };
+    let run_rl = |title: String, s: &CaptionerStageSettings| -> anyhow::Result<()> {
         let p = pipeline(
             &train,
             args.seed + 2,
             args.rl_epochs,
             rl_batch,
-            stage("train_captioner", &s)?,
+            stage("train_captioner", s)?,
         );
-        run_phase(
-            &format!(
-                "[{}/6] {} fine-tuning: {steps} steps of {} images × 5 candidates",
-                4 + i,
-                name.to_uppercase(),
-                rl_batch * w as usize
+        run_phase(&title, &p, &s.out, w)
+    };
+    let images_per_step = rl_batch * w as usize;
+    let mut rl_dirs = Vec::new();
+    for (i, (objective, label)) in [(Objective::Dico, "DiCO"), (Objective::Scst, "SCST")]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = out.join(label.to_lowercase());
+        let mut s = rl_settings(objective, &dir);
+        s.evaluator = Some(evaluator.clone());
+        s.reward = Some(ScoreConfig::dico_reward().into());
+        run_rl(
+            format!(
+                "[{}/{PHASES}] {label} fine-tuning: {steps} steps of {images_per_step} images × 5 candidates",
+                4 + i
             ),
-            &p,
-            &dir,
-            w,
+            &s,
         )?;
-        rl_dirs.push((name, dir));
+        rl_dirs.push((label, dir));
     }
 
-    // 5. Evaluation on the test split.
-    println!("[6/6] captioning the test split with XE, DiCO and SCST");
+    // 5. Offline DiCO: the XE model's beams, their rewards and reference
+    //    log-probs cached once (what `dicoflow cache-rewards` does), then DiCO
+    //    from the cache with no evaluator or reference model in memory.
+    let cache_dir = out.join("reward_cache");
+    let cache = RewardCacheSettings {
+        captioner: cap_cfg.clone(),
+        weights: xe_weights.clone(),
+        reference: None,
+        vocab: Some(vocab_path.clone()),
+        backbone: evaluator.clone(),
+        backbone_config: clip.clone(),
+        evaluator: evaluator.clone(),
+        evaluator_config: None,
+        reward: ScoreConfig::dico_reward(),
+        candidates: 5,
+        decoding: Decoding::Beam,
+        seed: args.seed,
+        out: cache_dir.clone(),
+        part: "all".into(),
+        chunk_rows: 2048,
+        device: "cpu".into(),
+    };
+    println!(
+        "[6/{PHASES}] caching the XE model's 5 beams, rewards and reference log-probs per training image"
+    );
+    let started = std::time::Instant::now();
+    let cached = cache_rewards(
+        &pipeline(&train, 0, 1, 32, stage("reward_cache", &cache)?),
+        &out.join("reward_cache_logs"),
+        w as usize,
+        false,
+    )
+    .context("caching rewards")?;
+    println!(
+        "      {} images scored in {:.0}s ({} already cached)",
+        cached.scored_images,
+        started.elapsed().as_secs_f64(),
+        cached.cached_images
+    );
+    let dir = out.join("dico_offline");
+    let mut s = rl_settings(Objective::DicoOffline, &dir);
+    s.reward_cache = Some(cache_dir);
+    run_rl(
+        format!(
+            "[7/{PHASES}] offline DiCO fine-tuning from the cache: {steps} steps of {images_per_step} images × 5 candidates"
+        ),
+        &s,
+    )?;
+    rl_dirs.push(("DiCO offline", dir));
+
+    // 6. Evaluation on the test split.
+    println!("[{PHASES}/{PHASES}] captioning the test split with every model");
     let mut results = Vec::new();
-    for (name, dir) in [("XE", xe_dir.clone())].into_iter().chain(
-        rl_dirs
-            .iter()
-            .map(|(n, d)| (if *n == "dico" { "DiCO" } else { "SCST" }, d.clone())),
-    ) {
+    for (name, dir) in [("XE", xe_dir.clone())]
+        .into_iter()
+        .chain(rl_dirs.iter().map(|(n, d)| (*n, d.clone())))
+    {
         let captions = dir.join("test_captions.jsonl");
         let s = CaptionStageSettings {
             captioner: cap_cfg.clone(),
@@ -483,10 +545,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The charts `report.md` shows: the reward, then the fluency signals the
-/// training logs carry (the oracle judges fluency on the test split only).
-const EMBEDDED_CHARTS: [(&str, &str); 3] = [
+/// The charts `report.md` shows: the reward, then fluency over training.
+const EMBEDDED_CHARTS: [(&str, &str); 4] = [
     ("evaluator/mean", "mean evaluator reward of the candidates"),
+    (
+        "fluency/grammatical",
+        "share of the batch's greedy captions that the oracle grammar accepts",
+    ),
     ("train/candidate_length", "candidate length (tokens)"),
     ("train/eos_share", "share of candidates that end with EOS"),
 ];
@@ -524,13 +589,15 @@ fn render_report(
     r.push_str("\n## Reward during fine-tuning\n\nMean evaluator reward of the candidates (w = 2, no prefix, no clipping), first vs last 20 steps:\n\n");
     for (name, dir) in rl_dirs {
         if let Some((a, b)) = metric_trend(dir, "evaluator/mean", 20) {
-            r.push_str(&format!("- {}: {a:.4} → {b:.4}\n", name.to_uppercase()));
+            r.push_str(&format!("- {name}: {a:.4} → {b:.4}\n"));
         }
     }
     r.push_str(
-        "\nPer step of fine-tuning: the reward, and two signals of fluency that the training \
-         logs carry (the oracle judges grammaticality on the test split only, in the table \
-         above): candidate length and the share of candidates that end with EOS.\n\n",
+        "\nPer step of training: the reward, fluency (the share of each batch's greedy \
+         captions that the oracle grammar accepts; the table above judges the test split), \
+         candidate length and the share of candidates that end with EOS. Offline DiCO's \
+         candidates and rewards are the cached ones of the XE model, so its reward curve is \
+         flat by construction.\n\n",
     );
     for (metric, what) in EMBEDDED_CHARTS {
         if let Some(png) = charts.png.get(metric) {

@@ -22,14 +22,13 @@ use crate::reward::Reward;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::candidates::{Candidates, Decoding};
-use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::dico::{dico_loss, DicoConfig};
 use crate::train::error::TrainError;
 use crate::train::loss_scale::LossScaleConfig;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
 use crate::train::scst::scst_loss;
-use crate::train::step::{StepConfig, Stepper, TrainerState, Update};
+use crate::train::step::{StepConfig, Stepper, Update};
 use crate::train::xe::xe_loss;
 
 /// Which objective a [`CaptionTrainer`] optimises.
@@ -455,35 +454,23 @@ impl CaptionTrainer {
             .collect()
     }
 
-    /// Write a checkpoint (weights, optimizer, loss scale, RNG, step) with
-    /// `ck`. Only between optimizer steps: accumulated gradients are not saved.
-    pub fn checkpoint(
-        &self,
-        ck: &Checkpointer,
-        config: String,
-        metrics: std::collections::BTreeMap<String, f64>,
-    ) -> Result<std::path::PathBuf, TrainError> {
-        let state = TrainerState {
-            step: self.step,
-            rng: self.rng,
-            config,
-            metrics,
-        };
-        self.stepper.save_checkpoint(&self.vs, ck, state)
-    }
-
-    /// Continue from checkpoint `dir`: weights, optimizer, loss scale, RNG and
-    /// step.
-    pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
-        let state = self.stepper.load_checkpoint(&mut self.vs, dir)?;
-        self.step = state.step;
-        self.rng = state.rng;
-        Ok(state)
-    }
-
     /// Save the policy's weights (safetensors).
     pub fn save_weights(&self, path: &std::path::Path) -> Result<(), TrainError> {
         self.vs.save(path)?;
         Ok(())
+    }
+}
+
+impl crate::train::resumable::Resumable for CaptionTrainer {
+    fn parts(&mut self) -> crate::train::resumable::TrainerParts<'_> {
+        crate::train::resumable::TrainerParts {
+            vs: &mut self.vs,
+            stepper: &mut self.stepper,
+            step: &mut self.step,
+            rng: &mut self.rng,
+        }
+    }
+    fn parts_ref(&self) -> (&VarStore, &Stepper, u64, Rng) {
+        (&self.vs, &self.stepper, self.step, self.rng)
     }
 }

@@ -11,13 +11,12 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::rng::Rng;
 use crate::text::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::contrastive::clip_contrastive_loss;
 use crate::train::error::TrainError;
 use crate::train::loss_scale::LossScaleConfig;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
-use crate::train::step::{StepConfig, Stepper, TrainerState, Update};
+use crate::train::step::{StepConfig, Stepper, Update};
 
 /// Per-step numbers of contrastive training.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -180,32 +179,6 @@ impl ContrastiveTrainer {
         Ok(stats)
     }
 
-    /// Write a checkpoint (weights, optimizer, loss scale, RNG, step) with
-    /// `ck`. Only between optimizer steps.
-    pub fn checkpoint(
-        &self,
-        ck: &Checkpointer,
-        config: String,
-        metrics: std::collections::BTreeMap<String, f64>,
-    ) -> Result<std::path::PathBuf, TrainError> {
-        let state = TrainerState {
-            step: self.step,
-            rng: self.rng,
-            config,
-            metrics,
-        };
-        self.stepper.save_checkpoint(&self.vs, ck, state)
-    }
-
-    /// Continue from checkpoint `dir`: weights, optimizer, loss scale, RNG
-    /// and step.
-    pub fn restore(&mut self, dir: &std::path::Path) -> Result<TrainState, TrainError> {
-        let state = self.stepper.load_checkpoint(&mut self.vs, dir)?;
-        self.step = state.step;
-        self.rng = state.rng;
-        Ok(state)
-    }
-
     /// Image→text retrieval accuracy on held-out pairs (one caption per image,
     /// the first), without grad: the share of images whose own caption is the
     /// most similar among the batch's captions.
@@ -230,5 +203,19 @@ impl ContrastiveTrainer {
                 .mean(Kind::Double)
                 .double_value(&[]))
         })
+    }
+}
+
+impl crate::train::resumable::Resumable for ContrastiveTrainer {
+    fn parts(&mut self) -> crate::train::resumable::TrainerParts<'_> {
+        crate::train::resumable::TrainerParts {
+            vs: &mut self.vs,
+            stepper: &mut self.stepper,
+            step: &mut self.step,
+            rng: &mut self.rng,
+        }
+    }
+    fn parts_ref(&self) -> (&VarStore, &Stepper, u64, Rng) {
+        (&self.vs, &self.stepper, self.step, self.rng)
     }
 }

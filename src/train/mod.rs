@@ -9,6 +9,7 @@ pub mod contrastive;
 pub mod dico;
 pub mod error;
 pub mod evaluator;
+pub mod fluency;
 pub mod loss_scale;
 pub mod offline_dico;
 pub mod precision;

@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::train::captioning::CaptionTrainer;
+use tch::nn::VarStore;
+
+use crate::rng::Rng;
 use crate::train::checkpoint::{Checkpointer, TrainState};
 use crate::train::error::TrainError;
-use crate::train::evaluator::ContrastiveTrainer;
+use crate::train::step::{Stepper, TrainerState};
 
 /// Directory, under a stage's `out`, holding its checkpoints.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
@@ -24,68 +26,60 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>, TrainError> {
     Checkpointer::new(out.join(CHECKPOINTS_DIR), 1, None).latest()
 }
 
+/// A trainer's resumable state, borrowed: weights, the optimizer step path
+/// (AdamW, accumulation, loss scale), the step count and the RNG.
+pub struct TrainerParts<'a> {
+    pub vs: &'a mut VarStore,
+    pub stepper: &'a mut Stepper,
+    pub step: &'a mut u64,
+    pub rng: &'a mut Rng,
+}
+
 /// A trainer whose weights, optimizer, RNG and step can be saved and restored.
 pub trait Resumable {
+    /// The state a checkpoint holds.
+    fn parts(&mut self) -> TrainerParts<'_>;
+    /// The same, read-only: weights, stepper, step, RNG.
+    fn parts_ref(&self) -> (&VarStore, &Stepper, u64, Rng);
+
     /// Optimizer steps taken.
-    fn steps_taken(&self) -> u64;
+    fn steps_taken(&self) -> u64 {
+        self.parts_ref().2
+    }
     /// Batches (micro-batches) per optimizer step.
-    fn batches_per_step(&self) -> u64;
+    fn batches_per_step(&self) -> u64 {
+        self.parts_ref().1.accumulate() as u64
+    }
     /// Micro-batches accumulated since the last optimizer step.
-    fn pending_batches(&self) -> u32;
-    /// Write a checkpoint with `ck`; returns its directory.
-    fn save_to(
-        &self,
-        ck: &Checkpointer,
-        config: String,
-        metrics: BTreeMap<String, f64>,
-    ) -> Result<PathBuf, TrainError>;
-    /// Continue from checkpoint `dir`.
-    fn restore_from(&mut self, dir: &Path) -> Result<TrainState, TrainError>;
-}
-
-impl Resumable for CaptionTrainer {
-    fn steps_taken(&self) -> u64 {
-        self.step_count()
-    }
-    fn batches_per_step(&self) -> u64 {
-        self.stepper.accumulate() as u64
-    }
     fn pending_batches(&self) -> u32 {
-        self.stepper.pending()
+        self.parts_ref().1.pending()
     }
-    fn save_to(
+    /// Write a checkpoint (weights, optimizer, loss scale, RNG, step) with
+    /// `ck`; only between optimizer steps (accumulated gradients are not
+    /// saved). Returns its directory.
+    fn checkpoint(
         &self,
         ck: &Checkpointer,
         config: String,
         metrics: BTreeMap<String, f64>,
     ) -> Result<PathBuf, TrainError> {
-        self.checkpoint(ck, config, metrics)
+        let (vs, stepper, step, rng) = self.parts_ref();
+        let state = TrainerState {
+            step,
+            rng,
+            config,
+            metrics,
+        };
+        stepper.save_checkpoint(vs, ck, state)
     }
-    fn restore_from(&mut self, dir: &Path) -> Result<TrainState, TrainError> {
-        self.restore(dir)
-    }
-}
-
-impl Resumable for ContrastiveTrainer {
-    fn steps_taken(&self) -> u64 {
-        self.step_count()
-    }
-    fn batches_per_step(&self) -> u64 {
-        self.stepper.accumulate() as u64
-    }
-    fn pending_batches(&self) -> u32 {
-        self.stepper.pending()
-    }
-    fn save_to(
-        &self,
-        ck: &Checkpointer,
-        config: String,
-        metrics: BTreeMap<String, f64>,
-    ) -> Result<PathBuf, TrainError> {
-        self.checkpoint(ck, config, metrics)
-    }
-    fn restore_from(&mut self, dir: &Path) -> Result<TrainState, TrainError> {
-        self.restore(dir)
+    /// Continue from checkpoint `dir`: weights, optimizer, loss scale, RNG
+    /// and step.
+    fn restore(&mut self, dir: &Path) -> Result<TrainState, TrainError> {
+        let parts = self.parts();
+        let state = parts.stepper.load_checkpoint(parts.vs, dir)?;
+        *parts.step = state.step;
+        *parts.rng = state.rng;
+        Ok(state)
     }
 }
 
@@ -116,7 +110,7 @@ impl StageCheckpoints {
         let Some(dir) = self.checkpointer.latest()? else {
             return Ok(None);
         };
-        let state = trainer.restore_from(&dir)?;
+        let state = trainer.restore(&dir)?;
         self.resume_from = state.step * trainer.batches_per_step();
         Ok(Some(dir))
     }
@@ -137,7 +131,7 @@ impl StageCheckpoints {
         let steps = trainer.steps_taken();
         let just_stepped = trainer.pending_batches() == 0 && steps > 0;
         if self.every > 0 && just_stepped && steps.is_multiple_of(self.every) {
-            trainer.save_to(&self.checkpointer, config(), metrics.clone())?;
+            trainer.checkpoint(&self.checkpointer, config(), metrics.clone())?;
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ use crate::reward::{ClipScorer, Reward, RewardCache, RewardSettings, ScoreConfig
 use crate::text::ClipTokenizer;
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
+use crate::train::fluency::FluencyJudge;
 use crate::train::precision::Precision;
 use crate::train::resumable::{Resumable, StageCheckpoints};
 use crate::train::reward_cache_stage::{RewardCacheSettings, RewardCacheStage};
@@ -258,6 +259,10 @@ pub struct CaptionerStageSettings {
     /// `dicoflow cache-rewards`).
     #[serde(default)]
     pub reward_cache: Option<PathBuf>,
+    /// Log `fluency/grammatical` each step: the share of the policy's greedy
+    /// captions of the batch that this judge finds fluent.
+    #[serde(default)]
+    pub fluency_judge: Option<FluencyJudge>,
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
@@ -403,7 +408,7 @@ impl DeviceStage for CaptionerStage {
         {
             return Ok(());
         }
-        let s = match &self.cache {
+        let (pixels, s) = match &self.cache {
             Some(cache) => {
                 let k = self.trainer.config().candidates as usize;
                 let mut samples = Vec::new();
@@ -427,14 +432,25 @@ impl DeviceStage for CaptionerStage {
                     return Ok(());
                 }
                 let (pixels, _, _) = sample_tensors(&samples)?;
-                self.trainer.offline_step(&pixels, &candidates)
+                let s = self.trainer.offline_step(&pixels, &candidates);
+                (pixels, s)
             }
             None => {
                 let (pixels, keys, caps) = batch_tensors(batch)?;
-                self.trainer.step(&keys, &pixels, &caps)
+                let s = self.trainer.step(&keys, &pixels, &caps);
+                (pixels, s)
             }
+        };
+        let s = s.map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
+        if let Some(judge) = self.settings.fluency_judge {
+            let captions = self
+                .trainer
+                .caption(&pixels)
+                .map_err(|e| StageFailure::new(format!("greedy captions for fluency: {e}")))?;
+            batch
+                .metrics
+                .insert("fluency/grammatical".into(), judge.share(&captions));
         }
-        .map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
         if let Some(reward) = self.trainer.reward_mut() {
             reward.clear_images(); // images are not revisited within an epoch
         }
