@@ -272,6 +272,7 @@ fn stage_settings(root: &Path, vocab: &Vocab, reward: RewardSettings) -> Caption
         init: None,
         reward_cache: None,
         fluency_judge: None,
+        fluency_every: 10,
         out: root.join("scst"),
         device: "cpu".into(),
         checkpoint_every: 0,
@@ -326,6 +327,7 @@ fn scst_with_the_cider_d_reward_runs_in_the_pipeline() {
     });
     let mut s = stage_settings(root, &vocab, cider);
     s.fluency_judge = Some(FluencyJudge::SyntheticWorld);
+    s.fluency_every = 1;
     // The settings survive the pipeline file's TOML form.
     let text = toml::to_string(&s).unwrap();
     assert!(text.contains("kind = \"cider_d\""), "{text}");

@@ -81,6 +81,7 @@ fn settings(
         init: None,
         reward_cache: None,
         fluency_judge: None,
+        fluency_every: 10,
         out: root.join(out),
         device: "cpu".into(),
         checkpoint_every,

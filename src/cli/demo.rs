@@ -381,6 +381,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         reward_cache: None,
         // Fluency over training: the oracle grammar on each batch's greedy captions.
         fluency_judge: Some(FluencyJudge::SyntheticWorld),
+        fluency_every: 10,
         out: xe_dir.clone(),
         device: "cpu".into(),
         // An interrupted phase continues from its latest checkpoint.

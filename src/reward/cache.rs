@@ -543,6 +543,11 @@ impl RewardCache {
         self.by_key.get(key).map(Vec::as_slice)
     }
 
+    /// Image keys, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        self.by_key.keys().map(String::as_str).collect()
+    }
+
     /// Images in the cache.
     pub fn images(&self) -> usize {
         self.by_key.len()

@@ -259,10 +259,14 @@ pub struct CaptionerStageSettings {
     /// `dicoflow cache-rewards`).
     #[serde(default)]
     pub reward_cache: Option<PathBuf>,
-    /// Log `fluency/grammatical` each step: the share of the policy's greedy
-    /// captions of the batch that this judge finds fluent.
+    /// Log `fluency/grammatical` every `fluency_every` steps: the share of
+    /// the policy's greedy captions of the batch that this judge finds fluent.
     #[serde(default)]
     pub fluency_judge: Option<FluencyJudge>,
+    /// Steps between fluency measurements (greedy decoding costs about as
+    /// much as an XE step).
+    #[serde(default = "ten")]
+    pub fluency_every: u64,
     pub out: PathBuf,
     #[serde(default = "cpu")]
     pub device: String,
@@ -282,6 +286,10 @@ pub struct CaptionerStageSettings {
 
 fn two() -> usize {
     2
+}
+
+fn ten() -> u64 {
+    10
 }
 
 pub(crate) fn load_scorer(
@@ -442,7 +450,9 @@ impl DeviceStage for CaptionerStage {
             }
         };
         let s = s.map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
-        if let Some(judge) = self.settings.fluency_judge {
+        let every = self.settings.fluency_every.max(1);
+        let due = s.optimizer_step && self.trainer.step_count() % every == 1 % every;
+        if let (Some(judge), true) = (self.settings.fluency_judge, due) {
             let captions = self
                 .trainer
                 .caption(&pixels)
