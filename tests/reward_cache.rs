@@ -440,3 +440,48 @@ fn offline_dico_first_step_equals_online_dico() {
         .to_string();
     assert!(err.contains("2 cached candidates"), "{err}");
 }
+
+#[test]
+fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
+    use dicoflow::data::RowAddr;
+    use dicoflow::flow::Sample;
+    use dicoflow::train::reward_cache_stage::{provenance, RewardCacheStage};
+    let w = world();
+    let s = settings(&w);
+    let sample = |key: &str, size: u32| Sample {
+        key: key.into(),
+        captions: Vec::new(),
+        addr: RowAddr {
+            shard: 0,
+            row_group: 0,
+            row: 0,
+        },
+        worker: 0,
+        seq: 0,
+        image: Vec::new(),
+        pixels: vec![0.1; (3 * size * size) as usize],
+        size,
+    };
+    let batch = |time, samples| DeviceBatch {
+        time,
+        samples,
+        metrics: Default::default(),
+    };
+    let mut stage = RewardCacheStage::try_new(s.clone()).unwrap();
+    stage
+        .process(&mut batch(0, vec![sample("a", 32), sample("b", 32)]))
+        .unwrap();
+    // A sample preprocessed to another size: the batch cannot be computed.
+    assert!(stage
+        .process(&mut batch(1, vec![sample("c", 32), sample("d", 16)]))
+        .is_err());
+    let err = stage.finish().unwrap_err().reason;
+    assert!(err.contains("run again"), "{err}");
+    assert!(!cache::part_path(&s.out, "all").exists(), "part sealed");
+    let kept = cache::present_keys(&s.out, "all", &provenance(&s).unwrap()).unwrap();
+    assert_eq!(
+        kept,
+        ["a", "b"].iter().map(|k| k.to_string()).collect(),
+        "the computed images stay in a chunk"
+    );
+}

@@ -160,6 +160,9 @@ pub struct RewardCacheStage {
     text: CaptionText,
     writer: Option<PartWriter>,
     present: HashSet<String>,
+    /// Batches whose candidates could not be computed: the part is then not
+    /// sealed, so a re-run retries their images.
+    failed_batches: usize,
 }
 
 impl RewardCacheStage {
@@ -206,6 +209,7 @@ impl RewardCacheStage {
             text,
             writer: Some(writer),
             present,
+            failed_batches: 0,
         })
     }
 
@@ -279,6 +283,37 @@ impl RewardCacheStage {
 
 impl DeviceStage for RewardCacheStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        self.cache_batch(batch)
+            .inspect_err(|_| self.failed_batches += 1)
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        if self.failed_batches > 0 {
+            if let Some(writer) = self.writer.as_mut() {
+                writer
+                    .flush()
+                    .map_err(|e| StageFailure::new(e.to_string()))?;
+            }
+            return Err(StageFailure::new(format!(
+                "{} batches failed, so their images are not cached; the part stays open (its \
+                 chunks are kept): run again to compute only what is missing",
+                self.failed_batches
+            )));
+        }
+        if let Some(writer) = self.writer.take() {
+            let (path, rows) = writer
+                .finish()
+                .map_err(|e| StageFailure::new(e.to_string()))?;
+            tracing::info!("wrote {} ({rows} candidates)", path.display());
+        }
+        Ok(())
+    }
+}
+
+impl RewardCacheStage {
+    /// Candidates, rewards and reference log-probs of the batch's images
+    /// that are not cached yet, pushed to the part.
+    fn cache_batch(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         let todo: Vec<&Sample> = batch
             .samples
             .iter()
@@ -306,15 +341,5 @@ impl DeviceStage for RewardCacheStage {
         writer
             .push(entries)
             .map_err(|e| StageFailure::new(e.to_string()))
-    }
-
-    fn finish(&mut self) -> Result<(), StageFailure> {
-        if let Some(writer) = self.writer.take() {
-            let (path, rows) = writer
-                .finish()
-                .map_err(|e| StageFailure::new(e.to_string()))?;
-            tracing::info!("wrote {} ({rows} candidates)", path.display());
-        }
-        Ok(())
     }
 }
