@@ -461,16 +461,4 @@ impl CaptionTrainer {
     }
 }
 
-impl crate::train::resumable::Resumable for CaptionTrainer {
-    fn parts(&mut self) -> crate::train::resumable::TrainerParts<'_> {
-        crate::train::resumable::TrainerParts {
-            vs: &mut self.vs,
-            stepper: &mut self.stepper,
-            step: &mut self.step,
-            rng: &mut self.rng,
-        }
-    }
-    fn parts_ref(&self) -> (&VarStore, &Stepper, u64, Rng) {
-        (&self.vs, &self.stepper, self.step, self.rng)
-    }
-}
+crate::train::resumable::impl_resumable!(CaptionTrainer);

@@ -35,6 +35,34 @@ pub struct TrainerParts<'a> {
     pub rng: &'a mut Rng,
 }
 
+/// Implements [`Resumable`] for a trainer with fields `vs`, `stepper`,
+/// `step` and `rng`.
+macro_rules! impl_resumable {
+    ($trainer:ty) => {
+        impl $crate::train::resumable::Resumable for $trainer {
+            fn parts(&mut self) -> $crate::train::resumable::TrainerParts<'_> {
+                $crate::train::resumable::TrainerParts {
+                    vs: &mut self.vs,
+                    stepper: &mut self.stepper,
+                    step: &mut self.step,
+                    rng: &mut self.rng,
+                }
+            }
+            fn parts_ref(
+                &self,
+            ) -> (
+                &tch::nn::VarStore,
+                &$crate::train::step::Stepper,
+                u64,
+                $crate::rng::Rng,
+            ) {
+                (&self.vs, &self.stepper, self.step, self.rng)
+            }
+        }
+    };
+}
+pub(crate) use impl_resumable;
+
 /// A trainer whose weights, optimizer, RNG and step can be saved and restored.
 pub trait Resumable {
     /// The state a checkpoint holds.
