@@ -57,11 +57,7 @@ impl ClusterArgs {
     pub fn communication(&self) -> anyhow::Result<CommunicationConfig> {
         let threads = self.workers.max(1);
         if self.processes <= 1 {
-            return Ok(if threads == 1 {
-                CommunicationConfig::Thread
-            } else {
-                CommunicationConfig::Process(threads)
-            });
+            return Ok(crate::flow::run::threads_communication(threads));
         }
         anyhow::ensure!(
             self.process < self.processes,

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
 use differential_dataflow::VecCollection;
-use timely::CommunicationConfig;
 
 use super::batch::BatchTime;
 use super::error::FlowError;
+use super::run::threads_communication;
 
 /// Distinct keys of `requested` that are not in `present`.
 pub fn missing<'scope>(
@@ -33,11 +33,7 @@ pub fn missing_keys(
 ) -> Result<Vec<String>, FlowError> {
     let out: Arc<Mutex<BTreeMap<String, isize>>> = Arc::default();
     let config = timely::Config {
-        communication: if workers <= 1 {
-            CommunicationConfig::Thread
-        } else {
-            CommunicationConfig::Process(workers)
-        },
+        communication: threads_communication(workers),
         worker: timely::WorkerConfig::default(),
     };
     let present: Arc<Vec<String>> = Arc::new(present.to_vec());

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{OkErr, Operator, Probe};
 use timely::dataflow::ProbeHandle;
-use timely::CommunicationConfig;
 
 use super::batch::{BatchTime, Sample, StageError};
 use super::error::FlowError;
+use super::run::threads_communication;
 use super::source::{shard_source, SourceSettings};
 use super::state::RunState;
 use super::telemetry::Telemetry;
@@ -199,11 +199,7 @@ pub fn corpus_document_frequencies_tokenized(
     let state = Arc::new(RunState::default());
     let telemetry = Arc::new(Telemetry::default());
     let config = timely::Config {
-        communication: if workers <= 1 {
-            CommunicationConfig::Thread
-        } else {
-            CommunicationConfig::Process(workers)
-        },
+        communication: threads_communication(workers),
         worker: timely::WorkerConfig::default(),
     };
     let guards = {

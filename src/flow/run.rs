@@ -42,15 +42,20 @@ pub struct RunOptions {
     pub keep_reports: bool,
 }
 
+/// Timely's communication for `workers` threads in this process.
+pub fn threads_communication(workers: usize) -> CommunicationConfig {
+    if workers <= 1 {
+        CommunicationConfig::Thread
+    } else {
+        CommunicationConfig::Process(workers)
+    }
+}
+
 impl RunOptions {
     /// `workers` threads in this process, no log, no progress bar.
     pub fn threads(workers: usize) -> Self {
         Self {
-            communication: if workers <= 1 {
-                CommunicationConfig::Thread
-            } else {
-                CommunicationConfig::Process(workers)
-            },
+            communication: threads_communication(workers),
             run_dir: None,
             progress: false,
             keep_reports: false,

@@ -507,19 +507,15 @@ impl RewardCache {
     /// Load every finished part of `dir`; all parts must share one provenance.
     pub fn open(dir: &Path) -> Result<Self, RewardError> {
         let parts = finished_parts(dir)?;
-        let Some(first) = parts.first() else {
-            return Err(RewardError::CacheFile {
-                path: dir.into(),
-                what: "no finished parts (part-*.parquet); make them with `dicoflow \
-                       cache-rewards`"
-                    .into(),
-            });
-        };
-        let (provenance, _) = read_keys(first)?;
+        let mut provenance: Option<CacheProvenance> = None;
         let mut by_key: BTreeMap<String, Vec<CacheEntry>> = BTreeMap::new();
         for path in &parts {
             let (p, entries) = read_file(path)?;
-            p.check_same(&provenance, path)?;
+            // Every part must have been made like the first.
+            match &provenance {
+                Some(first) => p.check_same(first, path)?,
+                None => provenance = Some(p),
+            }
             for e in entries {
                 by_key.entry(e.key.clone()).or_default().push(e);
             }
@@ -527,6 +523,14 @@ impl RewardCache {
         for entries in by_key.values_mut() {
             entries.sort_by_key(|e| e.rank);
         }
+        let Some(provenance) = provenance else {
+            return Err(RewardError::CacheFile {
+                path: dir.into(),
+                what: "no finished parts (part-*.parquet); make them with `dicoflow \
+                       cache-rewards`"
+                    .into(),
+            });
+        };
         Ok(Self {
             provenance,
             by_key,

@@ -92,16 +92,9 @@ impl Candidates {
         eos: i64,
         device: Device,
     ) -> Self {
-        let len = ids.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut flat = vec![pad; ids.len() * len];
-        for (row, s) in flat.chunks_mut(len).zip(&ids) {
-            row[..s.len()].copy_from_slice(s);
-        }
         let rows = ids.len() as i64;
         Self {
-            tokens: Tensor::from_slice(&flat)
-                .view([rows, len as i64])
-                .to_device(device),
+            tokens: padded(&ids, pad, device),
             images: rows / per_image.max(1),
             per_image,
             ids,
@@ -145,4 +138,17 @@ impl Candidates {
             .view([self.images, self.per_image])
             .to_device(device)
     }
+}
+
+/// Id sequences as one `[rows, L]` i64 tensor on `device`, right-padded with
+/// `pad` to the longest (at least 1).
+pub fn padded(seqs: &[Vec<i64>], pad: i64, device: Device) -> Tensor {
+    let len = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut flat = vec![pad; seqs.len() * len];
+    for (row, s) in flat.chunks_mut(len).zip(seqs) {
+        row[..s.len()].copy_from_slice(s);
+    }
+    Tensor::from_slice(&flat)
+        .view([seqs.len() as i64, len as i64])
+        .to_device(device)
 }

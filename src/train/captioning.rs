@@ -21,7 +21,7 @@ use crate::model::ModelError;
 use crate::reward::Reward;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::candidates::{Candidates, Decoding};
+use crate::train::candidates::{padded, Candidates, Decoding};
 use crate::train::dico::{dico_loss, DicoConfig};
 use crate::train::error::TrainError;
 use crate::train::loss_scale::LossScaleConfig;
@@ -269,15 +269,7 @@ impl CaptionTrainer {
             .iter()
             .map(|c| self.text.encode_target(c, max_len))
             .collect();
-        let len = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let pad = self.policy.tokens().pad;
-        let mut flat = vec![pad; seqs.len() * len];
-        for (row, s) in flat.chunks_mut(len).zip(&seqs) {
-            row[..s.len()].copy_from_slice(s);
-        }
-        Tensor::from_slice(&flat)
-            .view([seqs.len() as i64, len as i64])
-            .to_device(self.vs.device())
+        padded(&seqs, self.policy.tokens().pad, self.vs.device())
     }
 
     /// Backward of a micro-batch loss and, at the end of an accumulation

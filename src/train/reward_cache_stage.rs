@@ -20,7 +20,7 @@ use crate::reward::cache::{self, CacheEntry, CacheProvenance, PartWriter};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::rng::Rng;
 use crate::train::candidates::{Candidates, Decoding};
-use crate::train::stages::{build_err, device_of, load_scorer, load_text, sample_tensors};
+use crate::train::stages::{build_err, cpu, device_of, load_scorer, load_text, sample_tensors};
 
 /// Settings of `reward_cache`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,9 +74,6 @@ fn all() -> String {
 }
 fn chunk_rows() -> usize {
     2048
-}
-fn cpu() -> String {
-    "cpu".into()
 }
 
 /// What goes into the cache's `dicoflow.config` metadata: every setting

@@ -122,7 +122,7 @@ pub struct EvaluatorStageSettings {
     pub resume: bool,
 }
 
-fn cpu() -> String {
+pub(crate) fn cpu() -> String {
     "cpu".into()
 }
 
