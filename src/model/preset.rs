@@ -52,3 +52,36 @@ impl<'de, T: Preset> Visitor<'de> for PresetVisitor<T> {
         T::from_fields(map)
     }
 }
+
+/// Serde for a config derived with `#[serde(remote = "Self")]` that settings
+/// files may also give by preset name: serializes its fields, deserializes a
+/// preset name (through the type's `preset(name)`) or its fields.
+macro_rules! impl_preset_serde {
+    ($config:ty, $what:literal, $names:literal) => {
+        impl serde::Serialize for $config {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$config>::serialize(self, s)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $config {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::model::preset::preset_or_fields(d)
+            }
+        }
+
+        impl $crate::model::preset::Preset for $config {
+            const WHAT: &'static str = $what;
+            const NAMES: &'static str = $names;
+
+            fn preset(name: &str) -> Option<Self> {
+                <$config>::preset(name)
+            }
+
+            fn from_fields<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+                <$config>::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+    };
+}
+pub(crate) use impl_preset_serde;

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::model::clip::ClipConfig;
-use crate::model::preset::{preset_or_fields, Preset};
+use crate::model::preset::impl_preset_serde;
 use crate::model::ModelError;
 use crate::text::clip_tokenizer::{EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE};
 
@@ -101,30 +101,7 @@ pub struct CaptionerConfig {
     pub max_len: i64,
 }
 
-impl Serialize for CaptionerConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        CaptionerConfig::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for CaptionerConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        preset_or_fields(d)
-    }
-}
-
-impl Preset for CaptionerConfig {
-    const WHAT: &'static str = "captioner config";
-    const NAMES: &'static str = "paper, tiny";
-
-    fn preset(name: &str) -> Option<Self> {
-        CaptionerConfig::preset(name)
-    }
-
-    fn from_fields<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-        CaptionerConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-    }
-}
+impl_preset_serde!(CaptionerConfig, "captioner config", "paper, tiny");
 
 impl CaptionerConfig {
     /// The paper's captioner: CLIP ViT-L/14 features (width 1024), d 512, 8 heads, ffn

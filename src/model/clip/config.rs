@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::preset::{preset_or_fields, Preset};
+use crate::model::preset::impl_preset_serde;
 use crate::model::ModelError;
 
 /// Vision tower (ViT) configuration.
@@ -56,30 +56,11 @@ pub struct ClipConfig {
     pub quick_gelu: bool,
 }
 
-impl Serialize for ClipConfig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ClipConfig::serialize(self, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClipConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        preset_or_fields(d)
-    }
-}
-
-impl Preset for ClipConfig {
-    const WHAT: &'static str = "CLIP config";
-    const NAMES: &'static str = "ViT-B-32, ViT-B-16, ViT-L-14, tiny, tiny-test";
-
-    fn preset(name: &str) -> Option<Self> {
-        ClipConfig::preset(name)
-    }
-
-    fn from_fields<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-        ClipConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-    }
-}
+impl_preset_serde!(
+    ClipConfig,
+    "CLIP config",
+    "ViT-B-32, ViT-B-16, ViT-L-14, tiny, tiny-test"
+);
 
 fn openai_text(width: i64, heads: i64) -> ClipTextConfig {
     ClipTextConfig {
