@@ -35,6 +35,13 @@ $(VENV)/.dev-tools: | venv
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) torchvision==0.28.0 pyarrow pillow
 	@touch $@
 
+# The reference readers the tests load dicoflow's output files with (tests/readers/):
+# pyarrow (Parquet), safetensors (weights), pycocotools + pycocoevalcap (COCO JSON).
+# torch is pinned in the same command so pip cannot change it.
+$(VENV)/.readers: | venv
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) numpy pyarrow safetensors pycocotools pycocoevalcap==1.2
+	@touch $@
+
 build: venv
 	cargo build --bins
 
@@ -45,7 +52,7 @@ check: venv
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-test: check
+test: check $(VENV)/.readers
 	cargo test
 
 bench-data: $(VENV)/.dev-tools

@@ -20,6 +20,7 @@ fn train_step(fc: &nn::Linear, opt: &mut AdamW, x: &Tensor) {
 fn state(step: u64, score: f64) -> TrainState {
     TrainState {
         step,
+        last_batch: Some(step * 2 + 1),
         cursors: vec![],
         rng: Rng::new(step),
         config: "[train]\nobjective = \"xe\"\n".into(),

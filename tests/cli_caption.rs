@@ -1,5 +1,6 @@
 //! `dicoflow train` (XE with CLIP BPE, no `vocab`) → `dicoflow caption` →
-//! `dicoflow eval`, end to end on shards and a tiny random CLIP the test makes.
+//! `dicoflow eval`, end to end on shards and a tiny random CLIP the test makes;
+//! the COCO files `caption` writes load in pycocotools / pycocoevalcap.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -216,6 +217,18 @@ total_steps = 2
         let row = rows.iter().find(|r| r["image_id"] == id).unwrap();
         assert_eq!(row["caption"].as_str().unwrap(), caption, "image {key}");
     }
+
+    // pycocotools and pycocoevalcap (what captioning codebases load COCO
+    // files with) read both files: every image, each shard's 2 references,
+    // every result.
+    let seen = common::reference_reader("coco_captions.py", &[&annotations, &results])
+        .unwrap_or_else(|e| panic!("the COCO toolkit rejects what `caption` wrote:\n{e}"));
+    assert_eq!(seen["images"], KEYS.len(), "{seen}");
+    assert_eq!(seen["annotations"], 2 * KEYS.len(), "{seen}");
+    assert_eq!(seen["annotation_ids_unique"], true, "{seen}");
+    assert_eq!(seen["results"], KEYS.len(), "{seen}");
+    assert_eq!(seen["evaluated"], KEYS.len(), "{seen}");
+    assert!(seen["scores"]["CIDEr"].as_f64().is_some_and(f64::is_finite));
 
     // The results and the shards' references feed `dicoflow eval`.
     let o = dicoflow(&[

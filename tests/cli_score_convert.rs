@@ -204,3 +204,83 @@ fn score_command_matches_library() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("`42`"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn score_finds_images_named_by_their_id_and_refuses_two_files_for_one_id() {
+    let dir = temp_dir("score_ids");
+    let cfg = ClipConfig::tiny();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &cfg).unwrap();
+    let weights_path = dir.join("clip.safetensors");
+    weights::save_safetensors(&vs, &weights_path).unwrap();
+    // clipscore's convention: the id is the file stem.
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let ids = ["image1", "image2"];
+    for (i, id) in ids.iter().enumerate() {
+        std::fs::write(
+            images.join(format!("{id}.png")),
+            common::png(30, 30 + i as u32, 7 * i as u32),
+        )
+        .unwrap();
+    }
+    let captions = ["a red circle", "two blue squares"];
+    let results: Vec<serde_json::Value> = ids
+        .iter()
+        .zip(captions)
+        .map(|(k, c)| serde_json::json!({"image_id": k, "caption": c}))
+        .collect();
+    let res = dir.join("res.json");
+    std::fs::write(&res, serde_json::to_string(&results).unwrap()).unwrap();
+    let score = |folder: &Path| {
+        dicoflow(&[
+            "score",
+            "--results",
+            res.to_str().unwrap(),
+            "--images",
+            folder.to_str().unwrap(),
+            "--clip",
+            weights_path.to_str().unwrap(),
+            "--clip-config",
+            "tiny",
+            "--device",
+            "cpu",
+            "--json",
+        ])
+    };
+    let o = score(&images);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: BTreeMap<String, f64> = serde_json::from_slice(&o.stdout).unwrap();
+
+    let (_vs, clip) = Clip::from_safetensors(&weights_path, &cfg, Device::Cpu).unwrap();
+    let mut scorer = ClipScorer::new(
+        clip,
+        ClipTokenizer::openai().unwrap(),
+        ScoreConfig::clip_s(),
+    );
+    let mut pre = Preprocessor::new(PreprocessConfig {
+        size: 32,
+        ..Default::default()
+    });
+    for (i, id) in ids.iter().enumerate() {
+        let px = pre
+            .process(&common::png(30, 30 + i as u32, 7 * i as u32))
+            .unwrap();
+        let t = Tensor::from_slice(&px).reshape([1, 3, 32, 32]);
+        scorer.add_images(&[id.to_string()], &t).unwrap();
+    }
+    let s = scorer.score(&ids, &captions).unwrap();
+    let want = s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
+    assert!((got["CLIP-S"] - want).abs() < 1e-5, "{got:?} vs {want}");
+
+    // `image1.jpg` next to `image1.png`: which one is image1 cannot be known.
+    std::fs::write(images.join("image1.jpg"), common::jpeg(30, 30, 1)).unwrap();
+    let o = score(&images);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("image1.jpg") && err.contains("image1.png"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -2,11 +2,18 @@
 //! ends with weights bit-identical to an uninterrupted run (CPU): the
 //! captioner stage (also when optimizer steps accumulate several batches and
 //! the crash comes mid-cycle), the evaluator stage, and `dicoflow train
-//! --resume` after the process is killed.
+//! --resume` after the process is killed. A batch whose rows were all
+//! skipped (failed downloads) makes no optimizer step; resume still skips
+//! exactly the batches the checkpoint consumed, with and without accumulation.
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BinaryArray, StringArray};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::{
     run, DeviceBatch, DeviceStage, FlowConfig, FlowError, Pipeline, RunOptions, SourceSpec,
@@ -409,5 +416,217 @@ fn train_resume_continues_a_killed_run_bit_identically() {
     assert!(
         stderr.contains("no stage of this pipeline can resume"),
         "{stderr}"
+    );
+}
+
+/// Rows of the img2dataset shard: 7 batches of 4 in file order (no shuffle),
+/// the whole of batch [`FAILED_BATCH`] failed downloads.
+const ROWS: usize = 28;
+const BATCH: usize = 4;
+const FAILED_BATCH: usize = 2;
+
+/// An img2dataset shard (`key`, `png`, `caption`, `status`) of world images
+/// under `root/i2d`, a word vocabulary and a random tiny CLIP. Rows of batch
+/// [`FAILED_BATCH`] have status `failed_to_download` and no image.
+fn setup_with_failed_batch(root: &Path) -> Vocab {
+    let spec = WorldSpec::default();
+    let mut keys = Vec::new();
+    let mut images: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut captions = Vec::new();
+    let mut status = Vec::new();
+    for i in 0..ROWS {
+        let (_, row) = dicoflow::data::world::generate_row(&spec, 0, i).unwrap();
+        let failed = i / BATCH == FAILED_BATCH;
+        keys.push(row.key);
+        images.push((!failed).then_some(row.image));
+        captions.push(row.captions[0].clone());
+        status.push(if failed {
+            "failed_to_download"
+        } else {
+            "success"
+        });
+    }
+    std::fs::create_dir_all(root.join("i2d")).unwrap();
+    common::write_columns(
+        &root.join("i2d/00000.parquet"),
+        vec![
+            ("key", Arc::new(StringArray::from(keys)) as ArrayRef),
+            (
+                "png",
+                Arc::new(BinaryArray::from_iter(images.iter().map(|b| b.as_deref()))),
+            ),
+            ("caption", Arc::new(StringArray::from(captions.clone()))),
+            ("status", Arc::new(StringArray::from(status))),
+        ],
+        8,
+    );
+    let vocab = Vocab::build(&captions, 1, None);
+    std::fs::write(
+        root.join("vocab.json"),
+        serde_json::to_string(&vocab).unwrap(),
+    )
+    .unwrap();
+    tch::manual_seed(1);
+    let vs = VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    vs.save(root.join("clip.safetensors")).unwrap();
+    vocab
+}
+
+/// Batch time → images trained (`train/samples`) in a run's `metrics.jsonl`,
+/// for the batches at or before `until`.
+fn trained_per_batch(run_dir: &Path, until: u64) -> std::collections::BTreeMap<u64, u64> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (Some(time), Some(n)) = (v["time"].as_u64(), v["metrics"]["train/samples"].as_f64())
+        else {
+            continue;
+        };
+        if time <= until {
+            assert!(
+                out.insert(time, n as u64).is_none(),
+                "batch {time} logged twice"
+            );
+        }
+    }
+    out
+}
+
+/// The failed-download dataset in file order, 4 rows per batch.
+fn i2d_pipeline(root: &Path, s: &CaptionerStageSettings, crash: bool) -> Pipeline {
+    let mut p = pipeline(root, s, crash);
+    p.source.path = Some(root.join("i2d"));
+    p.source.shuffle = false;
+    p.flow.batch_size = BATCH;
+    p
+}
+
+#[test]
+fn resume_after_a_batch_of_failed_downloads_is_bit_identical() {
+    // Steps after batches 0, 1, 3, 4, 5, 6 (batch 2 is empty); the step-3
+    // checkpoint comes after batch 3 — not after batch 2 (3 steps × 1).
+    failed_batch_crash_and_resume(1, 3, 6, 4, 3, 3);
+}
+
+#[test]
+fn resume_after_a_batch_of_failed_downloads_with_accumulation_is_bit_identical() {
+    // Cycles {0, 1}, {3, 4}, {5, 6}: the step-2 checkpoint comes after batch
+    // 4 — not after batch 3 (2 steps × 2) — and the crash at batch 5 is in
+    // the middle of the third cycle.
+    failed_batch_crash_and_resume(2, 1, 3, 5, 2, 4);
+}
+
+/// Uninterrupted run vs. a run crashing at batch `crash_at` and resumed from
+/// its latest checkpoint (step `latest_step`, written after batch
+/// `latest_batch`): the same final weights, and every non-empty batch trained
+/// exactly once.
+fn failed_batch_crash_and_resume(
+    accumulate: u32,
+    checkpoint_every: u64,
+    total_steps: u64,
+    crash_at: u64,
+    latest_step: u64,
+    latest_batch: u64,
+) {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup_with_failed_batch(root);
+    let mut reg = dicoflow::flow::Registry::with_builtins();
+    register(&mut reg);
+    reg.register_device("crash", move |_: toml::Table| {
+        Ok(Box::new(CrashAt(crash_at)) as Box<dyn DeviceStage>)
+    });
+    let opts = |log: &str| RunOptions {
+        run_dir: Some(root.join(log)),
+        ..RunOptions::threads(1)
+    };
+    let with_steps = |out: &str| {
+        let mut s = settings(root, out, &vocab, accumulate, checkpoint_every);
+        s.train.schedule.total_steps = total_steps;
+        s
+    };
+
+    let straight = with_steps("straight");
+    run(
+        &i2d_pipeline(root, &straight, false),
+        &reg,
+        &opts("log-straight"),
+    )
+    .unwrap();
+
+    let interrupted = with_steps("interrupted");
+    let err = run(
+        &i2d_pipeline(root, &interrupted, true),
+        &reg,
+        &opts("log-crashed"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, FlowError::StagePanicked { .. }), "{err}");
+    let checkpoints = Checkpointer::new(interrupted.out.join("checkpoints"), 5, None);
+    let latest = checkpoints.latest().unwrap().unwrap();
+    assert_eq!(latest, checkpoints.path_for(latest_step));
+    let state = Checkpointer::read_state(&latest).unwrap();
+    assert_eq!(state.last_batch, Some(latest_batch));
+    run(
+        &i2d_pipeline(root, &interrupted, false),
+        &reg,
+        &opts("log-resumed"),
+    )
+    .unwrap();
+    same_weights(&straight.out, &interrupted.out);
+
+    // Direct count: every batch but the failed one trained on its 4 images,
+    // once — before the checkpoint or after the resume, never both.
+    let expected: std::collections::BTreeMap<u64, u64> = (0..(ROWS / BATCH) as u64)
+        .filter(|&t| t != FAILED_BATCH as u64)
+        .map(|t| (t, BATCH as u64))
+        .collect();
+    assert_eq!(
+        trained_per_batch(&root.join("log-straight"), u64::MAX),
+        expected
+    );
+    let mut pieced = trained_per_batch(&root.join("log-crashed"), latest_batch);
+    let resumed = trained_per_batch(&root.join("log-resumed"), u64::MAX);
+    assert!(
+        resumed.keys().all(|&t| t > latest_batch),
+        "the resumed run trained again on a batch the checkpoint had seen: {resumed:?}"
+    );
+    pieced.extend(resumed);
+    assert_eq!(pieced, expected);
+    assert_eq!(
+        expected.values().sum::<u64>(),
+        (ROWS - BATCH) as u64,
+        "all rows but the failed downloads"
+    );
+}
+
+#[test]
+fn resume_refuses_a_checkpoint_without_its_last_batch() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let mut reg = dicoflow::flow::Registry::with_builtins();
+    register(&mut reg);
+    let mut s = settings(root, "old", &vocab, 1, 3);
+    s.resume = false;
+    run(&pipeline(root, &s, false), &reg, &RunOptions::threads(1)).unwrap();
+    // A checkpoint as written before batch times were recorded.
+    let dir = Checkpointer::new(s.out.join("checkpoints"), 5, None).path_for(6);
+    let state_file = dir.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(state["last_batch"], 5);
+    state.as_object_mut().unwrap().remove("last_batch");
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    s.resume = true;
+    let err = run(&pipeline(root, &s, false), &reg, &RunOptions::threads(1)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not record the last batch") && msg.contains("without `resume`"),
+        "{msg}"
     );
 }

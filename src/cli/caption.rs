@@ -38,7 +38,9 @@ pub struct CaptionArgs {
     /// COCO results file to write.
     #[arg(long)]
     pub out: PathBuf,
-    /// Also write the shards' captions as COCO annotations (for `dicoflow eval`).
+    /// Also write the shards' captions as COCO caption annotations
+    /// (`captions_val2014.json` layout, with annotation ids): for `dicoflow
+    /// eval`, pycocotools and pycocoevalcap.
     #[arg(long, value_name = "ANNOTATIONS.json")]
     pub references: Option<PathBuf>,
     /// Images per worker per batch.
@@ -74,6 +76,26 @@ pub fn image_id_of(key: &str) -> serde_json::Value {
         Ok(id) if id.to_string() == key => serde_json::json!(id),
         _ => serde_json::json!(key),
     }
+}
+
+/// The COCO captions annotations document `caption --references` writes:
+/// `info`, `licenses` (empty), `images` (`id`) and `annotations` (`id`,
+/// `image_id`, `caption`), as in `captions_val2014.json`. pycocotools'
+/// `COCO()` indexes annotations by `id` and `loadRes` copies `images`, so
+/// both are always present; annotation ids count from 1 in file order.
+fn references_document(
+    data: &Path,
+    images: Vec<serde_json::Value>,
+    annotations: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "info": {
+            "description": format!("reference captions of {}, by dicoflow caption", data.display()),
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+    })
 }
 
 /// One line of the caption stage's JSONL output.
@@ -166,20 +188,17 @@ pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
             .collect();
         let annotations: Vec<serde_json::Value> = by_key
             .values()
-            .flat_map(|r| {
-                r.references
-                    .iter()
-                    .map(|c| serde_json::json!({"image_id": image_id_of(&r.key), "caption": c}))
+            .flat_map(|r| r.references.iter().map(move |c| (r, c)))
+            .enumerate()
+            .map(|(i, (r, c))| {
+                serde_json::json!({"id": i + 1, "image_id": image_id_of(&r.key), "caption": c})
             })
             .collect();
-        let doc = serde_json::json!({"images": images, "annotations": annotations});
+        let count = annotations.len();
+        let doc = references_document(&args.data, images, annotations);
         std::fs::write(path, serde_json::to_string(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!(
-            "{} reference captions -> {}",
-            annotations.len(),
-            path.display()
-        );
+        println!("{} reference captions -> {}", count, path.display());
     }
     if duplicates > 0 {
         println!("{duplicates} rows repeated a key already captioned (skipped)");

@@ -28,6 +28,47 @@ pub struct EvalArgs {
     pub per_image: Option<PathBuf>,
 }
 
+/// The parts of a COCO captions file pycocotools needs and dicoflow's reader
+/// does not.
+#[derive(serde::Deserialize)]
+struct ToolkitView {
+    images: Option<serde::de::IgnoredAny>,
+    annotations: Vec<AnnotationId>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnnotationId {
+    id: Option<serde::de::IgnoredAny>,
+}
+
+/// Why pycocotools (and so `COCOEvalCap`) would fail on an annotations file
+/// that `dicoflow eval` accepts: annotations without `id` (`COCO()` indexes
+/// them by id: `KeyError: 'id'`), no `images` list (`loadRes` copies it).
+/// dicoflow scores such files the same (it needs only `image_id` and
+/// `caption`) and warns, so that the file is fixed before other tools see it.
+fn toolkit_gaps(text: &str) -> Vec<String> {
+    let Ok(view) = serde_json::from_str::<ToolkitView>(text) else {
+        return Vec::new(); // the reader has already accepted it; nothing to add
+    };
+    let mut gaps = Vec::new();
+    let without_id = view.annotations.iter().filter(|a| a.id.is_none()).count();
+    if without_id > 0 {
+        gaps.push(format!(
+            "{without_id} of {} annotations have no `id`: scored here, but pycocotools \
+             (COCOEvalCap) fails on this file with KeyError: 'id'",
+            view.annotations.len()
+        ));
+    }
+    if view.images.is_none() {
+        gaps.push(
+            "no `images` list: scored here over the annotated images, but pycocotools' \
+             loadRes (COCOEvalCap) fails on this file"
+                .to_owned(),
+        );
+    }
+    gaps
+}
+
 /// Runs the evaluation and prints the corpus values.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let metrics = args
@@ -35,7 +76,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| m.parse::<Metric>())
         .collect::<Result<Vec<_>, _>>()?;
-    let annotations = Annotations::load(&args.annotations)?;
+    let text = std::fs::read_to_string(&args.annotations)
+        .with_context(|| format!("reading {}", args.annotations.display()))?;
+    let annotations = Annotations::from_json_str(&text, &args.annotations)?;
+    for gap in toolkit_gaps(&text) {
+        eprintln!("warning: {}: {gap}", args.annotations.display());
+    }
     let results = load_results(&args.results)?;
     let samples = match_results(&annotations, &results)?;
     let eval = Evaluator::new().evaluate(&samples, &metrics)?;

@@ -28,9 +28,11 @@ pub struct ScoreArgs {
     /// COCO results file: `[{"image_id": .., "caption": ..}]`.
     #[arg(long)]
     pub results: PathBuf,
-    /// Images: a folder of image files (COCO names such as
-    /// `COCO_val2014_000000391895.jpg`, or the annotations' `file_name`), or Parquet
-    /// shards (file, folder or glob) whose `key` is the image id.
+    /// Images: a folder of image files, or Parquet shards (file, folder or glob)
+    /// whose `key` is the image id. In a folder, image `ID` is the file the
+    /// annotations' `file_name` names, else the file whose stem is `ID`
+    /// (`image1.png`), else, for a number, the file whose stem ends in it
+    /// (`COCO_val2014_000000391895.jpg`); two files for one id are refused.
     #[arg(long)]
     pub images: PathBuf,
     /// CLIP weights (safetensors, OpenAI or Hugging Face naming).
@@ -129,26 +131,89 @@ pub fn clip_config(spec: &str) -> anyhow::Result<ClipConfig> {
     bail!("--clip-config `{spec}` is neither a preset (ViT-B-32, ViT-B-16, ViT-L-14, tiny) nor a JSON file")
 }
 
-/// Id of a COCO-style file name: the trailing digits of its stem, without leading zeros.
-fn id_from_file_name(path: &Path) -> Option<String> {
-    let stem = path.file_stem()?.to_str()?;
-    let digits: String = stem
-        .chars()
-        .rev()
-        .take_while(char::is_ascii_digit)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if digits.is_empty() {
-        return Some(stem.to_owned());
-    }
+/// File extensions (lowercase) of the image files `--images FOLDER` considers:
+/// the formats dicoflow decodes.
+const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// The number a run of digits stands for, as text without leading zeros
+/// (`"000042"` → `"42"`), so that ids compare as integers at any length.
+fn canonical_number(digits: &str) -> String {
     let trimmed = digits.trim_start_matches('0');
-    Some(if trimmed.is_empty() {
+    if trimmed.is_empty() {
         "0".to_owned()
     } else {
         trimmed.to_owned()
-    })
+    }
+}
+
+/// The trailing digits of a file stem as a number (`COCO_val2014_000000391895`
+/// → `391895`); `None` when the stem does not end in a digit.
+fn trailing_number(stem: &str) -> Option<String> {
+    let digits = stem.len() - stem.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    (digits > 0).then(|| canonical_number(&stem[stem.len() - digits..]))
+}
+
+/// The image file of each `needed` id among `files` (a folder's listing).
+///
+/// Rules, in order:
+/// 1. the file whose stem is the id (clipscore's convention: `image1.png` is
+///    image `image1`; `391895.jpg` is image `391895`);
+/// 2. for an id made of digits, the file whose stem ends in the same number
+///    (COCO's names: `COCO_val2014_000000391895.jpg` is image `391895`;
+///    leading zeros do not count).
+///
+/// Only files with an image extension ([`IMAGE_EXTENSIONS`], any case) are
+/// considered. An id found in no file is left out (the caller reports it).
+/// Errors when the rule that decides an id matches two files (`a_12.jpg` and
+/// `b_012.png`, or `x.png` and `x.jpg`), naming both.
+fn image_files_by_id(
+    files: &[PathBuf],
+    needed: &BTreeSet<String>,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut by_stem: BTreeMap<&str, Vec<&PathBuf>> = BTreeMap::new();
+    let mut by_number: BTreeMap<String, Vec<&PathBuf>> = BTreeMap::new();
+    for path in files {
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if !is_image {
+            continue;
+        }
+        by_stem.entry(stem).or_default().push(path);
+        if let Some(number) = trailing_number(stem) {
+            by_number.entry(number).or_default().push(path);
+        }
+    }
+    let mut found = BTreeMap::new();
+    for id in needed {
+        let matches = match by_stem.get(id.as_str()) {
+            Some(exact) => exact,
+            None if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+                match by_number.get(&canonical_number(id)) {
+                    Some(numbered) => numbered,
+                    None => continue,
+                }
+            }
+            None => continue,
+        };
+        match matches.as_slice() {
+            [one] => {
+                found.insert(id.clone(), (*one).clone());
+            }
+            [first, second, ..] => bail!(
+                "image id `{id}` matches two files, {} and {}: keep one, or name each \
+                 image's file in --annotations (`images[].file_name`)",
+                first.display(),
+                second.display()
+            ),
+            [] => {}
+        }
+    }
+    Ok(found)
 }
 
 /// Streams `(key, encoded image)` of the needed keys to `f`.
@@ -188,16 +253,22 @@ fn for_each_image(
             by_key.insert(key.clone(), p);
         }
     }
+    let mut files = Vec::new();
     for entry in
         std::fs::read_dir(images).with_context(|| format!("reading {}", images.display()))?
     {
         let p = entry?.path();
-        if let Some(key) = id_from_file_name(&p) {
-            if needed.contains(&key) && p.is_file() {
-                by_key.entry(key).or_insert(p);
-            }
+        if p.is_file() {
+            files.push(p);
         }
     }
+    files.sort();
+    let rest: BTreeSet<String> = needed
+        .iter()
+        .filter(|k| !by_key.contains_key(*k))
+        .cloned()
+        .collect();
+    by_key.extend(image_files_by_id(&files, &rest)?);
     for (key, p) in by_key {
         let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
         f(key, bytes)?;
@@ -325,4 +396,80 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(files: &[&str], needed: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+        let files: Vec<PathBuf> = files.iter().map(|f| Path::new("imgs").join(f)).collect();
+        let needed = needed.iter().map(|s| s.to_string()).collect();
+        Ok(image_files_by_id(&files, &needed)?
+            .into_iter()
+            .map(|(k, p)| (k, p.file_name().unwrap().to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn clipscore_names_are_found_by_stem() {
+        // clipscore's example folder: `image1.png` is image `image1`.
+        let got = find(&["image1.png", "image2.png"], &["image1", "image2"]).unwrap();
+        assert_eq!(
+            got,
+            pairs(&[("image1", "image1.png"), ("image2", "image2.png")])
+        );
+    }
+
+    #[test]
+    fn coco_names_are_found_by_their_trailing_number() {
+        let files = [
+            "COCO_val2014_000000391895.jpg",
+            "COCO_val2014_000000000042.jpg",
+        ];
+        let got = find(&files, &["391895", "42", "0042", "7"]).unwrap();
+        assert_eq!(
+            got,
+            pairs(&[
+                ("391895", "COCO_val2014_000000391895.jpg"),
+                ("42", "COCO_val2014_000000000042.jpg"),
+                ("0042", "COCO_val2014_000000000042.jpg"),
+            ])
+        );
+        // Not numbers: only an exact stem counts.
+        assert!(find(&files, &["x391895"]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_exact_stem_comes_before_a_trailing_number() {
+        let got = find(&["a_12.jpg", "12.png"], &["12"]).unwrap();
+        assert_eq!(got, pairs(&[("12", "12.png")]));
+    }
+
+    #[test]
+    fn two_files_for_one_id_are_refused_naming_both() {
+        let err = find(&["a_12.jpg", "b_012.png"], &["12"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("a_12.jpg") && msg.contains("b_012.png"),
+            "{msg}"
+        );
+        let err = find(&["x.png", "x.JPG"], &["x"]).unwrap_err().to_string();
+        assert!(err.contains("x.png") && err.contains("x.JPG"), "{err}");
+        // Ambiguity among ids nobody asks for is no error.
+        assert!(find(&["a_12.jpg", "b_012.png"], &["5"]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_image_files_count() {
+        assert!(find(&["1.txt", "1.json"], &["1"]).unwrap().is_empty());
+        let got = find(&["1.txt", "1.WebP"], &["1"]).unwrap();
+        assert_eq!(got, pairs(&[("1", "1.WebP")]));
+    }
 }

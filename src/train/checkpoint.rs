@@ -8,7 +8,8 @@
 //! RUN/checkpoints/step-00000100/
 //!     model.safetensors      trainable and frozen weights (VarStore)
 //!     optimizer.safetensors  AdamW moments and step count
-//!     state.json             step, cursors, RNG, config, metrics, fp16 loss scale
+//!     state.json             step, last batch time, cursors, RNG, config, metrics,
+//!                            fp16 loss scale
 //! RUN/checkpoints/best.json  which checkpoint is best, by which metric
 //! ```
 
@@ -34,6 +35,15 @@ const PREFIX: &str = "step-";
 pub struct TrainState {
     /// Optimizer steps completed.
     pub step: u64,
+    /// The dataflow time (batch number) of the last batch consumed before
+    /// this checkpoint: a resumed training stage skips the batches up to and
+    /// including it. Recorded from what was read, not derived from `step`:
+    /// a batch whose rows were all skipped makes no optimizer step, and an
+    /// accumulation cycle spans several batches. `None` in checkpoints
+    /// written outside a dataflow and by versions before this field, which
+    /// a training stage refuses to resume from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_batch: Option<u64>,
     /// One cursor per data worker.
     pub cursors: Vec<Cursor>,
     /// The training RNG (sampling, dropout seeds) after `step`.
@@ -210,14 +220,20 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// Load weights and optimizer state from `dir` and return the rest.
-    pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut AdamW) -> Result<TrainState, TrainError> {
+    /// The state of checkpoint `dir` (its `state.json`), without loading any
+    /// tensors.
+    pub fn read_state(dir: &Path) -> Result<TrainState, TrainError> {
         let state_path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-        let state: TrainState = serde_json::from_str(&text).map_err(|e| TrainError::State {
+        serde_json::from_str(&text).map_err(|e| TrainError::State {
             path: state_path.clone(),
             what: e.to_string(),
-        })?;
+        })
+    }
+
+    /// Load weights and optimizer state from `dir` and return the rest.
+    pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut AdamW) -> Result<TrainState, TrainError> {
+        let state = Self::read_state(dir)?;
         vs.load(dir.join(MODEL_FILE))?;
         opt.load(&dir.join(OPTIMIZER_FILE))?;
         Ok(state)

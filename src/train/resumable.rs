@@ -2,11 +2,21 @@
 //! that can save and restore itself ([`Resumable`]) and the stage-side policy
 //! ([`StageCheckpoints`]): write `out/checkpoints/step-N` every N steps, keep
 //! the last few, and on resume restore the latest and skip the batches it
-//! has already trained on. The data order is a function of the seed and a
-//! trainer steps once per `accumulate` batches, so the first
-//! `step × accumulate` batches of a resumed run are exactly those the
+//! has already consumed.
+//!
+//! Which batches those are is recorded, not derived: each checkpoint holds
+//! the dataflow time of the batch after which it was written
+//! ([`TrainState::last_batch`]), and a resumed run skips every batch up to
+//! and including that time. Counting `step × accumulate` batches instead
+//! would be wrong whenever a batch makes no step — all of its rows skipped
+//! (failed downloads, undecodable images), too few for the contrastive loss,
+//! no cached candidates — and would train one batch twice and never reach
+//! the last. The data order is a function of the seed, so the batches a
+//! resumed run sees at times up to `last_batch` are exactly those the
 //! checkpoint has seen. Checkpoints are only taken right after an optimizer
-//! step (accumulated gradients are not saved).
+//! step (accumulated gradients are not saved): a crash in the middle of an
+//! accumulation cycle loses its micro-batches, which come after
+//! `last_batch` and are recomputed by the resumed run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,16 +94,30 @@ pub trait Resumable {
     }
     /// Write a checkpoint (weights, optimizer, loss scale, RNG, step) with
     /// `ck`; only between optimizer steps (accumulated gradients are not
-    /// saved). Returns its directory.
+    /// saved). Returns its directory. It records no batch time, so a
+    /// training stage cannot resume from it: stages use
+    /// [`Resumable::checkpoint_after_batch`].
     fn checkpoint(
         &self,
         ck: &Checkpointer,
         config: String,
         metrics: BTreeMap<String, f64>,
     ) -> Result<PathBuf, TrainError> {
+        self.checkpoint_after_batch(ck, None, config, metrics)
+    }
+    /// [`Resumable::checkpoint`], recording `last_batch`: the dataflow time
+    /// of the last batch consumed (see [`TrainState::last_batch`]).
+    fn checkpoint_after_batch(
+        &self,
+        ck: &Checkpointer,
+        last_batch: Option<u64>,
+        config: String,
+        metrics: BTreeMap<String, f64>,
+    ) -> Result<PathBuf, TrainError> {
         let (vs, stepper, step, rng) = self.parts_ref();
         let state = TrainerState {
             step,
+            last_batch,
             rng,
             config,
             metrics,
@@ -116,8 +140,8 @@ pub trait Resumable {
 pub struct StageCheckpoints {
     checkpointer: Checkpointer,
     every: u64,
-    /// Batches before this time were trained on before a resume.
-    resume_from: u64,
+    /// Batches at or before this time were consumed before a resume.
+    resumed_after: Option<u64>,
 }
 
 impl StageCheckpoints {
@@ -127,39 +151,69 @@ impl StageCheckpoints {
         Self {
             checkpointer: Checkpointer::new(out.join(CHECKPOINTS_DIR), keep_last, None),
             every,
-            resume_from: 0,
+            resumed_after: None,
         }
     }
 
     /// Restore `trainer` from the latest checkpoint, if there is one, and
     /// remember which batches to skip. Returns the checkpoint used; `None`
     /// means there was none and training starts from scratch.
+    ///
+    /// Errors: [`TrainError::State`] when the checkpoint does not record the
+    /// last batch it consumed (written before batch times were recorded):
+    /// which batches it has seen cannot be known exactly, so the stage has to
+    /// start again without `resume`.
     pub fn resume<T: Resumable>(&mut self, trainer: &mut T) -> Result<Option<PathBuf>, TrainError> {
         let Some(dir) = self.checkpointer.latest()? else {
             return Ok(None);
         };
-        let state = trainer.restore(&dir)?;
-        self.resume_from = state.step * trainer.batches_per_step();
+        let last_batch = Checkpointer::read_state(&dir)?.last_batch;
+        let Some(last_batch) = last_batch else {
+            return Err(TrainError::State {
+                path: dir,
+                what: "the checkpoint does not record the last batch it trained on (written \
+                       by an older dicoflow, or outside a training stage), so a resume could \
+                       train some batches twice or never; run the stage again without \
+                       `resume` (or move its `checkpoints` directory away)"
+                    .into(),
+            });
+        };
+        trainer.restore(&dir)?;
+        self.resumed_after = Some(last_batch);
         Ok(Some(dir))
     }
 
-    /// Whether batch `time` was trained on before the resume.
-    pub fn already_trained(&self, time: u64) -> bool {
-        time < self.resume_from
+    /// The last batch time consumed before the resume, once resumed.
+    pub fn resumed_after(&self) -> Option<u64> {
+        self.resumed_after
     }
 
-    /// After a step: write a checkpoint if one is due. `config` is the
-    /// stage's settings as TOML; `metrics` the step's.
-    pub fn after_step<T: Resumable>(
+    /// Whether batch `time` was consumed before the resume (at or before the
+    /// checkpoint's `last_batch`).
+    pub fn already_trained(&self, time: u64) -> bool {
+        self.resumed_after.is_some_and(|last| time <= last)
+    }
+
+    /// After the trainer has consumed batch `time`: write a checkpoint if one
+    /// is due (right after every `every`-th optimizer step), recording
+    /// `time` as its last batch. `config` is the stage's settings as TOML;
+    /// `metrics` the step's.
+    pub fn after_batch<T: Resumable>(
         &self,
         trainer: &T,
+        time: u64,
         config: impl FnOnce() -> String,
         metrics: &BTreeMap<String, f64>,
     ) -> Result<(), TrainError> {
         let steps = trainer.steps_taken();
         let just_stepped = trainer.pending_batches() == 0 && steps > 0;
         if self.every > 0 && just_stepped && steps.is_multiple_of(self.every) {
-            trainer.checkpoint(&self.checkpointer, config(), metrics.clone())?;
+            trainer.checkpoint_after_batch(
+                &self.checkpointer,
+                Some(time),
+                config(),
+                metrics.clone(),
+            )?;
         }
         Ok(())
     }

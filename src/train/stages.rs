@@ -141,9 +141,10 @@ fn resume_if_asked<T: Resumable>(
         .map_err(|e| build_err(stage)(format!("resuming: {e}")))?
     {
         Some(dir) => tracing::info!(
-            "{stage}: resuming from {} at step {}",
+            "{stage}: resuming from {} at step {}, after batch {}",
             dir.display(),
-            trainer.steps_taken()
+            trainer.steps_taken(),
+            checkpoints.resumed_after().unwrap_or_default()
         ),
         None => tracing::info!("{stage}: no checkpoint yet, starting from scratch"),
     }
@@ -210,8 +211,9 @@ impl DeviceStage for EvaluatorStage {
                 .insert("evaluator/loss_scale".into(), s.loss_scale);
         }
         self.checkpoints
-            .after_step(
+            .after_batch(
                 &self.trainer,
+                batch.time,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
             )
@@ -416,7 +418,7 @@ impl DeviceStage for CaptionerStage {
         {
             return Ok(());
         }
-        let (pixels, s) = match &self.cache {
+        let (pixels, s, trained) = match &self.cache {
             Some(cache) => {
                 let k = self.trainer.config().candidates as usize;
                 let mut samples = Vec::new();
@@ -441,12 +443,12 @@ impl DeviceStage for CaptionerStage {
                 }
                 let (pixels, _, _) = sample_tensors(&samples)?;
                 let s = self.trainer.offline_step(&pixels, &candidates);
-                (pixels, s)
+                (pixels, s, samples.len())
             }
             None => {
                 let (pixels, keys, caps) = batch_tensors(batch)?;
                 let s = self.trainer.step(&keys, &pixels, &caps);
-                (pixels, s)
+                (pixels, s, keys.len())
             }
         };
         let s = s.map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
@@ -464,6 +466,7 @@ impl DeviceStage for CaptionerStage {
         if let Some(reward) = self.trainer.reward_mut() {
             reward.clear_images(); // images are not revisited within an epoch
         }
+        batch.metrics.insert("train/samples".into(), trained as f64);
         batch.metrics.insert("train/loss".into(), s.loss);
         batch.metrics.insert("train/lr".into(), s.lr);
         if s.optimizer_step && !s.skipped_step {
@@ -482,8 +485,9 @@ impl DeviceStage for CaptionerStage {
             batch.metrics.insert(k, v);
         }
         self.checkpoints
-            .after_step(
+            .after_batch(
                 &self.trainer,
+                batch.time,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
             )

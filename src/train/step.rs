@@ -142,6 +142,9 @@ impl Stepper {
 #[derive(Debug, Clone)]
 pub struct TrainerState {
     pub step: u64,
+    /// The dataflow time of the last batch the trainer has consumed (see
+    /// [`TrainState::last_batch`]); `None` outside a dataflow.
+    pub last_batch: Option<u64>,
     pub rng: crate::rng::Rng,
     pub config: String,
     pub metrics: std::collections::BTreeMap<String, f64>,
@@ -169,6 +172,7 @@ impl Stepper {
         }
         let full = TrainState {
             step: state.step,
+            last_batch: state.last_batch,
             cursors: Vec::new(),
             rng: state.rng,
             config: state.config,

@@ -91,3 +91,42 @@ pub fn write_columns(path: &Path, columns: Vec<(&str, ArrayRef)>, rows_per_group
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
+
+/// The reference readers' interpreter: the project's virtualenv, where
+/// `make test` installs pyarrow, safetensors, pycocotools and pycocoevalcap.
+pub fn reference_python() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+/// Runs the reference reader `tests/readers/SCRIPT` on `args` and returns
+/// what it printed (one JSON value), or its stderr when the reader rejects
+/// the files. Panics, saying to run `make test`, when the interpreter or a
+/// reader package is missing: a missing reader is never a silent pass.
+pub fn reference_reader(script: &str, args: &[&Path]) -> Result<serde_json::Value, String> {
+    const HINT: &str = "run `make test` (installs the reference readers)";
+    let python = reference_python();
+    assert!(python.exists(), "no Python at {}: {HINT}", python.display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/readers")
+        .join(script);
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}; {HINT}", python.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "a reference reader is not installed: {HINT}\n{stderr}"
+    );
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}): {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    }))
+}
