@@ -152,10 +152,10 @@ impl<'a> Stage<'a> {
 
     /// Same word key.
     pub(crate) fn match_exact(&mut self, module: usize) {
-        let (k1, k2) = (&self.s1.keys, &self.s2.keys);
-        for j in 0..k2.len() {
-            for i in 0..k1.len() {
-                if k1[i] == k2[j] {
+        let (s1, s2) = (self.s1, self.s2);
+        for (j, k2) in s2.keys.iter().enumerate() {
+            for (i, k1) in s1.keys.iter().enumerate() {
+                if k1 == k2 {
                     self.one_to_one(module, j, i);
                 }
             }

@@ -149,11 +149,10 @@ impl Normalizer {
                     // U.S. -> US
                     sb.push_str(&word.replace('.', ""));
                 } else if kind == Some(Prefix::Any)
+                    // Before a lower-case word (catches unlisted `Inc.`).
                     || next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_lowercase()))
-                {
-                    sb.push_str(word);
-                } else if kind == Some(Prefix::NumericOnly)
-                    && next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+                    || (kind == Some(Prefix::NumericOnly)
+                        && next.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())))
                 {
                     sb.push_str(word);
                 } else {

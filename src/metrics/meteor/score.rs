@@ -104,17 +104,17 @@ impl MeteorStats {
             + ((1.0 - DELTA) * self.reference_function_words);
         let mut test_weighted = 0.0;
         let mut reference_weighted = 0.0;
-        for i in 0..MODULES {
-            test_weighted += self.test_content[i] * MODULE_WEIGHTS[i] * DELTA;
+        for (i, w) in MODULE_WEIGHTS.iter().enumerate() {
+            test_weighted += self.test_content[i] * w * DELTA;
         }
-        for i in 0..MODULES {
-            reference_weighted += self.reference_content[i] * MODULE_WEIGHTS[i] * DELTA;
+        for (i, w) in MODULE_WEIGHTS.iter().enumerate() {
+            reference_weighted += self.reference_content[i] * w * DELTA;
         }
-        for i in 0..MODULES {
-            test_weighted += self.test_function[i] * MODULE_WEIGHTS[i] * (1.0 - DELTA);
+        for (i, w) in MODULE_WEIGHTS.iter().enumerate() {
+            test_weighted += self.test_function[i] * w * (1.0 - DELTA);
         }
-        for i in 0..MODULES {
-            reference_weighted += self.reference_function[i] * MODULE_WEIGHTS[i] * (1.0 - DELTA);
+        for (i, w) in MODULE_WEIGHTS.iter().enumerate() {
+            reference_weighted += self.reference_function[i] * w * (1.0 - DELTA);
         }
         let precision = test_weighted / test_weighted_length;
         let recall = reference_weighted / reference_weighted_length;
