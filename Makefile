@@ -17,7 +17,7 @@ export LIBTORCH_USE_PYTORCH := 1
 
 DEMO_ARGS ?=
 
-.PHONY: all venv demo test build check bench-data bench-eval clean-venv env
+.PHONY: all venv demo test build check bench-data bench-eval meteor-data clean-venv env
 
 all: build
 
@@ -52,7 +52,7 @@ check: venv
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-test: check $(VENV)/.readers
+test: check $(VENV)/.readers meteor-data
 	cargo test
 
 bench-data: $(VENV)/.dev-tools
@@ -64,8 +64,27 @@ $(CURDIR)/.pyenv/.ready:
 	$(CURDIR)/.pyenv/bin/pip install --quiet --disable-pip-version-check pycocoevalcap
 	@touch $@
 
-bench-eval: venv $(CURDIR)/.pyenv/.ready
+# METEOR 1.5's English data, as pycocoevalcap ships it: the paraphrase table
+# (data/paraphrase-en.gz in the wheel) and, from inside meteor-1.5.jar, the
+# function words, WordNet synsets and exceptions, and the non-breaking prefixes.
+# Taken from the pinned wheel on PyPI (no Java needed); read by
+# `dicoflow eval --metrics meteor` and the METEOR parity test.
+METEOR_DATA := $(CURDIR)/.meteor
+PYCOCOEVALCAP_VERSION := 1.2
+
+meteor-data: $(METEOR_DATA)/.ready
+
+$(METEOR_DATA)/.ready: | venv
+	rm -rf $(METEOR_DATA)/wheel
+	$(VENV)/bin/pip download --quiet --disable-pip-version-check --no-deps \
+		pycocoevalcap==$(PYCOCOEVALCAP_VERSION) -d $(METEOR_DATA)/wheel
+	$(VENV)/bin/python examples/bench_eval/extract_meteor_data.py $(METEOR_DATA)/wheel/pycocoevalcap-*.whl $(METEOR_DATA)
+	rm -rf $(METEOR_DATA)/wheel
+	@touch $@
+
+bench-eval: venv $(CURDIR)/.pyenv/.ready meteor-data
 	bash examples/bench_eval/run.sh 3
+	METRICS=meteor bash examples/bench_eval/run.sh 1
 
 # Print the environment the Makefile uses, to run cargo by hand: eval "$$(make env)"
 env: venv

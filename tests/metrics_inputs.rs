@@ -206,9 +206,10 @@ fn api_errors() {
         Err(MetricsError::NoImages)
     ));
     assert!(matches!(
-        "meteor".parse::<Metric>(),
+        "spice".parse::<Metric>(),
         Err(MetricsError::UnknownMetric(_))
     ));
+    assert_eq!("METEOR".parse::<Metric>().unwrap(), Metric::Meteor);
     assert_eq!("ROUGE-L".parse::<Metric>().unwrap(), Metric::RougeL);
 }
 
@@ -248,6 +249,7 @@ fn cli_writes_per_image_scores() {
         metrics: vec!["bleu".into(), "cider".into()],
         json: true,
         per_image: Some(out.clone()),
+        meteor_data: None,
     };
     run(&args).unwrap();
     let rows: serde_json::Value =
@@ -259,11 +261,14 @@ fn cli_writes_per_image_scores() {
     assert!(rows[0]["Bleu_1"].as_f64().unwrap() > 0.0);
     assert!(rows[0].get("ROUGE_L").is_none());
 
+    // METEOR without its data: an error that says how to get it.
     let bad = EvalArgs {
         metrics: vec!["meteor".into()],
         per_image: None,
+        meteor_data: Some(d.join("no-meteor-data")),
         ..args
     };
-    assert!(run(&bad).unwrap_err().to_string().contains("meteor"));
+    let err = format!("{:#}", run(&bad).unwrap_err());
+    assert!(err.contains("make meteor-data"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }

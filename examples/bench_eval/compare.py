@@ -20,9 +20,14 @@ if len(args) > 3:
     tpi = json.load(open(args[2]))
     rpi = json.load(open(args[3]))
     assert [r["image_id"] for r in tpi] == [r["image_id"] for r in rpi], "image order differs"
+    close = {}
     for a, b in zip(tpi, rpi):
         for k, v in a.items():
             if k != "image_id":
-                worst, n = max(worst, abs(float(v) - b[k])), n + 1
+                d = abs(float(v) - b[k])
+                worst, n = max(worst, d), n + 1
+                close[k] = close.get(k, 0) + (d <= 1e-6)
+    for k, c in close.items():
+        print(f"{k}: {c} of {len(tpi)} images within 1e-6")
 print(f"compared {n} values; largest absolute difference {worst!r}")
 sys.exit(0 if worst <= tol else 1)

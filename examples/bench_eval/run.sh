@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark: pycocoevalcap vs `dicoflow eval` on a generated 5,000-image,
-# 5-reference set. Run from the crate root after creating .pyenv:
+# 5-reference set, for the metrics in $METRICS (default bleu,rouge,cider;
+# `meteor` needs Java for the toolkit and `make meteor-data` for dicoflow).
+# Run from the crate root after creating .pyenv:
 #   python3 -m venv .pyenv && .pyenv/bin/pip install pycocoevalcap
-#   bash examples/bench_eval/run.sh [RUNS]
+#   [METRICS=meteor] bash examples/bench_eval/run.sh [RUNS]
 set -euo pipefail
 runs=${1:-3}
+export METRICS=${METRICS:-bleu,rouge,cider}
+echo "metrics: $METRICS"
 dir=$(mktemp -d)
 python3 examples/bench_eval/make_bench_set.py "$dir" 5000
 cargo build -q --release
@@ -15,7 +19,7 @@ for i in $(seq "$runs"); do
   tail -1 "$dir/tk.err"
   /usr/bin/time -f "dicoflow: %e s wall, %U s user" \
     target/release/dicoflow eval --annotations "$dir/annotations.json" \
-    --results "$dir/results.json" --json --per-image "$dir/rs_pi.json" > "$dir/rs.json"
+    --results "$dir/results.json" --metrics "$METRICS" --json --per-image "$dir/rs_pi.json" > "$dir/rs.json"
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 cat "$dir/rs.json"

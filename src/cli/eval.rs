@@ -2,11 +2,12 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::metrics::coco::{load_results, match_results, Annotations};
-use crate::metrics::{Evaluator, Metric};
+use crate::metrics::{meteor, Evaluator, Meteor, Metric};
 
 /// Arguments of `dicoflow eval`.
 #[derive(clap::Args, Debug)]
@@ -17,9 +18,16 @@ pub struct EvalArgs {
     /// Results: `[{"image_id": ..., "caption": ...}]`.
     #[arg(long)]
     pub results: PathBuf,
-    /// Metrics to compute: bleu, rouge, cider.
+    /// Metrics to compute: bleu, meteor, rouge, cider. `meteor` needs
+    /// METEOR's data (`--meteor-data`).
     #[arg(long, value_delimiter = ',', default_value = "bleu,rouge,cider")]
     pub metrics: Vec<String>,
+    /// Directory with METEOR 1.5's English data (paraphrase-en.gz,
+    /// english.synsets, english.exceptions, english.words, english.prefixes),
+    /// as `make meteor-data` writes it. Default: $DICOFLOW_METEOR_DATA, else
+    /// ./.meteor. Read only when `--metrics` includes meteor.
+    #[arg(long, value_name = "DIR")]
+    pub meteor_data: Option<PathBuf>,
     /// Print one JSON object of metric name to value instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -84,7 +92,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let results = load_results(&args.results)?;
     let samples = match_results(&annotations, &results)?;
-    let eval = Evaluator::new().evaluate(&samples, &metrics)?;
+    let mut evaluator = Evaluator::new();
+    if metrics.contains(&Metric::Meteor) {
+        let dir = meteor::data_dir(args.meteor_data.as_deref());
+        let m = Meteor::load(&dir).context("--metrics meteor")?;
+        evaluator = evaluator.with_meteor(Arc::new(m));
+    }
+    let eval = evaluator.evaluate(&samples, &metrics)?;
 
     if let Some(path) = &args.per_image {
         let rows: Vec<serde_json::Value> = eval

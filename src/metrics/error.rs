@@ -65,6 +65,13 @@ pub enum MetricsError {
         references: usize,
     },
     /// A metric name that is not known.
-    #[error("unknown metric {0:?} (known: bleu, rouge, cider)")]
+    #[error("unknown metric {0:?} (known: bleu, meteor, rouge, cider)")]
     UnknownMetric(String),
+    /// METEOR was asked for but the evaluator has no METEOR data loaded
+    /// (see [`Evaluator::with_meteor`](super::Evaluator::with_meteor)).
+    #[error("METEOR was requested but its data is not loaded; load it with Meteor::load (`dicoflow eval --meteor-data DIR`; `make meteor-data` fills .meteor/)")]
+    MeteorNotLoaded,
+    /// METEOR failed.
+    #[error(transparent)]
+    Meteor(#[from] super::meteor::MeteorError),
 }

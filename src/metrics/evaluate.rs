@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::bleu::bleu;
 use super::cider::cider_d;
 use super::coco::{ImageId, Sample};
 use super::error::MetricsError;
+use super::meteor::Meteor;
 use super::ptb_tokenizer::PtbTokenizer;
 use super::rouge::rouge_l;
 
@@ -17,6 +19,9 @@ use super::rouge::rouge_l;
 pub enum Metric {
     /// BLEU-1..4, reported as `Bleu_1`..`Bleu_4`.
     Bleu,
+    /// METEOR 1.5 (`-l en -norm`), reported as `METEOR`. Needs its data:
+    /// [`Evaluator::with_meteor`].
+    Meteor,
     /// ROUGE-L, reported as `ROUGE_L`.
     RougeL,
     /// CIDEr-D, reported as `CIDEr`.
@@ -24,13 +29,15 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// All metrics, in the toolkit's order.
+    /// Every metric that needs no data files, in the toolkit's order (all
+    /// but [`Metric::Meteor`]).
     pub const ALL: [Metric; 3] = [Metric::Bleu, Metric::RougeL, Metric::CiderD];
 
     /// The names this metric reports, as the toolkit names them.
     pub fn names(self) -> &'static [&'static str] {
         match self {
             Metric::Bleu => &["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"],
+            Metric::Meteor => &["METEOR"],
             Metric::RougeL => &["ROUGE_L"],
             Metric::CiderD => &["CIDEr"],
         }
@@ -40,11 +47,12 @@ impl Metric {
 impl FromStr for Metric {
     type Err = MetricsError;
 
-    /// Accepts `bleu`, `rouge` / `rouge_l` / `rouge-l`, `cider` / `cider-d`,
-    /// in any case.
+    /// Accepts `bleu`, `meteor`, `rouge` / `rouge_l` / `rouge-l`, `cider` /
+    /// `cider-d`, in any case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "bleu" => Ok(Metric::Bleu),
+            "meteor" => Ok(Metric::Meteor),
             "rouge" | "rouge_l" | "rouge-l" => Ok(Metric::RougeL),
             "cider" | "cider-d" | "cider_d" => Ok(Metric::CiderD),
             _ => Err(MetricsError::UnknownMetric(s.to_string())),
@@ -85,11 +93,23 @@ impl Evaluation {
 }
 
 /// Scores already tokenized captions (`references[i]` belongs to
-/// `candidates[i]`), skipping tokenization.
+/// `candidates[i]`), skipping tokenization. [`Metric::Meteor`] is an error
+/// here ([`MetricsError::MeteorNotLoaded`]): use [`score_tokenized_with`].
 pub fn score_tokenized(
     candidates: &[String],
     references: &[Vec<String>],
     metrics: &[Metric],
+) -> Result<Vec<MetricScores>, MetricsError> {
+    score_tokenized_with(candidates, references, metrics, None)
+}
+
+/// [`score_tokenized`] with METEOR's data, when [`Metric::Meteor`] is asked
+/// for (else [`MetricsError::MeteorNotLoaded`]).
+pub fn score_tokenized_with(
+    candidates: &[String],
+    references: &[Vec<String>],
+    metrics: &[Metric],
+    meteor: Option<&Meteor>,
 ) -> Result<Vec<MetricScores>, MetricsError> {
     if candidates.len() != references.len() {
         return Err(MetricsError::LengthMismatch {
@@ -103,11 +123,14 @@ pub fn score_tokenized(
     let mut metrics = metrics.to_vec();
     metrics.sort();
     metrics.dedup();
+    if metrics.contains(&Metric::Meteor) && meteor.is_none() {
+        return Err(MetricsError::MeteorNotLoaded);
+    }
     // The metrics are independent: compute them on separate threads.
-    let results: Vec<Vec<MetricScores>> = std::thread::scope(|scope| {
+    let results: Vec<Result<Vec<MetricScores>, MetricsError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = metrics
             .iter()
-            .map(|&m| scope.spawn(move || score_one(m, candidates, references)))
+            .map(|&m| scope.spawn(move || score_one(m, candidates, references, meteor)))
             .collect();
         handles
             .into_iter()
@@ -117,11 +140,20 @@ pub fn score_tokenized(
             })
             .collect()
     });
-    Ok(results.into_iter().flatten().collect())
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
 }
 
-fn score_one(m: Metric, candidates: &[String], references: &[Vec<String>]) -> Vec<MetricScores> {
-    match m {
+fn score_one(
+    m: Metric,
+    candidates: &[String],
+    references: &[Vec<String>],
+    meteor: Option<&Meteor>,
+) -> Result<Vec<MetricScores>, MetricsError> {
+    Ok(match m {
         Metric::Bleu => {
             let b = bleu(candidates, references);
             m.names()
@@ -133,6 +165,15 @@ fn score_one(m: Metric, candidates: &[String], references: &[Vec<String>]) -> Ve
                     per_image: b.per_image.iter().map(|v| v[k]).collect(),
                 })
                 .collect()
+        }
+        Metric::Meteor => {
+            let meteor = meteor.ok_or(MetricsError::MeteorNotLoaded)?;
+            let (corpus, per_image) = meteor.score_corpus(candidates, references)?;
+            vec![MetricScores {
+                name: "METEOR",
+                corpus,
+                per_image,
+            }]
         }
         Metric::RougeL => {
             let s = rouge_l(candidates, references);
@@ -150,20 +191,27 @@ fn score_one(m: Metric, candidates: &[String], references: &[Vec<String>]) -> Ve
                 per_image: s.per_image,
             }]
         }
-    }
+    })
 }
 
-/// Evaluates captions; holds the tokenizer so repeated evaluations (e.g.
-/// during training) do not rebuild it.
+/// Evaluates captions; holds the tokenizer (and METEOR's data, if loaded) so
+/// repeated evaluations (e.g. during training) do not rebuild them.
 #[derive(Debug, Default)]
 pub struct Evaluator {
     tokenizer: PtbTokenizer,
+    meteor: Option<Arc<Meteor>>,
 }
 
 impl Evaluator {
-    /// Builds an evaluator.
+    /// Builds an evaluator without METEOR.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Enables [`Metric::Meteor`] with loaded data.
+    pub fn with_meteor(mut self, meteor: Arc<Meteor>) -> Self {
+        self.meteor = Some(meteor);
+        self
     }
 
     /// Evaluates samples in the given order (which the corpus means follow).
@@ -196,7 +244,7 @@ impl Evaluator {
             .collect();
         Ok(Evaluation {
             image_ids: samples.iter().map(|s| s.image_id.clone()).collect(),
-            scores: score_tokenized(&tok_cands, &tok_refs, metrics)?,
+            scores: score_tokenized_with(&tok_cands, &tok_refs, metrics, self.meteor.as_deref())?,
         })
     }
 

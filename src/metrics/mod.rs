@@ -1,14 +1,15 @@
 //! Caption metrics with the numbers of the COCO caption toolkit
-//! (pycocoevalcap): PTB tokenization, BLEU-1..4, ROUGE-L and CIDEr-D.
+//! (pycocoevalcap): PTB tokenization, BLEU-1..4, METEOR 1.5, ROUGE-L and
+//! CIDEr-D. METEOR needs the toolkit's data files ([`meteor::Meteor::load`]).
 //!
-//! METEOR and SPICE are not provided: the toolkit computes them with Java
-//! programs and data (paraphrase tables, a parser) whose results cannot be
-//! reproduced exactly here.
+//! SPICE is not provided: the toolkit runs a Java scene-graph parser with
+//! Stanford CoreNLP models it downloads at first use.
 pub mod bleu;
 pub mod cider;
 pub mod coco;
 pub mod error;
 pub mod evaluate;
+pub mod meteor;
 mod numeric;
 mod ptb_lexer;
 pub mod ptb_tokenizer;
@@ -19,4 +20,5 @@ pub mod scores;
 pub use coco::{Annotations, CaptionResult, ImageId, Sample};
 pub use error::MetricsError;
 pub use evaluate::{Evaluation, Evaluator, Metric, MetricScores};
+pub use meteor::{Meteor, MeteorError};
 pub use ptb_tokenizer::PtbTokenizer;
