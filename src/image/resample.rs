@@ -343,7 +343,8 @@ fn vertical<T: Sample>(src: &Window<T>, ay: &AxisTaps, cols: Range<usize>) -> Wi
 }
 
 /// 8-bit horizontal pass with `B` bands: the same sums as [`Sample::convolve`]
-/// (integer sums, so the order of terms does not matter), written for speed.
+/// (integer sums, so the order of terms does not matter), written as plain
+/// indexed loops because dicoflow itself is built at `-O1` in the dev profile.
 fn horizontal_u8<const B: usize>(
     src: &Window<u8>,
     ax: &AxisTaps,
@@ -351,24 +352,39 @@ fn horizontal_u8<const B: usize>(
 ) -> Window<u8> {
     let out_w = ax.keep.len();
     let row_len = src.width * B;
+    let ksize = ax.ksize;
     let mut data = vec![0u8; out_w * rows.len() * B];
-    for (line, out) in src.data[(rows.start - src.y0) * row_len..(rows.end - src.y0) * row_len]
-        .chunks_exact(row_len)
-        .zip(data.chunks_exact_mut(out_w * B))
-    {
-        for (i, px) in out.chunks_exact_mut(B).enumerate() {
-            let (start, fixed, _) = ax.taps(i);
-            let taps = &line[(start - src.x0) * B..(start - src.x0 + fixed.len()) * B];
+    let mut oy = 0;
+    for y in rows.clone() {
+        let line = &src.data[(y - src.y0) * row_len..(y - src.y0 + 1) * row_len];
+        let out = &mut data[oy * out_w * B..(oy + 1) * out_w * B];
+        let mut i = 0;
+        while i < out_w {
+            let len = ax.lens[i];
+            let k = &ax.fixed[i * ksize..i * ksize + len];
+            let start = (ax.starts[i] - src.x0) * B;
+            let taps = &line[start..start + len * B];
             let mut ss = [1i32 << (PRECISION_BITS - 1); B];
-            for (v, &k) in taps.chunks_exact(B).zip(fixed) {
-                for c in 0..B {
-                    ss[c] += v[c] as i32 * k;
+            let mut t = 0;
+            while t < len {
+                let kk = k[t];
+                let v = &taps[t * B..t * B + B];
+                let mut c = 0;
+                while c < B {
+                    ss[c] += v[c] as i32 * kk;
+                    c += 1;
                 }
+                t += 1;
             }
-            for c in 0..B {
+            let px = &mut out[i * B..i * B + B];
+            let mut c = 0;
+            while c < B {
                 px[c] = (ss[c] >> PRECISION_BITS).clamp(0, 255) as u8;
+                c += 1;
             }
+            i += 1;
         }
+        oy += 1;
     }
     Window {
         data,
@@ -389,17 +405,24 @@ fn vertical_u8(src: &Window<u8>, ay: &AxisTaps, cols: Range<usize>) -> Window<u8
     let first = (cols.start - src.x0) * b;
     let mut data = vec![0u8; n * out_h];
     let mut acc = vec![0i32; n];
-    for (i, out) in data.chunks_exact_mut(n).enumerate() {
-        let (start, fixed, _) = ay.taps(i);
+    for i in 0..out_h {
+        let len = ay.lens[i];
+        let k = &ay.fixed[i * ay.ksize..i * ay.ksize + len];
         acc.fill(1 << (PRECISION_BITS - 1));
-        for (t, &k) in fixed.iter().enumerate() {
-            let row = (start + t - src.y0) * row_len + first;
-            for (a, &v) in acc.iter_mut().zip(&src.data[row..row + n]) {
-                *a += v as i32 * k;
+        for (t, &kk) in k.iter().enumerate() {
+            let row = (ay.starts[i] + t - src.y0) * row_len + first;
+            let line = &src.data[row..row + n];
+            let mut x = 0;
+            while x < n {
+                acc[x] += line[x] as i32 * kk;
+                x += 1;
             }
         }
-        for (o, &a) in out.iter_mut().zip(&acc) {
-            *o = (a >> PRECISION_BITS).clamp(0, 255) as u8;
+        let out = &mut data[i * n..(i + 1) * n];
+        let mut x = 0;
+        while x < n {
+            out[x] = (acc[x] >> PRECISION_BITS).clamp(0, 255) as u8;
+            x += 1;
         }
     }
     Window {
