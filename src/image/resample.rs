@@ -354,8 +354,7 @@ fn horizontal_u8<const B: usize>(
     let row_len = src.width * B;
     let ksize = ax.ksize;
     let mut data = vec![0u8; out_w * rows.len() * B];
-    let mut oy = 0;
-    for y in rows.clone() {
+    for (oy, y) in rows.clone().enumerate() {
         let line = &src.data[(y - src.y0) * row_len..(y - src.y0 + 1) * row_len];
         let out = &mut data[oy * out_w * B..(oy + 1) * out_w * B];
         let mut i = 0;
@@ -384,7 +383,6 @@ fn horizontal_u8<const B: usize>(
             }
             i += 1;
         }
-        oy += 1;
     }
     Window {
         data,
