@@ -32,7 +32,7 @@ venv:
 
 # Python packages used only by reference scripts and the Python side of benchmarks.
 $(VENV)/.dev-tools: | venv
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) torchvision==0.28.0 pyarrow pillow
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) torchvision==0.28.0 pyarrow pillow==13.0.0
 	@touch $@
 
 # The reference readers the tests load dicoflow's output files with (tests/readers/):

@@ -1,47 +1,158 @@
-//! CLIP preprocessing against torchvision (fixture made by
-//! tests/fixtures/preprocess/make_fixture.py), and bad images as counted skips.
+//! CLIP preprocessing against Pillow, pixel for pixel (fixture made by
+//! tests/fixtures/preprocess/make_pillow_fixture.py with the Pillow version it
+//! records), every image size accepted, and bad images as counted skips.
 mod common;
 
 use std::path::PathBuf;
 
 use dicoflow::data::SkipReason;
-use dicoflow::image::{decode_rgb, PreprocessConfig, Preprocessor, CLIP_MEAN, CLIP_STD};
+use dicoflow::image::{
+    decode, decode_rgb, PreprocessConfig, Preprocessor, ResizePlan, CLIP_MEAN, CLIP_STD,
+};
+use sha2::{Digest, Sha256};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess")
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every fixture image (JPEG, PNG in all of Pillow's PNG modes, WebP; sizes from
+/// 1×1 to 2100×20) gives exactly the `[size, size, 3]` crop Pillow gives.
 #[test]
-fn matches_torchvision_resize_crop_normalize() {
-    let text = std::fs::read_to_string(fixture_dir().join("expected.json")).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for case in fixture["cases"].as_array().unwrap() {
+fn crops_equal_pillow_pixel_for_pixel() {
+    let dir = fixture_dir();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let blob = std::fs::read(dir.join("expected.bin")).unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    assert!(cases.len() >= 50, "fixture has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in cases {
         let file = case["file"].as_str().unwrap();
         let size = case["size"].as_u64().unwrap() as u32;
-        let expected: Vec<f32> = case["expected"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
-        let bytes = std::fs::read(fixture_dir().join(file)).unwrap();
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let mode = decode(&bytes, u64::MAX).unwrap().mode;
+        if mode.name() != case["mode"].as_str().unwrap() {
+            failures.push(format!(
+                "{file}: mode {} but Pillow opens {}",
+                mode.name(),
+                case["mode"]
+            ));
+            continue;
+        }
         let mut pre = Preprocessor::new(PreprocessConfig {
             size,
             ..Default::default()
         });
-        let got = pre.process(&bytes).unwrap();
-        assert_eq!(got.len(), expected.len(), "{file}");
-        // Compare in 0..255 pixel levels: PIL and our resampler both round to
-        // u8; allow one level of rounding difference.
-        let plane = (size * size) as usize;
-        let mut worst = 0f32;
-        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-            let c = i / plane;
-            let levels = (g - e).abs() * CLIP_STD[c] * 255.0;
-            worst = worst.max(levels);
+        let got = pre.process_hwc(&bytes).unwrap();
+        assert_eq!(got.len(), (size * size * 3) as usize, "{file}");
+        if hex(&Sha256::digest(&got)) == case["sha256"].as_str().unwrap() {
+            continue;
         }
-        assert!(worst <= 1.01, "{file}: worst difference {worst} levels");
+        let detail = match case.get("offset").and_then(|o| o.as_u64()) {
+            Some(off) => {
+                let want = &blob[off as usize..off as usize + got.len()];
+                let diff = got.iter().zip(want).filter(|(a, b)| a != b).count();
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(&a, &b)| (a as i32 - b as i32).abs())
+                    .max()
+                    .unwrap_or(0);
+                format!("{diff} of {} samples differ, by up to {worst}", got.len())
+            }
+            None => "hash differs".into(),
+        };
+        failures.push(format!("{file} ({}) at {size}: {detail}", mode.name()));
     }
+    assert!(
+        failures.is_empty(),
+        "not Pillow's pixels:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The sizes the shipped pipelines use (demo 32 and 64, CLIP 224, 336, 384).
+const SIZES: [u32; 5] = [32, 64, 224, 336, 384];
+
+/// Every (w, h) up to 3000 has a plan whose crop lies inside the resized image
+/// with the short side equal to the size.
+#[test]
+fn every_image_size_has_a_crop_inside_the_resized_image() {
+    for size in SIZES {
+        for w in 1..=3000u32 {
+            for h in 1..=3000u32 {
+                let plan = ResizePlan::new(w, h, size).unwrap();
+                let (rw, rh) = plan.resized;
+                assert_eq!(rw.min(rh), size, "{w}x{h} at {size}");
+                assert!(
+                    plan.offset.0 + size <= rw && plan.offset.1 + size <= rh,
+                    "{w}x{h} at {size}: {plan:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Raw preprocessing of synthetic images of many sizes, the among them
+/// (495×457, 640×450, 450×640 were skipped before): never a skip, always
+/// `size`×`size`.
+#[test]
+fn every_image_size_is_preprocessed() {
+    let mut dims: Vec<(u32, u32)> = vec![
+        (495, 457),
+        (640, 450),
+        (450, 640),
+        (1, 1),
+        (1, 3000),
+        (3000, 1),
+        (2, 2999),
+    ];
+    for w in (1..=40).chain([223, 224, 225, 335, 337, 383, 385]) {
+        for h in [1, 2, 3, 17, 31, 32, 33, 63, 65, 224, 301] {
+            dims.push((w, h));
+            dims.push((h, w));
+        }
+    }
+    // A deterministic spread up to 1200 px.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..60 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        dims.push(((x >> 33) as u32 % 1200 + 1, (x >> 13) as u32 % 1200 + 1));
+    }
+    for &(w, h) in &dims {
+        let data: Vec<u8> = (0..w as usize * h as usize * 3)
+            .map(|i| (i * 31 % 256) as u8)
+            .collect();
+        let img = image::RgbImage::from_raw(w, h, data).unwrap();
+        for size in SIZES {
+            let mut pre = Preprocessor::new(PreprocessConfig {
+                size,
+                ..Default::default()
+            });
+            let out = pre
+                .resize_crop(&img)
+                .unwrap_or_else(|e| panic!("{w}x{h} at {size}: {e}"));
+            assert_eq!(out.len(), (size * size * 3) as usize);
+        }
+    }
+}
+
+#[test]
+fn resize_failures_are_their_own_skip_reason() {
+    let err = ResizePlan::new((1 << 24) + 1, 1, 224).unwrap_err();
+    assert!(matches!(err, SkipReason::Resize(_)), "{err:?}");
+    assert_eq!(err.label(), "image resize failed");
+    assert_ne!(err.label(), SkipReason::Decode(String::new()).label());
+    assert!(matches!(
+        ResizePlan::new(0, 5, 224),
+        Err(SkipReason::ZeroSize)
+    ));
 }
 
 #[test]

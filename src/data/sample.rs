@@ -39,6 +39,9 @@ pub enum SkipReason {
     CaptionNotUtf8,
     /// The image bytes could not be decoded (the detail says why).
     Decode(String),
+    /// The image decoded but could not be resized as the reference does (the
+    /// detail says why); distinct from [`SkipReason::Decode`].
+    Resize(String),
     /// The image has zero width or height.
     ZeroSize,
     /// The image has more pixels than the configured limit (decompression bombs).
@@ -57,6 +60,7 @@ impl SkipReason {
             SkipReason::NoCaptions => "no captions".into(),
             SkipReason::CaptionNotUtf8 => "caption not UTF-8".into(),
             SkipReason::Decode(_) => "image decode failed".into(),
+            SkipReason::Resize(_) => "image resize failed".into(),
             SkipReason::ZeroSize => "zero-size image".into(),
             SkipReason::TooLarge { .. } => "image too large".into(),
             SkipReason::Stage { stage, reason } => format!("{stage}: {reason}"),
@@ -68,6 +72,7 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SkipReason::Decode(detail) => write!(f, "image decode failed: {detail}"),
+            SkipReason::Resize(detail) => write!(f, "image resize failed: {detail}"),
             SkipReason::TooLarge {
                 width,
                 height,

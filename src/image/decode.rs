@@ -1,10 +1,28 @@
-//! Decoding encoded images (JPEG, PNG, WebP) to RGB8, with a pixel limit
-//! against decompression bombs. Failures are skip reasons, not errors: one bad
-//! image must never stop a stream.
+//! Decoding encoded images (JPEG, PNG, WebP) into the pixel layout Pillow opens
+//! them in (its *mode*), with a pixel limit against decompression bombs.
+//! Failures are skip reasons, not errors: one bad image must never stop a stream.
+//!
+//! What `PIL.Image.open` (Pillow 13.0) gives, and what we give:
+//!
+//! | file | Pillow mode | here |
+//! |---|---|---|
+//! | JPEG, 1 / 3 / 4 components | "L" / "RGB" / "CMYK" (Adobe-inverted) | libjpeg-turbo's decoder (vendored in mozjpeg): default settings, accurate integer IDCT, fancy upsampling, as Pillow's wheels |
+//! | PNG grey 1 bit | "1" | [`PilMode::Bilevel`] |
+//! | PNG grey 2 / 4 / 8 bit | "L" (2 and 4 bit scaled by 85 / 17) | [`PilMode::L`] |
+//! | PNG grey 16 bit | "I;16" | [`PilMode::I16`] |
+//! | PNG palette 1–8 bit | "P" (transparency kept aside, unused for RGB) | [`PilMode::P`] |
+//! | PNG grey + alpha 8 bit | "LA" | [`PilMode::LA`] |
+//! | PNG grey + alpha 16 bit | "RGBA" (high bytes) | [`PilMode::RGBA`] |
+//! | PNG RGB 8 / 16 bit | "RGB" (16 bit: high bytes) | [`PilMode::RGB`] |
+//! | PNG RGBA 8 / 16 bit | "RGBA" (16 bit: high bytes) | [`PilMode::RGBA`] |
+//! | WebP without / with alpha | "RGB" / "RGBA" | [`PilMode::RGB`] / [`PilMode::RGBA`] |
+//!
+//! Like `Image.open`, nothing is rotated by EXIF orientation, no ICC profile or
+//! PNG gamma is applied, and an animated PNG gives its default image.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{ImageDecoder, RgbImage};
 
 use crate::data::sample::SkipReason;
 
@@ -12,32 +30,145 @@ use crate::data::sample::SkipReason;
 /// photos, far below what a crafted header can ask for.
 pub const DEFAULT_MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
-/// Decode `bytes` (format sniffed from the content) to RGB8. Alpha is dropped,
-/// grey and 16-bit images are converted, as PIL's `convert("RGB")` does.
-pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, SkipReason> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| SkipReason::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(SkipReason::Decode(
-            "not a recognised image format (JPEG, PNG or WebP)".into(),
-        ));
+/// The pixel layouts Pillow opens JPEG, PNG and WebP files in (Pillow's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PilMode {
+    /// "1": bilevel, stored as 0 or 255.
+    Bilevel,
+    /// "L": 8-bit grey.
+    L,
+    /// "LA": 8-bit grey and alpha.
+    LA,
+    /// "RGB": 8-bit red, green, blue.
+    Rgb,
+    /// "RGBA": 8-bit red, green, blue, alpha.
+    Rgba,
+    /// "CMYK": 8-bit cyan, magenta, yellow, black (JPEG only).
+    Cmyk,
+    /// "P": 8-bit indices into a 256-colour RGB palette.
+    P,
+    /// "I;16": 16-bit grey.
+    I16,
+}
+
+impl PilMode {
+    /// Pillow's name for the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            PilMode::Bilevel => "1",
+            PilMode::L => "L",
+            PilMode::LA => "LA",
+            PilMode::Rgb => "RGB",
+            PilMode::Rgba => "RGBA",
+            PilMode::Cmyk => "CMYK",
+            PilMode::P => "P",
+            PilMode::I16 => "I;16",
+        }
     }
-    // JPEG decoders fill a truncated image with grey and report success; a
-    // file cut short (a failed download) must be a skip, not a grey image.
-    if reader.format() == Some(ImageFormat::Jpeg) && !has_jpeg_end_marker(bytes) {
-        return Err(SkipReason::Decode(
-            "truncated JPEG (no end-of-image marker)".into(),
-        ));
+
+    /// Samples per pixel.
+    pub fn bands(self) -> usize {
+        match self {
+            PilMode::Bilevel | PilMode::L | PilMode::P | PilMode::I16 => 1,
+            PilMode::LA => 2,
+            PilMode::Rgb => 3,
+            PilMode::Rgba | PilMode::Cmyk => 4,
+        }
     }
-    let mut limits = Limits::default();
-    // Room for the decoded image at up to 8 bytes per pixel plus decoder buffers.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(limits);
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| SkipReason::Decode(e.to_string()))?;
-    let (width, height) = decoder.dimensions();
+}
+
+/// Interleaved samples of a decoded image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Samples {
+    /// 8-bit samples, `[height, width, bands]`.
+    U8(Vec<u8>),
+    /// 16-bit samples (mode "I;16"), `[height, width]`.
+    U16(Vec<u16>),
+}
+
+/// An image as Pillow holds it after `Image.open(...).load()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedImage {
+    pub width: u32,
+    pub height: u32,
+    pub mode: PilMode,
+    pub samples: Samples,
+    /// 256 RGB entries for mode "P" (entries the file does not define are black,
+    /// as in Pillow); `None` for other modes.
+    pub palette: Option<Vec<[u8; 3]>>,
+}
+
+impl DecodedImage {
+    /// Pillow's `convert("RGB")` of the whole image, `[height, width, 3]`.
+    pub fn to_rgb(&self) -> RgbImage {
+        let rgb = to_rgb(self.mode, &self.samples, self.palette.as_deref());
+        RgbImage::from_raw(self.width, self.height, rgb).expect("one RGB triple per pixel")
+    }
+}
+
+/// Pillow's `convert("RGB")` of interleaved samples in `mode` (Convert.c):
+/// grey is replicated, alpha dropped (not composited), CMYK through
+/// `cmyk2rgb`, "I;16" clamped to 255 (not scaled), "1" to 0/255, "P" through the palette.
+pub fn to_rgb(mode: PilMode, samples: &Samples, palette: Option<&[[u8; 3]]>) -> Vec<u8> {
+    let grey = |v: u8| [v, v, v];
+    let px: Vec<[u8; 3]> = match (mode, samples) {
+        (PilMode::I16, Samples::U16(s)) => s.iter().map(|&v| grey(v.min(255) as u8)).collect(),
+        (_, Samples::U16(_)) => unreachable!("only mode I;16 holds 16-bit samples"),
+        (PilMode::Bilevel, Samples::U8(s)) => s
+            .iter()
+            .map(|&v| grey(if v != 0 { 255 } else { 0 }))
+            .collect(),
+        (PilMode::L, Samples::U8(s)) => s.iter().map(|&v| grey(v)).collect(),
+        (PilMode::LA, Samples::U8(s)) => s.chunks_exact(2).map(|p| grey(p[0])).collect(),
+        (PilMode::Rgb, Samples::U8(s)) => return s.clone(),
+        (PilMode::Rgba, Samples::U8(s)) => s.chunks_exact(4).map(|p| [p[0], p[1], p[2]]).collect(),
+        (PilMode::Cmyk, Samples::U8(s)) => s
+            .chunks_exact(4)
+            .map(|p| {
+                let nk = 255 - p[3] as i32;
+                let f = |c: u8| (nk - muldiv255(c as i32, nk)).clamp(0, 255) as u8;
+                [f(p[0]), f(p[1]), f(p[2])]
+            })
+            .collect(),
+        (PilMode::P, Samples::U8(s)) => {
+            let pal = palette.unwrap_or(&[]);
+            s.iter()
+                .map(|&i| pal.get(i as usize).copied().unwrap_or([0, 0, 0]))
+                .collect()
+        }
+        (PilMode::I16, Samples::U8(_)) => unreachable!("mode I;16 holds 16-bit samples"),
+    };
+    px.into_iter().flatten().collect()
+}
+
+/// Pillow's `MULDIV255(a, b)`: a·b/255 rounded, as `((t >> 8) + t) >> 8` with t = a·b + 128.
+#[inline]
+pub fn muldiv255(a: i32, b: i32) -> i32 {
+    let t = a * b + 128;
+    ((t >> 8) + t) >> 8
+}
+
+/// Container formats recognised from the first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Jpeg,
+    Png,
+    WebP,
+}
+
+fn sniff(bytes: &[u8]) -> Option<Format> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Format::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Format::Png)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(Format::WebP)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), SkipReason> {
     if width == 0 || height == 0 {
         return Err(SkipReason::ZeroSize);
     }
@@ -48,18 +179,204 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, SkipReason>
             limit: max_pixels,
         });
     }
-    let image =
-        DynamicImage::from_decoder(decoder).map_err(|e| SkipReason::Decode(e.to_string()))?;
-    Ok(match image {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        other => other.to_rgb8(),
+    Ok(())
+}
+
+/// Decode `bytes` (format sniffed from the content) in the mode Pillow opens it in.
+///
+/// Errors: [`SkipReason::Decode`] for unknown formats, corrupt or truncated
+/// files (a JPEG without its end-of-image marker too: Pillow refuses those),
+/// [`SkipReason::ZeroSize`], and [`SkipReason::TooLarge`] before any pixel is
+/// decoded when width × height exceeds `max_pixels`.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, SkipReason> {
+    match sniff(bytes) {
+        Some(Format::Jpeg) => crate::image::jpeg::decode_jpeg(bytes, max_pixels),
+        Some(Format::Png) => decode_png(bytes, max_pixels),
+        Some(Format::WebP) => decode_webp(bytes, max_pixels),
+        None => Err(SkipReason::Decode(
+            "not a recognised image format (JPEG, PNG or WebP)".into(),
+        )),
+    }
+}
+
+/// Decode to RGB8 as `Image.open(...).convert("RGB")` does (no resize).
+pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, SkipReason> {
+    Ok(decode(bytes, max_pixels)?.to_rgb())
+}
+
+fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, SkipReason> {
+    use png::{BitDepth, ColorType, Transformations};
+    let fail = |e: png::DecodingError| SkipReason::Decode(format!("PNG: {e}"));
+    let mut decoder = png::Decoder::new_with_limits(
+        Cursor::new(bytes),
+        png::Limits {
+            bytes: usize::try_from(max_pixels.saturating_mul(8).saturating_add(64 << 20))
+                .unwrap_or(usize::MAX),
+        },
+    );
+    decoder.set_transformations(Transformations::IDENTITY);
+    let header = decoder.read_header_info().map_err(fail)?;
+    check_size(header.width, header.height, max_pixels)?;
+    let mut reader = decoder.read_info().map_err(fail)?;
+    let mut buf = vec![
+        0u8;
+        reader.output_buffer_size().ok_or_else(|| {
+            SkipReason::Decode("PNG: image buffer size overflows".into())
+        })?
+    ];
+    let frame = reader.next_frame(&mut buf).map_err(fail)?;
+    let info = reader.info();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let line = frame.line_size;
+    let depth = info.bit_depth;
+    let rows = |f: &mut dyn FnMut(&[u8])| {
+        for y in 0..h {
+            f(&buf[y * line..(y + 1) * line]);
+        }
+    };
+    // Sub-byte samples, unpacked MSB first; `scale` as Pillow's L;2 / L;4 unpackers.
+    let unpack_bits = |bits: usize, scale: u8| {
+        let mut out = Vec::with_capacity(w * h);
+        let mask = ((1u16 << bits) - 1) as u8;
+        rows(&mut |row: &[u8]| {
+            for x in 0..w {
+                let bit = x * bits;
+                let v = (row[bit / 8] >> (8 - bits - bit % 8)) & mask;
+                out.push(v * scale);
+            }
+        });
+        out
+    };
+    let hi_bytes = |samples_per_px: usize| {
+        let mut out = Vec::with_capacity(w * h * samples_per_px);
+        rows(&mut |row: &[u8]| out.extend(row[..w * samples_per_px * 2].iter().step_by(2)));
+        out
+    };
+    let bytes8 = |samples_per_px: usize| {
+        let mut out = Vec::with_capacity(w * h * samples_per_px);
+        rows(&mut |row: &[u8]| out.extend_from_slice(&row[..w * samples_per_px]));
+        out
+    };
+    let (mode, samples) = match (info.color_type, depth) {
+        (ColorType::Grayscale, BitDepth::One) => {
+            (PilMode::Bilevel, Samples::U8(unpack_bits(1, 255)))
+        }
+        (ColorType::Grayscale, BitDepth::Two) => (PilMode::L, Samples::U8(unpack_bits(2, 85))),
+        (ColorType::Grayscale, BitDepth::Four) => (PilMode::L, Samples::U8(unpack_bits(4, 17))),
+        (ColorType::Grayscale, BitDepth::Eight) => (PilMode::L, Samples::U8(bytes8(1))),
+        (ColorType::Grayscale, BitDepth::Sixteen) => {
+            let mut out = Vec::with_capacity(w * h);
+            rows(&mut |row: &[u8]| {
+                out.extend(
+                    row[..w * 2]
+                        .chunks_exact(2)
+                        .map(|p| u16::from_be_bytes([p[0], p[1]])),
+                )
+            });
+            (PilMode::I16, Samples::U16(out))
+        }
+        (ColorType::Rgb, BitDepth::Eight) => (PilMode::Rgb, Samples::U8(bytes8(3))),
+        (ColorType::Rgb, BitDepth::Sixteen) => (PilMode::Rgb, Samples::U8(hi_bytes(3))),
+        (ColorType::Indexed, d) => {
+            let bits = match d {
+                BitDepth::One => 1,
+                BitDepth::Two => 2,
+                BitDepth::Four => 4,
+                BitDepth::Eight => 8,
+                BitDepth::Sixteen => {
+                    return Err(SkipReason::Decode("PNG: 16-bit palette".into()));
+                }
+            };
+            let idx = if bits == 8 {
+                bytes8(1)
+            } else {
+                unpack_bits(bits, 1)
+            };
+            (PilMode::P, Samples::U8(idx))
+        }
+        (ColorType::GrayscaleAlpha, BitDepth::Eight) => (PilMode::LA, Samples::U8(bytes8(2))),
+        (ColorType::GrayscaleAlpha, BitDepth::Sixteen) => {
+            // Pillow opens it as RGBA through the "LA;16B" unpacker: high bytes.
+            let la = hi_bytes(2);
+            let rgba = la
+                .chunks_exact(2)
+                .flat_map(|p| [p[0], p[0], p[0], p[1]])
+                .collect();
+            (PilMode::Rgba, Samples::U8(rgba))
+        }
+        (ColorType::Rgba, BitDepth::Eight) => (PilMode::Rgba, Samples::U8(bytes8(4))),
+        (ColorType::Rgba, BitDepth::Sixteen) => (PilMode::Rgba, Samples::U8(hi_bytes(4))),
+        (c, d) => {
+            return Err(SkipReason::Decode(format!(
+                "PNG: invalid colour type {c:?} at bit depth {d:?}"
+            )))
+        }
+    };
+    let palette = (mode == PilMode::P).then(|| {
+        let mut pal = vec![[0u8; 3]; 256];
+        if let Some(p) = info.palette.as_deref() {
+            for (dst, src) in pal.iter_mut().zip(p.chunks_exact(3)) {
+                dst.copy_from_slice(src);
+            }
+        }
+        pal
+    });
+    Ok(DecodedImage {
+        width: info.width,
+        height: info.height,
+        mode,
+        samples,
+        palette,
     })
 }
 
-/// Whether an end-of-image marker (FF D9) is near the end. Entropy-coded data
-/// never contains FF D9 (FF is byte-stuffed), so it marks a complete image;
-/// some writers append a little data after it, hence the window.
-fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+fn decode_webp(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, SkipReason> {
+    let fail = |e: image::ImageError| SkipReason::Decode(format!("WebP: {e}"));
+    let decoder = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).map_err(fail)?;
+    let (width, height) = decoder.dimensions();
+    check_size(width, height, max_pixels)?;
+    let (mode, bands) = match decoder.color_type() {
+        image::ColorType::Rgb8 => (PilMode::Rgb, 3),
+        image::ColorType::Rgba8 => (PilMode::Rgba, 4),
+        other => {
+            return Err(SkipReason::Decode(format!(
+                "WebP: unexpected colour type {other:?}"
+            )))
+        }
+    };
+    let mut buf = vec![0u8; width as usize * height as usize * bands];
+    decoder.read_image(&mut buf).map_err(fail)?;
+    Ok(DecodedImage {
+        width,
+        height,
+        mode,
+        samples: Samples::U8(buf),
+        palette: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn muldiv255_rounds_like_pillow() {
+        for a in 0..=255 {
+            for b in [0, 1, 7, 128, 254, 255] {
+                let exact = (a * b) as f64 / 255.0;
+                assert!((muldiv255(a, b) as f64 - exact).abs() <= 0.5 + 1e-9);
+            }
+        }
+        assert_eq!(muldiv255(255, 255), 255);
+    }
+
+    #[test]
+    fn cmyk_and_i16_convert_as_pillow() {
+        // cmyk2rgb: nk - c*nk/255 with nk = 255 - k.
+        let rgb = to_rgb(PilMode::Cmyk, &Samples::U8(vec![0, 128, 255, 55]), None);
+        assert_eq!(rgb, vec![200, 200 - muldiv255(128, 200) as u8, 0]);
+        // I;16 -> RGB clamps, it does not scale.
+        let rgb = to_rgb(PilMode::I16, &Samples::U16(vec![200, 256, 65535]), None);
+        assert_eq!(rgb, vec![200, 200, 200, 255, 255, 255, 255, 255, 255]);
+    }
 }

@@ -1,9 +1,11 @@
-//! Image decoding and CLIP preprocessing (CPU stage).
+//! Image decoding and CLIP preprocessing (CPU stage), pixel for pixel as Pillow.
 pub mod decode;
+pub mod jpeg;
 pub mod parallel;
 pub mod preprocess;
+pub mod resample;
 
-pub use decode::{decode_rgb, DEFAULT_MAX_PIXELS};
+pub use decode::{decode, decode_rgb, DecodedImage, PilMode, Samples, DEFAULT_MAX_PIXELS};
 pub use preprocess::{
-    center_crop_box, resized_size, PreprocessConfig, Preprocessor, CLIP_MEAN, CLIP_STD,
+    center_crop_box, resized_size, PreprocessConfig, Preprocessor, ResizePlan, CLIP_MEAN, CLIP_STD,
 };

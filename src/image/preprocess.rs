@@ -1,19 +1,27 @@
-//! CLIP preprocessing: resize the shortest side to `size` (bicubic, antialiased,
-//! as PIL), center-crop `size`×`size` (torchvision's rounding), and normalise
-//! with CLIP's mean/std into a planar `[3, size, size]` f32 buffer. A u8 variant
-//! leaves normalisation to the GPU.
+//! CLIP preprocessing as the official code does it (OpenAI CLIP's `_transform`,
+//! used by clipscore and pacscore): `Resize(size, BICUBIC)` on the PIL image in
+//! its own mode, `CenterCrop(size)`, `convert("RGB")`, `ToTensor`, `Normalize`
+//! with CLIP's mean/std, into a planar `[3, size, size]` f32 buffer. A u8
+//! variant leaves normalisation to the GPU.
 //!
-//! Resize and crop are one step: the crop box is mapped back to source
-//! coordinates and only that region is resampled, which gives the same pixels as
-//! resizing the whole image and cropping it, with less work.
+//! Pixels equal Pillow's (see [`crate::image::resample`] for the resize and
+//! [`crate::image::decode`] for decoding and the modes):
+//! - torchvision's size: the short side becomes `size`, the long side
+//!   `int(size * long / short)`; `CenterCrop` offsets `int(round((n - size) / 2))`;
+//! - modes "1" and "P" are resized nearest-neighbour (Pillow forces it), "LA"
+//!   and "RGBA" through premultiplied "La"/"RGBa" and back, "I;16" with
+//!   16-bit arithmetic; every mode is converted to RGB only after the crop.
+//!
+//! Only the kept `size`×`size` window is computed, with integer crop bounds.
 
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::data::sample::SkipReason;
-use crate::image::decode::{decode_rgb, DEFAULT_MAX_PIXELS};
+use crate::image::decode::{
+    decode, muldiv255, to_rgb, DecodedImage, PilMode, Samples, DEFAULT_MAX_PIXELS,
+};
+use crate::image::resample::{resize_bicubic, resize_nearest, Window};
 
 /// CLIP's per-channel mean (RGB, on 0..1 values), as published.
 #[allow(clippy::excessive_precision)]
@@ -50,14 +58,17 @@ impl Default for PreprocessConfig {
 }
 
 /// Size after resizing the shortest side of `(width, height)` to `size`, as
-/// torchvision's `Resize(size)`: the long side is truncated, not rounded.
+/// torchvision's `Resize(size)`: the long side is `int(size * long / short)`,
+/// truncated, not rounded (exact in integers; Python's float division gives the
+/// same integer part for every size that fits in memory).
 pub fn resized_size(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let long_of = |long: u32, short: u32| {
+        (size as u64 * long as u64 / short as u64).min(u32::MAX as u64) as u32
+    };
     if width <= height {
-        let long = (size as u64 * height as u64 / width as u64) as u32;
-        (size, long)
+        (size, long_of(height, width))
     } else {
-        let long = (size as u64 * width as u64 / height as u64) as u32;
-        (long, size)
+        (long_of(width, height), size)
     }
 }
 
@@ -77,10 +88,135 @@ pub fn center_crop_box(width: u32, height: u32, size: u32) -> (u32, u32) {
     (offset(width), offset(height))
 }
 
-/// Reusable preprocessing state (resizer buffers, normalisation tables); one per thread.
+/// Largest side Pillow's resize takes exactly: its source box is a C `float`,
+/// which holds integers only up to 2^24.
+pub const MAX_RESIZE_SIDE: u32 = 1 << 24;
+
+/// What preprocessing does to an image of a given size: torchvision's resized
+/// size and the center crop's integer offsets in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResizePlan {
+    /// Output side length.
+    pub size: u32,
+    /// `(width, height)` after `Resize(size)`.
+    pub resized: (u32, u32),
+    /// `(left, top)` of the `size`×`size` crop in the resized image.
+    pub offset: (u32, u32),
+}
+
+impl ResizePlan {
+    /// The plan for a `width`×`height` image.
+    ///
+    /// Errors: [`SkipReason::ZeroSize`] for an empty image;
+    /// [`SkipReason::Resize`] for `size == 0`, a side longer than
+    /// [`MAX_RESIZE_SIDE`] or a resized side that does not fit Pillow's `int`
+    /// (no reference pixels exist for those).
+    pub fn new(width: u32, height: u32, size: u32) -> Result<Self, SkipReason> {
+        if width == 0 || height == 0 {
+            return Err(SkipReason::ZeroSize);
+        }
+        if size == 0 {
+            return Err(SkipReason::Resize("output size 0".into()));
+        }
+        if width.max(height) > MAX_RESIZE_SIDE {
+            return Err(SkipReason::Resize(format!(
+                "{width}x{height} has a side longer than {MAX_RESIZE_SIDE} px, which Pillow's resize cannot address exactly"
+            )));
+        }
+        let resized = resized_size(width, height, size);
+        if resized.0.max(resized.1) > i32::MAX as u32 {
+            return Err(SkipReason::Resize(format!(
+                "{width}x{height} resized to short side {size} is larger than Pillow can allocate"
+            )));
+        }
+        let offset = center_crop_box(resized.0, resized.1, size);
+        debug_assert!(offset.0 + size <= resized.0 && offset.1 + size <= resized.1);
+        Ok(Self {
+            size,
+            resized,
+            offset,
+        })
+    }
+
+    /// Kept columns of the resized image.
+    pub fn cols(&self) -> std::ops::Range<usize> {
+        self.offset.0 as usize..(self.offset.0 + self.size) as usize
+    }
+
+    /// Kept rows of the resized image.
+    pub fn rows(&self) -> std::ops::Range<usize> {
+        self.offset.1 as usize..(self.offset.1 + self.size) as usize
+    }
+}
+
+/// Premultiply alpha as Pillow's "LA"→"La" / "RGBA"→"RGBa" conversions
+/// (`MULDIV255`); the last of `bands` samples is alpha.
+fn premultiply(data: &[u8], bands: usize) -> Vec<u8> {
+    let mut out = data.to_vec();
+    for px in out.chunks_exact_mut(bands) {
+        let a = px[bands - 1] as i32;
+        for v in &mut px[..bands - 1] {
+            *v = muldiv255(*v as i32, a) as u8;
+        }
+    }
+    out
+}
+
+/// Undo premultiplication as Pillow's "La"→"LA" / "RGBa"→"RGBA" conversions:
+/// unchanged where alpha is 0 or 255, else `min(255 * v / alpha, 255)` (integer division).
+fn unpremultiply(data: &mut [u8], bands: usize) {
+    for px in data.chunks_exact_mut(bands) {
+        let a = px[bands - 1] as u32;
+        if a == 0 || a == 255 {
+            continue;
+        }
+        for v in &mut px[..bands - 1] {
+            *v = (255 * *v as u32 / a).min(255) as u8;
+        }
+    }
+}
+
+/// Resize (Pillow, in the image's mode) and center-crop `img` as `plan` says,
+/// then convert the crop to RGB: interleaved `[size, size, 3]` u8.
+pub fn resize_crop_decoded(img: &DecodedImage, plan: &ResizePlan) -> Vec<u8> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let out = (plan.resized.0 as usize, plan.resized.1 as usize);
+    let (cols, rows) = (plan.cols(), plan.rows());
+    let same = out == (w, h);
+    let bands = img.mode.bands();
+    let samples = match &img.samples {
+        Samples::U16(data) => {
+            let src = Window::whole(data.clone(), w, h, 1);
+            let win = if same {
+                src.crop(cols, rows)
+            } else {
+                resize_bicubic(&src, out, cols, rows)
+            };
+            Samples::U16(win.data)
+        }
+        Samples::U8(data) => {
+            let win = match img.mode {
+                _ if same => Window::whole(data.clone(), w, h, bands).crop(cols, rows),
+                PilMode::Bilevel | PilMode::P => {
+                    resize_nearest(&Window::whole(data.clone(), w, h, bands), out, cols, rows)
+                }
+                PilMode::LA | PilMode::Rgba => {
+                    let src = Window::whole(premultiply(data, bands), w, h, bands);
+                    let mut win = resize_bicubic(&src, out, cols, rows);
+                    unpremultiply(&mut win.data, bands);
+                    win
+                }
+                _ => resize_bicubic(&Window::whole(data.clone(), w, h, bands), out, cols, rows),
+            };
+            Samples::U8(win.data)
+        }
+    };
+    to_rgb(img.mode, &samples, img.palette.as_deref())
+}
+
+/// Reusable preprocessing state (normalisation tables); one per thread.
 pub struct Preprocessor {
     cfg: PreprocessConfig,
-    resizer: Resizer,
     /// `lut[c][v]` = (v / 255 − mean[c]) / std[c].
     lut: [[f32; 256]; 3],
 }
@@ -102,11 +238,7 @@ impl Preprocessor {
                 *out = (v as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
             }
         }
-        Self {
-            cfg,
-            resizer: Resizer::new(),
-            lut,
-        }
+        Self { cfg, lut }
     }
 
     /// The settings.
@@ -114,36 +246,25 @@ impl Preprocessor {
         &self.cfg
     }
 
-    /// Resize the shortest side to `size` and center-crop: interleaved RGB8, `[size, size, 3]`.
-    ///
-    /// The filter is PIL's bicubic (Catmull-Rom, a = -0.5, antialiased when
-    /// shrinking) with 8-bit intermediate rounding; PIL may run the two passes
-    /// in the other order, which can move strongly clipped pixels by a few
-    /// levels (see tests/preprocess.rs for the measured agreement).
+    /// Resize the shortest side to `size` and center-crop an RGB image:
+    /// interleaved RGB8, `[size, size, 3]`. Same pixels as Pillow on an "RGB" image.
     pub fn resize_crop(&mut self, rgb: &RgbImage) -> Result<Vec<u8>, SkipReason> {
-        let size = self.cfg.size;
-        let (w, h) = rgb.dimensions();
-        if w == 0 || h == 0 {
-            return Err(SkipReason::ZeroSize);
-        }
-        let (rw, rh) = resized_size(w, h, size);
-        let (left, top) = center_crop_box(rw, rh, size);
-        let (sx, sy) = (w as f64 / rw as f64, h as f64 / rh as f64);
-        let fail = |e: &dyn std::fmt::Display| SkipReason::Decode(format!("resize failed: {e}"));
-        let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| fail(&e))?;
-        let mut out = Image::new(size, size, PixelType::U8x3);
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom))
-            .crop(
-                left as f64 * sx,
-                top as f64 * sy,
-                size as f64 * sx,
-                size as f64 * sy,
-            );
-        self.resizer
-            .resize(&src, &mut out, &options)
-            .map_err(|e| fail(&e))?;
-        Ok(out.into_vec())
+        let (width, height) = rgb.dimensions();
+        let img = DecodedImage {
+            width,
+            height,
+            mode: PilMode::Rgb,
+            samples: Samples::U8(rgb.as_raw().clone()),
+            palette: None,
+        };
+        self.resize_crop_image(&img)
+    }
+
+    /// Resize and center-crop a decoded image in its own mode, then convert to
+    /// RGB: interleaved `[size, size, 3]` u8. Errors as [`ResizePlan::new`].
+    pub fn resize_crop_image(&mut self, img: &DecodedImage) -> Result<Vec<u8>, SkipReason> {
+        let plan = ResizePlan::new(img.width, img.height, self.cfg.size)?;
+        Ok(resize_crop_decoded(img, &plan))
     }
 
     /// Normalise an interleaved `[size, size, 3]` RGB8 image into planar `[3, size, size]` f32.
@@ -160,10 +281,16 @@ impl Preprocessor {
         }
     }
 
+    /// Decode, resize and crop: interleaved `[size, size, 3]` u8, the pixels
+    /// the reference's `ToTensor` sees (times 255).
+    pub fn process_hwc(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
+        let img = decode(bytes, self.cfg.max_pixels)?;
+        self.resize_crop_image(&img)
+    }
+
     /// Decode, resize, crop and normalise: planar `[3, size, size]` f32.
     pub fn process(&mut self, bytes: &[u8]) -> Result<Vec<f32>, SkipReason> {
-        let rgb = decode_rgb(bytes, self.cfg.max_pixels)?;
-        let hwc = self.resize_crop(&rgb)?;
+        let hwc = self.process_hwc(bytes)?;
         let mut out = Vec::new();
         self.normalize_into(&hwc, &mut out);
         Ok(out)
@@ -172,8 +299,7 @@ impl Preprocessor {
     /// Decode, resize and crop without normalising: planar `[3, size, size]` u8,
     /// a quarter of the f32 bytes to move to a GPU that normalises there.
     pub fn process_u8(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
-        let rgb = decode_rgb(bytes, self.cfg.max_pixels)?;
-        let hwc = self.resize_crop(&rgb)?;
+        let hwc = self.process_hwc(bytes)?;
         let plane = hwc.len() / 3;
         let mut out = vec![0u8; hwc.len()];
         for (i, px) in hwc.chunks_exact(3).enumerate() {

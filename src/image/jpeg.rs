@@ -1,0 +1,86 @@
+//! JPEG decoding as Pillow's wheels do it: libjpeg-turbo's decoder (the copy
+//! vendored in mozjpeg, built from source by `mozjpeg-sys`) with libjpeg's
+//! default settings (accurate integer IDCT, fancy chroma upsampling), the
+//! output colour space Pillow asks for (grey, RGB, or CMYK which Pillow then
+//! inverts as Adobe files store it, "CMYK;I").
+//!
+//! libjpeg reports fatal errors by unwinding out of the C code; they are
+//! caught here and become skip reasons.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::data::sample::SkipReason;
+use crate::image::decode::{check_size, DecodedImage, PilMode, Samples};
+
+/// Whether an end-of-image marker (FF D9) is near the end. Entropy-coded data
+/// never contains FF D9 (FF is byte-stuffed), so it marks a complete image;
+/// some writers append a little data after it, hence the window.
+fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+fn io_fail(e: std::io::Error) -> SkipReason {
+    SkipReason::Decode(format!("JPEG: {e}"))
+}
+
+/// Decode a JPEG in Pillow's mode for it: "L" (1 component), "RGB" (3) or
+/// "CMYK" (4). Errors: truncated files (libjpeg would pad them with grey,
+/// Pillow refuses them), corrupt data, other component counts, and the size
+/// checks of [`crate::image::decode::decode`].
+pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, SkipReason> {
+    if !has_jpeg_end_marker(bytes) {
+        return Err(SkipReason::Decode(
+            "truncated JPEG (no end-of-image marker)".into(),
+        ));
+    }
+    let run = || -> Result<DecodedImage, SkipReason> {
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(io_fail)?;
+        let (w, h) = d.size();
+        let (width, height) = (
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+        );
+        check_size(width, height, max_pixels)?;
+        let (mode, mut started) = match d.components().len() {
+            1 => (PilMode::L, d.grayscale().map_err(io_fail)?),
+            3 => (PilMode::Rgb, d.rgb().map_err(io_fail)?),
+            4 => (
+                PilMode::Cmyk,
+                d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)
+                    .map_err(io_fail)?,
+            ),
+            n => {
+                return Err(SkipReason::Decode(format!(
+                    "JPEG: {n} components (Pillow reads 1, 3 or 4)"
+                )))
+            }
+        };
+        let mut data: Vec<u8> = started.read_scanlines().map_err(io_fail)?;
+        started.finish().map_err(io_fail)?;
+        if mode == PilMode::Cmyk {
+            // Pillow's "CMYK;I" raw mode: Adobe stores inverted CMYK.
+            for v in &mut data {
+                *v = 255 - *v;
+            }
+        }
+        Ok(DecodedImage {
+            width,
+            height,
+            mode,
+            samples: Samples::U8(data),
+            palette: None,
+        })
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg error".into());
+            Err(SkipReason::Decode(format!("JPEG: {msg}")))
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! Pillow's resampling, reproduced pixel for pixel.
+//!
+//! The reference is Pillow's `src/libImaging/Resample.c` (`precompute_coeffs`,
+//! `normalize_coeffs_8bpc`, the 8- and 16-bit passes, `ImagingResampleInner`)
+//! and `Image.resize` in `src/PIL/Image.py`, as of Pillow 13.0:
+//!
+//! - coefficients of the bicubic kernel (a = −0.5, support 2, widened by the
+//!   scale when shrinking) are computed in `f64` exactly as Pillow computes
+//!   them, including its rounding of the window bounds;
+//! - 8-bit images use them as 22-bit fixed-point integers with Pillow's
+//!   rounding (`PRECISION_BITS = 32 − 8 − 2`) and clamp each pass to 0..255;
+//!   16-bit images accumulate in `f64` and round half away from zero;
+//! - the horizontal pass runs first and is rounded to 8 (16) bits before the
+//!   vertical pass, except where Pillow runs them the other way round (an image
+//!   more than 100 times taller than wide that is shrunk vertically);
+//! - a pass whose size does not change is skipped, as Pillow skips it.
+//!
+//! Only the output pixels that survive the center crop are computed: every
+//! output pixel of a separable resize depends only on its own row and column
+//! coefficients, and those are computed as for the full-size output, so the
+//! kept pixels are the same as resizing the whole image and cropping it.
+//! Crop positions are integers throughout; there is no floating-point box.
+
+use std::ops::Range;
+
+/// Fixed-point precision of Pillow's 8-bit coefficients (`PRECISION_BITS`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel (`bicubic_filter`, a = −0.5), evaluation order kept.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = if x < 0.0 { -x } else { x };
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Support of Pillow's bicubic filter.
+const BICUBIC_SUPPORT: f64 = 2.0;
+
+/// The filter taps along one axis for a range of kept output positions.
+///
+/// Output position `o` reads source samples `start(o) .. start(o) + len(o)`
+/// with the weights `weights(o)`; positions are in full-output coordinates.
+#[derive(Debug, Clone)]
+pub struct AxisTaps {
+    keep: Range<usize>,
+    ksize: usize,
+    starts: Vec<usize>,
+    lens: Vec<usize>,
+    /// `f64` weights, normalised to sum 1 (Pillow's `kk` before fixed point).
+    weights: Vec<f64>,
+    /// The same weights as Pillow's 8-bit fixed-point integers.
+    fixed: Vec<i32>,
+}
+
+impl AxisTaps {
+    /// Bicubic taps resizing `in_size` samples to `out_size`, for the output
+    /// positions in `keep` (which must lie inside `0..out_size`).
+    ///
+    /// Reproduces `precompute_coeffs(inSize, 0, inSize, outSize, BICUBIC)`:
+    /// the source extent goes through Pillow's `float` box, the window bounds
+    /// are rounded by truncation after adding 0.5 and clamped to the source.
+    pub fn bicubic(in_size: usize, out_size: usize, keep: Range<usize>) -> Self {
+        debug_assert!(keep.end <= out_size && in_size > 0 && out_size > 0);
+        // `float box[4]`: the extent is a float; `(double)(in1 - in0) / outSize`.
+        let in0 = 0f32;
+        let in1 = in_size as f32;
+        let scale = (in1 - in0) as f64 / out_size as f64;
+        let filterscale = if scale < 1.0 { 1.0 } else { scale };
+        let support = BICUBIC_SUPPORT * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        let inv_filterscale = 1.0 / filterscale;
+        let n = keep.len();
+        let mut starts = Vec::with_capacity(n);
+        let mut lens = Vec::with_capacity(n);
+        let mut weights = vec![0f64; n * ksize];
+        for (i, xx) in keep.clone().enumerate() {
+            let center = in0 as f64 + (xx as f64 + 0.5) * scale;
+            // C's `(int)` truncates toward zero; negative values are clamped next.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let len = xmax.saturating_sub(xmin);
+            let k = &mut weights[i * ksize..i * ksize + len];
+            let mut ww = 0.0;
+            for (x, w) in k.iter_mut().enumerate() {
+                let v = bicubic((((x + xmin) as f64 - center) + 0.5) * inv_filterscale);
+                *w = v;
+                ww += v;
+            }
+            if ww != 0.0 {
+                for w in k.iter_mut() {
+                    *w /= ww;
+                }
+            }
+            starts.push(xmin);
+            lens.push(len);
+        }
+        let one = (1u32 << PRECISION_BITS) as f64;
+        let fixed = weights
+            .iter()
+            .map(|&w| {
+                if w < 0.0 {
+                    (-0.5 + w * one) as i32
+                } else {
+                    (0.5 + w * one) as i32
+                }
+            })
+            .collect();
+        Self {
+            keep,
+            ksize,
+            starts,
+            lens,
+            weights,
+            fixed,
+        }
+    }
+
+    /// The kept output positions.
+    pub fn keep(&self) -> Range<usize> {
+        self.keep.clone()
+    }
+
+    /// Source positions read by the kept outputs (empty if none).
+    pub fn span(&self) -> Range<usize> {
+        let lo = self
+            .starts
+            .iter()
+            .zip(&self.lens)
+            .filter(|(_, &l)| l > 0)
+            .map(|(&s, _)| s)
+            .min();
+        let hi = self
+            .starts
+            .iter()
+            .zip(&self.lens)
+            .map(|(&s, &l)| s + l)
+            .max();
+        match (lo, hi) {
+            (Some(lo), Some(hi)) => lo..hi,
+            _ => 0..0,
+        }
+    }
+
+    fn taps(&self, i: usize) -> (usize, &[i32], &[f64]) {
+        let len = self.lens[i];
+        let k = i * self.ksize;
+        (
+            self.starts[i],
+            &self.fixed[k..k + len],
+            &self.weights[k..k + len],
+        )
+    }
+}
+
+/// Source positions of Pillow's nearest-neighbour resize (`ImagingScaleAffine`,
+/// used for modes "1" and "P") for the kept outputs: `None` where Pillow leaves
+/// the fill value 0. The position accumulates `in/out` in `f64` from 0.5·step,
+/// as Pillow does, so it is replayed from the first output.
+pub fn nearest_positions(
+    in_size: usize,
+    out_size: usize,
+    keep: Range<usize>,
+) -> Vec<Option<usize>> {
+    let step = (in_size as f32 - 0f32) as f64 / out_size as f64;
+    let mut pos = 0f64 + step * 0.5;
+    let mut out = Vec::with_capacity(keep.len());
+    for x in 0..keep.end {
+        if x >= keep.start {
+            // COORD(v): -1 below zero, else truncation.
+            let p = if pos < 0.0 { None } else { Some(pos as usize) };
+            out.push(p.filter(|&p| p < in_size));
+        }
+        pos += step;
+    }
+    out
+}
+
+/// A rectangle of an image held in memory: columns `x0 .. x0 + width` and rows
+/// `y0 .. y0 + height` of a larger image, `bands` interleaved samples a pixel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window<T> {
+    pub data: Vec<T>,
+    pub x0: usize,
+    pub y0: usize,
+    pub width: usize,
+    pub height: usize,
+    pub bands: usize,
+}
+
+impl<T: Copy> Window<T> {
+    /// A whole image as a window at (0, 0).
+    pub fn whole(data: Vec<T>, width: usize, height: usize, bands: usize) -> Self {
+        debug_assert_eq!(data.len(), width * height * bands);
+        Self {
+            data,
+            x0: 0,
+            y0: 0,
+            width,
+            height,
+            bands,
+        }
+    }
+
+    /// Columns `cols` and rows `rows` (absolute coordinates, inside the window).
+    pub fn crop(&self, cols: Range<usize>, rows: Range<usize>) -> Self {
+        let b = self.bands;
+        let mut data = Vec::with_capacity(cols.len() * rows.len() * b);
+        for y in rows.clone() {
+            let row = (y - self.y0) * self.width * b;
+            data.extend_from_slice(
+                &self.data[row + (cols.start - self.x0) * b..row + (cols.end - self.x0) * b],
+            );
+        }
+        Self {
+            data,
+            x0: cols.start,
+            y0: rows.start,
+            width: cols.len(),
+            height: rows.len(),
+            bands: b,
+        }
+    }
+}
+
+/// Sample types Pillow resamples: 8-bit (fixed point) and 16-bit (`f64`).
+pub trait Sample: Copy + Default {
+    /// One output sample from source samples and the taps.
+    fn convolve(values: impl Iterator<Item = Self>, fixed: &[i32], weights: &[f64]) -> Self;
+
+    /// A faster horizontal pass giving the same samples, where there is one.
+    fn horizontal_fast(_: &Window<Self>, _: &AxisTaps, _: Range<usize>) -> Option<Window<Self>> {
+        None
+    }
+
+    /// A faster vertical pass giving the same samples, where there is one.
+    fn vertical_fast(_: &Window<Self>, _: &AxisTaps, _: Range<usize>) -> Option<Window<Self>> {
+        None
+    }
+}
+
+impl Sample for u8 {
+    #[inline]
+    fn convolve(values: impl Iterator<Item = u8>, fixed: &[i32], _: &[f64]) -> u8 {
+        let mut ss: i32 = 1 << (PRECISION_BITS - 1);
+        for (v, &k) in values.zip(fixed) {
+            ss += v as i32 * k;
+        }
+        (ss >> PRECISION_BITS).clamp(0, 255) as u8
+    }
+
+    fn horizontal_fast(src: &Window<u8>, ax: &AxisTaps, rows: Range<usize>) -> Option<Window<u8>> {
+        Some(match src.bands {
+            1 => horizontal_u8::<1>(src, ax, rows),
+            2 => horizontal_u8::<2>(src, ax, rows),
+            3 => horizontal_u8::<3>(src, ax, rows),
+            4 => horizontal_u8::<4>(src, ax, rows),
+            _ => return None,
+        })
+    }
+
+    fn vertical_fast(src: &Window<u8>, ay: &AxisTaps, cols: Range<usize>) -> Option<Window<u8>> {
+        Some(vertical_u8(src, ay, cols))
+    }
+}
+
+impl Sample for u16 {
+    #[inline]
+    fn convolve(values: impl Iterator<Item = u16>, _: &[i32], weights: &[f64]) -> u16 {
+        let mut ss = 0f64;
+        for (v, &k) in values.zip(weights) {
+            ss += v as f64 * k;
+        }
+        // ROUND_UP then CLIP16.
+        let r = if ss >= 0.0 { ss + 0.5 } else { ss - 0.5 } as i64;
+        r.clamp(0, 65535) as u16
+    }
+}
+
+/// Horizontal pass over `rows` (absolute, inside `src`), kept output columns of `ax`.
+fn horizontal<T: Sample>(src: &Window<T>, ax: &AxisTaps, rows: Range<usize>) -> Window<T> {
+    if let Some(out) = T::horizontal_fast(src, ax, rows.clone()) {
+        return out;
+    }
+    let b = src.bands;
+    let out_w = ax.keep.len();
+    let mut data = vec![T::default(); out_w * rows.len() * b];
+    for (oy, y) in rows.clone().enumerate() {
+        let line = &src.data[(y - src.y0) * src.width * b..(y - src.y0 + 1) * src.width * b];
+        let out = &mut data[oy * out_w * b..(oy + 1) * out_w * b];
+        for i in 0..out_w {
+            let (start, fixed, weights) = ax.taps(i);
+            let base = (start - src.x0) * b;
+            for c in 0..b {
+                let values = (0..fixed.len()).map(|t| line[base + t * b + c]);
+                out[i * b + c] = T::convolve(values, fixed, weights);
+            }
+        }
+    }
+    Window {
+        data,
+        x0: ax.keep.start,
+        y0: rows.start,
+        width: out_w,
+        height: rows.len(),
+        bands: b,
+    }
+}
+
+/// Vertical pass over columns `cols` (absolute, inside `src`), kept output rows of `ay`.
+fn vertical<T: Sample>(src: &Window<T>, ay: &AxisTaps, cols: Range<usize>) -> Window<T> {
+    if let Some(out) = T::vertical_fast(src, ay, cols.clone()) {
+        return out;
+    }
+    let b = src.bands;
+    let out_h = ay.keep.len();
+    let row_len = src.width * b;
+    let mut data = vec![T::default(); cols.len() * out_h * b];
+    for i in 0..out_h {
+        let (start, fixed, weights) = ay.taps(i);
+        let out = &mut data[i * cols.len() * b..(i + 1) * cols.len() * b];
+        for (ox, x) in cols.clone().enumerate() {
+            let base = (start - src.y0) * row_len + (x - src.x0) * b;
+            for c in 0..b {
+                let values = (0..fixed.len()).map(|t| src.data[base + t * row_len + c]);
+                out[ox * b + c] = T::convolve(values, fixed, weights);
+            }
+        }
+    }
+    Window {
+        data,
+        x0: cols.start,
+        y0: ay.keep.start,
+        width: cols.len(),
+        height: out_h,
+        bands: b,
+    }
+}
+
+/// 8-bit horizontal pass with `B` bands: the same sums as [`Sample::convolve`]
+/// (integer sums, so the order of terms does not matter), written as plain
+/// indexed loops because dicoflow itself is built at `-O1` in the dev profile.
+fn horizontal_u8<const B: usize>(
+    src: &Window<u8>,
+    ax: &AxisTaps,
+    rows: Range<usize>,
+) -> Window<u8> {
+    let out_w = ax.keep.len();
+    let row_len = src.width * B;
+    let ksize = ax.ksize;
+    let mut data = vec![0u8; out_w * rows.len() * B];
+    for (oy, y) in rows.clone().enumerate() {
+        let line = &src.data[(y - src.y0) * row_len..(y - src.y0 + 1) * row_len];
+        let out = &mut data[oy * out_w * B..(oy + 1) * out_w * B];
+        let mut i = 0;
+        while i < out_w {
+            let len = ax.lens[i];
+            let k = &ax.fixed[i * ksize..i * ksize + len];
+            let start = (ax.starts[i] - src.x0) * B;
+            let taps = &line[start..start + len * B];
+            let mut ss = [1i32 << (PRECISION_BITS - 1); B];
+            let mut t = 0;
+            while t < len {
+                let kk = k[t];
+                let v = &taps[t * B..t * B + B];
+                let mut c = 0;
+                while c < B {
+                    ss[c] += v[c] as i32 * kk;
+                    c += 1;
+                }
+                t += 1;
+            }
+            let px = &mut out[i * B..i * B + B];
+            let mut c = 0;
+            while c < B {
+                px[c] = (ss[c] >> PRECISION_BITS).clamp(0, 255) as u8;
+                c += 1;
+            }
+            i += 1;
+        }
+    }
+    Window {
+        data,
+        x0: ax.keep.start,
+        y0: rows.start,
+        width: out_w,
+        height: rows.len(),
+        bands: B,
+    }
+}
+
+/// 8-bit vertical pass: row-wise accumulation of the same integer sums.
+fn vertical_u8(src: &Window<u8>, ay: &AxisTaps, cols: Range<usize>) -> Window<u8> {
+    let b = src.bands;
+    let out_h = ay.keep.len();
+    let row_len = src.width * b;
+    let n = cols.len() * b;
+    let first = (cols.start - src.x0) * b;
+    let mut data = vec![0u8; n * out_h];
+    let mut acc = vec![0i32; n];
+    for i in 0..out_h {
+        let len = ay.lens[i];
+        let k = &ay.fixed[i * ay.ksize..i * ay.ksize + len];
+        acc.fill(1 << (PRECISION_BITS - 1));
+        for (t, &kk) in k.iter().enumerate() {
+            let row = (ay.starts[i] + t - src.y0) * row_len + first;
+            let line = &src.data[row..row + n];
+            let mut x = 0;
+            while x < n {
+                acc[x] += line[x] as i32 * kk;
+                x += 1;
+            }
+        }
+        let out = &mut data[i * n..(i + 1) * n];
+        let mut x = 0;
+        while x < n {
+            out[x] = (acc[x] >> PRECISION_BITS).clamp(0, 255) as u8;
+            x += 1;
+        }
+    }
+    Window {
+        data,
+        x0: cols.start,
+        y0: ay.keep.start,
+        width: cols.len(),
+        height: out_h,
+        bands: b,
+    }
+}
+
+/// Pillow's bicubic `resize((out_w, out_h))` of the whole image `src` (a window
+/// at (0, 0)), keeping only output columns `cols` and rows `rows`.
+///
+/// Pass order and skipped passes as `Image.resize` and `ImagingResampleInner`.
+pub fn resize_bicubic<T: Sample>(
+    src: &Window<T>,
+    (out_w, out_h): (usize, usize),
+    cols: Range<usize>,
+    rows: Range<usize>,
+) -> Window<T> {
+    let (in_w, in_h) = (src.width, src.height);
+    debug_assert!(src.x0 == 0 && src.y0 == 0);
+    let need_h = out_w != in_w;
+    let need_v = out_h != in_h;
+    if in_h > in_w * 100 && out_h < in_h {
+        // Image.resize: vertical first (a box with the full width), then horizontal.
+        let ax = AxisTaps::bicubic(in_w, out_w, cols.clone());
+        let src_cols = if need_h { ax.span() } else { cols.clone() };
+        let ay = AxisTaps::bicubic(in_h, out_h, rows.clone());
+        let tmp = vertical(src, &ay, src_cols);
+        return if need_h {
+            horizontal(&tmp, &ax, rows)
+        } else {
+            tmp.crop(cols, rows)
+        };
+    }
+    let ay = AxisTaps::bicubic(in_h, out_h, rows.clone());
+    let src_rows = if need_v { ay.span() } else { rows.clone() };
+    let tmp = if need_h {
+        let ax = AxisTaps::bicubic(in_w, out_w, cols.clone());
+        horizontal(src, &ax, src_rows)
+    } else {
+        src.crop(cols.clone(), src_rows)
+    };
+    if need_v {
+        vertical(&tmp, &ay, cols)
+    } else {
+        tmp.crop(cols, rows)
+    }
+}
+
+/// Pillow's nearest-neighbour `resize((out_w, out_h))` (the filter Pillow
+/// forces for modes "1" and "P"), keeping output columns `cols` and rows `rows`.
+/// Pixels Pillow does not reach keep its fill value, 0.
+pub fn resize_nearest(
+    src: &Window<u8>,
+    (out_w, out_h): (usize, usize),
+    cols: Range<usize>,
+    rows: Range<usize>,
+) -> Window<u8> {
+    let b = src.bands;
+    let xs = nearest_positions(src.width, out_w, cols.clone());
+    let ys = nearest_positions(src.height, out_h, rows.clone());
+    let mut data = vec![0u8; xs.len() * ys.len() * b];
+    for (oy, y) in ys.iter().enumerate() {
+        let Some(y) = *y else { continue };
+        for (ox, x) in xs.iter().enumerate() {
+            let Some(x) = *x else { continue };
+            let s = (y * src.width + x) * b;
+            let d = (oy * xs.len() + ox) * b;
+            data[d..d + b].copy_from_slice(&src.data[s..s + b]);
+        }
+    }
+    Window {
+        data,
+        x0: cols.start,
+        y0: rows.start,
+        width: xs.len(),
+        height: ys.len(),
+        bands: b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_sum_to_one_in_fixed_point_and_stay_inside_the_source() {
+        for (i, o) in [(495usize, 242usize), (7, 224), (4000, 224), (1, 9), (3, 1)] {
+            let t = AxisTaps::bicubic(i, o, 0..o);
+            let span = t.span();
+            assert!(span.end <= i, "{i}->{o}");
+            for n in 0..o {
+                let (s, fixed, _) = t.taps(n);
+                assert!(s + fixed.len() <= i);
+                let sum: i64 = fixed.iter().map(|&k| k as i64).sum();
+                assert!((sum - (1 << PRECISION_BITS)).abs() <= fixed.len() as i64);
+            }
+        }
+    }
+
+    #[test]
+    fn crop_of_full_resize_equals_resize_of_kept_outputs() {
+        let (w, h) = (37usize, 23usize);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 97 % 251) as u8).collect();
+        let src = Window::whole(data, w, h, 3);
+        let full = resize_bicubic(&src, (50, 31), 0..50, 0..31);
+        let part = resize_bicubic(&src, (50, 31), 9..40, 4..20);
+        assert_eq!(full.crop(9..40, 4..20), part);
+    }
+
+    #[test]
+    fn fast_u8_passes_equal_the_per_sample_sums() {
+        let (w, h) = (29usize, 17usize);
+        for b in 1..=4 {
+            let data: Vec<u8> = (0..w * h * b).map(|i| (i * 131 % 256) as u8).collect();
+            let src = Window::whole(data, w, h, b);
+            let ax = AxisTaps::bicubic(w, 11, 2..9);
+            let out = horizontal(&src, &ax, 3..12);
+            let ay = AxisTaps::bicubic(h, 40, 5..30);
+            let vout = vertical(&src, &ay, 4..20);
+            for (oy, y) in (3..12).enumerate() {
+                for i in 0..7 {
+                    let (start, fixed, weights) = ax.taps(i);
+                    for c in 0..b {
+                        let values =
+                            (0..fixed.len()).map(|t| src.data[(y * w + start + t) * b + c]);
+                        let want = u8::convolve(values, fixed, weights);
+                        assert_eq!(out.data[(oy * 7 + i) * b + c], want);
+                    }
+                }
+            }
+            for i in 0..25 {
+                let (start, fixed, weights) = ay.taps(i);
+                for (ox, x) in (4..20).enumerate() {
+                    for c in 0..b {
+                        let values =
+                            (0..fixed.len()).map(|t| src.data[((start + t) * w + x) * b + c]);
+                        let want = u8::convolve(values, fixed, weights);
+                        assert_eq!(vout.data[(i * 16 + ox) * b + c], want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nearest_positions_follow_pillow_steps() {
+        // 3 -> 7: step 3/7, positions floor((i + 0.5) * 3/7).
+        let p = nearest_positions(3, 7, 0..7);
+        assert_eq!(
+            p,
+            [0, 0, 1, 1, 1, 2, 2].map(Some).to_vec(),
+            "upscaling repeats pixels"
+        );
+        assert_eq!(nearest_positions(3, 7, 2..4), vec![Some(1), Some(1)]);
+    }
+}
