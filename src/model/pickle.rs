@@ -355,7 +355,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("an odd number of items for a dict"));
         }
         let mut out = Vec::with_capacity(items.len() / 2);
