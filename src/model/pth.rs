@@ -525,7 +525,7 @@ pub fn read_pth(path: &Path) -> Result<TorchCheckpoint, ModelError> {
         return Err(ModelError::NoTensorDict {
             path: path.to_path_buf(),
             found: format!(
-                "the file holds {}, not a dict (a pickled module: save its state_dict() instead)",
+                "the file holds {}, not a dict",
                 root.describe()
             ),
         });
