@@ -524,10 +524,7 @@ pub fn read_pth(path: &Path) -> Result<TorchCheckpoint, ModelError> {
     let Some(items) = dict_items(&root) else {
         return Err(ModelError::NoTensorDict {
             path: path.to_path_buf(),
-            found: format!(
-                "the file holds {}, not a dict",
-                root.describe()
-            ),
+            found: format!("the file holds {}, not a dict", root.describe()),
         });
     };
     let top = content(&mut ar, &items, "")?;
