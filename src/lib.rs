@@ -6,6 +6,7 @@
 //! (CLIP in tch, weight loading).
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod flow;
 pub mod image;

@@ -35,10 +35,19 @@ fn dicoflow(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn convert_weights_reads_torchscript_and_flat_state_dicts() {
+fn convert_weights_reads_torchscript_and_state_dicts() {
     let dir = temp_dir("convert");
     let mut converted: Vec<BTreeMap<String, Tensor>> = Vec::new();
-    for name in ["tiny_ts.pt", "tiny_flat.pth", "tiny_dp.pth"] {
+    // TorchScript, flat, DataParallel, OrderedDict and PAC-S-style nested checkpoints
+    // (the last two needed a Python conversion before the restricted pickle reader).
+    let inputs = [
+        ("tiny_ts.pt", "TorchScript parameters"),
+        ("tiny_flat.pth", "the top-level dict"),
+        ("tiny_dp.pth", "the top-level dict"),
+        ("tiny_ordered.pth", "the top-level dict"),
+        ("tiny_nested.pth", "the `state_dict` entry"),
+    ];
+    for (name, source) in inputs {
         let out = dir.join(format!("{name}.safetensors"));
         let o = dicoflow(&[
             "convert",
@@ -51,6 +60,8 @@ fn convert_weights_reads_torchscript_and_flat_state_dicts() {
             "{name}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.contains(source), "{name}: {stdout}");
         converted.push(
             Tensor::read_safetensors(&out)
                 .unwrap()
@@ -66,23 +77,18 @@ fn convert_weights_reads_torchscript_and_flat_state_dicts() {
             assert!(c[k].equal(&converted[0][k]), "{k} differs between formats");
         }
     }
-    // Nested (PAC-S style) and OrderedDict checkpoints: a clear error naming the fix.
-    for name in ["tiny_nested.pth", "tiny_ordered.pth"] {
-        let out = dir.join("never.safetensors");
-        let o = dicoflow(&[
-            "convert",
-            "weights",
-            fixture(name).to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
-        assert!(!o.status.success());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("python -c") && err.contains("state_dict"),
-            "{err}"
-        );
-        assert!(!out.exists());
-    }
+    // What is still unreadable is refused with the reason, and nothing is written.
+    let out = dir.join("never.safetensors");
+    let o = dicoflow(&[
+        "convert",
+        "weights",
+        fixture("ambiguous.pth").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("several keys (state_dict, model)"), "{err}");
+    assert!(!out.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -202,6 +208,30 @@ fn score_command_matches_library() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("`42`"));
+
+    // Asking for CUDA where there is none is an error, never a run on the CPU.
+    if dicoflow::device::visible_cuda_devices() == 0 {
+        let o = dicoflow(&[
+            "score",
+            "--results",
+            dir.join("res.json").to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--clip",
+            weights_path.to_str().unwrap(),
+            "--clip-config",
+            "tiny",
+            "--device",
+            "cuda",
+        ]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("no CUDA device is visible; use `cpu`, or `auto`"),
+            "{err}"
+        );
+        assert!(o.stdout.is_empty());
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

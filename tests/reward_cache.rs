@@ -104,7 +104,7 @@ fn settings(w: &World) -> RewardCacheSettings {
         out: w.root.join("cache"),
         part: "all".into(),
         chunk_rows: 9,
-        device: "cpu".into(),
+        device: dicoflow::device::DeviceName::Cpu,
     }
 }
 

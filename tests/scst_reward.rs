@@ -274,7 +274,7 @@ fn stage_settings(root: &Path, vocab: &Vocab, reward: RewardSettings) -> Caption
         fluency_judge: None,
         fluency_every: 10,
         out: root.join("scst"),
-        device: "cpu".into(),
+        device: dicoflow::device::DeviceName::Cpu,
         checkpoint_every: 0,
         keep_last: 1,
         resume: false,

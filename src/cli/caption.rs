@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use crate::device::DeviceName;
 use crate::flow::{self, FlowConfig, Pipeline, RunOptions, SourceSpec, StageSpec};
 use crate::model::captioner::CaptionerConfig;
 use crate::reward::ScoreConfig;
@@ -49,9 +50,10 @@ pub struct CaptionArgs {
     /// Dataflow workers (image decoding threads).
     #[arg(short = 'w', long, default_value_t = 2)]
     pub workers: usize,
-    /// `cpu`, `cuda` (the first GPU, or the CPU when there is none) or `cuda:N`.
-    #[arg(long, default_value = "cuda")]
-    pub device: String,
+    /// `cpu`, `cuda`, `cuda:K` or `auto` (CUDA device 0 when one is visible, else the
+    /// CPU). Asking for CUDA where there is none is an error.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceName,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -126,7 +128,7 @@ pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
         evaluator_config: None,
         score: ScoreConfig::clip_s(),
         out: lines_file.clone(),
-        device: args.device.clone(),
+        device: args.device,
     };
     let mut pre = toml::Table::new();
     pre.insert(
@@ -142,6 +144,7 @@ pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
         },
         flow: FlowConfig {
             batch_size: args.batch_size,
+            device: args.device,
             ..Default::default()
         },
         cpu: vec![StageSpec::new("preprocess").with_settings(pre)],

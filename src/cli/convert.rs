@@ -19,11 +19,12 @@ pub enum ConvertCommand {
 /// Input format of `convert weights`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WeightsFormat {
-    /// TorchScript first, then a pickled state dict.
+    /// TorchScript when the archive holds code, a `torch.save`d state dict otherwise.
     Auto,
     /// A TorchScript archive (`clip.load`'s `.pt` files).
     Torchscript,
-    /// A `torch.save`d flat dict of tensors.
+    /// A `torch.save`d dict of tensors, flat or nested under `state_dict` / `model` /
+    /// `module` (read without executing the pickle).
     StateDict,
 }
 
@@ -79,9 +80,10 @@ fn weights(args: &WeightsArgs) -> anyhow::Result<()> {
         WeightsFormat::Torchscript => Some(TorchFormat::TorchScript),
         WeightsFormat::StateDict => Some(TorchFormat::StateDict),
     };
-    let named = read_torch_weights(&args.input, format)?;
-    let mut out = Vec::with_capacity(named.len());
-    for (k, t) in named {
+    let weights = read_torch_weights(&args.input, format)?;
+    println!("read {} ({})", args.input.display(), weights.source);
+    let mut out = Vec::with_capacity(weights.tensors.len());
+    for (k, t) in weights.tensors {
         out.push((
             k,
             t.f_detach()?

@@ -320,7 +320,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             precision: Precision::Fp32,
         },
         out: eval_dir.clone(),
-        device: "cpu".into(),
+        device: crate::device::DeviceName::Cpu,
         checkpoint_every: 0,
         keep_last: 1,
         resume: false,
@@ -383,7 +383,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         fluency_judge: Some(FluencyJudge::SyntheticWorld),
         fluency_every: 10,
         out: xe_dir.clone(),
-        device: "cpu".into(),
+        device: crate::device::DeviceName::Cpu,
         // An interrupted phase continues from its latest checkpoint.
         checkpoint_every: 50,
         keep_last: 2,
@@ -476,7 +476,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         out: cache_dir.clone(),
         part: "all".into(),
         chunk_rows: 2048,
-        device: "cpu".into(),
+        device: crate::device::DeviceName::Cpu,
     };
     println!(
         "[6/{PHASES}] caching the XE model's 5 beams, rewards and reference log-probs per training image"
@@ -524,7 +524,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             evaluator_config: None,
             score: ScoreConfig::clip_s().with_prefix(None),
             out: captions.clone(),
-            device: "cpu".into(),
+            device: crate::device::DeviceName::Cpu,
         };
         let p = pipeline(&test, 0, 1, 64, stage("caption", &s)?);
         let opts = RunOptions::threads(w as usize);

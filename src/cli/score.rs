@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::data::layout::LayoutOptions;
 use crate::data::shards::{list_shards, ShardIndex};
+use crate::device::DeviceName;
 use crate::image::{PreprocessConfig, Preprocessor};
 use crate::model::clip::{Clip, ClipConfig};
 use crate::reward::{ClipScorer, ScoreConfig};
@@ -58,9 +59,10 @@ pub struct ScoreArgs {
     /// Images per vision-tower batch.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available).
+    /// `cpu`, `cuda`, `cuda:K` or `auto` (CUDA device 0 when one is visible, else the
+    /// CPU). Asking for CUDA where there is none is an error.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: DeviceName,
     /// Print one JSON object of metric → value.
     #[arg(long)]
     pub json: bool,
@@ -104,19 +106,6 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-/// Parses `--device`.
-pub fn parse_device(s: &str) -> anyhow::Result<Device> {
-    Ok(match s {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => bail!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"),
-        },
-    })
 }
 
 /// Parses `--clip-config`: a preset name or a JSON file.
@@ -278,7 +267,10 @@ fn for_each_image(
 
 /// Run `score`.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
-    let device = parse_device(&args.device)?;
+    let device = args
+        .device
+        .resolve()
+        .with_context(|| format!("--device {}", args.device))?;
     let cfg = clip_config(&args.clip_config)?;
     let results: Vec<ResultEntry> = read_json(&args.results)?;
     if results.is_empty() {

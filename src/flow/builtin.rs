@@ -16,6 +16,7 @@ use super::batch::Sample;
 use super::error::FlowError;
 use super::registry::Registry;
 use super::stage::{CpuStage, DeviceBatch, DeviceStage, StageFailure};
+use crate::device::DeviceName;
 use crate::image::{PreprocessConfig, Preprocessor};
 
 /// Register the built-in stages.
@@ -26,6 +27,7 @@ pub fn register(r: &mut Registry) {
     r.register_device("image_stats", |cfg: ImageStatsConfig| {
         Ok(Box::new(ImageStats::try_new(&cfg)?) as Box<dyn DeviceStage>)
     });
+    r.declare_device_setting("image_stats");
     r.register_device("delay", |cfg: DelayConfig| {
         Ok(Box::new(Delay(cfg)) as Box<dyn DeviceStage>)
     });
@@ -59,33 +61,12 @@ impl CpuStage for PreprocessStage {
     }
 }
 
-/// A device named in settings: `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(name: &str) -> Result<Device, String> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| format!("unknown device `{other}` (expected cpu, cuda or cuda:N)")),
-    }
-}
-
 /// Settings of `image_stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageStatsConfig {
-    /// Device the tensors live on (default `cpu`).
-    pub device: String,
-}
-
-impl Default for ImageStatsConfig {
-    fn default() -> Self {
-        Self {
-            device: "cpu".into(),
-        }
-    }
+    /// Device the tensors live on: `cpu` (default), `cuda`, `cuda:K` or `auto`.
+    pub device: DeviceName,
 }
 
 /// Per-batch image statistics computed with tch on the device thread.
@@ -99,9 +80,9 @@ pub struct ImageStats {
 
 impl ImageStats {
     pub fn try_new(cfg: &ImageStatsConfig) -> Result<Self, FlowError> {
-        let device = parse_device(&cfg.device).map_err(|message| FlowError::StageSetup {
-            stage: "image_stats".into(),
-            message,
+        let device = cfg.device.resolve().map_err(|source| FlowError::Device {
+            setting: "stage `image_stats`: device".into(),
+            source,
         })?;
         let sum =
             Tensor::f_zeros([3], (Kind::Double, device)).map_err(|e| FlowError::StageSetup {

@@ -39,6 +39,15 @@ pub enum FlowError {
     #[error("device thread `{device}`: {message}")]
     DeviceThread { device: String, message: String },
 
+    /// A stage's or the flow's device setting cannot be honoured on this machine.
+    #[error("{setting}: {source}")]
+    Device {
+        /// The setting (`flow.device`, `stage `name``).
+        setting: String,
+        #[source]
+        source: crate::device::DeviceError,
+    },
+
     #[error("invalid flow setting `{name}`: {what}")]
     Config { name: &'static str, what: String },
 

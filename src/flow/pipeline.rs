@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::FlowError;
 use crate::data::{LayoutOptions, SourceConfig};
+use crate::device::DeviceName;
 
 /// Default samples per worker per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -88,8 +89,11 @@ pub struct FlowConfig {
     pub channel_depth: usize,
     /// Number of devices; device d is owned by worker d (default 1).
     pub devices: usize,
-    /// Device kind the device threads run on (`cpu`, `cuda`); default `cpu`.
-    pub device: String,
+    /// Device the device threads are labelled with in metrics and thread names (`cpu`,
+    /// `cuda`, `cuda:K`, `auto`; default `cpu`). It is resolved when the run starts, so a
+    /// pipeline that names CUDA on a machine without one is refused before any data is
+    /// read; the stages' own `device` settings place their models.
+    pub device: DeviceName,
 }
 
 impl Default for FlowConfig {
@@ -99,7 +103,7 @@ impl Default for FlowConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             channel_depth: DEFAULT_CHANNEL_DEPTH,
             devices: 1,
-            device: "cpu".into(),
+            device: DeviceName::Cpu,
         }
     }
 }
@@ -190,6 +194,19 @@ impl Pipeline {
         ] {
             if v == 0 {
                 return Err(format!("`{name}` must be at least 1"));
+            }
+        }
+        for s in &self.device {
+            let named = s.settings.get("device").and_then(|v| v.as_str());
+            if let Some(Ok(device)) = named.map(str::parse::<DeviceName>) {
+                if device != f.device {
+                    return Err(format!(
+                        "stage `{}` runs on device `{device}` but `flow.device` is `{}`; \
+                         set both to the same device",
+                        s.name(),
+                        f.device
+                    ));
+                }
             }
         }
         let mut names = BTreeSet::new();

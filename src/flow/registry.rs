@@ -27,6 +27,8 @@ pub struct Registry {
     device: BTreeMap<String, DeviceFactory>,
     /// Device stage types with a boolean `resume` setting.
     resumable: BTreeSet<String>,
+    /// Device stage types with a `device` setting ([`crate::device::DeviceName`]).
+    placed: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for Registry {
             .field("cpu", &self.cpu.keys().collect::<Vec<_>>())
             .field("device", &self.device.keys().collect::<Vec<_>>())
             .field("resumable", &self.resumable)
+            .field("placed", &self.placed)
             .finish()
     }
 }
@@ -95,6 +98,31 @@ impl Registry {
     /// request reaches it.
     pub fn declare_resumable(&mut self, type_name: &str) {
         self.resumable.insert(type_name.to_owned());
+    }
+
+    /// Declare that device stage type `type_name` has a `device` setting, so that a
+    /// stage of that type that leaves it out runs on the pipeline's `flow.device`
+    /// ([`Registry::place_stages`]): the device is then written once, in `[flow]`.
+    pub fn declare_device_setting(&mut self, type_name: &str) {
+        self.placed.insert(type_name.to_owned());
+    }
+
+    /// Whether device stage type `type_name` has a `device` setting.
+    pub fn has_device_setting(&self, type_name: &str) -> bool {
+        self.placed.contains(type_name)
+    }
+
+    /// Give every device stage whose type has a `device` setting and that leaves it out
+    /// the pipeline's `flow.device`. (A stage that names its own must name the same one:
+    /// [`Pipeline::check`].)
+    pub fn place_stages(&self, pipeline: &mut Pipeline) {
+        let device = pipeline.flow.device.to_string();
+        for spec in &mut pipeline.device {
+            if self.has_device_setting(&spec.type_name) && !spec.settings.contains_key("device") {
+                spec.settings
+                    .insert("device".into(), toml::Value::String(device.clone()));
+            }
+        }
     }
 
     /// Whether device stage type `type_name` accepts `resume`.

@@ -20,7 +20,7 @@ use super::batch::{BatchReport, Sample, StageError};
 use super::cpu::CpuStageExt;
 use super::device::{device_of, DeviceSpec, DeviceStageExt};
 use super::error::FlowError;
-use super::pipeline::Pipeline;
+use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
 use super::source::{shard_source, SourceSettings};
@@ -28,6 +28,7 @@ use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
 use crate::data::{ShardIndex, ShardSource};
+use crate::device::DeviceName;
 
 /// How to run a pipeline.
 #[derive(Debug, Clone)]
@@ -99,7 +100,11 @@ pub fn run(
         name: "pipeline",
         what,
     })?;
+    let mut placed = pipeline.clone();
+    registry.place_stages(&mut placed);
+    let pipeline = &placed;
     registry.check(pipeline)?;
+    check_devices(&pipeline.flow)?;
     let path = pipeline.source.path.clone().ok_or(FlowError::Config {
         name: "source.path",
         what: "no shards given: set `path` in [source] or pass --data".into(),
@@ -152,6 +157,22 @@ pub fn run(
         telemetry: telemetry.snapshot(),
         reports,
     })
+}
+
+/// Resolves `flow.device` for every replica before any data is read, so that a pipeline
+/// naming CUDA on a machine without it is refused at start with the reason.
+fn check_devices(flow: &FlowConfig) -> Result<(), FlowError> {
+    let last = match flow.device {
+        DeviceName::Cuda(k) => DeviceName::Cuda(k + flow.devices.saturating_sub(1)),
+        other => other,
+    };
+    for device in [flow.device, last] {
+        device.resolve().map_err(|source| FlowError::Device {
+            setting: "flow.device".into(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -208,11 +229,7 @@ fn build_and_run(
                 Err(e) => state.fail(e),
             }
         }
-        let device = if devices == 1 {
-            flow.device.clone()
-        } else {
-            format!("{}:{me}", flow.device)
-        };
+        let device = flow.device.replica_label(me, devices);
         Some(DeviceSpec {
             device,
             stages,

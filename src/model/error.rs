@@ -64,6 +64,24 @@ pub enum ModelError {
         reason: String,
         hint: &'static str,
     },
+    /// A PyTorch zip checkpoint that cannot be read as one (malformed pickle or archive,
+    /// storage out of bounds, unsupported element type or byte order); `reason` says which.
+    #[error("{path}: cannot read as a PyTorch checkpoint: {reason}")]
+    BadCheckpoint { path: PathBuf, reason: String },
+    /// A PyTorch checkpoint without a dict of tensors where the weights are looked for;
+    /// `found` lists what the file holds.
+    #[error(
+        "{path}: no dict of tensors found at the top level or under `state_dict`, `model` \
+         or `module` ({found}); save the model's state_dict() with torch.save"
+    )]
+    NoTensorDict { path: PathBuf, found: String },
+    /// A PyTorch checkpoint with a dict of tensors under several of the keys searched.
+    #[error(
+        "{path}: dicts of tensors under several keys ({}); load the checkpoint in Python \
+         and torch.save the one to convert",
+        keys.join(", ")
+    )]
+    AmbiguousTensorDict { path: PathBuf, keys: Vec<String> },
     /// libtorch reported an error (unreadable safetensors, device or dtype problems, ...).
     #[error(transparent)]
     Torch(#[from] tch::TchError),

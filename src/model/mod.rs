@@ -5,7 +5,9 @@ pub mod clip;
 pub mod convert;
 pub mod decode;
 pub mod error;
+pub mod pickle;
 pub(crate) mod preset;
+pub mod pth;
 pub mod weights;
 
 pub use error::ModelError;

@@ -62,8 +62,9 @@ pub struct RewardCacheSettings {
     /// Candidates per chunk file: at most this much work is lost on a crash.
     #[serde(default = "chunk_rows")]
     pub chunk_rows: usize,
+    /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`crate::device::DeviceName`]).
     #[serde(default = "cpu")]
-    pub device: String,
+    pub device: crate::device::DeviceName,
 }
 
 fn five() -> i64 {
@@ -171,7 +172,7 @@ impl RewardCacheStage {
                 s.candidates
             )));
         }
-        let device = device_of(&s.device)?;
+        let device = device_of("reward_cache", s.device)?;
         if cache::part_path(&s.out, &s.part).exists() {
             return Err(err(format!(
                 "{} is already finished: delete it to recompute, or name another `part`",

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::device::DeviceName;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, Registry, Sample, StageFailure};
 use crate::model::captioner::{Backbone, CaptionText, CaptionerConfig, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
@@ -55,20 +56,23 @@ pub fn register(r: &mut Registry) {
     });
     r.declare_resumable("train_evaluator");
     r.declare_resumable("train_captioner");
+    for placed in [
+        "train_evaluator",
+        "train_captioner",
+        "caption",
+        "reward_cache",
+    ] {
+        r.declare_device_setting(placed);
+    }
 }
 
-pub(crate) fn device_of(name: &str) -> Result<Device, FlowError> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::cuda_if_available()),
-        other => match other.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
-            Some(i) => Ok(Device::Cuda(i)),
-            None => Err(FlowError::Config {
-                name: "device",
-                what: format!("`{other}`: use cpu, cuda or cuda:N"),
-            }),
-        },
-    }
+/// The device stage `stage`'s `device` setting names, checked on this machine (asking
+/// for CUDA where there is none is an error, see [`DeviceName::resolve`]).
+pub(crate) fn device_of(stage: &'static str, name: DeviceName) -> Result<Device, FlowError> {
+    name.resolve().map_err(|source| FlowError::Device {
+        setting: format!("stage `{stage}`: device"),
+        source,
+    })
 }
 
 pub(crate) fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
@@ -107,8 +111,9 @@ pub struct EvaluatorStageSettings {
     pub train: ContrastiveConfig,
     /// Directory for the final weights and config.
     pub out: PathBuf,
+    /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`DeviceName`]).
     #[serde(default = "cpu")]
-    pub device: String,
+    pub device: DeviceName,
     /// Write a checkpoint every N steps into `out/checkpoints` (0: only the
     /// final weights).
     #[serde(default)]
@@ -122,8 +127,8 @@ pub struct EvaluatorStageSettings {
     pub resume: bool,
 }
 
-pub(crate) fn cpu() -> String {
-    "cpu".into()
+pub(crate) fn cpu() -> DeviceName {
+    DeviceName::Cpu
 }
 
 /// Restore `trainer` from the latest checkpoint if `resume` is set.
@@ -160,7 +165,7 @@ pub struct EvaluatorStage {
 
 impl EvaluatorStage {
     pub fn try_new(settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
-        let device = device_of(&settings.device)?;
+        let device = device_of("train_evaluator", settings.device)?;
         let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
         let mut checkpoints =
@@ -270,8 +275,9 @@ pub struct CaptionerStageSettings {
     #[serde(default = "ten")]
     pub fluency_every: u64,
     pub out: PathBuf,
+    /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`DeviceName`]).
     #[serde(default = "cpu")]
-    pub device: String,
+    pub device: DeviceName,
     /// Write a checkpoint every N steps into `out/checkpoints` (0: only the
     /// final weights).
     #[serde(default)]
@@ -377,7 +383,7 @@ pub struct CaptionerStage {
 impl CaptionerStage {
     pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
         let err = build_err("train_captioner");
-        let device = device_of(&s.device)?;
+        let device = device_of("train_captioner", s.device)?;
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
@@ -529,8 +535,9 @@ pub struct CaptionStageSettings {
     /// JSONL output: one `{"key", "caption", "references"}` per image, plus
     /// `"score"` with an evaluator.
     pub out: PathBuf,
+    /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`DeviceName`]).
     #[serde(default = "cpu")]
-    pub device: String,
+    pub device: DeviceName,
 }
 
 /// Captions every image and scores it with the evaluator.
@@ -543,7 +550,7 @@ pub struct CaptionStage {
 impl CaptionStage {
     pub fn try_new(s: CaptionStageSettings) -> Result<Self, FlowError> {
         let err = build_err("caption");
-        let device = device_of(&s.device)?;
+        let device = device_of("caption", s.device)?;
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
