@@ -269,6 +269,13 @@ fn read_shard(dir: &Path, name: &str, cols: Vec<(&str, ArrayRef)>) -> (Rows, Vec
     (read_rows(idx), types)
 }
 
+/// A re-encoding of one column.
+type Enc = Box<dyn Fn(ArrayRef) -> ArrayRef>;
+
+fn enc(f: impl Fn(ArrayRef) -> ArrayRef + 'static) -> Enc {
+    Box::new(f)
+}
+
 #[test]
 fn every_encoding_of_each_role_reads_like_the_plain_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,13 +291,13 @@ fn every_encoding_of_each_role_reads_like_the_plain_one() {
     assert_eq!(skip_counts(&want).total(), 4);
 
     let to = |t: DataType| move |a: ArrayRef| cast(a.as_ref(), &t).unwrap();
-    let text_encodings: Vec<(&str, Box<dyn Fn(ArrayRef) -> ArrayRef>)> = vec![
-        ("large_utf8", Box::new(to(DataType::LargeUtf8))),
-        ("utf8_view", Box::new(to(DataType::Utf8View))),
-        ("dict<i32, utf8>", Box::new(|a| dict(&a, &DataType::Int32))),
+    let text_encodings: Vec<(&str, Enc)> = vec![
+        ("large_utf8", enc(to(DataType::LargeUtf8))),
+        ("utf8_view", enc(to(DataType::Utf8View))),
+        ("dict<i32, utf8>", enc(|a: ArrayRef| dict(&a, &DataType::Int32))),
         (
             "dict<i8, large_utf8>",
-            Box::new(|a| {
+            enc(|a: ArrayRef| {
                 dict(
                     &cast(a.as_ref(), &DataType::LargeUtf8).unwrap(),
                     &DataType::Int8,
@@ -298,17 +305,17 @@ fn every_encoding_of_each_role_reads_like_the_plain_one() {
             }),
         ),
     ];
-    let binary_encodings: Vec<(&str, Box<dyn Fn(ArrayRef) -> ArrayRef>)> = vec![
-        ("large_binary", Box::new(to(DataType::LargeBinary))),
-        ("binary_view", Box::new(to(DataType::BinaryView))),
+    let binary_encodings: Vec<(&str, Enc)> = vec![
+        ("large_binary", enc(to(DataType::LargeBinary))),
+        ("binary_view", enc(to(DataType::BinaryView))),
         (
             "dict<i32, binary>",
-            Box::new(|a| dict(&a, &DataType::Int32)),
+            enc(|a: ArrayRef| dict(&a, &DataType::Int32)),
         ),
     ];
-    let list_encodings: Vec<(&str, Box<dyn Fn(ArrayRef) -> ArrayRef>)> = vec![(
+    let list_encodings: Vec<(&str, Enc)> = vec![(
         "large_list<utf8>",
-        Box::new(to(DataType::LargeList(Arc::new(Field::new(
+        enc(to(DataType::LargeList(Arc::new(Field::new(
             "item",
             DataType::Utf8,
             true,
@@ -317,15 +324,15 @@ fn every_encoding_of_each_role_reads_like_the_plain_one() {
     let mut cases: Vec<(&str, &str, &dyn Fn(ArrayRef) -> ArrayRef)> = Vec::new();
     for role in ["key", "status", "caption_item"] {
         for (name, f) in &text_encodings {
-            cases.push((role, name, f.as_ref()));
+            cases.push((role, *name, f.as_ref()));
         }
     }
     for (name, f) in &binary_encodings {
-        cases.push(("image", name, f.as_ref()));
-        cases.push(("caption_item", name, f.as_ref()));
+        cases.push(("image", *name, f.as_ref()));
+        cases.push(("caption_item", *name, f.as_ref()));
     }
     for (name, f) in &list_encodings {
-        cases.push(("caption", name, f.as_ref()));
+        cases.push(("caption", *name, f.as_ref()));
     }
     for (i, (role, name, f)) in cases.into_iter().enumerate() {
         let (got, types) = read_shard(dir.path(), &format!("case{i}"), columns(&p, role, f));
