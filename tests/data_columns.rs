@@ -294,7 +294,10 @@ fn every_encoding_of_each_role_reads_like_the_plain_one() {
     let text_encodings: Vec<(&str, Enc)> = vec![
         ("large_utf8", enc(to(DataType::LargeUtf8))),
         ("utf8_view", enc(to(DataType::Utf8View))),
-        ("dict<i32, utf8>", enc(|a: ArrayRef| dict(&a, &DataType::Int32))),
+        (
+            "dict<i32, utf8>",
+            enc(|a: ArrayRef| dict(&a, &DataType::Int32)),
+        ),
         (
             "dict<i8, large_utf8>",
             enc(|a: ArrayRef| {
