@@ -324,18 +324,19 @@ fn every_encoding_of_each_role_reads_like_the_plain_one() {
             true,
         ))))),
     )];
-    let mut cases: Vec<(&str, &str, &dyn Fn(ArrayRef) -> ArrayRef)> = Vec::new();
+    // (role, encoding name, re-encoding)
+    let mut cases: Vec<(&str, &str, &Enc)> = Vec::new();
     for role in ["key", "status", "caption_item"] {
         for (name, f) in &text_encodings {
-            cases.push((role, *name, f.as_ref()));
+            cases.push((role, *name, f));
         }
     }
     for (name, f) in &binary_encodings {
-        cases.push(("image", *name, f.as_ref()));
-        cases.push(("caption_item", *name, f.as_ref()));
+        cases.push(("image", *name, f));
+        cases.push(("caption_item", *name, f));
     }
     for (name, f) in &list_encodings {
-        cases.push(("caption", *name, f.as_ref()));
+        cases.push(("caption", *name, f));
     }
     for (i, (role, name, f)) in cases.into_iter().enumerate() {
         let (got, types) = read_shard(dir.path(), &format!("case{i}"), columns(&p, role, f));
