@@ -65,6 +65,13 @@ pub enum Error {
     #[error("cursor does not match this stream: {what}; resume with the same shards, seed, shuffle settings and worker count")]
     CursorMismatch { what: String },
 
+    #[error("key `{key}` is not unique: {first} and {second} both hold it; keys index the reward cache and lookups by key, so every row of a dataset needs its own (give each source its own key prefix, e.g. re-run img2dataset with distinct output names, or name a unique column with `key_column`)")]
+    DuplicateKey {
+        key: String,
+        first: String,
+        second: String,
+    },
+
     #[error("invalid setting `{name}`: {what}")]
     Config { name: &'static str, what: String },
 

@@ -485,3 +485,114 @@ fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
         "the computed images stay in a chunk"
     );
 }
+
+/// `cache-rewards` over the shards at `data` (instead of the pipeline's).
+fn cache_rewards_on(
+    w: &World,
+    s: &RewardCacheSettings,
+    data: &Path,
+) -> anyhow::Result<CacheReport> {
+    let p = pipeline(
+        w,
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(s).unwrap()),
+    );
+    let file = w.root.join("reward_cache.toml");
+    std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
+    run_cache_rewards(&CacheRewardsArgs {
+        pipeline: file,
+        data: Some(data.to_path_buf()),
+        out: None,
+        run_dir: w.root.join("runs"),
+        workers: 1,
+        quiet: true,
+    })
+}
+
+#[test]
+fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
+    use arrow::array::{ArrayRef, BinaryArray, StringArray};
+    let w = world();
+    let s = settings(&w);
+
+    // Two img2dataset outputs whose keys both start at 000000000.
+    let i2d = w.root.join("i2d");
+    let mut files = Vec::new();
+    for (sub, name, n) in [("laion", "00000.parquet", 3), ("cc", "00001.parquet", 2)] {
+        let dir = i2d.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys: Vec<String> = (0..n).map(|i| format!("{i:09}")).collect();
+        let pngs: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                dicoflow::data::world::generate_row(&WorldSpec::default(), 0, i)
+                    .unwrap()
+                    .1
+                    .image
+            })
+            .collect();
+        let batch = arrow::record_batch::RecordBatch::try_from_iter([
+            ("key", Arc::new(StringArray::from(keys)) as ArrayRef),
+            (
+                "jpg",
+                Arc::new(BinaryArray::from_iter_values(pngs)) as ArrayRef,
+            ),
+            (
+                "caption",
+                Arc::new(StringArray::from(vec!["a red square"; n])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let path = dir.join(name);
+        let mut wr = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        wr.write(&batch).unwrap();
+        wr.close().unwrap();
+        files.push(path);
+    }
+    let err = format!("{:#}", cache_rewards_on(&w, &s, &i2d).unwrap_err());
+    assert!(err.contains("`000000000`"), "{err}");
+    for f in &files {
+        assert!(err.contains(&f.display().to_string()), "{err}");
+    }
+    assert!(!s.out.exists(), "refused before anything was written");
+
+    // A cache of the world's training shards, then the same folder given
+    // other shards of the same names (another world): refused, not resumed.
+    cache_rewards(&w, &s).unwrap();
+    let record = std::fs::read_to_string(s.out.join(cache::INPUTS_FILE)).unwrap();
+    assert!(record.contains("synth-train-00001"), "{record}");
+    let other = w.root.join("other");
+    let spec = WorldSpec {
+        seed: 1,
+        train: 24,
+        val: 1,
+        test: 1,
+        rows_per_shard: 12,
+        rows_per_row_group: 4,
+        ..Default::default()
+    };
+    write_world(&other, &spec, false, |_| {}).unwrap();
+    let err = format!(
+        "{:#}",
+        cache_rewards_on(&w, &s, &other.join("train")).unwrap_err()
+    );
+    assert!(
+        err.contains("part `synth-train-00000`") && err.contains("differs"),
+        "{err}"
+    );
+    // One shard of the cached dataset alone: the other part is not among the inputs.
+    let err = format!(
+        "{:#}",
+        cache_rewards_on(&w, &s, &w.root.join("data/train/synth-train-00000.parquet")).unwrap_err()
+    );
+    assert!(
+        err.contains("part `synth-train-00001`") && err.contains("not a shard of this dataset"),
+        "{err}"
+    );
+    // The same inputs again: resumed (everything finished).
+    let report = cache_rewards(&w, &s).unwrap();
+    assert_eq!((report.finished, report.written), (2, 0));
+}

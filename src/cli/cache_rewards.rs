@@ -3,6 +3,10 @@
 //! work; this command plans it: a shard whose part is finished is skipped, and
 //! for the others the keys still missing from the cache are found with the
 //! differential antijoin (`flow::cache_join`) before the shard is streamed.
+//!
+//! Before any work, the dataset's keys must be unique (they index the cache),
+//! and the cache folder must hold only parts of these inputs (recorded in
+//! `inputs.json`): a folder made from other shards is refused, not resumed.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +15,7 @@ use anyhow::{bail, Context};
 use crate::data::shards::{list_shards, ShardIndex};
 use crate::flow::cache_join::missing_keys;
 use crate::flow::{run, Pipeline, RunOptions};
-use crate::reward::cache::{self, PartWriter};
+use crate::reward::cache::{self, CacheInputs, PartWriter, ShardFingerprint};
 use crate::train::reward_cache_stage::{provenance, RewardCacheSettings};
 
 /// Arguments of `cache-rewards`.
@@ -132,6 +136,19 @@ pub fn cache_rewards(
             data.display()
         );
     }
+    // Keys index the cache: a key shared by two rows would give the second
+    // image the first one's candidates. Only the key column is read.
+    ShardIndex::from_paths(shards.clone(), &pipeline.source.layout)?
+        .check_unique_keys()
+        .with_context(|| format!("checking the keys of {}", data.display()))?;
+    // A cache folder resumes only with the inputs it was made from.
+    let mut inputs = CacheInputs::default();
+    for (shard, part) in shards.iter().zip(&names) {
+        inputs
+            .parts
+            .insert(part.clone(), ShardFingerprint::of(shard)?);
+    }
+    cache::check_and_record_inputs(&settings.out, &inputs)?;
     println!("hashing the weights (the cache records which models made it)");
     let prov = provenance(&settings).map_err(anyhow::Error::msg)?;
     let registry = crate::train::stages::registry();

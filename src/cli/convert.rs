@@ -63,6 +63,10 @@ pub struct CocoArgs {
     /// Where Karpathy's `restval` images go.
     #[arg(long, value_enum, default_value = "train")]
     pub restval: Restval,
+    /// Replace OUT if it already holds files (the whole folder is replaced at
+    /// once; without this flag a non-empty OUT is refused).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Run `convert`.
@@ -121,6 +125,7 @@ fn coco(args: &CocoArgs) -> anyhow::Result<()> {
             rows_per_row_group: args.rows_per_row_group,
             ..Default::default()
         },
+        overwrite: args.overwrite,
     };
     let pb = crate::progress::bar(0, "converting", "images");
     let report = convert_karpathy(&args.karpathy, &args.images, &args.out, &opts, |i, n| {

@@ -32,7 +32,8 @@ pub struct SynthArgs {
     /// Rows per row group.
     #[arg(long, default_value_t = 100)]
     pub rows_per_row_group: usize,
-    /// Replace splits that already exist.
+    /// Replace the output folder if it holds anything but this very world (it
+    /// is replaced whole: written beside it, then swapped in).
     #[arg(long)]
     pub overwrite: bool,
 }
@@ -64,7 +65,7 @@ pub fn run(args: &SynthArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     if files.is_empty() {
         println!(
-            "{}: all splits exist already (use --overwrite to regenerate)",
+            "{}: already holds this world (same settings); nothing to do",
             args.out.display()
         );
     } else {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::data::output::Staging;
 use crate::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use crate::error::{Error, Result};
 
@@ -49,6 +50,8 @@ pub enum Restval {
 pub struct CocoConvertOptions {
     pub restval: Restval,
     pub writer: ShardWriterConfig,
+    /// Replace an output folder that already holds files (default: refuse it).
+    pub overwrite: bool,
 }
 
 /// What a conversion did.
@@ -66,6 +69,10 @@ pub struct CocoConvertReport {
 
 /// Convert `karpathy_json` + `images` into shards under `out/<split>/`.
 /// `on_image` is called once per listed image (for progress).
+///
+/// Errors: `out` already holds files and `opts.overwrite` is false. The shards
+/// are written beside `out` and swapped in whole when every split is done
+/// ([`crate::data::output`]), so `out` never mixes two conversions.
 pub fn convert_karpathy(
     karpathy_json: &Path,
     images: &Path,
@@ -78,6 +85,21 @@ pub fn convert_karpathy(
         path: karpathy_json.into(),
         source,
     })?;
+    // Replacing `out` must never delete the inputs.
+    if let Ok(out_abs) = out.canonicalize() {
+        for input in [images, karpathy_json] {
+            if input.canonicalize().is_ok_and(|p| p.starts_with(&out_abs)) {
+                return Err(Error::InvalidInput {
+                    path: out.into(),
+                    what: format!(
+                        "holds the input {}; write the shards to another folder",
+                        input.display()
+                    ),
+                });
+            }
+        }
+    }
+    let staging = Staging::begin(out, opts.overwrite)?;
     let mut writers: BTreeMap<String, ShardWriter> = BTreeMap::new();
     let mut report = CocoConvertReport::default();
     let total = file.images.len();
@@ -116,7 +138,7 @@ pub fn convert_karpathy(
             Some(w) => w,
             None => {
                 let w = ShardWriter::try_new(
-                    &out.join(&split),
+                    &staging.dir().join(&split),
                     &format!("coco-{split}"),
                     opts.writer.clone(),
                 )?;
@@ -133,7 +155,10 @@ pub fn convert_karpathy(
         *report.rows.entry(split).or_default() += 1;
     }
     for (_, w) in writers {
-        report.shards.extend(w.finish()?);
+        report
+            .shards
+            .extend(w.finish()?.iter().map(|f| staging.final_path(f)));
     }
+    staging.commit()?;
     Ok(report)
 }

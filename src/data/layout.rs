@@ -9,14 +9,20 @@
 //!   (rows whose status is not `success` are skipped and counted);
 //! - any binary / large_binary image column and a string or list-of-string caption
 //!   column, named with [`LayoutOptions`].
+//!
+//! Every role accepts every Arrow encoding of its logical type (`utf8`,
+//! `large_utf8`, `utf8_view`, dictionaries and run-end encodings of those;
+//! `binary`, `large_binary`, `binary_view`, `fixed_size_binary` likewise; any
+//! list encoding for captions): batches are normalised with Arrow's `cast`
+//! kernel before rows are read. A column of another type is an error naming
+//! the file and column, never a silently dropped role.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, AsArray, BinaryViewArray, GenericBinaryArray, GenericListArray, GenericStringArray,
-    StringViewArray,
-};
+use arrow::array::{Array, ArrayRef, AsArray, LargeBinaryArray, LargeListArray, LargeStringArray};
+use arrow::buffer::NullBuffer;
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -144,7 +150,8 @@ impl Layout {
                 path: path.into(),
                 column: image.name().clone(),
                 role: "image",
-                expected: "binary, large_binary, binary_view or struct<bytes: binary, ..>",
+                expected: "bytes (binary, large_binary, binary_view, fixed_size_binary, or a \
+                           dictionary of those) or struct<bytes: bytes, path: string>",
                 found: image.data_type().to_string(),
             });
         }
@@ -176,7 +183,8 @@ impl Layout {
                     path: path.into(),
                     column: c.name().clone(),
                     role: "caption",
-                    expected: "string, large_string, binary or a list of those",
+                    expected: "text or bytes (utf8, large_utf8, utf8_view, binary, ..., or a \
+                               dictionary of those), or a list of those",
                     found: c.data_type().to_string(),
                 });
             }
@@ -200,22 +208,33 @@ impl Layout {
                     path: path.into(),
                     column: k.name().clone(),
                     role: "key",
-                    expected: "string or integer",
+                    expected: "text or integer (utf8, large_utf8, utf8_view, int*, or a \
+                               dictionary of those)",
                     found: k.data_type().to_string(),
                 });
             }
         }
 
-        let status = schema
-            .field_with_name(STATUS_COLUMN)
-            .ok()
-            .filter(|f| is_string_type(f.data_type()))
-            .map(|f| f.name().clone());
+        // A `status` column of another type is refused, never ignored: ignoring it
+        // would count failed downloads as usable rows.
+        let status = match schema.field_with_name(STATUS_COLUMN) {
+            Ok(f) if values_of(f.data_type()) == Values::Text => Some(f.name().clone()),
+            Ok(f) => {
+                return Err(Error::ColumnType {
+                    path: path.into(),
+                    column: f.name().clone(),
+                    role: "status",
+                    expected: "text (utf8, large_utf8, utf8_view, or a dictionary of those)",
+                    found: f.data_type().to_string(),
+                })
+            }
+            Err(_) => None,
+        };
 
         let struct_image = matches!(image.data_type(), DataType::Struct(_));
         let list_captions = caption
             .as_ref()
-            .is_some_and(|c| matches!(c.data_type(), DataType::List(_) | DataType::LargeList(_)));
+            .is_some_and(|c| list_item(c.data_type()).is_some());
         let kind = if struct_image && key.is_some() && list_captions {
             LayoutKind::Dicoflow
         } else if struct_image {
@@ -277,9 +296,31 @@ impl Layout {
             .collect()
     }
 
+    /// The key column of a batch as text (`None` without a key column); null
+    /// cells stand for generated keys. Errors as [`Layout::extract`].
+    pub fn keys_of(&self, batch: &RecordBatch, path: &Path) -> Result<Option<LargeStringArray>> {
+        let Some(name) = self.key_column.as_deref() else {
+            return Ok(None);
+        };
+        let column = batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::InvalidInput {
+                path: path.into(),
+                what: format!("column `{name}` missing from a record batch"),
+            })?;
+        to_text(column, name, "key", path).map(Some)
+    }
+
     /// Turn each row of a (projected) record batch into a sample or a skip record.
     /// `first` is the address of the batch's first row; `key_prefix` builds keys
-    /// when the layout has no key column.
+    /// when the layout has no key column; `path` is the shard file (named in
+    /// errors; image paths stored in the shard are resolved against its folder).
+    ///
+    /// Every column is first normalised with Arrow's `cast` kernel (dictionary,
+    /// run-end, view and large-offset encodings become `large_utf8` /
+    /// `large_binary` / `large_list`), so each role reads every encoding of its
+    /// logical type the same way. Errors: a column missing from the batch, or a
+    /// cast that fails, naming the file and column.
     pub fn extract(
         &self,
         batch: &RecordBatch,
@@ -297,27 +338,20 @@ impl Layout {
                     what: format!("column `{name}` missing from a record batch"),
                 })
         };
-        let image = column(&self.image_column)?;
-        let image = match image.data_type() {
-            DataType::Struct(_) => {
-                let s = image.as_struct();
-                s.column_by_name("bytes")
-                    .cloned()
-                    .ok_or_else(|| Error::ColumnType {
-                        path: path.into(),
-                        column: self.image_column.clone(),
-                        role: "image",
-                        expected: "struct<bytes: binary, ..>",
-                        found: image.data_type().to_string(),
-                    })?
-            }
-            _ => image,
+        let image = ImageCells::new(&column(&self.image_column)?, &self.image_column, path)?;
+        let captions = match self.caption_column.as_deref() {
+            Some(name) => Some(CaptionCells::new(&column(name)?, name, path)?),
+            None => None,
         };
-        // A null struct makes its `bytes` child null too only logically; check both.
-        let image_struct = column(&self.image_column)?;
-        let captions = self.caption_column.as_deref().map(column).transpose()?;
-        let keys = self.key_column.as_deref().map(column).transpose()?;
-        let status = self.status_column.as_deref().map(column).transpose()?;
+        let text_column = |name: &Option<String>, role| -> Result<Option<LargeStringArray>> {
+            match name.as_deref() {
+                Some(name) => Ok(Some(to_text(&column(name)?, name, role, path)?)),
+                None => Ok(None),
+            }
+        };
+        let keys = text_column(&self.key_column, "key")?;
+        let status = text_column(&self.status_column, "status")?;
+        let shard_dir = path.parent().unwrap_or(Path::new(""));
 
         for i in 0..batch.num_rows() {
             let addr = RowAddr {
@@ -325,39 +359,30 @@ impl Layout {
                 ..first
             };
             let key = match &keys {
-                Some(k) => key_at(k.as_ref(), i),
-                None => Some(format!("{key_prefix}/{}/{}", addr.row_group, addr.row)),
+                Some(k) if k.is_valid(i) => k.value(i).to_owned(),
+                _ => generated_key(key_prefix, addr.row_group, addr.row),
             };
             let skip = |reason| SkipRecord {
                 addr,
-                key: key.clone(),
+                key: Some(key.clone()),
                 reason,
             };
             if let Some(status) = &status {
-                if string_at(status.as_ref(), i) != Some(Ok(STATUS_SUCCESS)) {
+                if !status.is_valid(i) || status.value(i) != STATUS_SUCCESS {
                     out.push((addr, Err(skip(SkipReason::StatusNotSuccess))));
                     continue;
                 }
             }
-            let bytes = if image_struct.is_null(i) {
-                None
-            } else {
-                binary_at(image.as_ref(), i)
-            };
-            let bytes = match bytes {
-                None => {
-                    out.push((addr, Err(skip(SkipReason::NullImage))));
+            let bytes = match image.bytes_at(i, shard_dir) {
+                Ok(b) => b,
+                Err(reason) => {
+                    out.push((addr, Err(skip(reason))));
                     continue;
                 }
-                Some([]) => {
-                    out.push((addr, Err(skip(SkipReason::EmptyImage))));
-                    continue;
-                }
-                Some(b) => b,
             };
             let caps = match &captions {
                 None => Ok(Vec::new()),
-                Some(c) => captions_at(c.as_ref(), i),
+                Some(c) => c.at(i),
             };
             let caps = match caps {
                 Ok(c) => c,
@@ -373,9 +398,8 @@ impl Layout {
             out.push((
                 addr,
                 Ok(RawSample {
-                    key: key
-                        .unwrap_or_else(|| format!("{key_prefix}/{}/{}", addr.row_group, addr.row)),
-                    image: bytes.to_vec(),
+                    key,
+                    image: bytes,
                     captions: caps,
                     addr,
                 }),
@@ -385,157 +409,267 @@ impl Layout {
     }
 }
 
-fn is_binary_type(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-    )
+/// The key of a row without a key (no key column, or a null cell):
+/// `PREFIX/ROW_GROUP/ROW`, the prefix being the shard's file stem.
+pub fn generated_key(prefix: &str, row_group: u32, row: u32) -> String {
+    format!("{prefix}/{row_group}/{row}")
 }
 
-fn is_string_type(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+/// What a column holds once its encoding (dictionary, run-end, view, large
+/// offsets) is looked through: the logical type a role is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    Text,
+    Bytes,
+    Integer,
+    Other,
 }
 
-fn is_image_type(t: &DataType) -> bool {
+fn values_of(t: &DataType) -> Values {
     match t {
-        DataType::Struct(fields) => fields
-            .iter()
-            .any(|f| f.name() == "bytes" && is_binary_type(f.data_type())),
-        other => is_binary_type(other),
+        DataType::Dictionary(_, v) => values_of(v),
+        DataType::RunEndEncoded(_, v) => values_of(v.data_type()),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Values::Text,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => Values::Bytes,
+        t if t.is_integer() => Values::Integer,
+        _ => Values::Other,
     }
 }
 
-fn is_caption_type(t: &DataType) -> bool {
+/// The item type of any list encoding (list, large list, list view, fixed size).
+fn list_item(t: &DataType) -> Option<&DataType> {
     match t {
-        DataType::List(f) | DataType::LargeList(f) => {
-            is_string_type(f.data_type()) || is_binary_type(f.data_type())
-        }
-        other => is_string_type(other) || is_binary_type(other),
-    }
-}
-
-fn is_key_type(t: &DataType) -> bool {
-    is_string_type(t)
-        || matches!(
-            t,
-            DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
-        )
-}
-
-/// The bytes of a binary cell, `None` if null or not a binary column.
-fn binary_at(a: &dyn Array, i: usize) -> Option<&[u8]> {
-    if a.is_null(i) {
-        return None;
-    }
-    match a.data_type() {
-        DataType::Binary => Some(
-            a.as_any()
-                .downcast_ref::<GenericBinaryArray<i32>>()?
-                .value(i),
-        ),
-        DataType::LargeBinary => Some(
-            a.as_any()
-                .downcast_ref::<GenericBinaryArray<i64>>()?
-                .value(i),
-        ),
-        DataType::BinaryView => Some(a.as_any().downcast_ref::<BinaryViewArray>()?.value(i)),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => Some(f.data_type()),
         _ => None,
     }
 }
 
-/// The text of a string (or binary, checked for UTF-8) cell; `None` if null.
-fn string_at(a: &dyn Array, i: usize) -> Option<std::result::Result<&str, SkipReason>> {
-    if a.is_null(i) {
-        return None;
-    }
-    match a.data_type() {
-        DataType::Utf8 => Some(Ok(a
-            .as_any()
-            .downcast_ref::<GenericStringArray<i32>>()?
-            .value(i))),
-        DataType::LargeUtf8 => Some(Ok(a
-            .as_any()
-            .downcast_ref::<GenericStringArray<i64>>()?
-            .value(i))),
-        DataType::Utf8View => Some(Ok(a.as_any().downcast_ref::<StringViewArray>()?.value(i))),
-        _ => {
-            binary_at(a, i).map(|b| std::str::from_utf8(b).map_err(|_| SkipReason::CaptionNotUtf8))
+/// The image column's type: bytes in any encoding, or the Hugging Face struct
+/// with a `bytes` field of bytes and an optional `path` field of text.
+fn is_image_type(t: &DataType) -> bool {
+    match t {
+        DataType::Struct(fields) => {
+            let field = |name: &str| fields.iter().find(|f| f.name() == name);
+            field("bytes").is_some_and(|f| values_of(f.data_type()) == Values::Bytes)
+                && field("path").is_none_or(|f| values_of(f.data_type()) == Values::Text)
         }
+        other => values_of(other) == Values::Bytes,
     }
 }
 
-fn key_at(a: &dyn Array, i: usize) -> Option<String> {
-    if a.is_null(i) {
-        return None;
-    }
-    match a.data_type() {
-        DataType::Int32 => Some(
-            a.as_primitive::<arrow::datatypes::Int32Type>()
-                .value(i)
-                .to_string(),
-        ),
-        DataType::Int64 => Some(
-            a.as_primitive::<arrow::datatypes::Int64Type>()
-                .value(i)
-                .to_string(),
-        ),
-        DataType::UInt32 => Some(
-            a.as_primitive::<arrow::datatypes::UInt32Type>()
-                .value(i)
-                .to_string(),
-        ),
-        DataType::UInt64 => Some(
-            a.as_primitive::<arrow::datatypes::UInt64Type>()
-                .value(i)
-                .to_string(),
-        ),
-        _ => string_at(a, i).and_then(|r| r.ok()).map(str::to_owned),
+/// Captions: text or bytes (checked for UTF-8 per cell), one per row or a list.
+fn is_caption_type(t: &DataType) -> bool {
+    let cell = |t: &DataType| matches!(values_of(t), Values::Text | Values::Bytes);
+    match list_item(t) {
+        Some(item) => cell(item),
+        None => cell(t),
     }
 }
 
-/// Captions of one row: a string cell gives one caption, a list cell several.
-/// Blank captions are dropped; non-UTF-8 binary captions skip the row.
-fn captions_at(a: &dyn Array, i: usize) -> std::result::Result<Vec<String>, SkipReason> {
-    let mut out = Vec::new();
-    let mut push =
-        |s: std::result::Result<&str, SkipReason>| -> std::result::Result<(), SkipReason> {
-            let s = s?;
-            if !s.trim().is_empty() {
-                out.push(s.to_owned());
-            }
-            Ok(())
+fn is_key_type(t: &DataType) -> bool {
+    matches!(values_of(t), Values::Text | Values::Integer)
+}
+
+/// `a` cast to `to` (a clone when it already is), or an error naming the column.
+fn normalise(
+    a: &ArrayRef,
+    to: &DataType,
+    column: &str,
+    role: &str,
+    path: &Path,
+) -> Result<ArrayRef> {
+    if a.data_type() == to {
+        return Ok(a.clone());
+    }
+    cast(a.as_ref(), to).map_err(|e| Error::InvalidInput {
+        path: path.into(),
+        what: format!(
+            "column `{column}` ({}) could not be read as the {role} column ({to}): {e}",
+            a.data_type()
+        ),
+    })
+}
+
+fn cast_failed(column: &str, role: &str, path: &Path, to: &DataType) -> Error {
+    Error::InvalidInput {
+        path: path.into(),
+        what: format!("column `{column}` did not become {to} when read as the {role} column"),
+    }
+}
+
+/// A text or integer column as `large_utf8` (integers in decimal).
+fn to_text(a: &ArrayRef, column: &str, role: &str, path: &Path) -> Result<LargeStringArray> {
+    let n = normalise(a, &DataType::LargeUtf8, column, role, path)?;
+    n.as_string_opt::<i64>()
+        .cloned()
+        .ok_or_else(|| cast_failed(column, role, path, &DataType::LargeUtf8))
+}
+
+/// A bytes column as `large_binary`.
+fn to_bytes(a: &ArrayRef, column: &str, role: &str, path: &Path) -> Result<LargeBinaryArray> {
+    let n = normalise(a, &DataType::LargeBinary, column, role, path)?;
+    n.as_binary_opt::<i64>()
+        .cloned()
+        .ok_or_else(|| cast_failed(column, role, path, &DataType::LargeBinary))
+}
+
+/// The image cells of a batch: bytes, and for the Hugging Face struct the
+/// struct's validity and its `path` field.
+struct ImageCells {
+    bytes: LargeBinaryArray,
+    path: Option<LargeStringArray>,
+    present: Option<NullBuffer>,
+}
+
+impl ImageCells {
+    fn new(a: &ArrayRef, column: &str, path: &Path) -> Result<Self> {
+        let Some(s) = a.as_struct_opt() else {
+            return Ok(Self {
+                bytes: to_bytes(a, column, "image", path)?,
+                path: None,
+                present: None,
+            });
         };
+        let bytes = s.column_by_name("bytes").ok_or_else(|| Error::ColumnType {
+            path: path.into(),
+            column: column.to_owned(),
+            role: "image",
+            expected: "struct<bytes: binary, ..>",
+            found: a.data_type().to_string(),
+        })?;
+        let image_path = match s.column_by_name("path") {
+            Some(p) => Some(to_text(p, &format!("{column}.path"), "image path", path)?),
+            None => None,
+        };
+        Ok(Self {
+            bytes: to_bytes(bytes, &format!("{column}.bytes"), "image", path)?,
+            path: image_path,
+            present: s.nulls().cloned(),
+        })
+    }
+
+    /// The encoded image of row `i`: its bytes, else the file its `path` names
+    /// (relative paths from `shard_dir`), else a skip reason.
+    fn bytes_at(&self, i: usize, shard_dir: &Path) -> std::result::Result<Vec<u8>, SkipReason> {
+        if self.present.as_ref().is_some_and(|n| n.is_null(i)) {
+            return Err(SkipReason::NullImage);
+        }
+        if self.bytes.is_valid(i) {
+            let b = self.bytes.value(i);
+            return if b.is_empty() {
+                Err(SkipReason::EmptyImage)
+            } else {
+                Ok(b.to_vec())
+            };
+        }
+        match &self.path {
+            Some(p) if p.is_valid(i) && !p.value(i).is_empty() => {
+                read_image_file(shard_dir, p.value(i))
+            }
+            _ => Err(SkipReason::NullImage),
+        }
+    }
+}
+
+/// Read the image file that a Hugging Face image struct names by `path` (its
+/// `bytes` null). A URL (`scheme://…`) or a chained URL (`…::…`, fsspec's
+/// notation for a file inside a remote archive) is never fetched: the row is
+/// skipped. A relative path is taken from the shard's folder; an absolute one
+/// as it is; `..` is allowed (the dataset's own files, like any local path).
+fn read_image_file(shard_dir: &Path, stored: &str) -> std::result::Result<Vec<u8>, SkipReason> {
+    if stored.contains("://") || stored.contains("::") {
+        return Err(SkipReason::RemoteImagePath(stored.to_owned()));
+    }
+    let full = shard_dir.join(stored);
+    match std::fs::read(&full) {
+        Ok(b) if b.is_empty() => Err(SkipReason::EmptyImage),
+        Ok(b) => Ok(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(SkipReason::ImageFileMissing(full.display().to_string()))
+        }
+        Err(e) => Err(SkipReason::ImageFileUnreadable(format!(
+            "{}: {e}",
+            full.display()
+        ))),
+    }
+}
+
+/// The caption cells of a batch, normalised: one text or bytes cell per row,
+/// or a `large_list` of those.
+enum CaptionCells {
+    One(ArrayRef),
+    List(LargeListArray),
+}
+
+impl CaptionCells {
+    fn new(a: &ArrayRef, column: &str, path: &Path) -> Result<Self> {
+        let cell = |t: &DataType| match values_of(t) {
+            Values::Bytes => DataType::LargeBinary,
+            _ => DataType::LargeUtf8,
+        };
+        match list_item(a.data_type()) {
+            Some(item) => {
+                let to = DataType::LargeList(Arc::new(Field::new("item", cell(item), true)));
+                let n = normalise(a, &to, column, "caption", path)?;
+                n.as_list_opt::<i64>()
+                    .cloned()
+                    .map(CaptionCells::List)
+                    .ok_or_else(|| cast_failed(column, "caption", path, &to))
+            }
+            None => Ok(CaptionCells::One(normalise(
+                a,
+                &cell(a.data_type()),
+                column,
+                "caption",
+                path,
+            )?)),
+        }
+    }
+
+    /// Captions of row `i`: a text cell gives one caption, a list cell several.
+    /// Blank captions are dropped; a bytes caption that is not UTF-8 skips the row.
+    fn at(&self, i: usize) -> std::result::Result<Vec<String>, SkipReason> {
+        let mut out = Vec::new();
+        match self {
+            CaptionCells::One(a) => push_caption(a.as_ref(), i, &mut out)?,
+            CaptionCells::List(list) => {
+                if list.is_valid(i) {
+                    let items = list.value(i);
+                    for j in 0..items.len() {
+                        push_caption(items.as_ref(), j, &mut out)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Append cell `i` of a `large_utf8` / `large_binary` array unless null or blank.
+fn push_caption(
+    a: &dyn Array,
+    i: usize,
+    out: &mut Vec<String>,
+) -> std::result::Result<(), SkipReason> {
     if a.is_null(i) {
-        return Ok(out);
+        return Ok(());
     }
-    match a.data_type() {
-        DataType::List(_) => {
-            let list = a.as_any().downcast_ref::<GenericListArray<i32>>();
-            if let Some(list) = list {
-                let items = list.value(i);
-                for j in 0..items.len() {
-                    if let Some(s) = string_at(items.as_ref(), j) {
-                        push(s)?;
-                    }
-                }
-            }
-        }
-        DataType::LargeList(_) => {
-            let list = a.as_any().downcast_ref::<GenericListArray<i64>>();
-            if let Some(list) = list {
-                let items = list.value(i);
-                for j in 0..items.len() {
-                    if let Some(s) = string_at(items.as_ref(), j) {
-                        push(s)?;
-                    }
-                }
-            }
-        }
-        _ => {
-            if let Some(s) = string_at(a, i) {
-                push(s)?;
-            }
-        }
+    let text = if let Some(s) = a.as_string_opt::<i64>() {
+        s.value(i)
+    } else if let Some(b) = a.as_binary_opt::<i64>() {
+        std::str::from_utf8(b.value(i)).map_err(|_| SkipReason::CaptionNotUtf8)?
+    } else {
+        return Ok(());
+    };
+    if !text.trim().is_empty() {
+        out.push(text.to_owned());
     }
-    Ok(out)
+    Ok(())
 }

@@ -4,10 +4,12 @@
 //! - [`layout`]: which columns hold image, captions, key, status;
 //! - [`source`]: a worker's deterministic, shuffled, resumable row stream;
 //! - [`writer`]: write shards in dicoflow's layout;
+//! - [`output`]: write a dataset folder whole (refuse or replace, never mix);
 //! - [`sample`]: samples and counted skip records.
 pub mod coco;
 pub mod inspect;
 pub mod layout;
+pub mod output;
 pub mod sample;
 pub mod shards;
 pub mod source;

@@ -48,6 +48,13 @@ pub enum SkipReason {
     TooLarge { width: u32, height: u32, limit: u64 },
     /// Failure in a named pipeline stage.
     Stage { stage: String, reason: String },
+    /// The image struct names a file by `path` (bytes null) that does not exist
+    /// (the detail is the resolved path).
+    ImageFileMissing(String),
+    /// The image file named by `path` exists but could not be read (detail: path and error).
+    ImageFileUnreadable(String),
+    /// The image struct names a remote file (a URL or a `::` chained URL); never fetched.
+    RemoteImagePath(String),
 }
 
 impl SkipReason {
@@ -64,6 +71,9 @@ impl SkipReason {
             SkipReason::ZeroSize => "zero-size image".into(),
             SkipReason::TooLarge { .. } => "image too large".into(),
             SkipReason::Stage { stage, reason } => format!("{stage}: {reason}"),
+            SkipReason::ImageFileMissing(_) => "image file missing".into(),
+            SkipReason::ImageFileUnreadable(_) => "image file unreadable".into(),
+            SkipReason::RemoteImagePath(_) => "remote image path (not fetched)".into(),
         }
     }
 }
@@ -81,6 +91,9 @@ impl fmt::Display for SkipReason {
                 f,
                 "image is {width}x{height}, more than the limit of {limit} pixels"
             ),
+            SkipReason::ImageFileMissing(detail)
+            | SkipReason::ImageFileUnreadable(detail)
+            | SkipReason::RemoteImagePath(detail) => write!(f, "{}: {detail}", self.label()),
             other => f.write_str(&other.label()),
         }
     }

@@ -1,15 +1,17 @@
 //! Finding Parquet shards and indexing their row groups (footers only; no data
 //! is read until a row group is requested).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use arrow::array::Array;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
 
-use crate::data::layout::{Layout, LayoutOptions};
+use crate::data::layout::{generated_key, Layout, LayoutOptions};
 use crate::data::sample::{RawSample, RowAddr, SkipRecord};
 use crate::error::{Error, Result};
 
@@ -189,6 +191,111 @@ impl ShardIndex {
             }
         }
         h.finish()
+    }
+
+    /// Refuse a dataset whose keys are not unique, naming both files (and row
+    /// groups and rows) of the first duplicate found in file order. Keys index
+    /// state — the reward cache, its resumption, lookups of images by key — so
+    /// a duplicate would silently give one image another's state.
+    ///
+    /// Every row counts, skipped or not (a failed img2dataset row still holds its
+    /// key). With a key column only that column is read (projection); without
+    /// one, keys are `STEM/ROW_GROUP/ROW` and unique exactly when the shards'
+    /// file stems are, so only names are compared. Returns the rows checked.
+    pub fn check_unique_keys(&self) -> Result<u64> {
+        let mut seen: HashMap<String, (usize, RowAddr)> = HashMap::new();
+        let duplicate = |key: &str, first: (usize, RowAddr), second: (usize, RowAddr)| {
+            let at = |(s, a): (usize, RowAddr)| {
+                format!(
+                    "{} (row group {}, row {})",
+                    self.shards[s].path.display(),
+                    a.row_group,
+                    a.row
+                )
+            };
+            Error::DuplicateKey {
+                key: key.to_owned(),
+                first: at(first),
+                second: at(second),
+            }
+        };
+        let mut rows = 0u64;
+        for (s, info) in self.shards.iter().enumerate() {
+            let Some(key_column) = self.layout.key_column.as_deref() else {
+                // Generated keys: unique exactly when file stems are.
+                if let Some(prev) = self.shards[..s]
+                    .iter()
+                    .position(|p| p.key_prefix == info.key_prefix)
+                {
+                    let addr = RowAddr {
+                        shard: s as u32,
+                        row_group: 0,
+                        row: 0,
+                    };
+                    return Err(duplicate(
+                        &generated_key(&info.key_prefix, 0, 0),
+                        (
+                            prev,
+                            RowAddr {
+                                shard: prev as u32,
+                                ..addr
+                            },
+                        ),
+                        (s, addr),
+                    ));
+                }
+                rows += info.row_groups.iter().map(|&n| n as u64).sum::<u64>();
+                continue;
+            };
+            let file = File::open(&info.path).map_err(|e| Error::io(&info.path, e))?;
+            let mask = ProjectionMask::columns(info.metadata.parquet_schema(), [key_column]);
+            let reader =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file, info.metadata.clone())
+                    .with_projection(mask)
+                    .with_batch_size(65_536)
+                    .build()
+                    .map_err(|source| Error::Parquet {
+                        path: info.path.clone(),
+                        source,
+                    })?;
+            // Rows arrive in file order; walk the row-group sizes alongside.
+            let (mut row_group, mut row) = (0u32, 0u32);
+            for batch in reader {
+                let batch = batch.map_err(|e| Error::Parquet {
+                    path: info.path.clone(),
+                    source: e.into(),
+                })?;
+                let keys = self.layout.keys_of(&batch, &info.path)?;
+                for i in 0..batch.num_rows() {
+                    while row
+                        >= info
+                            .row_groups
+                            .get(row_group as usize)
+                            .copied()
+                            .unwrap_or(u32::MAX)
+                    {
+                        row_group += 1;
+                        row = 0;
+                    }
+                    let addr = RowAddr {
+                        shard: s as u32,
+                        row_group,
+                        row,
+                    };
+                    let key = match &keys {
+                        Some(k) if k.is_valid(i) => k.value(i).to_owned(),
+                        _ => generated_key(&info.key_prefix, row_group, row),
+                    };
+                    if let Some(&first) = seen.get(&key) {
+                        return Err(duplicate(&key, first, (s, addr)));
+                    }
+                    seen.insert(key, (s, addr));
+                    row += 1;
+                    rows += 1;
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// Read one row group (only the needed columns) into per-row outcomes.

@@ -7,8 +7,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::ImageFormat;
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::{Deserialize, Serialize};
 
+use crate::data::output::Staging;
 use crate::data::synth::{reference_captions, render, sample_scene, Scene, WorldConfig};
 use crate::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use crate::error::{Error, Result};
@@ -84,53 +86,111 @@ pub fn generate_row(spec: &WorldSpec, split: usize, index: usize) -> Result<(Sce
     Ok((scene, row))
 }
 
-/// Generate the world into `out/<split>/`. A split whose directory already holds
-/// shards is left alone unless `overwrite`. `on_row` is called per row written.
+/// The metadata key under which every shard of the world stores its [`WorldSpec`].
+pub const WORLD_METADATA: &str = "dicoflow.world";
+
+/// Generate the world into `out/<split>/`. `on_row` is called per row written.
+/// Returns the shard files written: none when `out` already holds exactly this
+/// world (same spec in every shard's metadata, the expected files and row
+/// counts, nothing else), which is then kept as it is.
+///
+/// Errors: `out` holds anything else and `overwrite` is false. With
+/// `overwrite`, the whole folder is replaced at once (see
+/// [`crate::data::output`]): never a mix of two worlds or splits.
 pub fn write_world(
     out: &Path,
     spec: &WorldSpec,
     overwrite: bool,
     mut on_row: impl FnMut(&str),
 ) -> Result<Vec<PathBuf>> {
+    let spec_json = serde_json::to_string(spec).map_err(|source| Error::Json {
+        path: out.into(),
+        source,
+    })?;
+    if holds_world(out, spec, &spec_json)? {
+        return Ok(Vec::new());
+    }
+    let staging = Staging::begin(out, overwrite).map_err(|e| match e {
+        Error::InvalidInput { path, what } => Error::InvalidInput {
+            path,
+            what: format!(
+                "{what} (it does not hold this synthetic world: other settings or other files)"
+            ),
+        },
+        other => other,
+    })?;
     let mut written = Vec::new();
     for (split_idx, (split, n)) in splits(spec).into_iter().enumerate() {
-        let dir = out.join(split);
-        if dir.exists() {
-            if !overwrite {
-                continue;
-            }
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
-        // Write into a temporary directory and rename: a crash never leaves a
-        // partial split that a later run would take as complete.
-        let tmp = out.join(format!(".{split}.tmp"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
         let cfg = ShardWriterConfig {
             rows_per_shard: spec.rows_per_shard,
             rows_per_row_group: spec.rows_per_row_group,
             extra_columns: vec![SCENE_COLUMN.to_owned()],
-            metadata: vec![(
-                "dicoflow.world".to_owned(),
-                serde_json::to_string(spec).unwrap_or_default(),
-            )],
+            metadata: vec![(WORLD_METADATA.to_owned(), spec_json.clone())],
             ..Default::default()
         };
-        let mut writer = ShardWriter::try_new(&tmp, &format!("synth-{split}"), cfg)?;
+        let dir = staging.dir().join(split);
+        let mut writer = ShardWriter::try_new(&dir, &format!("synth-{split}"), cfg)?;
         for i in 0..n {
             let (_, row) = generate_row(spec, split_idx, i)?;
             writer.push(row)?;
             on_row(split);
         }
-        let files = writer.finish()?;
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-        written.extend(
-            files
-                .iter()
-                .filter_map(|f| f.file_name())
-                .map(|name| dir.join(name)),
-        );
+        written.extend(writer.finish()?.iter().map(|f| staging.final_path(f)));
     }
+    staging.commit()?;
     Ok(written)
+}
+
+/// Whether `out` holds exactly the world `spec` (JSON `spec_json`) and nothing else.
+fn holds_world(out: &Path, spec: &WorldSpec, spec_json: &str) -> Result<bool> {
+    if !out.is_dir() {
+        return Ok(false);
+    }
+    let mut expected_top: Vec<String> = splits(spec).iter().map(|(s, _)| s.to_string()).collect();
+    expected_top.sort();
+    if dir_names(out)? != expected_top {
+        return Ok(false);
+    }
+    for (split, n) in splits(spec) {
+        let dir = out.join(split);
+        let files = n.div_ceil(spec.rows_per_shard.max(1));
+        let expected: Vec<String> = (0..files)
+            .map(|i| format!("synth-{split}-{i:05}.parquet"))
+            .collect();
+        if !dir.is_dir() || dir_names(&dir)? != expected {
+            return Ok(false);
+        }
+        let mut rows = 0u64;
+        for name in &expected {
+            let path = dir.join(name);
+            let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let Ok(reader) = SerializedFileReader::new(file) else {
+                return Ok(false);
+            };
+            let meta = reader.metadata().file_metadata();
+            let stored = meta
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|e| e.key == WORLD_METADATA))
+                .and_then(|e| e.value.as_deref());
+            if stored != Some(spec_json) {
+                return Ok(false);
+            }
+            rows += meta.num_rows() as u64;
+        }
+        if rows != n as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Names of the entries of `dir`, sorted.
+fn dir_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
 }

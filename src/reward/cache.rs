@@ -399,6 +399,172 @@ pub fn present_keys(
     Ok(keys)
 }
 
+/// File in a cache folder recording which input shard each part was made from.
+pub const INPUTS_FILE: &str = "inputs.json";
+
+/// One input shard as a cache records it: enough to tell another file by the
+/// same name from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardFingerprint {
+    /// The shard's path as given to `cache-rewards` (informational).
+    pub file: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: String,
+}
+
+impl ShardFingerprint {
+    /// Fingerprint the shard at `path` (reads it once).
+    pub fn of(path: &Path) -> Result<Self, RewardError> {
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| RewardError::CacheFile {
+                path: path.into(),
+                what: e.to_string(),
+            })?
+            .len();
+        Ok(Self {
+            file: path.display().to_string(),
+            bytes,
+            sha256: sha256_file(path)?,
+        })
+    }
+}
+
+/// What a cache folder was made from: part name → input shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheInputs {
+    pub parts: BTreeMap<String, ShardFingerprint>,
+}
+
+/// Part names of the finished parts and unfinished chunk folders in `dir`,
+/// and the names of entries that belong to no reward cache.
+fn cache_contents(dir: &Path) -> Result<(Vec<String>, Vec<String>), RewardError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => {
+            return Err(RewardError::CacheFile {
+                path: dir.into(),
+                what: e.to_string(),
+            })
+        }
+    };
+    let (mut parts, mut foreign) = (Vec::new(), Vec::new());
+    for entry in entries {
+        let entry = entry.map_err(|e| RewardError::CacheFile {
+            path: dir.into(),
+            what: e.to_string(),
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(part) = name
+            .strip_prefix("part-")
+            .and_then(|n| n.strip_suffix(".parquet"))
+            .or_else(|| {
+                name.strip_prefix(".part-")
+                    .and_then(|n| n.strip_suffix(".chunks"))
+            })
+        {
+            parts.push(part.to_owned());
+        } else if name != INPUTS_FILE && !name.ends_with(".tmp") {
+            foreign.push(name);
+        }
+    }
+    parts.sort();
+    parts.dedup();
+    foreign.sort();
+    Ok((parts, foreign))
+}
+
+/// Check that the cache folder `dir` holds only parts of the inputs `current`
+/// (part name → shard) and record them in [`INPUTS_FILE`]. A cache folder is
+/// resumed only with the inputs it was made from: a new shard may join, but a
+/// recorded part whose shard is gone or differs, a part with no record (a
+/// folder made before records were kept, or by hand) and files that belong to
+/// no cache are refused, naming the file. Without this, the keys of another
+/// source would count as already cached.
+pub fn check_and_record_inputs(dir: &Path, current: &CacheInputs) -> Result<(), RewardError> {
+    let (parts, foreign) = cache_contents(dir)?;
+    if !foreign.is_empty() {
+        return Err(RewardError::CacheMismatch {
+            path: dir.into(),
+            what: format!(
+                "the folder holds files that are not part of a reward cache ({}); write the \
+                 cache to an empty or new folder",
+                foreign.join(", ")
+            ),
+        });
+    }
+    let record = dir.join(INPUTS_FILE);
+    let recorded: CacheInputs = match std::fs::read_to_string(&record) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| RewardError::CacheFile {
+            path: record.clone(),
+            what: format!("unreadable record of the cache's inputs: {e}"),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => CacheInputs::default(),
+        Err(e) => {
+            return Err(RewardError::CacheFile {
+                path: record,
+                what: e.to_string(),
+            })
+        }
+    };
+    for part in &parts {
+        if !recorded.parts.contains_key(part) {
+            return Err(RewardError::CacheMismatch {
+                path: dir.into(),
+                what: format!(
+                    "part `{part}` has no record of the shard it was made from ({INPUTS_FILE}); \
+                     the folder may cache other inputs: write to a new cache folder, or delete \
+                     this one to recompute it"
+                ),
+            });
+        }
+    }
+    for (part, was) in &recorded.parts {
+        match current.parts.get(part) {
+            Some(now) if now.bytes == was.bytes && now.sha256 == was.sha256 => {}
+            Some(now) => {
+                return Err(RewardError::CacheMismatch {
+                    path: dir.into(),
+                    what: format!(
+                        "part `{part}` was made from {} (sha256 {}), but this dataset's {} \
+                         differs (sha256 {}); write to a new cache folder",
+                        was.file, was.sha256, now.file, now.sha256
+                    ),
+                })
+            }
+            None => {
+                return Err(RewardError::CacheMismatch {
+                    path: dir.into(),
+                    what: format!(
+                        "part `{part}` was made from {}, which is not a shard of this dataset; \
+                         the folder caches other inputs: write to a new cache folder",
+                        was.file
+                    ),
+                })
+            }
+        }
+    }
+    let mut merged = recorded;
+    merged
+        .parts
+        .extend(current.parts.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let io = |e: std::io::Error| RewardError::CacheFile {
+        path: record.clone(),
+        what: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!("{INPUTS_FILE}.tmp"));
+    let text = serde_json::to_string_pretty(&merged).map_err(|e| RewardError::CacheFile {
+        path: record.clone(),
+        what: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &record).map_err(io)
+}
+
 /// Writes one part: rows go to chunk files as they come and are merged into
 /// the part by [`PartWriter::finish`]. Chunks left by an interrupted run are
 /// kept and merged too.
@@ -509,7 +675,10 @@ impl RewardCache {
         let parts = finished_parts(dir)?;
         let mut provenance: Option<CacheProvenance> = None;
         let mut by_key: BTreeMap<String, Vec<CacheEntry>> = BTreeMap::new();
-        for path in &parts {
+        // Which part each key came from: a key in two parts (two inputs sharing
+        // keys) would give one image the other's candidates.
+        let mut part_of: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, path) in parts.iter().enumerate() {
             let (p, entries) = read_file(path)?;
             // Every part must have been made like the first.
             match &provenance {
@@ -517,7 +686,21 @@ impl RewardCache {
                 None => provenance = Some(p),
             }
             for e in entries {
-                by_key.entry(e.key.clone()).or_default().push(e);
+                let first = *part_of.entry(e.key.clone()).or_insert(i);
+                let list = by_key.entry(e.key.clone()).or_default();
+                if first != i || list.iter().any(|o| o.rank == e.rank) {
+                    return Err(RewardError::CacheMismatch {
+                        path: path.clone(),
+                        what: format!(
+                            "key `{}` (rank {}) is also in {}: keys must be unique across the \
+                             cached dataset; recompute the cache from a dataset with unique keys",
+                            e.key,
+                            e.rank,
+                            parts[first].display()
+                        ),
+                    });
+                }
+                list.push(e);
             }
         }
         for entries in by_key.values_mut() {
@@ -641,6 +824,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("part-b.parquet"), "{err}");
+    }
+
+    #[test]
+    fn a_key_in_two_parts_or_twice_in_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&part_path(dir.path(), "a"), &prov("x"), &[entry("k", 0)]).unwrap();
+        write_file(&part_path(dir.path(), "b"), &prov("x"), &[entry("k", 0)]).unwrap();
+        let err = RewardCache::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("part-a.parquet") && err.contains("part-b.parquet") && err.contains("`k`"),
+            "{err}"
+        );
+        std::fs::remove_file(part_path(dir.path(), "b")).unwrap();
+        write_file(
+            &part_path(dir.path(), "a"),
+            &prov("x"),
+            &[entry("k", 0), entry("k", 1), entry("k", 0)],
+        )
+        .unwrap();
+        let err = RewardCache::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("`k` (rank 0)"), "{err}");
+    }
+
+    #[test]
+    fn inputs_are_recorded_and_other_inputs_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fp = |file: &str, sha: &str| ShardFingerprint {
+            file: file.into(),
+            bytes: 10,
+            sha256: sha.into(),
+        };
+        let inputs = |parts: &[(&str, ShardFingerprint)]| CacheInputs {
+            parts: parts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        };
+        let first = inputs(&[("a", fp("d/a.parquet", "1"))]);
+        check_and_record_inputs(dir.path(), &first).unwrap();
+        write_file(&part_path(dir.path(), "a"), &prov("x"), &[entry("k", 0)]).unwrap();
+        // Same inputs plus a new shard: resumed and recorded.
+        let grown = inputs(&[("a", fp("d/a.parquet", "1")), ("b", fp("d/b.parquet", "2"))]);
+        check_and_record_inputs(dir.path(), &grown).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(INPUTS_FILE)).unwrap();
+        assert_eq!(serde_json::from_str::<CacheInputs>(&text).unwrap(), grown);
+        // Same name, other file.
+        let err = check_and_record_inputs(dir.path(), &inputs(&[("a", fp("e/a.parquet", "9"))]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("part `a`") && err.contains("e/a.parquet"),
+            "{err}"
+        );
+        // A part without a record.
+        std::fs::remove_file(dir.path().join(INPUTS_FILE)).unwrap();
+        let err = check_and_record_inputs(dir.path(), &first)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no record"), "{err}");
+        // Files of no cache.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("train-00000.parquet"), b"x").unwrap();
+        let err = check_and_record_inputs(other.path(), &first)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train-00000.parquet"), "{err}");
     }
 
     #[test]
