@@ -176,6 +176,7 @@ fn converted_coco_shards_are_read_by_pyarrow() {
             rows_per_row_group: 1,
             ..Default::default()
         },
+        overwrite: false,
     };
     let report = convert_karpathy(&split_file, &images, &out, &opts, |_, _| {}).unwrap();
     assert_eq!(report.shards.len(), 2, "train (with restval) and val");
