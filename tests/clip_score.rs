@@ -169,6 +169,17 @@ fn scorer_matches_direct_computation() {
     scorer.add_images(&["img0"], &other).unwrap();
     let again = scorer.score(&keys, &captions).unwrap();
     assert_eq!(again, got);
+    // One key for two images of one call would score one image as the other.
+    let pair = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    scorer.clear_images();
+    let err = scorer.add_images(&["dup", "dup"], &pair).unwrap_err();
+    assert!(matches!(err, RewardError::BadInput { .. }), "{err}");
+    assert!(err.to_string().contains("`dup`"), "{err}");
+    assert!(
+        !scorer.has_image("dup"),
+        "nothing is cached from a refused call"
+    );
+    scorer.add_images(&["img0", "img1"], &images).unwrap();
     let err = scorer.score(&["nope"], &["a caption"]).unwrap_err();
     assert!(matches!(err, RewardError::MissingImage { .. }), "{err}");
     assert!(scorer.score(&["img0"], &["a", "b"]).is_err());

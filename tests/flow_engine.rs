@@ -231,6 +231,46 @@ fn a_panicking_cpu_stage_stops_the_run_naming_the_stage() {
 }
 
 #[test]
+fn a_key_shared_by_two_shards_refuses_the_run_naming_both_files() {
+    // Two datasets written into one folder, both keyed from k00000 (as two
+    // img2dataset outputs are): the second's images would be scored and
+    // trained as the first's, so the run must not start.
+    let tmp = tempfile::tempdir().unwrap();
+    for (prefix, seed) in [("a", 0u32), ("b", 100)] {
+        let cfg = ShardWriterConfig {
+            rows_per_shard: 8,
+            rows_per_row_group: 4,
+            ..Default::default()
+        };
+        let mut w = ShardWriter::try_new(tmp.path(), prefix, cfg).unwrap();
+        for i in 0..6u32 {
+            w.push(ShardRow {
+                key: format!("k{i:05}"),
+                image: common::png(8, 6, seed + i),
+                image_path: None,
+                captions: vec![format!("caption {i}")],
+                extra: vec![],
+            })
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let reg = Registry::with_builtins();
+    let err = run(&pipeline(tmp.path(), 4, 2), &reg, &keep(1)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, FlowError::Data(_)), "{msg}");
+    assert!(msg.contains("k00000"), "{msg}");
+    let files: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        assert!(msg.contains(f.as_str()), "{msg} does not name {f}");
+    }
+}
+
+#[test]
 fn pipeline_files_name_the_bad_key() {
     let path = Path::new("pipelines/x.toml");
     let err = Pipeline::from_toml("[flow]\nbatch_sise = 3\n", path).unwrap_err();

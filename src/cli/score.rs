@@ -223,6 +223,11 @@ fn for_each_image(
             ..Default::default()
         };
         let index = ShardIndex::from_paths(shards, &opts)?;
+        // Results name images by key: a key shared by two rows would score
+        // one of them, whichever comes first, as the image of that id.
+        index
+            .check_unique_keys()
+            .with_context(|| format!("checking the keys of {}", images.display()))?;
         for (shard, rg) in index.row_group_ids() {
             for (_, outcome) in index.read_row_group(shard, rg)? {
                 if let Ok(sample) = outcome {

@@ -110,6 +110,11 @@ pub fn run(
         what: "no shards given: set `path` in [source] or pass --data".into(),
     })?;
     let index = Arc::new(ShardIndex::open(&path, &pipeline.source.layout)?);
+    // Keys route samples to devices and index per-image state (image
+    // embeddings of a batch's rewards, the reward cache): a key shared by two
+    // rows would score or train one image as the other. Only the key column
+    // is read.
+    index.check_unique_keys()?;
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());

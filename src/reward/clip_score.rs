@@ -227,6 +227,9 @@ impl ClipScorer {
     }
 
     /// Encodes (and caches) the images `[n, 3, H, W]` whose keys are not cached yet.
+    ///
+    /// Errors: `keys.len() != n`, or one key given twice in `keys` (two images
+    /// under one key would be scored as one of them: [`RewardError::BadInput`]).
     pub fn add_images<S: AsRef<str>>(
         &mut self,
         keys: &[S],
@@ -241,6 +244,13 @@ impl ClipScorer {
                     keys.len(),
                     images.size()
                 ),
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = keys.iter().map(AsRef::as_ref).find(|k| !seen.insert(*k)) {
+            return Err(RewardError::BadInput {
+                what: "add_images",
+                reason: format!("key `{dup}` names two images of one batch; keys must be unique"),
             });
         }
         let missing: Vec<i64> = keys

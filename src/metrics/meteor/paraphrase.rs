@@ -249,7 +249,11 @@ impl ParaphraseTable {
     }
 
     fn write_cache(&self, path: &Path, stamp: [u64; 2]) -> std::io::Result<()> {
-        let tmp = path.with_extension("cache.tmp");
+        // One temp name per writer (process and call), so two processes or
+        // threads building the cache at once never write into one file.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("cache.{}.{n}.tmp", std::process::id()));
         {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             f.write_all(CACHE_MAGIC)?;
