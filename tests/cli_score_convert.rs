@@ -193,25 +193,9 @@ fn score_command_matches_library() {
 
     // Without annotations: CLIP-S only; a missing image is an error naming it.
     std::fs::remove_file(images.join("COCO_val2014_000000000042.png")).unwrap();
-    let o = dicoflow(&[
-        "score",
-        "--results",
-        dir.join("res.json").to_str().unwrap(),
-        "--images",
-        images.to_str().unwrap(),
-        "--clip",
-        weights_path.to_str().unwrap(),
-        "--clip-config",
-        "tiny",
-        "--device",
-        "cpu",
-    ]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("`42`"));
-
-    // Asking for CUDA where there is none is an error, never a run on the CPU.
-    if dicoflow::device::visible_cuda_devices() == 0 {
-        let o = dicoflow(&[
+    // `score` of the results on `device`, without annotations.
+    let score_on = |device: &str| {
+        dicoflow(&[
             "score",
             "--results",
             dir.join("res.json").to_str().unwrap(),
@@ -222,8 +206,16 @@ fn score_command_matches_library() {
             "--clip-config",
             "tiny",
             "--device",
-            "cuda",
-        ]);
+            device,
+        ])
+    };
+    let o = score_on("cpu");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`42`"));
+
+    // Asking for CUDA where there is none is an error, never a run on the CPU.
+    if dicoflow::device::visible_cuda_devices() == 0 {
+        let o = score_on("cuda");
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(

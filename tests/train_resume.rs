@@ -120,6 +120,20 @@ fn pipeline(root: &Path, s: &CaptionerStageSettings, crash: bool) -> Pipeline {
     }
 }
 
+/// Writes `vocab` and a random tiny CLIP (the frozen backbone, seed 1) under `root`.
+fn write_vocab_and_backbone(root: &Path, vocab: Vocab) -> Vocab {
+    std::fs::write(
+        root.join("vocab.json"),
+        serde_json::to_string(&vocab).unwrap(),
+    )
+    .unwrap();
+    tch::manual_seed(1);
+    let vs = VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    vs.save(root.join("clip.safetensors")).unwrap();
+    vocab
+}
+
 /// The world's 48 training images, a word vocabulary and a random tiny CLIP
 /// (the frozen backbone) under `root`.
 fn setup(root: &Path) -> Vocab {
@@ -141,16 +155,7 @@ fn setup(root: &Path) -> Vocab {
         })
         .collect();
     let vocab = Vocab::build(&caps, 1, None);
-    std::fs::write(
-        root.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(root.join("clip.safetensors")).unwrap();
-    vocab
+    write_vocab_and_backbone(root, vocab)
 }
 
 fn same_weights(a: &Path, b: &Path) {
@@ -461,16 +466,7 @@ fn setup_with_failed_batch(root: &Path) -> Vocab {
         8,
     );
     let vocab = Vocab::build(&captions, 1, None);
-    std::fs::write(
-        root.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(root.join("clip.safetensors")).unwrap();
-    vocab
+    write_vocab_and_backbone(root, vocab)
 }
 
 /// Batch time → images trained (`train/samples`) in a run's `metrics.jsonl`,
