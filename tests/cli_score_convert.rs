@@ -92,14 +92,20 @@ fn convert_weights_reads_torchscript_and_state_dicts() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A random CLIP of `cfg` saved as `dir/clip.safetensors`; returns its path.
+fn random_clip_weights(dir: &Path, cfg: &ClipConfig) -> PathBuf {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), cfg).unwrap();
+    let path = dir.join("clip.safetensors");
+    weights::save_safetensors(&vs, &path).unwrap();
+    path
+}
+
 #[test]
 fn score_command_matches_library() {
     let dir = temp_dir("score_cli");
     let cfg = ClipConfig::tiny();
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &cfg).unwrap();
-    let weights_path = dir.join("clip.safetensors");
-    weights::save_safetensors(&vs, &weights_path).unwrap();
+    let weights_path = random_clip_weights(&dir, &cfg);
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let ids = [1u32, 42, 391895];
@@ -231,10 +237,7 @@ fn score_command_matches_library() {
 fn score_finds_images_named_by_their_id_and_refuses_two_files_for_one_id() {
     let dir = temp_dir("score_ids");
     let cfg = ClipConfig::tiny();
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &cfg).unwrap();
-    let weights_path = dir.join("clip.safetensors");
-    weights::save_safetensors(&vs, &weights_path).unwrap();
+    let weights_path = random_clip_weights(&dir, &cfg);
     // clipscore's convention: the id is the file stem.
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();

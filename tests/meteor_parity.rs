@@ -6,9 +6,12 @@
 //! meteor-data` (part of `make test`) puts it there. Without it these tests
 //! fail, saying so.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use common::{json_float as float, json_strings as strings};
 use dicoflow::metrics::coco::{load_results, match_results};
 use dicoflow::metrics::meteor::{self, MeteorError};
 use dicoflow::metrics::{Annotations, Evaluator, Meteor, Metric, MetricsError, PtbTokenizer};
@@ -21,20 +24,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn read_json(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Python `repr` strings parse back exactly.
-fn float(v: &Value) -> f64 {
-    v.as_str().unwrap().parse().unwrap()
+    common::json_file(&fixture(name))
 }
 
 fn data_dir() -> PathBuf {

@@ -1,8 +1,11 @@
 //! Parity with pycocoevalcap on the fixtures made by
 //! `tests/fixtures/metrics/make_fixture.py`.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{json_float as float, json_strings as strings};
 use dicoflow::metrics::coco::{load_results, match_results};
 use dicoflow::metrics::{Annotations, Evaluator, ImageId, Metric, PtbTokenizer};
 use serde_json::Value;
@@ -14,22 +17,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn read_json(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixture(name)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The fixture stores floats as Python `repr` strings, which `str::parse`
-/// reads back exactly.
-fn float(v: &Value) -> f64 {
-    v.as_str().unwrap().parse().unwrap()
+    common::json_file(&fixture(name))
 }
 
 #[test]

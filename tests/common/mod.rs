@@ -130,3 +130,23 @@ pub fn reference_reader(script: &str, args: &[&Path]) -> Result<serde_json::Valu
         )
     }))
 }
+
+/// A JSON fixture file, parsed.
+pub fn json_file(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of strings.
+pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A float stored as its Python `repr` string, which `str::parse` reads back exactly.
+pub fn json_float(v: &serde_json::Value) -> f64 {
+    v.as_str().unwrap().parse().unwrap()
+}
