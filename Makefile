@@ -58,7 +58,8 @@ test: check $(VENV)/.readers meteor-data
 bench-data: $(VENV)/.dev-tools
 	cargo run --example bench_data -- --python $(VENV)/bin/python
 
-# pycocoevalcap (needs Java) lives in its own venv: it must not touch the pinned torch.
+# The benchmark's toolkit side (pycocoevalcap with Java's METEOR, latest release) in
+# its own venv, apart from the tests' pinned pycocoevalcap==1.2 reference readers.
 $(CURDIR)/.pyenv/.ready:
 	$(PYTHON) -m venv $(CURDIR)/.pyenv
 	$(CURDIR)/.pyenv/bin/pip install --quiet --disable-pip-version-check pycocoevalcap
