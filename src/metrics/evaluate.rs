@@ -132,13 +132,7 @@ pub fn score_tokenized_with(
             .iter()
             .map(|&m| scope.spawn(move || score_one(m, candidates, references, meteor)))
             .collect();
-        handles
-            .into_iter()
-            .map(|h| match h.join() {
-                Ok(v) => v,
-                Err(p) => std::panic::resume_unwind(p),
-            })
-            .collect()
+        super::scoped::join_all(handles)
     });
     let mut out = Vec::new();
     for r in results {

@@ -15,6 +15,7 @@ mod ptb_lexer;
 pub mod ptb_tokenizer;
 pub mod quality;
 pub mod rouge;
+mod scoped;
 pub mod scores;
 
 pub use coco::{Annotations, CaptionResult, ImageId, Sample};

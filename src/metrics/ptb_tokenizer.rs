@@ -71,11 +71,8 @@ impl PtbTokenizer {
                 })
                 .collect();
             let mut out = Vec::with_capacity(lines.len());
-            for h in handles {
-                match h.join() {
-                    Ok(part) => out.extend(part),
-                    Err(p) => std::panic::resume_unwind(p),
-                }
+            for part in super::scoped::join_all(handles) {
+                out.extend(part);
             }
             out
         })

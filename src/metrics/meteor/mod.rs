@@ -258,12 +258,8 @@ impl Meteor {
                     })
                 })
                 .collect();
-            handles
+            crate::metrics::scoped::join_all(handles)
                 .into_iter()
-                .map(|h| match h.join() {
-                    Ok(v) => v,
-                    Err(p) => std::panic::resume_unwind(p),
-                })
                 .collect::<Result<Vec<Vec<_>>, _>>()
                 .map(|v| v.into_iter().flatten().collect())
         })?;
