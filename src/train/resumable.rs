@@ -84,10 +84,6 @@ pub trait Resumable {
     fn steps_taken(&self) -> u64 {
         self.parts_ref().2
     }
-    /// Batches (micro-batches) per optimizer step.
-    fn batches_per_step(&self) -> u64 {
-        self.parts_ref().1.accumulate() as u64
-    }
     /// Micro-batches accumulated since the last optimizer step.
     fn pending_batches(&self) -> u32 {
         self.parts_ref().1.pending()
