@@ -499,11 +499,12 @@ fn word_vocab_is_deterministic_and_round_trips() {
     let v = Vocab::build(&captions, 1, None);
     let again = Vocab::build(&captions, 1, None);
     assert_eq!(v, again);
-    // a (3) red (2) circle (2) square (2) then blue left of the (1), ties in byte order.
+    // a (3) red (2) circle (2) square (2) then , . blue left of the (1), ties in byte
+    // order: punctuation marks are tokens of their own.
     let words: Vec<&str> = (4..v.len() as i64).map(|i| v.word(i).unwrap()).collect();
     assert_eq!(
         words,
-        ["a", "circle", "red", "square", "blue", "left", "of", "the"]
+        ["a", "circle", "red", "square", ",", ".", "blue", "left", "of", "the"]
     );
     let ids = v.encode("A red TRIANGLE");
     assert_eq!(ids, vec![v.id("a"), v.id("red"), 3]);

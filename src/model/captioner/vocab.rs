@@ -1,6 +1,15 @@
 //! Word-level vocabulary built from training captions (small output layers for tiny
-//! CPU captioners). Ids: pad 0, BOS 1, EOS 2, unknown word 3, then the words by
+//! CPU captioners). Ids: pad 0, BOS 1, EOS 2, unknown word 3, then the tokens by
 //! decreasing count, ties in byte order, so the same captions always give the same ids.
+//!
+//! Tokens are words (runs of letters, digits and apostrophes, lower-cased) and the
+//! punctuation marks of [`PUNCTUATION`], each a token of its own, as CLIP BPE keeps
+//! them: the synthetic world's grammar needs `:` ("two shapes: a red circle and a blue
+//! box") and `,` (longer lists), and a captioner that cannot write them cannot write
+//! those sentences. A mark is a token only where the vocabulary holds it, i.e. where
+//! the training captions had it (at least `min_count` times); elsewhere it separates
+//! words and is dropped, which is also how a vocabulary saved before marks were
+//! tokens (no mark among its words) keeps reading text exactly as it did.
 
 use std::collections::BTreeMap;
 
@@ -28,16 +37,45 @@ pub struct Vocab {
     index: BTreeMap<String, i64>,
 }
 
-/// Lower-cased words of `text`: runs of alphanumeric characters and apostrophes.
-pub fn split_words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+/// Punctuation marks that are tokens of their own (when the vocabulary holds them);
+/// decoding writes them without a space before.
+pub const PUNCTUATION: [char; 6] = [',', ':', ';', '.', '!', '?'];
+
+/// Whether `token` is one of the [`PUNCTUATION`] marks.
+pub fn is_punctuation(token: &str) -> bool {
+    let mut chars = token.chars();
+    matches!((chars.next(), chars.next()), (Some(c), None) if PUNCTUATION.contains(&c))
+}
+
+/// Tokens of `text` in order: lower-cased words (runs of alphanumeric characters and
+/// apostrophes) and each [`PUNCTUATION`] mark on its own; every other character only
+/// separates words. `"Two shapes: a red circle, a box."` gives `two shapes : a red
+/// circle , a box .`.
+pub fn split_tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() || c == '\'' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            out.push(std::mem::take(&mut word).to_lowercase());
+        }
+        if PUNCTUATION.contains(&c) {
+            out.push(c.to_string());
+        }
+    }
+    if !word.is_empty() {
+        out.push(word.to_lowercase());
+    }
+    out
 }
 
 impl Vocab {
-    /// Builds the vocabulary of `captions`: words seen at least `min_count` times, at most
-    /// `max_words` of them (most frequent first) when given.
+    /// Builds the vocabulary of `captions`: tokens ([`split_tokens`]: words and
+    /// punctuation marks) seen at least `min_count` times, at most `max_words` of them
+    /// (most frequent first) when given.
     pub fn build<S: AsRef<str>>(
         captions: &[S],
         min_count: usize,
@@ -45,7 +83,7 @@ impl Vocab {
     ) -> Self {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for caption in captions {
-            for word in split_words(caption.as_ref()) {
+            for word in split_tokens(caption.as_ref()) {
                 *counts.entry(word).or_default() += 1;
             }
         }
@@ -111,13 +149,33 @@ impl Vocab {
             .map(String::as_str)
     }
 
-    /// Ids of `text` without BOS/EOS.
+    /// The [`PUNCTUATION`] marks this vocabulary holds as tokens (the others are
+    /// dropped when encoding), in id order.
+    pub fn punctuation(&self) -> Vec<&str> {
+        self.words
+            .iter()
+            .skip(SPECIALS.len())
+            .map(String::as_str)
+            .filter(|w| is_punctuation(w))
+            .collect()
+    }
+
+    /// Ids of `text` without BOS/EOS: one per word (`UNK` for a word outside the
+    /// vocabulary) and one per punctuation mark the vocabulary holds; marks it does
+    /// not hold are dropped (they only separate words).
     pub fn encode(&self, text: &str) -> Vec<i64> {
         if self.index.is_empty() {
             // Deserialized without `reindexed`: rebuild on the fly.
             return self.clone().reindexed().encode(text);
         }
-        split_words(text).map(|w| self.id(&w)).collect()
+        split_tokens(text)
+            .into_iter()
+            .filter_map(|t| match self.index.get(&t) {
+                Some(&id) if id > UNK => Some(id),
+                _ if is_punctuation(&t) => None,
+                _ => Some(UNK),
+            })
+            .collect()
     }
 
     /// Ids of `text` followed by EOS, cut to `max_len` with EOS kept last (the target
@@ -133,14 +191,22 @@ impl Vocab {
     }
 
     /// Caption text of a generated sequence: skips pad and BOS, stops at EOS, ignores
-    /// ids outside the vocabulary; words joined by single spaces.
+    /// ids outside the vocabulary; words joined by single spaces, a punctuation mark
+    /// written right after the previous token ("two shapes: a red circle, a blue box").
     pub fn decode(&self, ids: &[i64]) -> String {
-        ids.iter()
+        let mut out = String::new();
+        let tokens = ids
+            .iter()
             .copied()
             .take_while(|&id| id != EOS)
             .filter(|&id| id != PAD && id != BOS)
-            .filter_map(|id| self.word(id))
-            .collect::<Vec<_>>()
-            .join(" ")
+            .filter_map(|id| self.word(id));
+        for token in tokens {
+            if !out.is_empty() && !is_punctuation(token) {
+                out.push(' ');
+            }
+            out.push_str(token);
+        }
+        out
     }
 }
