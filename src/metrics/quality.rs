@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::synth::{judge, Scene};
+use crate::data::synth::{corrupt, judge, Corruption, Judgement, Scene};
 use crate::metrics::coco::ImageId;
 use crate::metrics::error::MetricsError;
 use crate::metrics::evaluate::{Evaluator, Metric};
+use crate::rng::Rng;
 
 /// Corpus-level caption quality (means over images; shares in 0..1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -92,6 +93,164 @@ pub fn caption_quality(
     let eval = Evaluator::new().evaluate_maps(&refs, &cands, &[Metric::CiderD])?;
     q.cider_d = eval.get("CIDEr").map_or(0.0, |s| s.corpus);
     Ok(q)
+}
+
+/// One number for how good the oracle finds a caption, to rank an image's
+/// candidates: the mean of grammaticality (0 or 1), precision and recall, in 0..=1.
+pub fn oracle_quality(j: &Judgement) -> f64 {
+    (j.grammatical as u8 as f64 + j.precision + j.recall) / 3.0
+}
+
+/// Kendall's τ-b between `x` and `y`, the rank correlation with ties handled as
+/// `scipy.stats.kendalltau` does by default (`variant='b'`):
+/// `(concordant − discordant) / sqrt((n0 − n1)(n0 − n2))`, with `n0 = n(n−1)/2` and
+/// `n1`, `n2` the pairs tied in `x` and in `y` (a pair tied in both counts in both).
+/// `None` where scipy returns NaN: fewer than two values, or all of `x` or all of `y`
+/// equal. Errors when the lengths differ.
+pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Result<Option<f64>, MetricsError> {
+    if x.len() != y.len() {
+        return Err(MetricsError::LengthMismatch {
+            candidates: x.len(),
+            references: y.len(),
+        });
+    }
+    let (mut s, mut untied_x, mut untied_y) = (0i64, 0i64, 0i64);
+    for i in 0..x.len() {
+        for j in i + 1..x.len() {
+            let dx = sign(x[i] - x[j]);
+            let dy = sign(y[i] - y[j]);
+            s += dx * dy;
+            untied_x += (dx != 0) as i64;
+            untied_y += (dy != 0) as i64;
+        }
+    }
+    if untied_x == 0 || untied_y == 0 {
+        return Ok(None);
+    }
+    Ok(Some(s as f64 / ((untied_x as f64) * (untied_y as f64)).sqrt()))
+}
+
+fn sign(v: f64) -> i64 {
+    if v > 0.0 {
+        1
+    } else if v < 0.0 {
+        -1
+    } else {
+        0
+    }
+}
+
+/// How often an evaluator prefers the true caption over one kind of corruption.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CorruptionAccuracy {
+    pub kind: Corruption,
+    /// Images where the corruption exists and was scored.
+    pub compared: usize,
+    /// Images where the evaluator scored the true caption strictly higher.
+    pub preferred_true: usize,
+    /// Images where no corruption of this kind changes the oracle's verdict (no
+    /// relation to swap, a caption every cut leaves grammatical): not scored.
+    pub impossible: usize,
+}
+
+impl CorruptionAccuracy {
+    /// `preferred_true / compared`; `None` when nothing was compared.
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.compared > 0).then(|| self.preferred_true as f64 / self.compared as f64)
+    }
+}
+
+/// The evaluator's accuracy at preferring `captions[i]` (a true caption of
+/// `scenes[i]`, typically its first reference) over each [`Corruption`] of it
+/// ([`corrupt`]: only corruptions the oracle judges worse). `score(i, texts)`
+/// returns the evaluator's reward of each text for image `i`. A tie counts as not
+/// preferred. Corruptions are drawn from `seed`, image by image, so the same
+/// inputs give the same corruptions.
+pub fn corruption_accuracy<E>(
+    scenes: &[Scene],
+    captions: &[String],
+    seed: u64,
+    mut score: impl FnMut(usize, &[String]) -> Result<Vec<f64>, E>,
+) -> Result<Vec<CorruptionAccuracy>, E> {
+    let mut out: Vec<CorruptionAccuracy> = Corruption::ALL
+        .iter()
+        .map(|&kind| CorruptionAccuracy {
+            kind,
+            compared: 0,
+            preferred_true: 0,
+            impossible: 0,
+        })
+        .collect();
+    for (i, (scene, caption)) in scenes.iter().zip(captions).enumerate() {
+        let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut texts = vec![caption.clone()];
+        let mut kinds = Vec::new();
+        for (k, &kind) in Corruption::ALL.iter().enumerate() {
+            match corrupt(scene, caption, kind, &mut rng) {
+                Some(c) => {
+                    texts.push(c);
+                    kinds.push(k);
+                }
+                None => out[k].impossible += 1,
+            }
+        }
+        if kinds.is_empty() {
+            continue;
+        }
+        let rewards = score(i, &texts)?;
+        for (n, &k) in kinds.iter().enumerate() {
+            out[k].compared += 1;
+            out[k].preferred_true += (rewards[0] > rewards[n + 1]) as usize;
+        }
+    }
+    Ok(out)
+}
+
+/// Kendall τ-b between evaluator reward and oracle quality, image by image.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RankAgreement {
+    /// Mean τ-b over the images where it is defined.
+    pub mean_tau: Option<f64>,
+    /// Images where τ-b is defined.
+    pub images: usize,
+    /// Images where it is not (all candidates tied in reward or in oracle quality,
+    /// or fewer than two candidates).
+    pub undefined: usize,
+}
+
+/// [`kendall_tau_b`] between `rewards[i]` and the [`oracle_quality`] of
+/// `candidates[i]` against `scenes[i]`, averaged over the images where it is
+/// defined. Errors when the lengths disagree.
+pub fn rank_agreement(
+    scenes: &[Scene],
+    candidates: &[Vec<String>],
+    rewards: &[Vec<f64>],
+) -> Result<RankAgreement, MetricsError> {
+    if scenes.len() != candidates.len() || rewards.len() != candidates.len() {
+        return Err(MetricsError::LengthMismatch {
+            candidates: candidates.len(),
+            references: rewards.len().min(scenes.len()),
+        });
+    }
+    let (mut sum, mut images, mut undefined) = (0.0, 0usize, 0usize);
+    for ((scene, cands), r) in scenes.iter().zip(candidates).zip(rewards) {
+        let quality: Vec<f64> = cands
+            .iter()
+            .map(|c| oracle_quality(&judge(scene, c)))
+            .collect();
+        match kendall_tau_b(r, &quality)? {
+            Some(tau) => {
+                sum += tau;
+                images += 1;
+            }
+            None => undefined += 1,
+        }
+    }
+    Ok(RankAgreement {
+        mean_tau: (images > 0).then(|| sum / images as f64),
+        images,
+        undefined,
+    })
 }
 
 #[cfg(test)]

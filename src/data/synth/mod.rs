@@ -41,6 +41,7 @@
 //! five referents and 25 words; the judge accepts exactly this language.
 
 mod config;
+mod corrupt;
 mod grammar;
 mod lexicon;
 mod oracle;
@@ -49,6 +50,7 @@ mod render;
 mod scene;
 
 pub use config::{WorldConfig, MAX_OBJECTS};
+pub use corrupt::{corrupt, Corruption};
 pub use grammar::{
     caption, reference_captions, BARE_PROBABILITY, PARTIAL_PROBABILITY, RELATION_PROBABILITY,
     SIZE_PROBABILITY,
