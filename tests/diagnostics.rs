@@ -26,7 +26,10 @@ struct KendallFixture {
 
 #[test]
 fn kendall_tau_b_equals_scipy() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kendall/kendall.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kendall/kendall.json"
+    );
     let fx: KendallFixture = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(fx.cases.len(), 16);
     for (i, case) in fx.cases.iter().enumerate() {

@@ -31,7 +31,10 @@ fn training_vocab() -> Vocab {
 fn the_training_vocabulary_holds_every_token_of_the_grammar() {
     let vocab = training_vocab();
     for token in vocabulary() {
-        assert!(vocab.id(token) > 3, "`{token}` is not a token of the vocabulary");
+        assert!(
+            vocab.id(token) > 3,
+            "`{token}` is not a token of the vocabulary"
+        );
     }
     // The four specials and the world's 53 tokens, nothing else.
     assert_eq!(vocab.len(), 4 + vocabulary().len());
@@ -103,7 +106,10 @@ fn every_reference_caption_survives_the_caption_text() {
     assert!(captions >= 1500, "{captions} captions");
     assert!(counted > captions / 10, "{counted} of {captions} counted");
     assert!(commas > captions / 20, "{commas} of {captions} with commas");
-    assert!(relations > captions / 10, "{relations} of {captions} relations");
+    assert!(
+        relations > captions / 10,
+        "{relations} of {captions} relations"
+    );
     assert!(lists > captions / 2, "{lists} of {captions} lists");
 }
 

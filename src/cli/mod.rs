@@ -6,6 +6,7 @@ pub mod cache_rewards;
 pub mod caption;
 pub mod convert;
 pub mod demo;
+pub mod diagnose;
 pub mod eval;
 pub mod inspect;
 pub mod report;
@@ -45,6 +46,8 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Precompute candidates, rewards and reference log-probs for offline DiCO.
     CacheRewards(cache_rewards::CacheRewardsArgs),
+    /// A demo run's evaluator against the oracle: accuracy on corrupted captions, rank agreement.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// Run a parsed command line.
@@ -60,5 +63,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => score::run(&args),
         Command::Caption(args) => caption::run(&args),
         Command::CacheRewards(args) => cache_rewards::run_cache_rewards(&args).map(|_| ()),
+        Command::Diagnose(args) => diagnose::run(&args),
     }
 }

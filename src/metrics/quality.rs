@@ -127,7 +127,9 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Result<Option<f64>, MetricsError> 
     if untied_x == 0 || untied_y == 0 {
         return Ok(None);
     }
-    Ok(Some(s as f64 / ((untied_x as f64) * (untied_y as f64)).sqrt()))
+    Ok(Some(
+        s as f64 / ((untied_x as f64) * (untied_y as f64)).sqrt(),
+    ))
 }
 
 fn sign(v: f64) -> i64 {

@@ -211,7 +211,9 @@ fn position_swaps(tokens: &[String]) -> Vec<Vec<String>> {
     for i in 0..tokens.len() {
         let starts = matches!(tokens[i].as_str(), "in" | "on" | "at")
             && tokens.get(i + 1).is_some_and(|t| t == "the")
-            && tokens.get(i + 2).is_some_and(|t| PLACE.contains(&t.as_str()));
+            && tokens
+                .get(i + 2)
+                .is_some_and(|t| PLACE.contains(&t.as_str()));
         if !starts {
             continue;
         }
@@ -226,7 +228,11 @@ fn position_swaps(tokens: &[String]) -> Vec<Vec<String>> {
             continue;
         }
         for p in &phrases {
-            if tokens[i..end].iter().map(String::as_str).eq(p.iter().copied()) {
+            if tokens[i..end]
+                .iter()
+                .map(String::as_str)
+                .eq(p.iter().copied())
+            {
                 continue;
             }
             let mut c = tokens[..i].to_vec();

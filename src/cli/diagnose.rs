@@ -1,0 +1,209 @@
+//! `dicoflow diagnose`: how far a demo run's evaluator agrees with the oracle.
+//!
+//! On held-out (test) images of the run's world it prints the evaluator's accuracy
+//! at preferring the true caption over each controlled corruption of it
+//! ([`corruption_accuracy`]) and the mean Kendall τ-b between the evaluator's
+//! reward and the oracle's quality over the XE model's beams ([`rank_agreement`]).
+//! Everything is regenerated from the world's spec (stored in the shards'
+//! metadata), so only the run folder is needed.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use tch::{nn, Device, Tensor};
+
+use crate::data::synth::{render, Scene};
+use crate::data::world::{generate_row, splits, WorldSpec, WORLD_METADATA};
+use crate::image::{PreprocessConfig, Preprocessor};
+use crate::metrics::quality::{corruption_accuracy, rank_agreement};
+use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig, Vocab};
+use crate::model::clip::{Clip, ClipConfig};
+use crate::model::decode::{beam_search, BeamOptions};
+use crate::reward::{ClipScorer, ScoreConfig};
+use crate::text::ClipTokenizer;
+use crate::train::stages::{CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
+
+/// Arguments of `diagnose`.
+#[derive(Debug, clap::Args)]
+pub struct DiagnoseArgs {
+    /// Run folder written by `dicoflow demo`.
+    #[arg(long, default_value = "runs/demo")]
+    pub run: PathBuf,
+    /// Test images to use (the first N of the test split).
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
+    /// Beams of the XE model per image for the rank agreement.
+    #[arg(long, default_value_t = 5)]
+    pub beams: i64,
+    /// Seed of the corruptions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Score as the official CLIP-S (prefix "A photo depicts", clipped) instead of
+    /// the DiCO reward the fine-tuning optimises (no prefix, no clipping).
+    #[arg(long)]
+    pub clip_s: bool,
+}
+
+/// The world spec stored in the metadata of the shards under `dir`.
+fn world_spec(dir: &Path) -> anyhow::Result<WorldSpec> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    let Some(file) = files.first() else {
+        bail!(
+            "{} holds no shards: give --run a folder written by `dicoflow demo`",
+            dir.display()
+        );
+    };
+    let reader = SerializedFileReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    )
+    .with_context(|| format!("reading {}", file.display()))?;
+    let json = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == WORLD_METADATA))
+        .and_then(|k| k.value.clone())
+        .with_context(|| {
+            format!(
+                "{} has no `{WORLD_METADATA}` metadata: not a synthetic world written by dicoflow",
+                file.display()
+            )
+        })?;
+    serde_json::from_str(&json).with_context(|| format!("{}: {WORLD_METADATA}", file.display()))
+}
+
+/// Run `diagnose`.
+pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.images > 0, "--images must be at least 1");
+    anyhow::ensure!(
+        args.beams >= 2,
+        "--beams must be at least 2 to rank candidates"
+    );
+    let run = &args.run;
+    let spec = world_spec(&run.join("data").join("test"))?;
+    let n = args.images.min(splits(&spec)[2].1);
+    let device = Device::Cpu;
+
+    // The evaluator, as the demo trained it.
+    let eval_dir = run.join("evaluator");
+    let clip_cfg = ClipConfig::from_json_file(eval_dir.join("clip_config.json"))?;
+    let eval_weights = eval_dir.join(WEIGHTS_FILE);
+    let (_vs, clip) = Clip::from_safetensors(&eval_weights, &clip_cfg, device)
+        .with_context(|| format!("loading {}", eval_weights.display()))?;
+    let score = if args.clip_s {
+        ScoreConfig::clip_s()
+    } else {
+        ScoreConfig::dico_reward()
+    };
+    let mut scorer = ClipScorer::new(clip, ClipTokenizer::openai()?, score);
+
+    // Held-out images, preprocessed as the demo's pipelines do.
+    let size = u32::try_from(clip_cfg.vision.image_size)?;
+    let mut pre = Preprocessor::new(PreprocessConfig {
+        size,
+        ..Default::default()
+    });
+    let (mut scenes, mut truths, mut keys, mut px): (Vec<Scene>, _, Vec<String>, _) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let (scene, row) = generate_row(&spec, 2, i)?;
+        let hwc = pre
+            .resize_crop(&render(&scene, &spec.world))
+            .map_err(|e| anyhow::anyhow!("preprocessing test image {i}: {e:?}"))?;
+        let mut chw = Vec::new();
+        pre.normalize_into(&hwc, &mut chw);
+        px.extend(chw);
+        truths.push(row.captions[0].clone());
+        keys.push(row.key);
+        scenes.push(scene);
+    }
+    let side = i64::from(size);
+    let pixels = Tensor::f_from_slice(&px)?.f_view([n as i64, 3, side, side])?;
+    scorer.add_images(&keys, &pixels)?;
+
+    let mut score_texts = |i: usize, texts: &[String]| -> anyhow::Result<Vec<f64>> {
+        let k = vec![keys[i].as_str(); texts.len()];
+        Ok(scorer
+            .score(&k, texts)?
+            .into_iter()
+            .map(f64::from)
+            .collect())
+    };
+    let accuracy = corruption_accuracy(&scenes, &truths, args.seed, &mut score_texts)?;
+
+    // The XE model's beams, ranked by the evaluator and by the oracle.
+    let xe_dir = run.join("xe");
+    let cap_cfg = CaptionerConfig::from_json_file(xe_dir.join(CAPTIONER_CONFIG_FILE))?;
+    let vocab_file = run.join("vocab.json");
+    let vocab: Vocab = serde_json::from_str(
+        &std::fs::read_to_string(&vocab_file)
+            .with_context(|| format!("reading {}", vocab_file.display()))?,
+    )
+    .with_context(|| format!("{}", vocab_file.display()))?;
+    let text = CaptionText::Words(vocab.reindexed());
+    text.check(&cap_cfg.tokens)?;
+    let mut vs = nn::VarStore::new(device);
+    let model = Captioner::new(vs.root(), &cap_cfg)?;
+    let xe_weights = xe_dir.join(WEIGHTS_FILE);
+    vs.load(&xe_weights)
+        .with_context(|| format!("loading {}", xe_weights.display()))?;
+    let backbone = Backbone::from_clip_safetensors(&eval_weights, &clip_cfg, device)?;
+    let opts = BeamOptions {
+        beams: args.beams,
+        ..Default::default()
+    };
+    let pad = cap_cfg.tokens.pad;
+    let (mut candidates, mut rewards) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(32) {
+        let b = 32.min(n - start);
+        let batch = pixels.f_narrow(0, start as i64, b as i64)?;
+        let decoded = tch::no_grad(|| -> anyhow::Result<_> {
+            let memory = model.encode(&backbone.features(&batch)?)?;
+            Ok(beam_search(&model, &memory, &opts)?)
+        })?;
+        for j in 0..b {
+            let beams: Vec<String> = (0..args.beams)
+                .map(|k| Ok(text.decode(&decoded.sequence(j as i64, k, pad)?)))
+                .collect::<anyhow::Result<_>>()?;
+            rewards.push(score_texts(start + j, &beams)?);
+            candidates.push(beams);
+        }
+    }
+    let ranks = rank_agreement(&scenes, &candidates, &rewards)?;
+
+    println!(
+        "evaluator vs oracle on {n} test images of {} ({} score)",
+        run.display(),
+        if args.clip_s { "CLIP-S" } else { "DiCO reward" }
+    );
+    println!();
+    println!("| corruption | accuracy | compared | impossible |");
+    println!("|---|---:|---:|---:|");
+    for a in &accuracy {
+        println!(
+            "| {} | {} | {} | {} |",
+            a.kind.name(),
+            a.accuracy()
+                .map_or("n/a".to_owned(), |v| format!("{:.1}%", 100.0 * v)),
+            a.compared,
+            a.impossible
+        );
+    }
+    println!();
+    println!(
+        "Kendall tau-b, evaluator reward vs oracle quality over the XE model's {} beams: {} \
+         (mean over {} images; {} images with all beams tied in reward or quality left out)",
+        args.beams,
+        ranks
+            .mean_tau
+            .map_or("n/a".to_owned(), |t| format!("{t:.3}")),
+        ranks.images,
+        ranks.undefined
+    );
+    Ok(())
+}
