@@ -72,7 +72,7 @@ fn every_reference_caption_survives_the_caption_text() {
                     // What the sample covers.
                     captions += 1;
                     let tokens: Vec<&str> = back
-                        .split(|c: char| c == ' ' || c == ',' || c == ':')
+                        .split([' ', ',', ':'])
                         .filter(|t| !t.is_empty())
                         .collect();
                     seen.extend(tokens.iter().map(|t| (*t).to_owned()));

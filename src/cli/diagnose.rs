@@ -85,7 +85,15 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         "--beams must be at least 2 to rank candidates"
     );
     let run = &args.run;
-    let spec = world_spec(&run.join("data").join("test"))?;
+    let test_dir = run.join("data").join("test");
+    if !test_dir.is_dir() {
+        bail!(
+            "{} is not a run folder written by `dicoflow demo` (no data/test): give --run \
+             the demo's --out folder",
+            run.display()
+        );
+    }
+    let spec = world_spec(&test_dir)?;
     let n = args.images.min(splits(&spec)[2].1);
     let device = Device::Cpu;
 
