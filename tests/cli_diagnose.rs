@@ -92,6 +92,8 @@ fn diagnose_prints_one_accuracy_per_corruption_and_the_rank_agreement() {
         "8",
         "--beams",
         "3",
+        "--examples",
+        "1",
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -120,6 +122,15 @@ fn diagnose_prints_one_accuracy_per_corruption_and_the_rank_agreement() {
         assert_eq!(compared + impossible, 8, "{row}");
     }
     assert!(stdout.contains("Kendall tau-b"), "{stdout}");
+    // The first image's caption and its corruptions, each with a reward.
+    let example: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("synth-test-000000: "))
+        .take(8)
+        .collect();
+    assert_eq!(example.len(), 8, "{stdout}");
+    assert!(example[1].trim_start().starts_with("colour "), "{stdout}");
+    assert!(example[7].trim_start().starts_with("truncate "), "{stdout}");
     assert!(stdout.contains("3 beams"), "{stdout}");
 
     // A vocabulary that does not fit the captioner is refused, naming both.

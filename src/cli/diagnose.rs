@@ -14,7 +14,7 @@ use tch::{nn, Device, Tensor};
 use crate::data::synth::{render, Scene};
 use crate::data::world::{generate_row, splits, WorldSpec, WORLD_METADATA};
 use crate::image::{PreprocessConfig, Preprocessor};
-use crate::metrics::quality::{corruption_accuracy, rank_agreement};
+use crate::metrics::quality::{corruption_accuracy, image_corruptions, rank_agreement};
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
 use crate::model::decode::{beam_search, BeamOptions};
@@ -37,6 +37,9 @@ pub struct DiagnoseArgs {
     /// Seed of the corruptions.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also print the corruptions of the first N images, with the evaluator's rewards.
+    #[arg(long, default_value_t = 0)]
+    pub examples: usize,
     /// Score as the official CLIP-S (prefix "A photo depicts", clipped) instead of
     /// the DiCO reward the fine-tuning optimises (no prefix, no clipping).
     #[arg(long)]
@@ -201,6 +204,26 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             a.compared,
             a.impossible
         );
+    }
+    for i in 0..args.examples.min(n) {
+        println!();
+        let truth = &truths[i];
+        let cases = image_corruptions(&scenes[i], truth, args.seed, i);
+        let mut texts = vec![truth.clone()];
+        texts.extend(cases.iter().filter_map(|(_, c)| c.clone()));
+        let rewards = score_texts(i, &texts)?;
+        println!("{}: {:.4}  {truth}", keys[i], rewards[0]);
+        let mut r = rewards[1..].iter();
+        for (kind, corrupted) in &cases {
+            match corrupted {
+                Some(c) => println!(
+                    "  {:<10} {:.4}  {c}",
+                    kind.name(),
+                    r.next().copied().unwrap_or(f64::NAN)
+                ),
+                None => println!("  {:<10} (impossible)", kind.name()),
+            }
+        }
     }
     println!();
     println!(

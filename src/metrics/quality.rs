@@ -142,6 +142,22 @@ fn sign(v: f64) -> i64 {
     }
 }
 
+/// The corruptions [`corruption_accuracy`] scores for image `index` (caption
+/// `caption` of `scene`), one per kind in [`Corruption::ALL`] order, `None` where
+/// the kind is impossible for this caption.
+pub fn image_corruptions(
+    scene: &Scene,
+    caption: &str,
+    seed: u64,
+    index: usize,
+) -> Vec<(Corruption, Option<String>)> {
+    let mut rng = Rng::new(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    Corruption::ALL
+        .iter()
+        .map(|&kind| (kind, corrupt(scene, caption, kind, &mut rng)))
+        .collect()
+}
+
 /// How often an evaluator prefers the true caption over one kind of corruption.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CorruptionAccuracy {
@@ -184,11 +200,13 @@ pub fn corruption_accuracy<E>(
         })
         .collect();
     for (i, (scene, caption)) in scenes.iter().zip(captions).enumerate() {
-        let mut rng = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut texts = vec![caption.clone()];
         let mut kinds = Vec::new();
-        for (k, &kind) in Corruption::ALL.iter().enumerate() {
-            match corrupt(scene, caption, kind, &mut rng) {
+        for (k, (_, corrupted)) in image_corruptions(scene, caption, seed, i)
+            .into_iter()
+            .enumerate()
+        {
+            match corrupted {
                 Some(c) => {
                     texts.push(c);
                     kinds.push(k);
