@@ -388,6 +388,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         checkpoint_every: 50,
         keep_last: 2,
         resume: true,
+        validation: None,
     };
     let p = pipeline(
         &train,
