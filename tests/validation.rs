@@ -470,3 +470,34 @@ fn settings_that_cannot_be_honoured_are_build_errors() {
     let err = build_error(root, &vocab, v);
     assert!(err.contains("validation.shards"), "{err}");
 }
+
+fn shipped_validation(name: &str) -> ValidationSettings {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pipelines")
+        .join(name);
+    let p = Pipeline::load(&path).unwrap();
+    let s: CaptionerStageSettings = toml::Value::Table(p.device[0].settings.clone())
+        .try_into()
+        .unwrap();
+    s.validation.expect("the COCO pipelines validate")
+}
+
+#[test]
+fn coco_pipelines_select_as_the_paper_does() {
+    // XE by CIDEr(-D), DiCO by RefPAC-S with the PAC-S weights, both on the
+    // Karpathy val split, keeping the best model (the default with best_by).
+    let xe = shipped_validation("coco_xe.toml");
+    let dico = shipped_validation("coco_dico.toml");
+    assert_eq!(xe.best_by.as_deref(), Some("CIDEr"));
+    assert_eq!(dico.best_by.as_deref(), Some("RefPAC-S"));
+    assert!(dico.metrics.contains(&"RefPAC-S".parse().unwrap()));
+    assert_eq!(
+        dico.pac.as_deref(),
+        Some(Path::new("weights/pacs_vit_b_32.safetensors"))
+    );
+    assert_eq!(dico.pac_config, Some(ClipConfig::vit_b_32()));
+    for v in [&xe, &dico] {
+        assert_eq!(v.shards, Path::new("data/coco/val"));
+        assert_eq!((v.mode, v.keep), (None, None));
+    }
+}
