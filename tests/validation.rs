@@ -501,3 +501,33 @@ fn coco_pipelines_select_as_the_paper_does() {
         assert_eq!((v.mode, v.keep), (None, None));
     }
 }
+
+#[test]
+fn a_batch_line_holds_one_validation_and_the_validation_log_all() {
+    // every = 1: the first batch validates step 0 and step 1; step 1's
+    // values go into the next line, and so on; log.jsonl has every one.
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let mut v = validation(root, None, None);
+    v.every = 1;
+    v.metrics = vec!["CIDEr".parse().unwrap()];
+    let s = settings(root, "every1", &vocab, 0, Some(v));
+    train(root, &s, None).unwrap();
+    let logged = validations(&s.out);
+    assert_eq!(
+        logged.keys().copied().collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    let text = std::fs::read_to_string(s.out.join("validation/log.jsonl")).unwrap();
+    let all: Vec<BTreeMap<String, f64>> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<f64> = all.iter().map(|v| v["val/step"]).collect();
+    assert_eq!(steps, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    for v in &all[..6] {
+        assert_eq!(v, &logged[&(v["val/step"] as u64)]);
+    }
+}

@@ -386,6 +386,25 @@ pub struct CaptionerStage {
     settings: CaptionerStageSettings,
     checkpoints: StageCheckpoints,
     validator: Option<Validator>,
+    /// Validation values not yet logged: a batch line holds one validation,
+    /// so when the step-0 validation and the first step's share a batch
+    /// (`every = 1`), the later one goes into the next batch's line (with
+    /// its `val/step`). `out/validation/log.jsonl` has every one.
+    unlogged: std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
+}
+
+/// Adds validation `values` to the batch's metrics, or queues them when the
+/// batch already carries a validation.
+fn log_validation(
+    batch: &mut DeviceBatch,
+    unlogged: &mut std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
+    values: std::collections::BTreeMap<String, f64>,
+) {
+    if batch.metrics.contains_key("val/step") {
+        unlogged.push_back(values);
+    } else {
+        batch.metrics.extend(values);
+    }
 }
 
 impl CaptionerStage {
@@ -441,6 +460,7 @@ impl CaptionerStage {
             settings: s,
             checkpoints,
             validator,
+            unlogged: Default::default(),
         })
     }
 }
@@ -454,13 +474,16 @@ impl DeviceStage for CaptionerStage {
             return Ok(());
         }
         let total_steps = self.settings.train.schedule.total_steps;
+        if let Some(values) = self.unlogged.pop_front() {
+            batch.metrics.extend(values);
+        }
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
             if step == 0 && v.due(0, total_steps) {
                 let values = v
                     .validate(&mut self.trainer, 0)
                     .map_err(|e| StageFailure::new(format!("validation failed: {e}")))?;
-                batch.metrics.extend(values);
+                log_validation(batch, &mut self.unlogged, values);
             }
         }
         let (pixels, s, trained) = match &self.cache {
@@ -535,7 +558,7 @@ impl DeviceStage for CaptionerStage {
                 let values = v
                     .validate(&mut self.trainer, step)
                     .map_err(|e| StageFailure::new(format!("validation failed: {e}")))?;
-                batch.metrics.extend(values);
+                log_validation(batch, &mut self.unlogged, values);
             }
         }
         let written = self

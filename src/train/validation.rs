@@ -19,7 +19,8 @@
 //!   [`ClipScorer::score_with_refs`] (clipscore's and pacscore's corpus
 //!   values, official prefix and weights); `reward`, the mean of the stage's
 //!   own reward on the greedy captions. Logged as `val/NAME` with
-//!   `val/step` (the optimizer step) and `val/images`.
+//!   `val/step` (the optimizer step) and `val/images`, in the metrics log
+//!   and in `out/validation/log.jsonl`.
 //! - Best model: `best_by` names one logged value; the weights of each new
 //!   best (strictly better: ties keep the earlier step) are written to
 //!   `out/best/step-NNNNNNNN.safetensors` with `out/best/best.json`. The
@@ -55,6 +56,8 @@ pub const BEST_DIR: &str = "best";
 pub const BEST_FILE: &str = "best.json";
 /// Directory, under a stage's `out`, holding the validation captions.
 pub const CAPTIONS_DIR: &str = "validation";
+/// Every validation's values, one JSON object per line, in [`CAPTIONS_DIR`].
+pub const LOG_FILE: &str = "log.jsonl";
 /// Final weights of a stage that keeps the best as `model.safetensors`.
 pub const FINAL_WEIGHTS_FILE: &str = "final.safetensors";
 /// Default images per greedy-decoding chunk.
@@ -315,7 +318,8 @@ fn load_scorer(
 
 impl Validator {
     /// Checks the settings and loads what they name. Errors
-    /// ([`TrainError::Validation`], naming the setting): `every` = 0, no
+    /// ([`TrainError::Validation`], naming the setting): `every`,
+    /// `max_images` or `batch_size` = 0, no
     /// metric, an unreadable val split, METEOR without its data, CLIP-S
     /// without `clip`, PAC-S without `pac`, `reward` in a stage without one,
     /// `best_by` naming a value not computed, `keep = "best"` without
@@ -324,6 +328,11 @@ impl Validator {
         if settings.every == 0 {
             return Err(setting("validation.every")(
                 "must be at least 1 (optimizer steps between validations)".into(),
+            ));
+        }
+        if settings.max_images == Some(0) {
+            return Err(setting("validation.max_images")(
+                "must be at least 1 (leave it out for the whole split)".into(),
             ));
         }
         if settings.batch_size == 0 {
@@ -622,6 +631,7 @@ impl Validator {
         logged.insert(format!("{LOG_PREFIX}step"), step as f64);
         logged.insert(format!("{LOG_PREFIX}images"), keys.len() as f64);
         logged.insert(format!("{LOG_PREFIX}skipped"), skipped as f64);
+        self.append_log(&logged)?;
         Ok(logged)
     }
 
@@ -782,6 +792,18 @@ impl Validator {
         }
         let pixels = Tensor::f_from_slice(&flat)?.f_view([ok.len() as i64, 3, size, size])?;
         Ok((ok, pixels, failed))
+    }
+
+    /// One line per validation in `out/validation/log.jsonl` (flushed).
+    fn append_log(&self, values: &BTreeMap<String, f64>) -> Result<(), TrainError> {
+        use std::io::Write;
+        let path = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        writeln!(f, "{}", serde_json::json!(values)).map_err(|e| io(&path, e))
     }
 
     fn write_captions(
