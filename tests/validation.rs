@@ -531,3 +531,64 @@ fn a_batch_line_holds_one_validation_and_the_validation_log_all() {
         assert_eq!(v, &logged[&(v["val/step"] as u64)]);
     }
 }
+
+#[test]
+fn clip_based_values_equal_dicoflow_score_on_the_same_captions() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    // The backbone's random tiny CLIP stands in for both CLIP and PAC-S.
+    let mut v = validation(root, Some("RefPAC-S"), None);
+    v.every = 3;
+    v.at_start = false;
+    v.metrics = ["CLIP-S", "RefCLIP-S", "PAC-S", "RefPAC-S"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+    v.clip = Some(root.join("clip.safetensors"));
+    v.pac = Some(root.join("clip.safetensors"));
+    let s = settings(root, "clip", &vocab, 3, Some(v));
+    train(root, &s, None).unwrap();
+    let vals = validations(&s.out);
+    assert_eq!(vals.keys().copied().collect::<Vec<_>>(), [3, 6]);
+    for v in vals.values() {
+        for n in ["CLIP-S", "RefCLIP-S", "PAC-S", "RefPAC-S"] {
+            assert!(v[&format!("val/{n}")] > 0.0, "{v:?}");
+        }
+    }
+    let dir = s.out.join("validation");
+    for (step, v) in &vals {
+        for (metric, name, ref_name) in [
+            ("clip-s", "CLIP-S", "RefCLIP-S"),
+            ("pac-s", "PAC-S", "RefPAC-S"),
+        ] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+                .arg("score")
+                .arg("--results")
+                .arg(dir.join(format!("step-{step:08}.json")))
+                .arg("--annotations")
+                .arg(dir.join("annotations.json"))
+                .arg("--images")
+                .arg(root.join("data/val"))
+                .arg("--clip")
+                .arg(root.join("clip.safetensors"))
+                .args(["--clip-config", "tiny", "--device", "cpu", "--json"])
+                .args(["--metric", metric])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+            for n in [name, ref_name] {
+                let (a, b) = (v[&format!("val/{n}")], got[n]);
+                assert!((a - b).abs() < 1e-5, "{n} at step {step}: {a} vs {b}");
+            }
+        }
+    }
+    let best = best_step(&vals, "val/RefPAC-S", true);
+    assert!(same(&s.out.join(WEIGHTS_FILE), &checkpoint(&s.out, best)));
+}
