@@ -592,3 +592,53 @@ fn clip_based_values_equal_dicoflow_score_on_the_same_captions() {
     let best = best_step(&vals, "val/RefPAC-S", true);
     assert!(same(&s.out.join(WEIGHTS_FILE), &checkpoint(&s.out, best)));
 }
+
+#[test]
+fn dico_validates_its_reward_as_dicoflow_score_computes_it() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let xe = settings(root, "xe", &vocab, 0, None);
+    train(root, &xe, None).unwrap();
+
+    // DiCO from the XE weights with the backbone's CLIP as evaluator (the
+    // paper's reward: PAC-S weight 2.0, no prefix, no clipping).
+    let mut v = validation(root, None, None);
+    v.metrics = vec!["reward".parse().unwrap(), "CIDEr".parse().unwrap()];
+    let mut s = settings(root, "dico", &vocab, 0, Some(v));
+    s.train.objective = Objective::Dico;
+    s.train.schedule.total_steps = 2;
+    s.train.schedule.lr = 1e-4;
+    s.init = Some(xe.out.join(WEIGHTS_FILE));
+    s.evaluator = Some(root.join("clip.safetensors"));
+    train(root, &s, None).unwrap();
+    let vals = validations(&s.out);
+    assert_eq!(vals.keys().copied().collect::<Vec<_>>(), [0, 2]);
+    let dir = s.out.join("validation");
+    for (step, v) in &vals {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+            .arg("score")
+            .arg("--results")
+            .arg(dir.join(format!("step-{step:08}.json")))
+            .arg("--images")
+            .arg(root.join("data/val"))
+            .arg("--clip")
+            .arg(root.join("clip.safetensors"))
+            .args(["--clip-config", "tiny", "--device", "cpu", "--json"])
+            .args(["--metric", "pac-s", "--no-prefix", "--no-clipping"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+        let (a, b) = (v["val/reward"], got["PAC-S"]);
+        assert!((a - b).abs() < 1e-5, "reward at step {step}: {a} vs {b}");
+    }
+    // Without `best_by`, model.safetensors is the final model.
+    assert!(!s.out.join("best").exists());
+    assert!(!s.out.join("final.safetensors").exists());
+}
