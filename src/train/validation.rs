@@ -772,11 +772,16 @@ impl Validator {
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
+            let mut all = Vec::with_capacity(chunk.len());
+            for h in handles {
+                // A panicking decoder would shift every later image against
+                // its key: fail the validation instead.
+                all.extend(h.join().map_err(|_| {
+                    setting("validation.shards")("an image decoder thread panicked".into())
+                })?);
+            }
+            Ok::<_, TrainError>(all)
+        })?;
         let size = self.prep.size as i64;
         let mut flat = Vec::new();
         let mut ok = Vec::new();
