@@ -30,6 +30,12 @@ fn state(step: u64, score: f64) -> TrainState {
             scale: 1024.0,
             clean_steps: step,
         }),
+        // The best validation result so far comes back too.
+        best: Some(dicoflow::train::BestSoFar {
+            metric: "CIDEr".into(),
+            value: score,
+            step,
+        }),
     }
 }
 

@@ -330,6 +330,7 @@ fn weights_and_checkpoints_are_read_by_safetensors() {
         config: String::new(),
         metrics: BTreeMap::new(),
         loss_scale: None,
+        best: None,
     };
     let ck = Checkpointer::new(dir.path().join("checkpoints"), 1, None)
         .save(&vs, &opt, &state)

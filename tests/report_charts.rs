@@ -251,3 +251,32 @@ fn the_command_writes_charts_and_reports_bad_folders() {
         "{stderr}"
     );
 }
+
+#[test]
+fn validation_curves_are_charted_and_their_bookkeeping_only_tabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("xe");
+    let mut log = String::new();
+    for t in 0..10 {
+        let mut m = format!("\"train/loss\":{}", 1.0 / (t + 1) as f64);
+        if t % 3 == 0 {
+            m += &format!(
+                ",\"val/CIDEr\":{},\"val/step\":{t},\"val/images\":200,\"val/skipped\":0",
+                0.1 * t as f64
+            );
+        }
+        log += &line(t, &m);
+    }
+    write_log(&run, &log);
+    let report = write_report(&run).unwrap();
+    assert!(report.png.contains_key("val/CIDEr"));
+    for bookkeeping in ["val/step", "val/images", "val/skipped"] {
+        assert!(
+            !report.png.contains_key(bookkeeping),
+            "{bookkeeping} charted"
+        );
+    }
+    let summary = std::fs::read_to_string(&report.summary).unwrap();
+    assert!(summary.contains("| val/CIDEr | 4 |"), "{summary}");
+    assert!(summary.contains("| val/step | 4 |"), "{summary}");
+}

@@ -278,6 +278,7 @@ fn stage_settings(root: &Path, vocab: &Vocab, reward: RewardSettings) -> Caption
         checkpoint_every: 0,
         keep_last: 1,
         resume: false,
+        validation: None,
     }
 }
 

@@ -94,6 +94,7 @@ fn settings(
         checkpoint_every,
         keep_last: 5,
         resume: true,
+        validation: None,
     }
 }
 

@@ -31,6 +31,7 @@ use crate::train::reward_cache_stage::RewardCacheSettings;
 use crate::train::stages::{
     registry, CaptionStageSettings, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
 };
+use crate::train::validation::{ValMetric, ValidationSettings};
 use crate::train::{AdamWConfig, Decay, DicoConfig, Precision, Schedule};
 
 /// Arguments of `demo`.
@@ -147,6 +148,37 @@ fn pipeline(data: &Path, seed: u64, epochs: u64, batch: usize, stage: StageSpec)
         },
         cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
         device: vec![stage],
+    }
+}
+
+/// The demo's validation: BLEU and CIDEr-D (plus the stage's reward for
+/// DiCO and SCST) of greedy captions of the first 200 val images, 8 times per
+/// phase and before it. No selection: the demo compares the final models.
+fn demo_validation(val: &Path, steps: u64, reward: bool) -> ValidationSettings {
+    let mut metrics: Vec<ValMetric> = vec![
+        ValMetric::Caption(crate::metrics::Metric::Bleu),
+        ValMetric::Caption(crate::metrics::Metric::CiderD),
+    ];
+    if reward {
+        metrics.push(ValMetric::Reward);
+    }
+    ValidationSettings {
+        shards: val.to_path_buf(),
+        every: (steps / 8).max(1),
+        at_start: true,
+        max_images: Some(200),
+        batch_size: 64,
+        metrics,
+        meteor_data: None,
+        clip: None,
+        clip_config: None,
+        pac: None,
+        pac_config: None,
+        best_by: None,
+        mode: None,
+        keep: None,
+        preprocess: None,
+        layout: LayoutOptions::default(),
     }
 }
 
@@ -388,6 +420,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         checkpoint_every: 50,
         keep_last: 2,
         resume: true,
+        // Validation curves: greedy captions of part of the val split.
+        validation: Some(demo_validation(&data.join("val"), steps, false)),
     };
     let p = pipeline(
         &train,
@@ -422,6 +456,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             decay: Decay::Constant,
         };
         s.train.dico.beta = args.beta;
+        s.validation = Some(demo_validation(
+            &data.join("val"),
+            steps,
+            matches!(objective, Objective::Dico | Objective::Scst),
+        ));
         s.init = Some(xe_weights.clone());
         s.out = dir.to_path_buf();
         s
@@ -547,8 +586,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 /// The charts `report.md` shows: the reward, then fluency over training.
-const EMBEDDED_CHARTS: [(&str, &str); 4] = [
+const EMBEDDED_CHARTS: [(&str, &str); 5] = [
     ("evaluator/mean", "mean evaluator reward of the candidates"),
+    (
+        "val/CIDEr",
+        "validation CIDEr-D of greedy captions of 200 val images",
+    ),
     (
         "fluency/grammatical",
         "share of the batch's greedy captions that the oracle grammar accepts",
@@ -594,7 +637,8 @@ fn render_report(
         }
     }
     r.push_str(
-        "\nPer step of training: the reward, fluency (the share of each batch's greedy \
+        "\nPer step of training: the reward, validation CIDEr-D (greedy captions of 200 val \
+         images, before training and 8 times per phase; `val/*` in the logs), fluency (the share of each batch's greedy \
          captions that the oracle grammar accepts; the table above judges the test split), \
          candidate length and the share of candidates that end with EOS. Offline DiCO's \
          candidates and rewards are the cached ones of the XE model, so its reward curve is \

@@ -57,6 +57,10 @@ pub fn chart_stem(metric: &str) -> String {
         .collect()
 }
 
+/// Logged values that are bookkeeping, not curves: in the table, not charted
+/// (a validation's step, image count and skipped rows).
+pub const NOT_CHARTED: [&str; 3] = ["val/step", "val/images", "val/skipped"];
+
 /// Mean of the last tenth of a series (at least one point).
 fn tail_mean(p: &[(f64, f64)]) -> f64 {
     let n = (p.len() / 10).max(1);
@@ -128,6 +132,9 @@ pub fn write_report(run_dir: &Path) -> Result<Report> {
     let (mut png, mut svg) = (BTreeMap::new(), BTreeMap::new());
     md.push_str("\n## Charts\n\n");
     for (metric, series) in &by_metric {
+        if NOT_CHARTED.contains(&metric.as_str()) {
+            continue;
+        }
         let stem = chart_stem(metric);
         let png_path = out.join(format!("{stem}.png"));
         png_chart::render(metric, series)

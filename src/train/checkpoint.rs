@@ -55,6 +55,38 @@ pub struct TrainState {
     /// The fp16 loss scaler's state (absent in fp32 runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<LossScaleState>,
+    /// The best validation result up to this step (absent without
+    /// validation, or before the first validation): a resumed run compares
+    /// its next validations with it, so it keeps the same best model as an
+    /// uninterrupted run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestSoFar>,
+}
+
+/// The best validation value seen so far, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestSoFar {
+    /// The metric's logged name (e.g. `CIDEr`, `RefPAC-S`).
+    pub metric: String,
+    /// Its value at `step`.
+    pub value: f64,
+    /// The optimizer step the value was measured after (0: before training).
+    pub step: u64,
+}
+
+impl BestBy {
+    /// Whether `value` beats `best` (strictly: on ties the earlier step
+    /// stays best). `NaN` never beats anything, and anything beats nothing.
+    pub fn improves(&self, value: f64, best: Option<&BestSoFar>) -> bool {
+        if value.is_nan() {
+            return false;
+        }
+        match best {
+            None => true,
+            Some(b) if self.higher_is_better => value > b.value,
+            Some(b) => value < b.value,
+        }
+    }
 }
 
 /// Which metric selects the best checkpoint, and in which direction.

@@ -15,6 +15,9 @@ pub enum TrainError {
         value: String,
         reason: &'static str,
     },
+    /// A validation setting cannot be honoured (names the setting).
+    #[error("invalid setting `{setting}`: {what}")]
+    Validation { setting: &'static str, what: String },
     /// A checkpoint or state file could not be read or written.
     #[error("{path}: {what}")]
     State { path: PathBuf, what: String },

@@ -19,10 +19,11 @@ pub mod schedule;
 pub mod scst;
 pub mod stages;
 pub mod step;
+pub mod validation;
 pub mod xe;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use checkpoint::{BestBy, Checkpointer, TrainState};
+pub use checkpoint::{BestBy, BestSoFar, Checkpointer, TrainState};
 pub use dico::{dico_loss, DicoConfig, DicoOutput, DicoStats};
 pub use error::TrainError;
 pub use loss_scale::{LossScaleConfig, LossScaleState, LossScaler};

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 
 use crate::rng::Rng;
-use crate::train::checkpoint::{Checkpointer, TrainState};
+use crate::train::checkpoint::{BestSoFar, Checkpointer, TrainState};
 use crate::train::error::TrainError;
 use crate::train::step::{Stepper, TrainerState};
 
@@ -99,16 +99,18 @@ pub trait Resumable {
         config: String,
         metrics: BTreeMap<String, f64>,
     ) -> Result<PathBuf, TrainError> {
-        self.checkpoint_after_batch(ck, None, config, metrics)
+        self.checkpoint_after_batch(ck, None, config, metrics, None)
     }
     /// [`Resumable::checkpoint`], recording `last_batch`: the dataflow time
-    /// of the last batch consumed (see [`TrainState::last_batch`]).
+    /// of the last batch consumed (see [`TrainState::last_batch`]) and the
+    /// best validation result so far ([`TrainState::best`]).
     fn checkpoint_after_batch(
         &self,
         ck: &Checkpointer,
         last_batch: Option<u64>,
         config: String,
         metrics: BTreeMap<String, f64>,
+        best: Option<BestSoFar>,
     ) -> Result<PathBuf, TrainError> {
         let (vs, stepper, step, rng) = self.parts_ref();
         let state = TrainerState {
@@ -117,6 +119,7 @@ pub trait Resumable {
             rng,
             config,
             metrics,
+            best,
         };
         stepper.save_checkpoint(vs, ck, state)
     }
@@ -138,6 +141,8 @@ pub struct StageCheckpoints {
     every: u64,
     /// Batches at or before this time were consumed before a resume.
     resumed_after: Option<u64>,
+    /// The best validation result the resumed checkpoint recorded.
+    resumed_best: Option<BestSoFar>,
 }
 
 impl StageCheckpoints {
@@ -148,6 +153,7 @@ impl StageCheckpoints {
             checkpointer: Checkpointer::new(out.join(CHECKPOINTS_DIR), keep_last, None),
             every,
             resumed_after: None,
+            resumed_best: None,
         }
     }
 
@@ -174,14 +180,21 @@ impl StageCheckpoints {
                     .into(),
             });
         };
-        trainer.restore(&dir)?;
+        let state = trainer.restore(&dir)?;
         self.resumed_after = Some(last_batch);
+        self.resumed_best = state.best;
         Ok(Some(dir))
     }
 
     /// The last batch time consumed before the resume, once resumed.
     pub fn resumed_after(&self) -> Option<u64> {
         self.resumed_after
+    }
+
+    /// The best validation result recorded by the checkpoint resumed from
+    /// (`None` before a resume, or when it recorded none).
+    pub fn resumed_best(&self) -> Option<&BestSoFar> {
+        self.resumed_best.as_ref()
     }
 
     /// Whether batch `time` was consumed before the resume (at or before the
@@ -193,24 +206,28 @@ impl StageCheckpoints {
     /// After the trainer has consumed batch `time`: write a checkpoint if one
     /// is due (right after every `every`-th optimizer step), recording
     /// `time` as its last batch. `config` is the stage's settings as TOML;
-    /// `metrics` the step's.
+    /// `metrics` the step's; `best` the best validation result so far.
+    /// Returns the checkpoint written, if one was.
     pub fn after_batch<T: Resumable>(
         &self,
         trainer: &T,
         time: u64,
         config: impl FnOnce() -> String,
         metrics: &BTreeMap<String, f64>,
-    ) -> Result<(), TrainError> {
+        best: Option<&BestSoFar>,
+    ) -> Result<Option<PathBuf>, TrainError> {
         let steps = trainer.steps_taken();
         let just_stepped = trainer.pending_batches() == 0 && steps > 0;
         if self.every > 0 && just_stepped && steps.is_multiple_of(self.every) {
-            trainer.checkpoint_after_batch(
+            let dir = trainer.checkpoint_after_batch(
                 &self.checkpointer,
                 Some(time),
                 config(),
                 metrics.clone(),
+                best.cloned(),
             )?;
+            return Ok(Some(dir));
         }
-        Ok(())
+        Ok(None)
     }
 }

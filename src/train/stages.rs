@@ -27,6 +27,7 @@ use crate::train::fluency::FluencyJudge;
 use crate::train::precision::Precision;
 use crate::train::resumable::{Resumable, StageCheckpoints};
 use crate::train::reward_cache_stage::{RewardCacheSettings, RewardCacheStage};
+use crate::train::validation::{StageContext, ValidationSettings, Validator};
 
 /// Weights file a training stage writes into its `out` directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -221,7 +222,9 @@ impl DeviceStage for EvaluatorStage {
                 batch.time,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
+                None,
             )
+            .map(|_| ())
             .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
     }
 
@@ -290,6 +293,10 @@ pub struct CaptionerStageSettings {
     /// the checkpoint has already seen and goes on bit-identically.
     #[serde(default)]
     pub resume: bool,
+    /// Validate every N steps on a val split, log `val/*` values and keep
+    /// the best model ([`ValidationSettings`], docs/training.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSettings>,
 }
 
 fn two() -> usize {
@@ -378,6 +385,26 @@ pub struct CaptionerStage {
     cache: Option<RewardCache>,
     settings: CaptionerStageSettings,
     checkpoints: StageCheckpoints,
+    validator: Option<Validator>,
+    /// Validation values not yet logged: a batch line holds one validation,
+    /// so when the step-0 validation and the first step's share a batch
+    /// (`every = 1`), the later one goes into the next batch's line (with
+    /// its `val/step`). `out/validation/log.jsonl` has every one.
+    unlogged: std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
+}
+
+/// Adds validation `values` to the batch's metrics, or queues them when the
+/// batch already carries a validation.
+fn log_validation(
+    batch: &mut DeviceBatch,
+    unlogged: &mut std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
+    values: std::collections::BTreeMap<String, f64>,
+) {
+    if batch.metrics.contains_key("val/step") {
+        unlogged.push_back(values);
+    } else {
+        batch.metrics.extend(values);
+    }
 }
 
 impl CaptionerStage {
@@ -395,6 +422,7 @@ impl CaptionerStage {
             device,
         )
         .map_err(|e| err(e.to_string()))?;
+        let has_reward = reward.is_some();
         let mut trainer = CaptionTrainer::new(
             &s.captioner,
             text,
@@ -405,13 +433,34 @@ impl CaptionerStage {
             device,
         )
         .map_err(|e| err(e.to_string()))?;
+        let mut validator = match &s.validation {
+            Some(v) => Some(
+                Validator::try_new(
+                    v.clone(),
+                    &StageContext {
+                        out: &s.out,
+                        backbone_config: &s.backbone_config,
+                        has_reward,
+                        device,
+                    },
+                )
+                .map_err(|e| err(e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
         resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
+        if let (Some(v), Some(_)) = (validator.as_mut(), checkpoints.resumed_after()) {
+            v.resume(checkpoints.resumed_best(), trainer.step_count())
+                .map_err(|e| err(format!("resuming: {e}")))?;
+        }
         Ok(Self {
             trainer,
             cache,
             settings: s,
             checkpoints,
+            validator,
+            unlogged: Default::default(),
         })
     }
 }
@@ -423,6 +472,19 @@ impl DeviceStage for CaptionerStage {
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
             return Ok(());
+        }
+        let total_steps = self.settings.train.schedule.total_steps;
+        if let Some(values) = self.unlogged.pop_front() {
+            batch.metrics.extend(values);
+        }
+        if let Some(v) = self.validator.as_mut() {
+            let step = self.trainer.step_count();
+            if step == 0 && v.due(0, total_steps) {
+                let values = v
+                    .validate(&mut self.trainer, 0)
+                    .map_err(|e| StageFailure::new(format!("validation failed: {e}")))?;
+                log_validation(batch, &mut self.unlogged, values);
+            }
         }
         let (pixels, s, trained) = match &self.cache {
             Some(cache) => {
@@ -490,23 +552,42 @@ impl DeviceStage for CaptionerStage {
         for (k, v) in s.extra {
             batch.metrics.insert(k, v);
         }
-        self.checkpoints
+        if let Some(v) = self.validator.as_mut() {
+            let step = self.trainer.step_count();
+            if s.optimizer_step && v.due(step, total_steps) {
+                let values = v
+                    .validate(&mut self.trainer, step)
+                    .map_err(|e| StageFailure::new(format!("validation failed: {e}")))?;
+                log_validation(batch, &mut self.unlogged, values);
+            }
+        }
+        let written = self
+            .checkpoints
             .after_batch(
                 &self.trainer,
                 batch.time,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
+                self.validator.as_ref().and_then(Validator::best),
             )
-            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
+            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))?;
+        if let (Some(v), Some(_)) = (self.validator.as_mut(), written) {
+            v.checkpoint_written()
+                .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
         std::fs::create_dir_all(out)
             .map_err(|e| StageFailure::new(format!("{}: {e}", out.display())))?;
-        self.trainer
-            .save_weights(&out.join(WEIGHTS_FILE))
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+        let weights = out.join(WEIGHTS_FILE);
+        match &self.validator {
+            Some(v) => v.write_model(&self.trainer, &weights),
+            None => self.trainer.save_weights(&weights),
+        }
+        .map_err(|e| StageFailure::new(e.to_string()))?;
         let cfg = serde_json::to_string_pretty(&self.settings.captioner).unwrap_or_default();
         std::fs::write(out.join(CAPTIONER_CONFIG_FILE), cfg)
             .map_err(|e| StageFailure::new(e.to_string()))

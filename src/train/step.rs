@@ -148,6 +148,8 @@ pub struct TrainerState {
     pub rng: crate::rng::Rng,
     pub config: String,
     pub metrics: std::collections::BTreeMap<String, f64>,
+    /// The best validation result so far ([`TrainState::best`]).
+    pub best: Option<crate::train::checkpoint::BestSoFar>,
 }
 
 impl Stepper {
@@ -178,6 +180,7 @@ impl Stepper {
             config: state.config,
             metrics: state.metrics,
             loss_scale: self.scaler_state(),
+            best: state.best,
         };
         ck.save(vs, &self.opt, &full)
     }
