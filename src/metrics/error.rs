@@ -91,7 +91,7 @@ pub enum MetricsError {
     #[error("unknown metric {0:?} (known: bleu, meteor, rouge, cider)")]
     UnknownMetric(String),
     /// SPICE was asked for: it is not offered (docs/metrics.md says why).
-    #[error("SPICE is not offered: the toolkit's SPICE runs a Java scene-graph parser with Stanford CoreNLP models (about 1 GB) that it downloads at first use, which dicoflow neither reimplements nor runs; run pycocoevalcap's Spice for it, and drop `spice` from --metrics")]
+    #[error("SPICE is not offered: the toolkit's SPICE runs a Java scene-graph parser with Stanford CoreNLP 3.6.0 models that it downloads from nlp.stanford.edu at first use, which dicoflow neither reimplements nor runs; run pycocoevalcap's Spice for it, and drop `spice` from --metrics")]
     SpiceNotOffered,
     /// METEOR was asked for but the evaluator has no METEOR data loaded
     /// (see [`Evaluator::with_meteor`](super::Evaluator::with_meteor)).
