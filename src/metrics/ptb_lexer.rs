@@ -37,6 +37,25 @@ enum P {
 
 const INF: u32 = u32::MAX;
 
+thread_local! {
+    /// Spare end-position buffers for [`P::ends`]: matching recurses through
+    /// sequences and repetitions on every character the fast paths leave to
+    /// the general path, and allocating two vectors per level dominated
+    /// tokenizing captions with unusual punctuation.
+    static BUFFERS: std::cell::RefCell<Vec<Vec<usize>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer from the pool (or a new one).
+fn take_buf() -> Vec<usize> {
+    BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns a buffer to the pool, emptied.
+fn give_buf(mut v: Vec<usize>) {
+    v.clear();
+    BUFFERS.with(|b| b.borrow_mut().push(v));
+}
+
 fn sort_dedup(v: &mut Vec<usize>) {
     v.sort_unstable();
     v.dedup();
@@ -75,24 +94,24 @@ impl P {
                     out.push(i);
                     return;
                 };
-                let mut cur = Vec::new();
+                let mut cur = take_buf();
+                let mut next = take_buf();
                 head.ends(s, i, &mut cur);
-                if cur.is_empty() {
-                    return;
-                }
                 sort_dedup(&mut cur);
                 for p in rest {
-                    let mut next = Vec::new();
+                    if cur.is_empty() {
+                        break;
+                    }
+                    next.clear();
                     for &c in &cur {
                         p.ends(s, c, &mut next);
                     }
-                    if next.is_empty() {
-                        return;
-                    }
                     sort_dedup(&mut next);
-                    cur = next;
+                    std::mem::swap(&mut cur, &mut next);
                 }
-                out.extend(cur);
+                out.extend_from_slice(&cur);
+                give_buf(cur);
+                give_buf(next);
             }
             P::Alt(ps) => {
                 for p in ps {
@@ -112,15 +131,17 @@ impl P {
                 }
             }
             P::Rep(p, min, max) => {
-                let mut accepted: Vec<usize> = Vec::new();
+                let mut accepted = take_buf();
                 if *min == 0 {
                     accepted.push(i);
                 }
-                let mut frontier = vec![i];
+                let mut frontier = take_buf();
+                frontier.push(i);
+                let mut next = take_buf();
                 let mut count = 0u32;
                 while !frontier.is_empty() && count < *max {
                     count += 1;
-                    let mut next = Vec::new();
+                    next.clear();
                     for &f in &frontier {
                         p.ends(s, f, &mut next);
                     }
@@ -129,9 +150,12 @@ impl P {
                         next.retain(|e| !accepted.contains(e));
                         accepted.extend_from_slice(&next);
                     }
-                    frontier = next;
+                    std::mem::swap(&mut frontier, &mut next);
                 }
-                out.extend(accepted);
+                out.extend_from_slice(&accepted);
+                give_buf(accepted);
+                give_buf(frontier);
+                give_buf(next);
             }
         }
     }
@@ -210,9 +234,11 @@ impl P {
 
     /// Longest end position, if the pattern matches at `i` at all.
     fn longest(&self, s: &[char], i: usize) -> Option<usize> {
-        let mut v = Vec::new();
+        let mut v = take_buf();
         self.ends(s, i, &mut v);
-        v.into_iter().max()
+        let best = v.iter().copied().max();
+        give_buf(v);
+        best
     }
 }
 
@@ -1547,6 +1573,7 @@ impl Lexer {
             &self.plain
         };
         let mut i = 0;
+        let mut ends = Vec::new();
         while i < n {
             if fast {
                 if let Some(next) = fast_word(&s, i, out).or_else(|| fast_punct(&s, i, out)) {
@@ -1555,7 +1582,6 @@ impl Lexer {
                 }
             }
             let mut best: Option<(usize, usize, usize)> = None; // (total, token end, rule)
-            let mut ends = Vec::new();
             for &idx in rules.candidates(s[i]) {
                 let rule = &rules.rules[idx];
                 ends.clear();
