@@ -1633,19 +1633,22 @@ impl Lexer {
 }
 
 /// Fast path for spaces and common punctuation where no rule but the
-/// obvious one can match: a space; a period ending the line or followed by a
-/// space and no further period (`. . .` is an ellipsis); a comma not followed
-/// by a digit (`,5` is a number); a run of hyphens before a break.
+/// obvious one can match: a space or tab; a period ending the line or followed
+/// by a space or tab and no further period (`. . .` is an ellipsis); a comma
+/// not followed by a digit (`,5` is a number); a run of hyphens before a
+/// break. (Every rule that can start here or before reads a tab as it reads a
+/// space: both are in each white-space class the rules use; only SGML tags,
+/// which start with `<`, name the space alone.)
 fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     let at = |k: usize| s.get(k).copied();
     match s[i] {
-        ' ' => Some(i + 1),
+        ' ' | '\t' => Some(i + 1),
         '.' => match (at(i + 1), at(i + 2)) {
-            (None | Some('\n'), _) | (Some(' '), None) => {
+            (None | Some('\n'), _) | (Some(' ' | '\t'), None) => {
                 out.push(".".to_string());
                 Some(i + 1)
             }
-            (Some(' '), Some(c)) if c != '.' => {
+            (Some(' ' | '\t'), Some(c)) if c != '.' => {
                 out.push(".".to_string());
                 Some(i + 1)
             }
@@ -1664,7 +1667,7 @@ fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
                 j += 1;
             }
             match at(j) {
-                None | Some(' ' | '\n') => {
+                None | Some(' ' | '\t' | '\n') => {
                     let text: String = s[i..j].iter().collect();
                     out.extend(apply(Act::Hyphens, &text));
                     Some(j)
@@ -1677,7 +1680,7 @@ fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
 }
 
 /// Fast path for the common case of a run of ASCII letters, optionally with
-/// a clitic (`'s`, `n't`), followed by a space, the end of the line, or a
+/// a clitic (`'s`, `n't`), followed by a space or tab, the end of the line, or a
 /// punctuation mark that ends the line or precedes a space. No rule can match
 /// more than these tokens there. (The differential tests against the Java
 /// tokenizer run through this path as well as the general one.)
@@ -1689,7 +1692,7 @@ fn fast_word(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     if j == i {
         return None;
     }
-    let is_break = |k: usize| k >= s.len() || s[k] == ' ' || s[k] == '\n';
+    let is_break = |k: usize| k >= s.len() || matches!(s[k], ' ' | '\t' | '\n');
     // After the tokens: a break, or one punctuation mark and a break.
     let ends_well = |k: usize, period_ok: bool| {
         is_break(k)
@@ -1757,6 +1760,7 @@ mod tests {
                     .collect()
             };
             assert_eq!(acts(' '), vec!["skip"]);
+            assert_eq!(acts('\t'), vec!["skip"]);
             // Comma: numbers (",5") and the comma itself.
             assert_eq!(set.candidates(',').len(), 2);
         }
@@ -1772,6 +1776,8 @@ mod tests {
             "the dog's. the dogs'. isn't. ISN'T can't, ain't! don't? won't: nn't n't",
             "y's o's d's l's gonna's cannot's 'tis a. b. A. The",
             "photo.jpg 5.x. a.jpg, the end.The x.. y... z.,",
+            "a\tdog's\tbone. isn't\tMr.\tSmith a.\tI.\tend.\t. .\t. x --\ty -\t, z.\t",
+            "\tThe\t\tcat\t.\tNo.\t5 fig.\t3 U.S.\tA. photo.jpg\ta.jpg\t, e.g.\tok",
         ];
         for (k, line) in lines.iter().enumerate() {
             let after = lines.get(k + 1).map_or(String::new(), |n| format!("\n{n}"));
