@@ -86,6 +86,8 @@ $(METEOR_DATA)/.ready: | venv
 bench-eval: venv $(CURDIR)/.pyenv/.ready meteor-data
 	bash examples/bench_eval/run.sh 3
 	METRICS=meteor bash examples/bench_eval/run.sh 1
+	METRICS=bleu,meteor,rouge,cider bash examples/bench_eval/run.sh 3
+	VARIED=1 METRICS=bleu,meteor,rouge,cider bash examples/bench_eval/run.sh 3
 
 # Print the environment the Makefile uses, to run cargo by hand: eval "$$(make env)"
 env: venv

@@ -206,7 +206,11 @@ fn api_errors() {
         Err(MetricsError::NoImages)
     ));
     assert!(matches!(
-        "spice".parse::<Metric>(),
+        "SPICE".parse::<Metric>(),
+        Err(MetricsError::SpiceNotOffered)
+    ));
+    assert!(matches!(
+        "spider".parse::<Metric>(),
         Err(MetricsError::UnknownMetric(_))
     ));
     assert_eq!("METEOR".parse::<Metric>().unwrap(), Metric::Meteor);
@@ -250,6 +254,13 @@ fn cli_writes_per_image_scores() {
         json: true,
         per_image: Some(out.clone()),
         meteor_data: None,
+        images: None,
+        clip: None,
+        clip_config: "ViT-B-32".into(),
+        pac: None,
+        pac_config: "ViT-B-32".into(),
+        device: dicoflow::device::DeviceName::Auto,
+        batch_size: 64,
     };
     run(&args).unwrap();
     let rows: serde_json::Value =

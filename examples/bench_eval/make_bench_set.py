@@ -1,18 +1,58 @@
 """Deterministic COCO-style benchmark set: N images x 5 reference captions plus
 one generated caption per image.
 
-    python3 examples/bench_eval/make_bench_set.py OUT_DIR [N_IMAGES]
+    python3 examples/bench_eval/make_bench_set.py OUT_DIR [N_IMAGES] [--varied]
 
-Writes OUT_DIR/annotations.json and OUT_DIR/results.json.
+Writes OUT_DIR/annotations.json and OUT_DIR/results.json. With --varied, every
+caption (references and candidates) is then varied in casing (all caps, title
+case, random capitals), spacing (doubled, leading, trailing, tabs) and
+punctuation (quotes, brackets, !!, ?!, ..., hyphens, slashes, apostrophes,
+numbers), from a second fixed seed: the same set otherwise.
 """
 import json
 import os
 import random
 import sys
 
-out_dir = sys.argv[1]
-n_images = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+args = [a for a in sys.argv[1:] if a != "--varied"]
+varied = "--varied" in sys.argv[1:]
+out_dir = args[0]
+n_images = int(args[1]) if len(args) > 1 else 5000
 rng = random.Random(12345)
+vrng = random.Random(678)
+
+PUNCT_WORDS = ['"', "'", "(", ")", "!!", "?!", "...", "--", "-", "/", ";", ":", ",", "&",
+               "``", "''", "[", "]", "{", "}", "#1", "$5", "10%", "3:30", "e-mail",
+               "U.S.", "Mr.", "don't", "can't", "it's", "o'clock", "rock'n'roll", "1/2"]
+
+
+def vary(c):
+    """Casing, spacing and punctuation noise on one caption."""
+    words = c.split(" ")
+    out = []
+    for w in words:
+        r = vrng.random()
+        if r < 0.08:
+            w = w.upper()
+        elif r < 0.16:
+            w = w.title()
+        elif r < 0.20:
+            w = "".join(ch.upper() if vrng.random() < 0.5 else ch for ch in w)
+        if vrng.random() < 0.12:
+            w = vrng.choice(['"', "'", "(", "["]) + w + vrng.choice(['"', "'", ")", "]", "!", ","])
+        out.append(w)
+        if vrng.random() < 0.10:
+            out.append(vrng.choice(PUNCT_WORDS))
+    sep = lambda: vrng.choice([" ", " ", " ", " ", "  ", "\t", " , ", "   "])
+    s = out[0]
+    for w in out[1:]:
+        s += sep() + w
+    if vrng.random() < 0.2:
+        s = vrng.choice([" ", "  ", "\t"]) + s
+    if vrng.random() < 0.2:
+        s += vrng.choice([" ", "  ", " !", "!!", "?", " ...", ".."])
+    return s
+
 
 SUBJECTS = ["a man", "a woman", "a young boy", "a little girl", "two dogs", "a black cat",
             "a group of people", "an elderly couple", "a baseball player", "a tennis player",
@@ -60,6 +100,11 @@ for i in range(n_images):
     results.append({"image_id": iid,
                     "caption": caption(subject if rng.random() < 0.6 else None).lower()})
 rng.shuffle(results)
+if varied:
+    for a in anns:
+        a["caption"] = vary(a["caption"])
+    for r in results:
+        r["caption"] = vary(r["caption"])
 os.makedirs(out_dir, exist_ok=True)
 with open(os.path.join(out_dir, "annotations.json"), "w") as f:
     json.dump({"images": images, "annotations": anns}, f)

@@ -4,17 +4,21 @@
 # `meteor` needs Java for the toolkit and `make meteor-data` for dicoflow).
 # Run from the crate root after creating .pyenv:
 #   python3 -m venv .pyenv && .pyenv/bin/pip install pycocoevalcap
-#   [METRICS=meteor] bash examples/bench_eval/run.sh [RUNS]
+#   [METRICS=meteor] [VARIED=1] [TOOLKIT_PYTHON=.venv/bin/python] bash examples/bench_eval/run.sh [RUNS]
+# VARIED=1 varies casing, spacing and punctuation of every caption
+# (make_bench_set.py --varied). TOOLKIT_PYTHON is any Python with
+# pycocoevalcap (default .pyenv/bin/python).
 set -euo pipefail
 runs=${1:-3}
 export METRICS=${METRICS:-bleu,rouge,cider}
-echo "metrics: $METRICS"
+toolkit_python=${TOOLKIT_PYTHON:-.pyenv/bin/python}
+echo "metrics: $METRICS${VARIED:+, varied set}"
 dir=$(mktemp -d)
-python3 examples/bench_eval/make_bench_set.py "$dir" 5000
+python3 examples/bench_eval/make_bench_set.py "$dir" 5000 ${VARIED:+--varied}
 cargo build -q --release
 for i in $(seq "$runs"); do
   /usr/bin/time -f "toolkit: %e s wall, %U s user" \
-    .pyenv/bin/python examples/bench_eval/toolkit_eval.py "$dir/annotations.json" "$dir/results.json" \
+    "$toolkit_python" examples/bench_eval/toolkit_eval.py "$dir/annotations.json" "$dir/results.json" \
     "$dir/tk_pi.json" > "$dir/tk.json" 2> "$dir/tk.err" || { cat "$dir/tk.err"; exit 1; }
   tail -1 "$dir/tk.err"
   /usr/bin/time -f "dicoflow: %e s wall, %U s user" \

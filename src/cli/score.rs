@@ -66,6 +66,11 @@ pub struct ScoreArgs {
     /// Print one JSON object of metric → value.
     #[arg(long)]
     pub json: bool,
+    /// Write per-caption scores to this JSON file, one row per result in the
+    /// results' order: `[{"image_id": .., "CLIP-S": .., "RefCLIP-S": ..}]` (the
+    /// shape of `eval --per-image`). The printed values are their means.
+    #[arg(long, value_name = "OUT.json")]
+    pub per_image: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,53 +275,87 @@ fn for_each_image(
     Ok(())
 }
 
-/// Run `score`.
-pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
-    let device = args
-        .device
-        .resolve()
-        .with_context(|| format!("--device {}", args.device))?;
-    let cfg = clip_config(&args.clip_config)?;
-    let results: Vec<ResultEntry> = read_json(&args.results)?;
-    if results.is_empty() {
-        bail!("{}: no results", args.results.display());
+/// The image ids of an annotations file mapped to its `images[].file_name`,
+/// for the folder lookup of [`clip_scores`] (empty where the file names none).
+pub(crate) fn file_names_of(annotations: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let ann: Annotations = read_json(annotations)?;
+    Ok(file_names_in(&ann))
+}
+
+fn file_names_in(ann: &Annotations) -> BTreeMap<String, String> {
+    ann.images
+        .iter()
+        .filter_map(|img| Some((id_key(&img.id), img.file_name.clone()?)))
+        .collect()
+}
+
+/// Where the images are and how to find each id's (see `--images`).
+#[derive(Debug, Clone)]
+pub(crate) struct ImageSource<'a> {
+    /// A folder of image files, or Parquet shards.
+    pub images: &'a Path,
+    /// Image id → file name in the folder (the annotations' `file_name`).
+    pub file_names: &'a BTreeMap<String, String>,
+}
+
+/// One CLIP model to score with: weights, architecture and score definition.
+#[derive(Debug, Clone)]
+pub(crate) struct ClipModel<'a> {
+    /// Safetensors weights.
+    pub weights: &'a Path,
+    /// Architecture of the weights.
+    pub config: &'a ClipConfig,
+    /// Weight, prefix and clipping of the score (its `name` names the outputs).
+    pub score: ScoreConfig,
+}
+
+/// Per-caption CLIP-based scores, in the order of the captions given to
+/// [`clip_scores`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClipColumns {
+    /// `CLIP-S` or `PAC-S` (the score config's name).
+    pub name: String,
+    /// The reference-free score of each caption.
+    pub score: Vec<f32>,
+    /// The Ref- variant of each caption, when references were given.
+    pub ref_score: Option<Vec<f32>>,
+}
+
+impl ClipColumns {
+    /// `(name, per-caption values)`: the score, then its Ref- variant.
+    pub fn columns(&self) -> Vec<(String, &[f32])> {
+        let mut out = vec![(self.name.clone(), self.score.as_slice())];
+        if let Some(r) = &self.ref_score {
+            out.push((format!("Ref{}", self.name), r.as_slice()));
+        }
+        out
     }
-    let keys: Vec<String> = results.iter().map(|r| id_key(&r.image_id)).collect();
-    let captions: Vec<&str> = results.iter().map(|r| r.caption.as_str()).collect();
+}
+
+/// The corpus value of a per-caption score as clipscore and pacscore report it:
+/// the mean over captions (accumulated in f64).
+pub(crate) fn corpus_mean(values: &[f32]) -> f64 {
+    values.iter().map(|&x| x as f64).sum::<f64>() / values.len() as f64
+}
+
+/// Scores `captions[i]` against image `keys[i]` (and `refs[i]`, when given) with
+/// one CLIP model: the images are found in `source`, decoded and preprocessed as
+/// CLIP expects, encoded in batches of `batch_size`. Errors name a missing or
+/// unreadable image, an image without references, and weights that do not fit.
+pub(crate) fn clip_scores(
+    source: &ImageSource<'_>,
+    model: &ClipModel<'_>,
+    keys: &[String],
+    captions: &[&str],
+    refs: Option<&[Vec<String>]>,
+    device: tch::Device,
+    batch_size: usize,
+) -> anyhow::Result<ClipColumns> {
     let needed: BTreeSet<String> = keys.iter().cloned().collect();
-
-    let mut refs_by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut file_names = BTreeMap::new();
-    if let Some(ann) = &args.annotations {
-        let ann: Annotations = read_json(ann)?;
-        for a in ann.annotations {
-            refs_by_key
-                .entry(id_key(&a.image_id))
-                .or_default()
-                .push(a.caption);
-        }
-        for img in ann.images {
-            if let Some(name) = img.file_name {
-                file_names.insert(id_key(&img.id), name);
-            }
-        }
-    }
-
-    let mut score_cfg = match args.metric {
-        Metric::ClipS => ScoreConfig::clip_s(),
-        Metric::PacS => ScoreConfig::pac_s(),
-    };
-    if args.no_prefix {
-        score_cfg.prefix = None;
-    } else if let Some(p) = &args.prefix {
-        score_cfg.prefix = Some(p.clone());
-    }
-    score_cfg.clip_negative = !args.no_clipping;
-    let name = score_cfg.name.clone();
-
-    let (_vs, clip) = Clip::from_safetensors(&args.clip, &cfg, device)
-        .with_context(|| format!("loading CLIP weights {}", args.clip.display()))?;
-    let mut scorer = ClipScorer::new(clip, ClipTokenizer::openai()?, score_cfg);
+    let cfg = model.config;
+    let (_vs, clip) = Clip::from_safetensors(model.weights, cfg, device)
+        .with_context(|| format!("loading CLIP weights {}", model.weights.display()))?;
+    let mut scorer = ClipScorer::new(clip, ClipTokenizer::openai()?, model.score.clone());
     let mut pre = Preprocessor::new(PreprocessConfig {
         size: cfg.vision.image_size as u32,
         ..Default::default()
@@ -337,7 +376,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
         pixels.clear();
         Ok(())
     };
-    for_each_image(&args.images, &needed, &file_names, |key, bytes| {
+    for_each_image(source.images, &needed, source.file_names, |key, bytes| {
         if scorer.has_image(&key) || batch_keys.contains(&key) {
             return Ok(());
         }
@@ -348,7 +387,7 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
             }
             Err(reason) => bad.push(format!("{key}: {}", reason.label())),
         }
-        if batch_keys.len() >= args.batch_size.max(1) {
+        if batch_keys.len() >= batch_size.max(1) {
             flush(&mut scorer, &mut batch_keys, &mut batch_pixels)?;
         }
         Ok(())
@@ -360,31 +399,135 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
             "{} of {} images not found or unreadable under {} (e.g. `{}`){}",
             missing.len(),
             needed.len(),
-            args.images.display(),
+            source.images.display(),
             missing[0],
             bad.first()
                 .map(|b| format!("; first decode failure: {b}"))
                 .unwrap_or_default()
         );
     }
-
-    let mut out: BTreeMap<String, f64> = BTreeMap::new();
-    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-    if args.annotations.is_some() {
-        let mut refs = Vec::with_capacity(keys.len());
-        for k in &keys {
-            match refs_by_key.get(k) {
-                Some(r) if !r.is_empty() => refs.push(r.clone()),
-                _ => bail!("image {k} has no reference captions in the annotations"),
+    let name = model.score.name.clone();
+    match refs {
+        Some(refs) => {
+            if let Some(i) = refs.iter().position(Vec::is_empty) {
+                bail!(
+                    "image {} has no reference captions in the annotations",
+                    keys[i]
+                );
             }
+            let s = scorer.score_with_refs(keys, captions, refs)?;
+            Ok(ClipColumns {
+                name,
+                score: s.score,
+                ref_score: Some(s.ref_score),
+            })
         }
-        let s = scorer.score_with_refs(&keys, &captions, &refs)?;
-        out.insert(name.clone(), mean(&s.score));
-        out.insert(format!("Ref{name}"), mean(&s.ref_score));
-    } else {
-        let s = scorer.score(&keys, &captions)?;
-        out.insert(name, mean(&s));
+        None => Ok(ClipColumns {
+            name,
+            score: scorer.score(keys, captions)?,
+            ref_score: None,
+        }),
     }
+}
+
+/// Writes per-image rows `[{"image_id": .., "<metric>": value, ..}]` (the shape
+/// of `eval --per-image`): `ids[i]` with `columns[..].1[i]`.
+pub(crate) fn write_per_image(
+    path: &Path,
+    ids: &[serde_json::Value],
+    columns: &[(String, Vec<f64>)],
+) -> anyhow::Result<()> {
+    let rows: Vec<serde_json::Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut row = serde_json::Map::new();
+            row.insert("image_id".into(), id.clone());
+            for (name, values) in columns {
+                row.insert(name.clone(), serde_json::json!(values[i]));
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    let text = serde_json::to_string(&rows)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Run `score`.
+pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
+    let device = args
+        .device
+        .resolve()
+        .with_context(|| format!("--device {}", args.device))?;
+    let cfg = clip_config(&args.clip_config)?;
+    let results: Vec<ResultEntry> = read_json(&args.results)?;
+    if results.is_empty() {
+        bail!("{}: no results", args.results.display());
+    }
+    let keys: Vec<String> = results.iter().map(|r| id_key(&r.image_id)).collect();
+    let captions: Vec<&str> = results.iter().map(|r| r.caption.as_str()).collect();
+
+    let mut refs = None;
+    let mut file_names = BTreeMap::new();
+    if let Some(ann) = &args.annotations {
+        let ann: Annotations = read_json(ann)?;
+        file_names = file_names_in(&ann);
+        let mut refs_by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in ann.annotations {
+            refs_by_key
+                .entry(id_key(&a.image_id))
+                .or_default()
+                .push(a.caption);
+        }
+        refs = Some(
+            keys.iter()
+                .map(|k| refs_by_key.get(k).cloned().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        );
+    }
+
+    let mut score_cfg = match args.metric {
+        Metric::ClipS => ScoreConfig::clip_s(),
+        Metric::PacS => ScoreConfig::pac_s(),
+    };
+    if args.no_prefix {
+        score_cfg.prefix = None;
+    } else if let Some(p) = &args.prefix {
+        score_cfg.prefix = Some(p.clone());
+    }
+    score_cfg.clip_negative = !args.no_clipping;
+
+    let source = ImageSource {
+        images: &args.images,
+        file_names: &file_names,
+    };
+    let model = ClipModel {
+        weights: &args.clip,
+        config: &cfg,
+        score: score_cfg,
+    };
+    let scores = clip_scores(
+        &source,
+        &model,
+        &keys,
+        &captions,
+        refs.as_deref(),
+        device,
+        args.batch_size,
+    )?;
+    let columns = scores.columns();
+    if let Some(path) = &args.per_image {
+        let ids: Vec<serde_json::Value> = results.iter().map(|r| r.image_id.clone()).collect();
+        let cols: Vec<(String, Vec<f64>)> = columns
+            .iter()
+            .map(|(n, v)| (n.clone(), v.iter().map(|&x| x as f64).collect()))
+            .collect();
+        write_per_image(path, &ids, &cols)?;
+    }
+    let out: BTreeMap<String, f64> = columns
+        .iter()
+        .map(|(n, v)| (n.clone(), corpus_mean(v)))
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {

@@ -13,7 +13,15 @@
 //!   list (the toolkit fails on all three, less helpfully).
 //! - Images without a result are not evaluated: the toolkit's documented use
 //!   evaluates the images of the results file only.
-//! - Empty captions are accepted and score as the toolkit scores them.
+//! - Empty captions are accepted and score as the toolkit scores them; so do
+//!   captions that tokenize to nothing (only punctuation, only spaces) and
+//!   captions with `|||` (the PTB tokenizer splits it into `| | |`, so it never
+//!   reaches METEOR's line protocol) or `\n` (a space to the toolkit).
+//! - A caption with another line break (`\r`, U+2028, U+2029, VT, FF, NEL) is
+//!   an error naming the image: the toolkit silently misaligns every later
+//!   caption on it (tests/fixtures/bad_input/make_fixture.py shows it).
+//! - A file that is not UTF-8 is an error naming the byte position, as the
+//!   toolkit's `json.load` reports it.
 //! - Malformed JSON is an error naming the file, line and column.
 
 use std::collections::HashMap;
@@ -130,11 +138,49 @@ pub struct CaptionResult {
     pub caption: String,
 }
 
-fn read(path: &Path) -> Result<String, MetricsError> {
-    std::fs::read_to_string(path).map_err(|source| MetricsError::Io {
+/// Reads a UTF-8 text file: [`MetricsError::Io`] when it cannot be read,
+/// [`MetricsError::NotUtf8`] (with the byte position) when it is not UTF-8.
+pub fn read_text(path: &Path) -> Result<String, MetricsError> {
+    let bytes = std::fs::read(path).map_err(|source| MetricsError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| MetricsError::NotUtf8 {
+        path: path.to_path_buf(),
+        position: e.utf8_error().valid_up_to(),
     })
+}
+
+fn read(path: &Path) -> Result<String, MetricsError> {
+    read_text(path)
+}
+
+/// The first line break in `caption` that the toolkit does not turn into a
+/// space (see [`MetricsError::LineBreakInCaption`]), named.
+fn foreign_line_break(caption: &str) -> Option<String> {
+    caption.chars().find_map(|c| {
+        let name = match c {
+            '\r' => "carriage return",
+            '\u{0B}' => "vertical tab",
+            '\u{0C}' => "form feed",
+            '\u{85}' => "next line",
+            '\u{2028}' => "line separator",
+            '\u{2029}' => "paragraph separator",
+            _ => return None,
+        };
+        Some(format!("U+{:04X} ({name})", c as u32))
+    })
+}
+
+fn check_line_breaks(id: &ImageId, role: &'static str, caption: &str) -> Result<(), MetricsError> {
+    match foreign_line_break(caption) {
+        Some(character) => Err(MetricsError::LineBreakInCaption {
+            id: id.clone(),
+            role,
+            character,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn json_error(path: &Path, e: serde_json::Error) -> MetricsError {
@@ -205,6 +251,10 @@ pub struct Sample {
 
 /// Pairs results with references in the order the toolkit evaluates them:
 /// the annotations' image order, restricted to images with a result.
+///
+/// Errors, each naming the image id: [`MetricsError::UnknownImage`],
+/// [`MetricsError::DuplicateResult`], [`MetricsError::NoReferences`], and
+/// [`MetricsError::LineBreakInCaption`] for a result or a used reference.
 pub fn match_results(
     annotations: &Annotations,
     results: &[CaptionResult],
@@ -229,6 +279,10 @@ pub fn match_results(
             let refs = annotations.captions.get(id).cloned().unwrap_or_default();
             if refs.is_empty() {
                 return Err(MetricsError::NoReferences { id: id.clone() });
+            }
+            check_line_breaks(id, "result", c)?;
+            for r in &refs {
+                check_line_breaks(id, "reference", r)?;
             }
             samples.push(Sample {
                 image_id: id.clone(),

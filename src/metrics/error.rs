@@ -15,6 +15,29 @@ pub enum MetricsError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file is not UTF-8 (the toolkit's `json.load` fails on it too, with
+    /// `UnicodeDecodeError` at the same byte position).
+    #[error("{path}: not UTF-8: invalid byte at position {position} (the COCO toolkit refuses it too); re-encode the file as UTF-8")]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// 0-based byte offset of the first invalid byte.
+        position: usize,
+    },
+    /// A caption holds a line break other than `\n` (`\r`, U+2028, U+2029,
+    /// VT, FF, NEL). The toolkit replaces only `\n` by a space before its Java
+    /// PTB tokenizer, which reads the others as line breaks: it scores every
+    /// later caption against the wrong image, without error. There is no
+    /// toolkit value to reproduce, so such files are refused.
+    #[error("the {role} caption of image id {id} contains a line break ({character}): the COCO toolkit's PTB tokenizer would split it into two lines and score every later caption against the wrong image; replace it with a space")]
+    LineBreakInCaption {
+        /// The image.
+        id: ImageId,
+        /// `result` or `reference`.
+        role: &'static str,
+        /// The character, named (`U+000D (carriage return)`).
+        character: String,
+    },
     /// A file is not valid JSON or does not have the expected shape.
     #[error("{path}:{line}:{column}: {message}")]
     Json {
@@ -67,6 +90,9 @@ pub enum MetricsError {
     /// A metric name that is not known.
     #[error("unknown metric {0:?} (known: bleu, meteor, rouge, cider)")]
     UnknownMetric(String),
+    /// SPICE was asked for: it is not offered (docs/metrics.md says why).
+    #[error("SPICE is not offered: the toolkit's SPICE runs a Java scene-graph parser with Stanford CoreNLP 3.6.0 models that it downloads from nlp.stanford.edu at first use, which dicoflow neither reimplements nor runs; run pycocoevalcap's Spice for it, and drop `spice` from --metrics")]
+    SpiceNotOffered,
     /// METEOR was asked for but the evaluator has no METEOR data loaded
     /// (see [`Evaluator::with_meteor`](super::Evaluator::with_meteor)).
     #[error("METEOR was requested but its data is not loaded; load it with Meteor::load (`dicoflow eval --meteor-data DIR`; `make meteor-data` fills .meteor/)")]

@@ -48,13 +48,14 @@ impl FromStr for Metric {
     type Err = MetricsError;
 
     /// Accepts `bleu`, `meteor`, `rouge` / `rouge_l` / `rouge-l`, `cider` /
-    /// `cider-d`, in any case.
+    /// `cider-d`, in any case. `spice` is [`MetricsError::SpiceNotOffered`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "bleu" => Ok(Metric::Bleu),
             "meteor" => Ok(Metric::Meteor),
             "rouge" | "rouge_l" | "rouge-l" => Ok(Metric::RougeL),
             "cider" | "cider-d" | "cider_d" => Ok(Metric::CiderD),
+            "spice" => Err(MetricsError::SpiceNotOffered),
             _ => Err(MetricsError::UnknownMetric(s.to_string())),
         }
     }

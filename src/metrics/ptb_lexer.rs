@@ -37,6 +37,25 @@ enum P {
 
 const INF: u32 = u32::MAX;
 
+thread_local! {
+    /// Spare end-position buffers for [`P::ends`]: matching recurses through
+    /// sequences and repetitions on every character the fast paths leave to
+    /// the general path, and allocating two vectors per level dominated
+    /// tokenizing captions with unusual punctuation.
+    static BUFFERS: std::cell::RefCell<Vec<Vec<usize>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer from the pool (or a new one).
+fn take_buf() -> Vec<usize> {
+    BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns a buffer to the pool, emptied.
+fn give_buf(mut v: Vec<usize>) {
+    v.clear();
+    BUFFERS.with(|b| b.borrow_mut().push(v));
+}
+
 fn sort_dedup(v: &mut Vec<usize>) {
     v.sort_unstable();
     v.dedup();
@@ -75,24 +94,24 @@ impl P {
                     out.push(i);
                     return;
                 };
-                let mut cur = Vec::new();
+                let mut cur = take_buf();
+                let mut next = take_buf();
                 head.ends(s, i, &mut cur);
-                if cur.is_empty() {
-                    return;
-                }
                 sort_dedup(&mut cur);
                 for p in rest {
-                    let mut next = Vec::new();
+                    if cur.is_empty() {
+                        break;
+                    }
+                    next.clear();
                     for &c in &cur {
                         p.ends(s, c, &mut next);
                     }
-                    if next.is_empty() {
-                        return;
-                    }
                     sort_dedup(&mut next);
-                    cur = next;
+                    std::mem::swap(&mut cur, &mut next);
                 }
-                out.extend(cur);
+                out.extend_from_slice(&cur);
+                give_buf(cur);
+                give_buf(next);
             }
             P::Alt(ps) => {
                 for p in ps {
@@ -112,15 +131,17 @@ impl P {
                 }
             }
             P::Rep(p, min, max) => {
-                let mut accepted: Vec<usize> = Vec::new();
+                let mut accepted = take_buf();
                 if *min == 0 {
                     accepted.push(i);
                 }
-                let mut frontier = vec![i];
+                let mut frontier = take_buf();
+                frontier.push(i);
+                let mut next = take_buf();
                 let mut count = 0u32;
                 while !frontier.is_empty() && count < *max {
                     count += 1;
-                    let mut next = Vec::new();
+                    next.clear();
                     for &f in &frontier {
                         p.ends(s, f, &mut next);
                     }
@@ -129,9 +150,12 @@ impl P {
                         next.retain(|e| !accepted.contains(e));
                         accepted.extend_from_slice(&next);
                     }
-                    frontier = next;
+                    std::mem::swap(&mut frontier, &mut next);
                 }
-                out.extend(accepted);
+                out.extend_from_slice(&accepted);
+                give_buf(accepted);
+                give_buf(frontier);
+                give_buf(next);
             }
         }
     }
@@ -210,9 +234,11 @@ impl P {
 
     /// Longest end position, if the pattern matches at `i` at all.
     fn longest(&self, s: &[char], i: usize) -> Option<usize> {
-        let mut v = Vec::new();
+        let mut v = take_buf();
         self.ends(s, i, &mut v);
-        v.into_iter().max()
+        let best = v.iter().copied().max();
+        give_buf(v);
+        best
     }
 }
 
@@ -1547,6 +1573,7 @@ impl Lexer {
             &self.plain
         };
         let mut i = 0;
+        let mut ends = Vec::new();
         while i < n {
             if fast {
                 if let Some(next) = fast_word(&s, i, out).or_else(|| fast_punct(&s, i, out)) {
@@ -1555,7 +1582,6 @@ impl Lexer {
                 }
             }
             let mut best: Option<(usize, usize, usize)> = None; // (total, token end, rule)
-            let mut ends = Vec::new();
             for &idx in rules.candidates(s[i]) {
                 let rule = &rules.rules[idx];
                 ends.clear();
@@ -1607,19 +1633,22 @@ impl Lexer {
 }
 
 /// Fast path for spaces and common punctuation where no rule but the
-/// obvious one can match: a space; a period ending the line or followed by a
-/// space and no further period (`. . .` is an ellipsis); a comma not followed
-/// by a digit (`,5` is a number); a run of hyphens before a break.
+/// obvious one can match: a space or tab; a period ending the line or followed
+/// by a space or tab and no further period (`. . .` is an ellipsis); a comma
+/// not followed by a digit (`,5` is a number); a run of hyphens before a
+/// break. (Every rule that can start here or before reads a tab as it reads a
+/// space: both are in each white-space class the rules use; only SGML tags,
+/// which start with `<`, name the space alone.)
 fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     let at = |k: usize| s.get(k).copied();
     match s[i] {
-        ' ' => Some(i + 1),
+        ' ' | '\t' => Some(i + 1),
         '.' => match (at(i + 1), at(i + 2)) {
-            (None | Some('\n'), _) | (Some(' '), None) => {
+            (None | Some('\n'), _) | (Some(' ' | '\t'), None) => {
                 out.push(".".to_string());
                 Some(i + 1)
             }
-            (Some(' '), Some(c)) if c != '.' => {
+            (Some(' ' | '\t'), Some(c)) if c != '.' => {
                 out.push(".".to_string());
                 Some(i + 1)
             }
@@ -1638,7 +1667,7 @@ fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
                 j += 1;
             }
             match at(j) {
-                None | Some(' ' | '\n') => {
+                None | Some(' ' | '\t' | '\n') => {
                     let text: String = s[i..j].iter().collect();
                     out.extend(apply(Act::Hyphens, &text));
                     Some(j)
@@ -1651,7 +1680,7 @@ fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
 }
 
 /// Fast path for the common case of a run of ASCII letters, optionally with
-/// a clitic (`'s`, `n't`), followed by a space, the end of the line, or a
+/// a clitic (`'s`, `n't`), followed by a space or tab, the end of the line, or a
 /// punctuation mark that ends the line or precedes a space. No rule can match
 /// more than these tokens there. (The differential tests against the Java
 /// tokenizer run through this path as well as the general one.)
@@ -1663,7 +1692,7 @@ fn fast_word(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     if j == i {
         return None;
     }
-    let is_break = |k: usize| k >= s.len() || s[k] == ' ' || s[k] == '\n';
+    let is_break = |k: usize| k >= s.len() || matches!(s[k], ' ' | '\t' | '\n');
     // After the tokens: a break, or one punctuation mark and a break.
     let ends_well = |k: usize, period_ok: bool| {
         is_break(k)
@@ -1731,6 +1760,7 @@ mod tests {
                     .collect()
             };
             assert_eq!(acts(' '), vec!["skip"]);
+            assert_eq!(acts('\t'), vec!["skip"]);
             // Comma: numbers (",5") and the comma itself.
             assert_eq!(set.candidates(',').len(), 2);
         }
@@ -1746,6 +1776,8 @@ mod tests {
             "the dog's. the dogs'. isn't. ISN'T can't, ain't! don't? won't: nn't n't",
             "y's o's d's l's gonna's cannot's 'tis a. b. A. The",
             "photo.jpg 5.x. a.jpg, the end.The x.. y... z.,",
+            "a\tdog's\tbone. isn't\tMr.\tSmith a.\tI.\tend.\t. .\t. x --\ty -\t, z.\t",
+            "\tThe\t\tcat\t.\tNo.\t5 fig.\t3 U.S.\tA. photo.jpg\ta.jpg\t, e.g.\tok",
         ];
         for (k, line) in lines.iter().enumerate() {
             let after = lines.get(k + 1).map_or(String::new(), |n| format!("\n{n}"));

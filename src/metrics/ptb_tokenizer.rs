@@ -130,7 +130,8 @@ impl PtbTokenizer {
 /// Makes a caption one line. Every line-break character becomes a space. (The
 /// toolkit only replaces `\n`; a `\r`, U+2028, U+2029, VT or FF inside a
 /// caption makes the Java tokenizer emit an extra line, which shifts every
-/// later caption onto the wrong image. That misalignment is not reproduced.)
+/// later caption onto the wrong image. That misalignment is not reproduced;
+/// COCO files holding such captions are refused by `coco::match_results`.)
 fn to_line(caption: &str) -> String {
     caption
         .chars()

@@ -1,0 +1,310 @@
+//! `dicoflow eval` with images and CLIP weights: CLIP-S, RefCLIP-S, PAC-S and
+//! RefPAC-S in the same JSON and per-image file as the caption metrics, equal
+//! to what `dicoflow score` computes, on tiny random CLIPs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
+use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::model::weights;
+use serde_json::{json, Value};
+use tch::{nn, Device};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dicoflow(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A random tiny CLIP (seeded, so CLIP and "PAC-S" weights differ) at `path`.
+fn random_clip_weights(path: &Path, seed: i64) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    weights::save_safetensors(&vs, path).unwrap();
+}
+
+const IDS: [u32; 3] = [1, 42, 391895];
+
+fn image_bytes(i: usize) -> Vec<u8> {
+    common::png(40 + 3 * i as u32, 36, 5 + i as u32)
+}
+
+/// Annotations (with `file_name` for one image), results in another order than
+/// the annotations, a folder of images and two sets of weights.
+struct Fixture {
+    dir: PathBuf,
+    ann: PathBuf,
+    res: PathBuf,
+    images: PathBuf,
+    clip: PathBuf,
+    pac: PathBuf,
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let dir = temp_dir(tag);
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (i, id) in IDS.iter().enumerate() {
+        // Image 42 is found through `file_name`, the others by their number.
+        let name = if *id == 42 {
+            "forty-two.png".to_owned()
+        } else {
+            format!("COCO_val2014_{id:012}.png")
+        };
+        std::fs::write(images.join(name), image_bytes(i)).unwrap();
+    }
+    let refs = [
+        (1, "a circle on a table"),
+        (1, "something red."),
+        (1, "A red ball"),
+        (42, "two blue squares"),
+        (42, "Blue squares, side by side"),
+        (391895, "a small triangle"),
+        (391895, "A green shape!"),
+    ];
+    let ann = json!({
+        "images": [{"id": 1}, {"id": 42, "file_name": "forty-two.png"}, {"id": 391895}],
+        "annotations": refs.iter().enumerate()
+            .map(|(i, (id, c))| json!({"id": i, "image_id": id, "caption": c}))
+            .collect::<Vec<_>>(),
+    });
+    let results = json!([
+        {"image_id": 391895, "caption": "a small green triangle"},
+        {"image_id": 1, "caption": "a red circle"},
+        {"image_id": 42, "caption": "Two blue squares."},
+    ]);
+    let (ann_path, res_path) = (dir.join("ann.json"), dir.join("res.json"));
+    std::fs::write(&ann_path, ann.to_string()).unwrap();
+    std::fs::write(&res_path, results.to_string()).unwrap();
+    let (clip, pac) = (dir.join("clip.safetensors"), dir.join("pac.safetensors"));
+    random_clip_weights(&clip, 1);
+    random_clip_weights(&pac, 2);
+    Fixture {
+        dir,
+        ann: ann_path,
+        res: res_path,
+        images,
+        clip,
+        pac,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn eval_json(f: &Fixture, images: &Path, per_image: &Path) -> BTreeMap<String, f64> {
+    let o = dicoflow(&[
+        "eval",
+        "--annotations",
+        s(&f.ann),
+        "--results",
+        s(&f.res),
+        "--images",
+        s(images),
+        "--clip",
+        s(&f.clip),
+        "--clip-config",
+        "tiny",
+        "--pac",
+        s(&f.pac),
+        "--pac-config",
+        "tiny",
+        "--device",
+        "cpu",
+        "--json",
+        "--per-image",
+        s(per_image),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `score` of the fixture with `weights` and `metric`; its JSON and per-image rows.
+fn score_json(f: &Fixture, weights: &Path, metric: &str) -> (BTreeMap<String, f64>, Vec<Value>) {
+    let pi = f.dir.join(format!("score_{metric}.json"));
+    let o = dicoflow(&[
+        "score",
+        "--results",
+        s(&f.res),
+        "--images",
+        s(&f.images),
+        "--annotations",
+        s(&f.ann),
+        "--clip",
+        s(weights),
+        "--clip-config",
+        "tiny",
+        "--metric",
+        metric,
+        "--device",
+        "cpu",
+        "--json",
+        "--per-image",
+        s(&pi),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = common::json_file(&pi).as_array().unwrap().clone();
+    (serde_json::from_slice(&o.stdout).unwrap(), rows)
+}
+
+/// Per-image rows by image id.
+fn by_id(rows: &[Value]) -> BTreeMap<u64, &Value> {
+    rows.iter()
+        .map(|r| (r["image_id"].as_u64().unwrap(), r))
+        .collect()
+}
+
+#[test]
+fn eval_reports_the_clip_scores_of_score_with_the_caption_metrics() {
+    let f = fixture("eval_clip");
+    let pi_path = f.dir.join("eval_pi.json");
+    let got = eval_json(&f, &f.images, &pi_path);
+    let names: Vec<&str> = got.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "Bleu_1",
+            "Bleu_2",
+            "Bleu_3",
+            "Bleu_4",
+            "CIDEr",
+            "CLIP-S",
+            "PAC-S",
+            "ROUGE_L",
+            "RefCLIP-S",
+            "RefPAC-S"
+        ]
+    );
+    let rows = common::json_file(&pi_path).as_array().unwrap().clone();
+    // Evaluation order: the annotations' image order.
+    let ids: Vec<u64> = rows
+        .iter()
+        .map(|r| r["image_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 42, 391895]);
+
+    // clipscore and pacscore report the mean of the per-image scores.
+    for name in [
+        "CLIP-S",
+        "RefCLIP-S",
+        "PAC-S",
+        "RefPAC-S",
+        "CIDEr",
+        "Bleu_4",
+    ] {
+        let values: Vec<f64> = rows.iter().map(|r| r[name].as_f64().unwrap()).collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        if name != "Bleu_4" {
+            assert!(
+                (mean - got[name]).abs() < 1e-12,
+                "{name}: {mean} vs {got:?}"
+            );
+        }
+        if name.contains("CLIP") || name.contains("PAC") {
+            assert!(values.iter().all(|v| v.is_finite() && *v >= 0.0), "{name}");
+        }
+    }
+
+    // `score` with the same weights gives the same values, per image and corpus.
+    for (weights, metric, name) in [(&f.clip, "clip-s", "CLIP-S"), (&f.pac, "pac-s", "PAC-S")] {
+        let (corpus, score_rows) = score_json(&f, weights, metric);
+        assert_eq!(corpus.len(), 2, "{corpus:?}");
+        let score_rows = by_id(&score_rows);
+        // `score`'s per-image file follows the results' order.
+        assert_eq!(score_rows.len(), 3);
+        for variant in [name.to_owned(), format!("Ref{name}")] {
+            assert!(
+                (corpus[&variant] - got[&variant]).abs() < 1e-6,
+                "{variant}: score {} vs eval {}",
+                corpus[&variant],
+                got[&variant]
+            );
+            for r in &rows {
+                let id = r["image_id"].as_u64().unwrap();
+                let (a, b) = (
+                    r[&variant].as_f64().unwrap(),
+                    score_rows[&id][&variant].as_f64().unwrap(),
+                );
+                assert!((a - b).abs() < 1e-6, "{variant} of {id}: {a} vs {b}");
+            }
+        }
+    }
+    // The two models are different models: --pac is not --clip again.
+    assert!(
+        (got["CLIP-S"] / 2.5 - got["PAC-S"] / 2.0).abs() > 1e-6,
+        "{got:?}"
+    );
+
+    // The same images as Parquet shards (key = image id) give the same values.
+    let shards = f.dir.join("shards");
+    let mut w = ShardWriter::try_new(&shards, "part", ShardWriterConfig::default()).unwrap();
+    for (i, id) in IDS.iter().enumerate() {
+        w.push(ShardRow {
+            key: id.to_string(),
+            image: image_bytes(i),
+            image_path: None,
+            captions: vec![],
+            extra: vec![],
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let from_shards = eval_json(&f, &shards, &f.dir.join("eval_pi_shards.json"));
+    for (k, v) in &got {
+        assert!((from_shards[k] - v).abs() < 1e-9, "{k}: {from_shards:?}");
+    }
+    std::fs::remove_dir_all(&f.dir).ok();
+}
+
+#[test]
+fn eval_refuses_half_given_clip_settings_and_spice() {
+    let f = fixture("eval_clip_args");
+    let base = ["eval", "--annotations", s(&f.ann), "--results", s(&f.res)];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = dicoflow(&args);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        assert!(o.stdout.is_empty());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = run(&["--clip", s(&f.clip)]);
+    assert!(err.contains("--clip needs the images"), "{err}");
+    let err = run(&["--images", s(&f.images)]);
+    assert!(err.contains("add --clip WEIGHTS"), "{err}");
+    let err = run(&["--metrics", "bleu,spice"]);
+    assert!(
+        err.contains("SPICE is not offered") && err.contains("Stanford CoreNLP"),
+        "{err}"
+    );
+    let err = run(&["--metrics", "bleu,RefPAC-S"]);
+    assert!(err.contains("pass --images with --clip"), "{err}");
+    // A missing image is named, as `score` names it.
+    let err = run(&[
+        "--images",
+        s(&f.dir),
+        "--clip",
+        s(&f.clip),
+        "--clip-config",
+        "tiny",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        err.contains("not found or unreadable") && err.contains("`1`"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&f.dir).ok();
+}
