@@ -76,12 +76,13 @@ build: venv nasm
 demo: venv nasm
 	cargo run --bin dicoflow -- demo $(DEMO_ARGS)
 
+# --workspace: the crate and crates/dicoflow-kernels (its pixel loops).
 check: venv nasm
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test: check $(VENV)/.readers meteor-data
-	cargo test
+	cargo test --workspace
 
 bench-data: $(VENV)/.dev-tools nasm
 	cargo run --example bench_data -- --python $(VENV)/bin/python

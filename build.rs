@@ -6,8 +6,6 @@
 //!   gives the same pixels about twice as slowly). Read from the `jconfig.h` it
 //!   generated, exported as `DICOFLOW_JPEG_SIMD` (`1`/`0`) for
 //!   `dicoflow::image::jpeg::SIMD`, and warned about here.
-use std::path::PathBuf;
-
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
@@ -39,8 +37,7 @@ fn jpeg_simd() {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     if !simd && matches!(arch.as_str(), "x86_64" | "x86") {
         let where_ = config
-            .as_ref()
-            .map(PathBuf::as_path)
+            .as_deref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "no jconfig.h found".into());
         println!(

@@ -131,7 +131,22 @@ fn decode_only(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<f64> {
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<f64> {
+/// CPU seconds (user + system) of this process so far, all threads, finished
+/// ones included (Linux `/proc/self/stat`, in clock ticks of 1/100 s); 0 elsewhere.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Full path: (images/s wall clock, images per CPU-second of the whole process).
+fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<(f64, f64)> {
+    let cpu0 = process_cpu_seconds();
     let mut n = 0u64;
     let stats = preprocess_parallel(
         index.clone(),
@@ -149,7 +164,8 @@ fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<f64> {
         "unexpected skips: {}",
         stats.skipped
     );
-    Ok(n as f64 / stats.elapsed.as_secs_f64())
+    let cpu = process_cpu_seconds() - cpu0;
+    Ok((n as f64 / stats.elapsed.as_secs_f64(), n as f64 / cpu))
 }
 
 /// This thread's CPU time in seconds (Linux `/proc/thread-self/schedstat`,
@@ -166,7 +182,8 @@ fn thread_cpu_seconds(origin: Instant) -> f64 {
 /// Where one thread's time goes, per image: reading the row (Parquet), JPEG
 /// decoding, resize + crop (+ conversion to RGB), normalisation. CPU time of
 /// the thread (not wall clock: other work on a shared machine does not count),
-/// medians and means over all images, in microseconds.
+/// means over all images, in microseconds (the kernel updates this clock at
+/// scheduler ticks, so single images are coarse but the means are not).
 fn profile(index: &Arc<ShardIndex>) -> anyhow::Result<()> {
     let cfg = PreprocessConfig::default();
     let pre = Preprocessor::new(cfg.clone());
@@ -196,20 +213,15 @@ fn profile(index: &Arc<ShardIndex>) -> anyhow::Result<()> {
         t = now();
     }
     let names = ["read row", "decode JPEG", "resize+crop", "normalise"];
-    let (mut med_sum, mut mean_sum) = (0.0, 0.0);
-    for (name, v) in names.iter().zip(stages.iter_mut()) {
-        v.sort_by(|a, b| a.total_cmp(b));
-        let med = v[v.len() / 2];
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        med_sum += med;
-        mean_sum += mean;
-        println!(
-            "profile (1 thread, CPU time): {name:<12} median {med:6.0} us, mean {mean:6.0} us"
-        );
+    let mut total = 0.0;
+    for (name, v) in names.iter().zip(&stages) {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        total += mean;
+        println!("profile (1 thread, CPU time): {name:<12} {mean:6.0} us per image");
     }
     println!(
-        "profile (1 thread, CPU time): total        median {med_sum:6.0} us, mean {mean_sum:6.0} us ({:.0} images/s of CPU time per core, from the means)",
-        1e6 / mean_sum
+        "profile (1 thread, CPU time): total        {total:6.0} us per image ({:.0} images per CPU-second)",
+        1e6 / total
     );
     Ok(())
 }
@@ -253,9 +265,9 @@ fn main() -> anyhow::Result<()> {
     }
     for threads in [1, 2] {
         let dec = decode_only(&index, threads)?;
-        let full = full_path(&index, threads)?;
+        let (full, per_cpu) = full_path(&index, threads)?;
         println!(
-            "threads {threads}: decode-only {dec:.1} images/s, full path {full:.1} images/s ({:.0}% of decode-only)",
+            "threads {threads}: decode-only {dec:.1} images/s, full path {full:.1} images/s ({:.0}% of decode-only; {per_cpu:.1} images per CPU-second)",
             100.0 * full / dec
         );
     }

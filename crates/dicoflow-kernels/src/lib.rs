@@ -106,6 +106,11 @@ impl FixedTaps {
 pub fn horizontal_row<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [u8]) {
     let w = taps.window;
     assert_eq!(out.len(), taps.len() * B);
+    if w == 0 {
+        // An empty source: every sum is the rounding half alone, as in Pillow.
+        out.fill(clip8(HALF));
+        return;
+    }
     for ((o, &start), k) in out
         .chunks_exact_mut(B)
         .zip(&taps.starts)
@@ -155,7 +160,7 @@ pub fn vertical_row(
 ///
 /// Panics if `out.len() != hwc.len()` or `hwc.len()` is not a multiple of 3.
 pub fn planar_lut(hwc: &[u8], lut: &[[f32; 256]; 3], out: &mut [f32]) {
-    assert!(hwc.len() % 3 == 0 && out.len() == hwc.len());
+    assert!(hwc.len().is_multiple_of(3) && out.len() == hwc.len());
     let plane = hwc.len() / 3;
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
@@ -170,7 +175,7 @@ pub fn planar_lut(hwc: &[u8], lut: &[[f32; 256]; 3], out: &mut [f32]) {
 ///
 /// Panics if `out.len() != hwc.len()` or `hwc.len()` is not a multiple of 3.
 pub fn planar_u8(hwc: &[u8], out: &mut [u8]) {
-    assert!(hwc.len() % 3 == 0 && out.len() == hwc.len());
+    assert!(hwc.len().is_multiple_of(3) && out.len() == hwc.len());
     let plane = hwc.len() / 3;
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
@@ -229,6 +234,11 @@ mod tests {
         horizontal_row::<1>(&[10, 20, 30], &taps, &mut got);
         // (10 + 20 + 30) / 2 + ½ and (20 + 30) / 2 + ½, truncated.
         assert_eq!(got, [30, 25]);
+        // An empty source reads nothing.
+        let taps = FixedTaps::new(0, 5, &[0, 0], &[0, 0], &[0; 10]);
+        let mut got = [9u8; 6];
+        horizontal_row::<3>(&[], &taps, &mut got);
+        assert_eq!(got, [0; 6]);
     }
 
     #[test]
