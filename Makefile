@@ -63,9 +63,14 @@ $(TOOLS)/.nasm:
 		echo "==> no nasm and no apt-get: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm to fix"; \
 	else \
 		echo "==> fetching nasm (Debian package) into $(TOOLS)"; \
-		rm -rf $(TOOLS)/deb && mkdir -p $(TOOLS)/deb && \
-		( cd $(TOOLS)/deb && { apt-get download nasm 2>/dev/null || { apt-get update -qq && apt-get download nasm; }; } ) && \
-		dpkg -x $(TOOLS)/deb/nasm_*.deb $(TOOLS) && rm -rf $(TOOLS)/deb && $(TOOLS)/usr/bin/nasm -v; \
+		rm -rf $(TOOLS)/deb && mkdir -p $(TOOLS)/deb; \
+		if ( cd $(TOOLS)/deb && { apt-get download nasm 2>/dev/null || { apt-get update -qq && apt-get download nasm; }; } ) && \
+			dpkg -x $(TOOLS)/deb/nasm_*.deb $(TOOLS); then \
+			$(TOOLS)/usr/bin/nasm -v; \
+		else \
+			echo "==> could not fetch nasm: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm, then rm -rf $(TOOLS) and run make again"; \
+		fi; \
+		rm -rf $(TOOLS)/deb; \
 	fi
 	@cargo clean --quiet -p mozjpeg-sys 2>/dev/null || true
 	@mkdir -p $(TOOLS) && touch $@
