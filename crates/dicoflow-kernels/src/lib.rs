@@ -425,19 +425,14 @@ mod avx2 {
             ));
             px = _mm256_shuffle_epi8(px, keep);
         }
-        let q = [
-            _mm256_extract_epi64::<0>(px).to_le_bytes(),
-            _mm256_extract_epi64::<1>(px).to_le_bytes(),
-            _mm256_extract_epi64::<2>(px).to_le_bytes(),
-            _mm256_extract_epi64::<3>(px).to_le_bytes(),
-        ];
-        let half = 4 * B;
-        for (h, o) in out.chunks_exact_mut(half).enumerate() {
-            let bytes = q[2 * h].iter().chain(&q[2 * h + 1]);
-            for (o, &b) in o.iter_mut().zip(bytes) {
-                *o = b;
-            }
-        }
+        // The two 128-bit halves' first 4·B bytes: outputs 0..4 and 4..8.
+        let bytes =
+            |lo: i64, hi: i64| ((hi as u64 as u128) << 64 | lo as u64 as u128).to_le_bytes();
+        let low = bytes(_mm256_extract_epi64::<0>(px), _mm256_extract_epi64::<1>(px));
+        let high = bytes(_mm256_extract_epi64::<2>(px), _mm256_extract_epi64::<3>(px));
+        let (first, second) = out.split_at_mut(4 * B);
+        first.copy_from_slice(&low[..4 * B]);
+        second.copy_from_slice(&high[..4 * B]);
     }
 }
 
