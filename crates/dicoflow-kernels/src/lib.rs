@@ -34,6 +34,9 @@ use std::sync::OnceLock;
 /// (one per 32-bit lane of a 256-bit vector).
 const LANES: usize = 8;
 
+/// Taps per 16-byte load of one lane in the AVX2 horizontal pass.
+const BLOCK: usize = 4;
+
 /// Fractional bits of Pillow's 8-bit fixed-point coefficients (`PRECISION_BITS`).
 pub const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -58,8 +61,9 @@ pub struct FixedTaps {
     starts: Vec<usize>,
     coeffs: Vec<i32>,
     /// `coeffs` by groups of [`LANES`] outputs, tap-major:
-    /// `lane_coeffs[(g * window + t) * LANES + l]` is tap `t` of output
-    /// `g * LANES + l`; whole groups only.
+    /// `lane_coeffs[(g * lane_taps + t) * LANES + l]` is tap `t` of output
+    /// `g * LANES + l`, where `lane_taps` is `window` rounded up to a multiple
+    /// of [`BLOCK`] (the taps past `window` weigh 0); whole groups only.
     lane_coeffs: Vec<i32>,
 }
 
@@ -92,12 +96,13 @@ impl FixedTaps {
                 .copy_from_slice(&fixed[i * ksize..i * ksize + len]);
             out_starts.push(s);
         }
-        let mut lane_coeffs = vec![0i32; starts.len() / LANES * LANES * window];
+        let lane_taps = window.div_ceil(BLOCK) * BLOCK;
+        let mut lane_coeffs = vec![0i32; starts.len() / LANES * LANES * lane_taps];
         for (g, group) in lane_coeffs
-            .chunks_exact_mut(LANES * window.max(1))
+            .chunks_exact_mut(LANES * lane_taps.max(1))
             .enumerate()
         {
-            for (t, lanes) in group.chunks_exact_mut(LANES).enumerate() {
+            for (t, lanes) in group.chunks_exact_mut(LANES).take(window).enumerate() {
                 for (l, k) in lanes.iter_mut().enumerate() {
                     *k = coeffs[(g * LANES + l) * window + t];
                 }
@@ -310,7 +315,7 @@ pub fn has_avx2() -> bool {
 /// pass for 3 or 4 bands computes [`LANES`] outputs at once (`lanes`).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{output_bands, FixedTaps, HALF, LANES, PRECISION_BITS};
+    use super::{output_bands, FixedTaps, BLOCK, HALF, LANES, PRECISION_BITS};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
@@ -336,7 +341,7 @@ mod avx2 {
 
     /// The horizontal pass for 3 or 4 bands by groups of [`LANES`]
     /// consecutive outputs (see [`lanes`]). Groups that are not whole, or
-    /// whose last 4-byte read would pass the end of `line`, take
+    /// whose last 16-byte read would pass the end of `line`, take
     /// [`output_bands`].
     #[target_feature(enable = "avx2")]
     fn horizontal_row_lanes<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [u8]) {
@@ -347,10 +352,12 @@ mod avx2 {
             let k = &taps.coeffs[i * w..(i + 1) * w];
             output_bands::<B>(&line[s * B..(s + w) * B], k, &mut out[i * B..(i + 1) * B]);
         };
-        let groups = taps.lane_coeffs.chunks_exact(LANES * w);
+        let lane_taps = w.div_ceil(BLOCK) * BLOCK;
+        let groups = taps.lane_coeffs.chunks_exact(LANES * lane_taps);
         for (g, k8) in groups.enumerate() {
             let i0 = g * LANES;
-            if (taps.starts[i0 + LANES - 1] + w) * B + 4 - B > line.len() {
+            // The last 16-byte load of the group's last lane.
+            if taps.starts[i0 + LANES - 1] * B + (lane_taps - BLOCK) * B + 16 > line.len() {
                 (i0..i0 + LANES).for_each(|i| one(i, out));
                 continue;
             }
@@ -360,36 +367,65 @@ mod avx2 {
         (n / LANES * LANES..n).for_each(|i| one(i, out));
     }
 
-    /// [`LANES`] outputs of `B` (3 or 4) bands, output `l` in 32-bit lane `l`:
-    /// per tap `t`, each lane loads the 4 bytes at `at[l] + t·B` of `line`
-    /// (for 3 bands the pixel and one byte no sum uses), moves each band's
-    /// byte to a lane of its own (`vpshufb`) and adds it times the lane's
-    /// weight `k8[t·LANES + l]` to that band's sum (`vpmulld`, `vpaddd`), from
-    /// ½. Then Pillow's clip and the `B` bytes of each output into `out`.
+    /// [`LANES`] outputs of `B` (3 or 4) bands, output `l` in 32-bit lane `l`.
+    /// Taps go by blocks of [`BLOCK`]: each lane loads the 16 bytes of
+    /// `line` at `at[l] + b·BLOCK·B`, which hold the 4 bytes at each of the
+    /// block's taps (for 3 bands the pixel and one byte no sum uses); a 4×4
+    /// transpose makes one vector per tap, lane `l` holding output `l`'s
+    /// pixel. Per tap, each band's byte goes to a vector of its own
+    /// (`vpshufb`) and is added times the lane's weight `k8[t·LANES + l]` to
+    /// that band's sum (`vpmulld`, `vpaddd`), from ½. Then Pillow's clip and
+    /// the `B` bytes of each output into `out`.
     #[target_feature(enable = "avx2")]
     fn lanes<const B: usize>(line: &[u8], at: [usize; LANES], k8: &[i32], out: &mut [u8]) {
-        let word = |a: usize| i32::from_le_bytes(line[a..a + 4].try_into().unwrap());
+        let load = |a: usize| {
+            let x = u128::from_le_bytes(line[a..a + 16].try_into().unwrap());
+            _mm_set_epi64x((x >> 64) as i64, x as i64)
+        };
         // Band `c`'s byte of each 32-bit lane moved to the lane's low byte, zeros above.
         let band: [__m256i; B] = std::array::from_fn(|c| {
             let m = |j: u32| ((4 * j + c as u32) | 0x8080_8000) as i32;
             _mm256_broadcastsi128_si256(_mm_setr_epi32(m(0), m(1), m(2), m(3)))
         });
+        // The 4 bytes of each of a block's taps as one 32-bit lane each.
+        let taps_ctrl = {
+            let m = |j: u32| {
+                (B as u32 * j)
+                    | (B as u32 * j + 1) << 8
+                    | (B as u32 * j + 2) << 16
+                    | (B as u32 * j + 3) << 24
+            };
+            _mm256_broadcastsi128_si256(_mm_setr_epi32(
+                m(0) as i32,
+                m(1) as i32,
+                m(2) as i32,
+                m(3) as i32,
+            ))
+        };
         let mut acc = [_mm256_set1_epi32(HALF); B];
-        for (t, k) in k8.chunks_exact(LANES).enumerate() {
-            let o = t * B;
-            let v = _mm256_setr_epi32(
-                word(at[0] + o),
-                word(at[1] + o),
-                word(at[2] + o),
-                word(at[3] + o),
-                word(at[4] + o),
-                word(at[5] + o),
-                word(at[6] + o),
-                word(at[7] + o),
-            );
-            let k = _mm256_setr_epi32(k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]);
-            for (a, m) in acc.iter_mut().zip(&band) {
-                *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(_mm256_shuffle_epi8(v, *m), k));
+        for (b, k4) in k8.chunks_exact(LANES * BLOCK).enumerate() {
+            let o = b * BLOCK * B;
+            // y[l]: the block's taps of output l (low half) and of output l + 4 (high half).
+            let y: [__m256i; 4] = std::array::from_fn(|l| {
+                let pair = _mm256_set_m128i(load(at[l + 4] + o), load(at[l] + o));
+                _mm256_shuffle_epi8(pair, taps_ctrl)
+            });
+            // 4×4 transpose in each half: v[t] holds tap t of all 8 outputs.
+            let t0 = _mm256_unpacklo_epi32(y[0], y[1]);
+            let t1 = _mm256_unpacklo_epi32(y[2], y[3]);
+            let t2 = _mm256_unpackhi_epi32(y[0], y[1]);
+            let t3 = _mm256_unpackhi_epi32(y[2], y[3]);
+            let v = [
+                _mm256_unpacklo_epi64(t0, t1),
+                _mm256_unpackhi_epi64(t0, t1),
+                _mm256_unpacklo_epi64(t2, t3),
+                _mm256_unpackhi_epi64(t2, t3),
+            ];
+            for (v, k) in v.iter().zip(k4.chunks_exact(LANES)) {
+                let k = _mm256_setr_epi32(k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]);
+                for (a, m) in acc.iter_mut().zip(&band) {
+                    *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(_mm256_shuffle_epi8(*v, *m), k));
+                }
             }
         }
         // clip8 per band, then the bands of each lane packed into its 4 bytes.
