@@ -11,13 +11,22 @@ TORCH_VERSION := 2.13.0
 VENV := $(CURDIR)/.venv
 PYTHON ?= python3
 
+# libjpeg-turbo's x86 SIMD kernels (the ones Pillow's wheels use) are assembled
+# by nasm while mozjpeg-sys builds. Without nasm it builds the portable C code:
+# the same pixels, JPEG decoding about 2x slower. `make nasm` puts Debian's
+# nasm into .tools/ (no system install); every target that builds uses it.
+TOOLS := $(CURDIR)/.tools
+HAVE_NASM = $(shell { test -x $(TOOLS)/usr/bin/nasm || command -v nasm; } >/dev/null 2>&1 && echo 1)
+
 export VIRTUAL_ENV := $(VENV)
-export PATH := $(VENV)/bin:$(PATH)
+export PATH := $(TOOLS)/usr/bin:$(VENV)/bin:$(PATH)
+# Read by tests/preprocess.rs (makefile_builds_have_jpeg_simd).
+export DICOFLOW_EXPECT_JPEG_SIMD = $(HAVE_NASM)
 export LIBTORCH_USE_PYTORCH := 1
 
 DEMO_ARGS ?=
 
-.PHONY: all venv demo test build check bench-data bench-eval meteor-data clean-venv env
+.PHONY: all venv nasm demo test build check bench-data bench-eval meteor-data clean-venv env
 
 all: build
 
@@ -42,20 +51,45 @@ $(VENV)/.readers: | venv
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) numpy pyarrow safetensors pycocotools pycocoevalcap==1.2
 	@touch $@
 
-build: venv
+# Fetch nasm once (unless one is installed), then rebuild mozjpeg-sys so that a
+# build made before, without nasm, does not keep the C-only decoder (its build
+# script does not notice a new nasm by itself).
+nasm: $(TOOLS)/.nasm
+
+$(TOOLS)/.nasm:
+	@if command -v nasm >/dev/null 2>&1; then \
+		echo "==> using $$(command -v nasm)"; \
+	elif [ "$$(uname -m)" != x86_64 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "==> no nasm and no apt-get: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm to fix"; \
+	else \
+		echo "==> fetching nasm (Debian package) into $(TOOLS)"; \
+		rm -rf $(TOOLS)/deb && mkdir -p $(TOOLS)/deb; \
+		if ( cd $(TOOLS)/deb && { apt-get download nasm 2>/dev/null || { apt-get update -qq && apt-get download nasm; }; } ) && \
+			dpkg -x $(TOOLS)/deb/nasm_*.deb $(TOOLS); then \
+			$(TOOLS)/usr/bin/nasm -v; \
+		else \
+			echo "==> could not fetch nasm: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm, then rm -rf $(TOOLS) and run make again"; \
+		fi; \
+		rm -rf $(TOOLS)/deb; \
+	fi
+	@cargo clean --quiet -p mozjpeg-sys 2>/dev/null || true
+	@mkdir -p $(TOOLS) && touch $@
+
+build: venv nasm
 	cargo build --bins
 
-demo: venv
+demo: venv nasm
 	cargo run --bin dicoflow -- demo $(DEMO_ARGS)
 
-check: venv
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+# --workspace: the crate and crates/dicoflow-kernels (its pixel loops).
+check: venv nasm
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test: check $(VENV)/.readers meteor-data
-	cargo test
+	cargo test --workspace
 
-bench-data: $(VENV)/.dev-tools
+bench-data: $(VENV)/.dev-tools nasm
 	cargo run --example bench_data -- --python $(VENV)/bin/python
 
 # The benchmark's toolkit side (pycocoevalcap with Java's METEOR, latest release) in
@@ -83,15 +117,15 @@ $(METEOR_DATA)/.ready: | venv
 	rm -rf $(METEOR_DATA)/wheel
 	@touch $@
 
-bench-eval: venv $(CURDIR)/.pyenv/.ready meteor-data
+bench-eval: venv nasm $(CURDIR)/.pyenv/.ready meteor-data
 	bash examples/bench_eval/run.sh 3
 	METRICS=meteor bash examples/bench_eval/run.sh 1
 	METRICS=bleu,meteor,rouge,cider bash examples/bench_eval/run.sh 3
 	VARIED=1 METRICS=bleu,meteor,rouge,cider bash examples/bench_eval/run.sh 3
 
 # Print the environment the Makefile uses, to run cargo by hand: eval "$$(make env)"
-env: venv
-	@echo "export VIRTUAL_ENV=$(VENV) PATH=$(VENV)/bin:\$$PATH LIBTORCH_USE_PYTORCH=1"
+env: venv nasm
+	@echo "export VIRTUAL_ENV=$(VENV) PATH=$(TOOLS)/usr/bin:$(VENV)/bin:\$$PATH LIBTORCH_USE_PYTORCH=1"
 
 clean-venv:
 	rm -rf $(VENV)

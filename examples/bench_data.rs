@@ -4,7 +4,9 @@
 //! (a) decoding alone and (b) the Python path (pyarrow + PIL + torchvision in a
 //! PyTorch DataLoader).
 //!
-//!     cargo run --release --example bench_data -- [--images N] [--python PYTHON]
+//!     cargo run --example bench_data -- [--images N] [--python PYTHON] [--profile]
+//!
+//! `--profile` stops after the per-stage profile (one thread).
 //!
 //! The shards are generated (not downloaded) into target/bench-data once.
 
@@ -15,7 +17,10 @@ use std::time::Instant;
 use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use dicoflow::image::parallel::preprocess_parallel;
-use dicoflow::image::{decode_rgb, PreprocessConfig, DEFAULT_MAX_PIXELS};
+use dicoflow::image::preprocess::resize_crop_owned;
+use dicoflow::image::{
+    decode, decode_rgb, PreprocessConfig, Preprocessor, ResizePlan, DEFAULT_MAX_PIXELS,
+};
 use dicoflow::rng::Rng;
 use image::codecs::jpeg::JpegEncoder;
 use image::{Rgb, RgbImage};
@@ -126,7 +131,22 @@ fn decode_only(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<f64> {
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<f64> {
+/// CPU seconds (user + system) of this process so far, all threads, finished
+/// ones included (Linux `/proc/self/stat`, in clock ticks of 1/100 s); 0 elsewhere.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Full path: (images/s wall clock, images per CPU-second of the whole process).
+fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<(f64, f64)> {
+    let cpu0 = process_cpu_seconds();
     let mut n = 0u64;
     let stats = preprocess_parallel(
         index.clone(),
@@ -144,18 +164,81 @@ fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<f64> {
         "unexpected skips: {}",
         stats.skipped
     );
-    Ok(n as f64 / stats.elapsed.as_secs_f64())
+    let cpu = process_cpu_seconds() - cpu0;
+    Ok((n as f64 / stats.elapsed.as_secs_f64(), n as f64 / cpu))
+}
+
+/// This thread's CPU time in seconds (Linux `/proc/thread-self/schedstat`,
+/// nanoseconds on the CPU), so that the profile does not count the time other
+/// processes hold the cores; wall-clock seconds since `origin` where unavailable.
+fn thread_cpu_seconds(origin: Instant) -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|ns| ns as f64 * 1e-9)
+        .unwrap_or_else(|| origin.elapsed().as_secs_f64())
+}
+
+/// Where one thread's time goes, per image: reading the row (Parquet), JPEG
+/// decoding, resize + crop (+ conversion to RGB), normalisation. CPU time of
+/// the thread (not wall clock: other work on a shared machine does not count),
+/// means over all images, in microseconds (the kernel updates this clock at
+/// scheduler ticks, so single images are coarse but the means are not).
+fn profile(index: &Arc<ShardIndex>) -> anyhow::Result<()> {
+    let cfg = PreprocessConfig::default();
+    let pre = Preprocessor::new(cfg.clone());
+    let mut src = ShardSource::new(index.clone(), SourceConfig::default(), 0, 1)?;
+    let mut stages: [Vec<f64>; 4] = Default::default();
+    let mut out = Vec::new();
+    let origin = Instant::now();
+    let now = || thread_cpu_seconds(origin);
+    let mut t = now();
+    while let Some(item) = src.next_item()? {
+        let SourceItem::Sample(s) = item else {
+            continue;
+        };
+        let t0 = now();
+        let img = decode(&s.image, cfg.max_pixels).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t1 = now();
+        let plan =
+            ResizePlan::new(img.width, img.height, cfg.size).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let hwc = resize_crop_owned(img, &plan);
+        let t2 = now();
+        pre.normalize_into(&hwc, &mut out);
+        std::hint::black_box(&out);
+        let t3 = now();
+        for (v, d) in stages.iter_mut().zip([t0 - t, t1 - t0, t2 - t1, t3 - t2]) {
+            v.push(d * 1e6);
+        }
+        t = now();
+    }
+    let names = ["read row", "decode JPEG", "resize+crop", "normalise"];
+    let mut total = 0.0;
+    for (name, v) in names.iter().zip(&stages) {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        total += mean;
+        println!("profile (1 thread, CPU time): {name:<12} {mean:6.0} us per image");
+    }
+    println!(
+        "profile (1 thread, CPU time): total        {total:6.0} us per image ({:.0} images per CPU-second)",
+        1e6 / total
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let mut images = 2000usize;
     let mut python: Option<String> = None;
+    let mut only_profile = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--images" => images = args.next().unwrap_or_default().parse()?,
             "--python" => python = args.next(),
-            other => anyhow::bail!("unknown argument {other}; use --images N --python PYTHON"),
+            "--profile" => only_profile = true,
+            other => {
+                anyhow::bail!("unknown argument {other}; use --images N --python PYTHON --profile")
+            }
         }
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
@@ -166,13 +249,25 @@ fn main() -> anyhow::Result<()> {
         index.shards.len(),
         index.num_rows()
     );
+    println!(
+        "libjpeg-turbo SIMD kernels: {}",
+        if dicoflow::image::jpeg::SIMD {
+            "yes"
+        } else {
+            "NO (built without nasm: decoding about 2x slower)"
+        }
+    );
     // Warm the page cache so every run reads from memory.
     decode_only(&index, 2)?;
+    profile(&index)?;
+    if only_profile {
+        return Ok(());
+    }
     for threads in [1, 2] {
         let dec = decode_only(&index, threads)?;
-        let full = full_path(&index, threads)?;
+        let (full, per_cpu) = full_path(&index, threads)?;
         println!(
-            "threads {threads}: decode-only {dec:.1} images/s, full path {full:.1} images/s ({:.0}% of decode-only)",
+            "threads {threads}: decode-only {dec:.1} images/s, full path {full:.1} images/s ({:.0}% of decode-only; {per_cpu:.1} images per CPU-second)",
             100.0 * full / dec
         );
     }

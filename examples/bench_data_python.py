@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import resource
 import time
 
 import pyarrow.parquet as pq
@@ -53,12 +54,24 @@ def main():
     torch.set_num_threads(1)
     files = sorted(glob.glob(os.path.join(args.shards, "*.parquet")))
     loader = DataLoader(Shards(files), batch_size=args.batch_size, num_workers=args.workers)
+
+    def cpu_seconds():
+        # This process and its finished (joined) children: the DataLoader's workers.
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    cpu0 = cpu_seconds()
     start = time.perf_counter()
     n = 0
     for batch in loader:
         n += batch.shape[0]
     secs = time.perf_counter() - start
-    print(json.dumps({"images": n, "seconds": secs, "images_per_s": n / secs, "workers": args.workers}))
+    del loader  # the workers have exited once the iterator is exhausted
+    cpu = cpu_seconds() - cpu0
+    print(json.dumps({
+        "images": n, "seconds": secs, "images_per_s": n / secs, "workers": args.workers,
+        "cpu_seconds": cpu, "images_per_cpu_s": n / cpu,
+    }))
 
 
 if __name__ == "__main__":

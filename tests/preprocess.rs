@@ -75,6 +75,57 @@ fn crops_equal_pillow_pixel_for_pixel() {
     );
 }
 
+/// JPEG decoding alone (before any resize) gives the samples Pillow's
+/// libjpeg-turbo gives, for the layouts whose decoding takes different SIMD
+/// paths (chroma 4:4:4 / 4:2:2 / 4:2:0, progressive, grey, CMYK; sizes around
+/// block and vector widths). Fixture: tests/fixtures/jpeg_decode/make_jpeg_fixture.py.
+#[test]
+fn jpeg_decoding_equals_pillow() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg_decode");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = manifest["cases"].as_array().unwrap();
+    assert!(cases.len() >= 25, "fixture has {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in cases {
+        let file = case["file"].as_str().unwrap();
+        let img = decode(&std::fs::read(dir.join(file)).unwrap(), u64::MAX).unwrap();
+        let want_size = (
+            case["width"].as_u64().unwrap() as u32,
+            case["height"].as_u64().unwrap() as u32,
+        );
+        assert_eq!((img.width, img.height), want_size, "{file}");
+        assert_eq!(img.mode.name(), case["mode"].as_str().unwrap(), "{file}");
+        let dicoflow::image::Samples::U8(data) = &img.samples else {
+            panic!("{file}: JPEG samples are 8-bit");
+        };
+        if hex(&Sha256::digest(data)) != case["sha256"].as_str().unwrap() {
+            failures.push(file.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "decoded samples differ from Pillow's (libjpeg-turbo SIMD: {}): {failures:?}",
+        dicoflow::image::jpeg::SIMD
+    );
+}
+
+/// The Makefile fetches nasm so that its builds have libjpeg-turbo's SIMD
+/// kernels, and says so with `DICOFLOW_EXPECT_JPEG_SIMD=1`: fail if that build
+/// fell back to the portable C code (same pixels, but the data-path benchmark
+/// and training would silently run at half speed).
+#[test]
+fn makefile_builds_have_jpeg_simd() {
+    if std::env::var("DICOFLOW_EXPECT_JPEG_SIMD").as_deref() == Ok("1") {
+        // black_box: a build-time constant, asserted at run time on purpose.
+        assert!(
+            std::hint::black_box(dicoflow::image::jpeg::SIMD),
+            "libjpeg-turbo was built without SIMD although nasm was expected: \
+             `cargo clean -p mozjpeg-sys`, check `nasm -v`, build again"
+        );
+    }
+}
+
 /// The sizes the shipped pipelines use (demo 32 and 64, CLIP 224, 336, 384).
 const SIZES: [u32; 5] = [32, 64, 224, 336, 384];
 

@@ -9,6 +9,14 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+/// Whether this build's libjpeg-turbo has its SIMD kernels (x86: built with
+/// `nasm`, which `make` provides; see build.rs). Either way the pixels are
+/// the same (libjpeg-turbo's SIMD and C paths are bit-exact); only speed differs.
+pub const SIMD: bool = {
+    let flag = env!("DICOFLOW_JPEG_SIMD").as_bytes();
+    flag.len() == 1 && flag[0] == b'1'
+};
+
 use crate::data::sample::SkipReason;
 use crate::image::decode::{check_size, DecodedImage, PilMode, Samples};
 

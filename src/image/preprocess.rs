@@ -179,14 +179,19 @@ fn unpremultiply(data: &mut [u8], bands: usize) {
 /// Resize (Pillow, in the image's mode) and center-crop `img` as `plan` says,
 /// then convert the crop to RGB: interleaved `[size, size, 3]` u8.
 pub fn resize_crop_decoded(img: &DecodedImage, plan: &ResizePlan) -> Vec<u8> {
+    resize_crop_owned(img.clone(), plan)
+}
+
+/// [`resize_crop_decoded`] taking the image by value (no copy of its samples).
+pub fn resize_crop_owned(img: DecodedImage, plan: &ResizePlan) -> Vec<u8> {
     let (w, h) = (img.width as usize, img.height as usize);
     let out = (plan.resized.0 as usize, plan.resized.1 as usize);
     let (cols, rows) = (plan.cols(), plan.rows());
     let same = out == (w, h);
     let bands = img.mode.bands();
-    let samples = match &img.samples {
+    let samples = match img.samples {
         Samples::U16(data) => {
-            let src = Window::whole(data.clone(), w, h, 1);
+            let src = Window::whole(data, w, h, 1);
             let win = if same {
                 src.crop(cols, rows)
             } else {
@@ -196,18 +201,21 @@ pub fn resize_crop_decoded(img: &DecodedImage, plan: &ResizePlan) -> Vec<u8> {
         }
         Samples::U8(data) => {
             let win = match img.mode {
-                _ if same => Window::whole(data.clone(), w, h, bands).crop(cols, rows),
+                _ if same => Window::whole(data, w, h, bands).crop(cols, rows),
                 PilMode::Bilevel | PilMode::P => {
-                    resize_nearest(&Window::whole(data.clone(), w, h, bands), out, cols, rows)
+                    resize_nearest(&Window::whole(data, w, h, bands), out, cols, rows)
                 }
                 PilMode::LA | PilMode::Rgba => {
-                    let src = Window::whole(premultiply(data, bands), w, h, bands);
+                    let src = Window::whole(premultiply(&data, bands), w, h, bands);
                     let mut win = resize_bicubic(&src, out, cols, rows);
                     unpremultiply(&mut win.data, bands);
                     win
                 }
-                _ => resize_bicubic(&Window::whole(data.clone(), w, h, bands), out, cols, rows),
+                _ => resize_bicubic(&Window::whole(data, w, h, bands), out, cols, rows),
             };
+            if img.mode == PilMode::Rgb {
+                return win.data; // already RGB
+            }
             Samples::U8(win.data)
         }
     };
@@ -269,23 +277,17 @@ impl Preprocessor {
 
     /// Normalise an interleaved `[size, size, 3]` RGB8 image into planar `[3, size, size]` f32.
     pub fn normalize_into(&self, hwc: &[u8], out: &mut Vec<f32>) {
-        let plane = hwc.len() / 3;
         out.clear();
-        out.resize(plane * 3, 0.0);
-        let (r, rest) = out.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        for (i, px) in hwc.chunks_exact(3).enumerate() {
-            r[i] = self.lut[0][px[0] as usize];
-            g[i] = self.lut[1][px[1] as usize];
-            b[i] = self.lut[2][px[2] as usize];
-        }
+        out.resize(hwc.len(), 0.0);
+        dicoflow_kernels::planar_lut(hwc, &self.lut, out);
     }
 
     /// Decode, resize and crop: interleaved `[size, size, 3]` u8, the pixels
     /// the reference's `ToTensor` sees (times 255).
     pub fn process_hwc(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
         let img = decode(bytes, self.cfg.max_pixels)?;
-        self.resize_crop_image(&img)
+        let plan = ResizePlan::new(img.width, img.height, self.cfg.size)?;
+        Ok(resize_crop_owned(img, &plan))
     }
 
     /// Decode, resize, crop and normalise: planar `[3, size, size]` f32.
@@ -300,13 +302,8 @@ impl Preprocessor {
     /// a quarter of the f32 bytes to move to a GPU that normalises there.
     pub fn process_u8(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
         let hwc = self.process_hwc(bytes)?;
-        let plane = hwc.len() / 3;
         let mut out = vec![0u8; hwc.len()];
-        for (i, px) in hwc.chunks_exact(3).enumerate() {
-            out[i] = px[0];
-            out[plane + i] = px[1];
-            out[2 * plane + i] = px[2];
-        }
+        dicoflow_kernels::planar_u8(&hwc, &mut out);
         Ok(out)
     }
 }

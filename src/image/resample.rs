@@ -23,8 +23,7 @@
 
 use std::ops::Range;
 
-/// Fixed-point precision of Pillow's 8-bit coefficients (`PRECISION_BITS`).
-const PRECISION_BITS: u32 = 32 - 8 - 2;
+use dicoflow_kernels::{horizontal_row, vertical_row, FixedTaps, PRECISION_BITS};
 
 /// Pillow's bicubic kernel (`bicubic_filter`, a = −0.5), evaluation order kept.
 fn bicubic(x: f64) -> f64 {
@@ -342,9 +341,9 @@ fn vertical<T: Sample>(src: &Window<T>, ay: &AxisTaps, cols: Range<usize>) -> Wi
     }
 }
 
-/// 8-bit horizontal pass with `B` bands: the same sums as [`Sample::convolve`]
-/// (integer sums, so the order of terms does not matter), written as plain
-/// indexed loops because dicoflow itself is built at `-O1` in the dev profile.
+/// 8-bit horizontal pass with `B` bands: the same integer sums as
+/// [`Sample::convolve`], computed by `dicoflow_kernels` (built at `-O3`; integer
+/// sums, so the order of terms does not matter).
 fn horizontal_u8<const B: usize>(
     src: &Window<u8>,
     ax: &AxisTaps,
@@ -352,36 +351,19 @@ fn horizontal_u8<const B: usize>(
 ) -> Window<u8> {
     let out_w = ax.keep.len();
     let row_len = src.width * B;
-    let ksize = ax.ksize;
+    // Starts relative to the window's first column (a tap of length 0 reads nothing).
+    let starts: Vec<usize> = ax
+        .starts
+        .iter()
+        .zip(&ax.lens)
+        .map(|(&s, &l)| if l == 0 { 0 } else { s - src.x0 })
+        .collect();
+    let taps = FixedTaps::new(src.width, ax.ksize, &starts, &ax.lens, &ax.fixed);
     let mut data = vec![0u8; out_w * rows.len() * B];
-    for (oy, y) in rows.clone().enumerate() {
-        let line = &src.data[(y - src.y0) * row_len..(y - src.y0 + 1) * row_len];
-        let out = &mut data[oy * out_w * B..(oy + 1) * out_w * B];
-        let mut i = 0;
-        while i < out_w {
-            let len = ax.lens[i];
-            let k = &ax.fixed[i * ksize..i * ksize + len];
-            let start = (ax.starts[i] - src.x0) * B;
-            let taps = &line[start..start + len * B];
-            let mut ss = [1i32 << (PRECISION_BITS - 1); B];
-            let mut t = 0;
-            while t < len {
-                let kk = k[t];
-                let v = &taps[t * B..t * B + B];
-                let mut c = 0;
-                while c < B {
-                    ss[c] += v[c] as i32 * kk;
-                    c += 1;
-                }
-                t += 1;
-            }
-            let px = &mut out[i * B..i * B + B];
-            let mut c = 0;
-            while c < B {
-                px[c] = (ss[c] >> PRECISION_BITS).clamp(0, 255) as u8;
-                c += 1;
-            }
-            i += 1;
+    if out_w > 0 {
+        for (out, y) in data.chunks_exact_mut(out_w * B).zip(rows.clone()) {
+            let line = &src.data[(y - src.y0) * row_len..(y - src.y0 + 1) * row_len];
+            horizontal_row::<B>(line, &taps, out);
         }
     }
     Window {
@@ -394,7 +376,8 @@ fn horizontal_u8<const B: usize>(
     }
 }
 
-/// 8-bit vertical pass: row-wise accumulation of the same integer sums.
+/// 8-bit vertical pass: row-wise accumulation of the same integer sums, by
+/// `dicoflow_kernels::vertical_row`.
 fn vertical_u8(src: &Window<u8>, ay: &AxisTaps, cols: Range<usize>) -> Window<u8> {
     let b = src.bands;
     let out_h = ay.keep.len();
@@ -402,25 +385,13 @@ fn vertical_u8(src: &Window<u8>, ay: &AxisTaps, cols: Range<usize>) -> Window<u8
     let n = cols.len() * b;
     let first = (cols.start - src.x0) * b;
     let mut data = vec![0u8; n * out_h];
-    let mut acc = vec![0i32; n];
-    for i in 0..out_h {
-        let len = ay.lens[i];
-        let k = &ay.fixed[i * ay.ksize..i * ay.ksize + len];
-        acc.fill(1 << (PRECISION_BITS - 1));
-        for (t, &kk) in k.iter().enumerate() {
-            let row = (ay.starts[i] + t - src.y0) * row_len + first;
-            let line = &src.data[row..row + n];
-            let mut x = 0;
-            while x < n {
-                acc[x] += line[x] as i32 * kk;
-                x += 1;
-            }
-        }
-        let out = &mut data[i * n..(i + 1) * n];
-        let mut x = 0;
-        while x < n {
-            out[x] = (acc[x] >> PRECISION_BITS).clamp(0, 255) as u8;
-            x += 1;
+    let mut acc = Vec::with_capacity(n);
+    if n > 0 {
+        for (i, out) in data.chunks_exact_mut(n).enumerate() {
+            let len = ay.lens[i];
+            let k = &ay.fixed[i * ay.ksize..i * ay.ksize + len];
+            let top = if len == 0 { 0 } else { ay.starts[i] - src.y0 };
+            vertical_row(&src.data, row_len, top * row_len + first, k, &mut acc, out);
         }
     }
     Window {
