@@ -1,58 +1,23 @@
 //! Captioner training on tiny models: XE learns, DiCO starts at log 2 (policy
 //! = reference) and moves the policy, SCST runs; all on the synthetic world.
+mod common;
+
 use std::sync::OnceLock;
 
-use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
-use dicoflow::image::{PreprocessConfig, Preprocessor};
-use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
-use dicoflow::reward::{ClipScorer, ScoreConfig};
-use dicoflow::rng::Rng;
-use dicoflow::text::ClipTokenizer;
+use common::train::{pixel_world, save_tiny_clip, tiny_trainer};
+
+use dicoflow::model::captioner::{Backbone, CaptionerConfig, Vocab};
+use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
-use tch::nn::VarStore;
-use tch::{Device, Tensor};
-
-struct World {
-    keys: Vec<String>,
-    pixels: Tensor,
-    refs: Vec<Vec<String>>,
-}
-
-fn world(n: usize) -> World {
-    let cfg = WorldConfig::default();
-    let mut pre = Preprocessor::new(PreprocessConfig {
-        size: 32,
-        ..Default::default()
-    });
-    let (mut px, mut refs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        let mut rng = Rng::derive(7, &[i as u64]);
-        let scene = sample_scene(&mut rng, &cfg);
-        let hwc = pre.resize_crop(&render(&scene, &cfg)).unwrap();
-        let mut chw = Vec::new();
-        pre.normalize_into(&hwc, &mut chw);
-        px.extend(chw);
-        refs.push(reference_captions(&scene, &mut rng, 5));
-        keys.push(format!("img{i}"));
-    }
-    World {
-        keys,
-        pixels: Tensor::from_slice(&px).view([n as i64, 3, 32, 32]),
-        refs,
-    }
-}
+use tch::Device;
 
 /// A random tiny CLIP saved once: backbone and evaluator of every test here.
 fn clip_file() -> std::path::PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
-        tch::manual_seed(3);
-        let vs = VarStore::new(Device::Cpu);
-        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-        vs.save(d.path().join("clip.safetensors")).unwrap();
+        save_tiny_clip(&d.path().join("clip.safetensors"), 3);
         d
     });
     dir.path().join("clip.safetensors")
@@ -64,57 +29,12 @@ fn trainer(
     init: Option<&std::path::Path>,
     lr: f64,
 ) -> CaptionTrainer {
-    let clip_cfg = ClipConfig::tiny();
-    let backbone = Backbone::from_clip_safetensors(clip_file(), &clip_cfg, Device::Cpu).unwrap();
-    let scorer = (objective != Objective::Xe).then(|| {
-        let (_vs, clip) = Clip::from_safetensors(clip_file(), &clip_cfg, Device::Cpu).unwrap();
-        ClipScorer::new(
-            clip,
-            ClipTokenizer::openai().unwrap(),
-            ScoreConfig::dico_reward(),
-        )
-    });
-    let cap = CaptionerConfig {
-        tokens: TokenSpec::words(vocab.len() as i64),
-        feature_dim: clip_cfg.vision.width,
-        ..CaptionerConfig::tiny_words(vocab.len() as i64)
-    };
-    let cfg = CaptionTrainConfig {
-        objective,
-        optimizer: AdamWConfig {
-            lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-        schedule: Schedule {
-            lr,
-            total_steps: 100,
-            ..Default::default()
-        },
-        grad_clip: Some(1.0),
-        dico: DicoConfig::default(),
-        candidates: 3,
-        temperature: 1.0,
-        seed: 1,
-        accumulate: 1,
-        label_smoothing: 0.0,
-        precision: Precision::Fp32,
-    };
-    CaptionTrainer::new(
-        &cap,
-        vocab.clone(),
-        backbone,
-        init,
-        scorer.map(Into::into),
-        cfg,
-        Device::Cpu,
-    )
-    .unwrap()
+    tiny_trainer(objective, vocab, &clip_file(), init, lr, 0.0)
 }
 
 #[test]
 fn xe_then_dico_and_scst() {
-    let w = world(16);
+    let w = pixel_world(16, 7);
     let all: Vec<String> = w.refs.iter().flatten().cloned().collect();
     let vocab = Vocab::build(&all, 1, None);
 

@@ -4,48 +4,14 @@
 //! the captions equal the XE model's, so any difference a fine-tuned row shows in the
 //! demo comes from the updates, not from loading, decoding or the step machinery.
 
-use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
-use dicoflow::image::{PreprocessConfig, Preprocessor};
-use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
-use dicoflow::reward::{ClipScorer, ScoreConfig};
-use dicoflow::rng::Rng;
-use dicoflow::text::ClipTokenizer;
-use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
-use tch::nn::VarStore;
-use tch::{Device, Tensor};
+mod common;
 
-struct World {
-    keys: Vec<String>,
-    pixels: Tensor,
-    refs: Vec<Vec<String>>,
-}
+use common::train::{pixel_world, save_tiny_clip, tiny_trainer};
+use dicoflow::model::captioner::Vocab;
+use dicoflow::train::captioning::{CaptionTrainer, Objective};
+use tch::Tensor;
 
-fn world(n: usize) -> World {
-    let cfg = WorldConfig::default();
-    let mut pre = Preprocessor::new(PreprocessConfig {
-        size: 32,
-        ..Default::default()
-    });
-    let (mut px, mut refs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..n {
-        let mut rng = Rng::derive(11, &[i as u64]);
-        let scene = sample_scene(&mut rng, &cfg);
-        let hwc = pre.resize_crop(&render(&scene, &cfg)).unwrap();
-        let mut chw = Vec::new();
-        pre.normalize_into(&hwc, &mut chw);
-        px.extend(chw);
-        refs.push(reference_captions(&scene, &mut rng, 5));
-        keys.push(format!("img{i}"));
-    }
-    World {
-        keys,
-        pixels: Tensor::from_slice(&px).view([n as i64, 3, 32, 32]),
-        refs,
-    }
-}
-
+/// Decoupled weight decay is scaled by the learning rate: none at lr 0.
 fn trainer(
     objective: Objective,
     vocab: &Vocab,
@@ -53,53 +19,7 @@ fn trainer(
     init: Option<&std::path::Path>,
     lr: f64,
 ) -> CaptionTrainer {
-    let clip_cfg = ClipConfig::tiny();
-    let backbone = Backbone::from_clip_safetensors(clip_file, &clip_cfg, Device::Cpu).unwrap();
-    let scorer = (objective != Objective::Xe).then(|| {
-        let (_vs, clip) = Clip::from_safetensors(clip_file, &clip_cfg, Device::Cpu).unwrap();
-        ClipScorer::new(
-            clip,
-            ClipTokenizer::openai().unwrap(),
-            ScoreConfig::dico_reward(),
-        )
-    });
-    let cap = CaptionerConfig {
-        tokens: TokenSpec::words(vocab.len() as i64),
-        feature_dim: clip_cfg.vision.width,
-        ..CaptionerConfig::tiny_words(vocab.len() as i64)
-    };
-    let cfg = CaptionTrainConfig {
-        objective,
-        optimizer: AdamWConfig {
-            lr,
-            // Decoupled weight decay is scaled by the learning rate: none at lr 0.
-            weight_decay: 0.01,
-            ..Default::default()
-        },
-        schedule: Schedule {
-            lr,
-            total_steps: 100,
-            ..Default::default()
-        },
-        grad_clip: Some(1.0),
-        dico: DicoConfig::default(),
-        candidates: 3,
-        temperature: 1.0,
-        seed: 1,
-        accumulate: 1,
-        label_smoothing: 0.0,
-        precision: Precision::Fp32,
-    };
-    CaptionTrainer::new(
-        &cap,
-        vocab.clone(),
-        backbone,
-        init,
-        scorer.map(Into::into),
-        cfg,
-        Device::Cpu,
-    )
-    .unwrap()
+    tiny_trainer(objective, vocab, clip_file, init, lr, 0.01)
 }
 
 fn weights(path: &std::path::Path) -> Vec<(String, Tensor)> {
@@ -111,13 +31,10 @@ fn weights(path: &std::path::Path) -> Vec<(String, Tensor)> {
 #[test]
 fn dico_and_scst_at_lr_zero_reproduce_the_xe_model_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    tch::manual_seed(5);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
     let clip_file = dir.path().join("clip.safetensors");
-    vs.save(&clip_file).unwrap();
+    save_tiny_clip(&clip_file, 5);
 
-    let w = world(8);
+    let w = pixel_world(8, 11);
     let all: Vec<String> = w.refs.iter().flatten().cloned().collect();
     let vocab = Vocab::build(&all, 1, None);
     let mut xe = trainer(Objective::Xe, &vocab, &clip_file, None, 3e-3);

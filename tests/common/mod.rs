@@ -1,5 +1,8 @@
-//! Helpers shared by integration tests: small datasets written on the fly.
+//! Helpers shared by integration tests: small datasets written on the fly,
+//! the `dicoflow` binary, and (in `train`) tiny models and training set-ups.
 #![allow(dead_code)]
+
+pub mod train;
 
 use std::fs::File;
 use std::io::Cursor;
@@ -149,4 +152,20 @@ pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
 /// A float stored as its Python `repr` string, which `str::parse` reads back exactly.
 pub fn json_float(v: &serde_json::Value) -> f64 {
     v.as_str().unwrap().parse().unwrap()
+}
+
+/// The folder `dicoflow_{tag}_{pid}` in the system's temp dir, created if missing (kept after
+/// the test, so that a failure can be inspected).
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the `dicoflow` binary built for these tests with `args`.
+pub fn dicoflow(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+        .args(args)
+        .output()
+        .unwrap()
 }

@@ -1,0 +1,241 @@
+//! Helpers shared by the training tests: tiny random CLIPs, world folders
+//! with a word vocabulary, the in-memory synthetic world as pixels, and the
+//! tiny captioner trainer and stage settings the tests vary one field at a
+//! time. Every seed is a parameter: each test keeps its own values.
+
+use std::path::Path;
+
+use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
+use dicoflow::data::world::{generate_row, write_world, WorldSpec};
+use dicoflow::flow::{
+    DeviceBatch, DeviceStage, FlowConfig, Pipeline, SourceSpec, StageFailure, StageSpec,
+};
+use dicoflow::image::{PreprocessConfig, Preprocessor};
+use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
+use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::reward::{ClipScorer, ScoreConfig};
+use dicoflow::rng::Rng;
+use dicoflow::text::ClipTokenizer;
+use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use dicoflow::train::stages::CaptionerStageSettings;
+use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+/// Saves a random tiny CLIP (`ClipConfig::tiny`, libtorch seeded with
+/// `seed` first) as safetensors at `path`.
+pub fn save_tiny_clip(path: &Path, seed: i64) {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    vs.save(path).unwrap();
+}
+
+/// Writes `vocab` as `root/vocab.json`.
+pub fn write_vocab(root: &Path, vocab: &Vocab) {
+    std::fs::write(
+        root.join("vocab.json"),
+        serde_json::to_string(vocab).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Writes the world of `spec` under `root/data` and returns the word
+/// vocabulary (min count 1) of the captions of its first `train` rows,
+/// saved as `root/vocab.json` too.
+pub fn world_with_vocab(root: &Path, spec: &WorldSpec, train: usize) -> Vocab {
+    write_world(&root.join("data"), spec, false, |_| {}).unwrap();
+    let caps: Vec<String> = (0..train)
+        .flat_map(|i| generate_row(spec, 0, i).unwrap().1.captions)
+        .collect();
+    let vocab = Vocab::build(&caps, 1, None);
+    write_vocab(root, &vocab);
+    vocab
+}
+
+/// Panics when it sees batch `.0`: a crash in the middle of training.
+pub struct CrashAt(pub u64);
+
+impl DeviceStage for CrashAt {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        assert!(batch.time != self.0, "simulated crash");
+        Ok(())
+    }
+}
+
+/// The captioner pipeline over `root/data/train` (source seed 3, batches
+/// of 8, images preprocessed to 32 pixels): `train_captioner` with `s`,
+/// then the `extra` device stages.
+pub fn captioner_pipeline(
+    root: &Path,
+    s: &CaptionerStageSettings,
+    extra: Vec<StageSpec>,
+) -> Pipeline {
+    let mut pre = toml::Table::new();
+    pre.insert("size".into(), toml::Value::Integer(32));
+    let mut device =
+        vec![StageSpec::new("train_captioner").with_settings(toml::Table::try_from(s).unwrap())];
+    device.extend(extra);
+    Pipeline {
+        source: SourceSpec {
+            path: Some(root.join("data/train")),
+            seed: 3,
+            ..Default::default()
+        },
+        flow: FlowConfig {
+            batch_size: 8,
+            ..Default::default()
+        },
+        cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
+        device,
+    }
+}
+
+/// A training configuration for tiny captioners on CPU: default AdamW,
+/// gradients clipped at 1, default DiCO, temperature 1, no accumulation,
+/// no label smoothing, fp32.
+pub fn train_config(
+    objective: Objective,
+    schedule: Schedule,
+    candidates: i64,
+    seed: u64,
+) -> CaptionTrainConfig {
+    CaptionTrainConfig {
+        objective,
+        optimizer: AdamWConfig::default(),
+        schedule,
+        grad_clip: Some(1.0),
+        dico: DicoConfig::default(),
+        candidates,
+        temperature: 1.0,
+        seed,
+        accumulate: 1,
+        label_smoothing: 0.0,
+        precision: Precision::Fp32,
+    }
+}
+
+/// Captioner stage settings for a tiny word captioner on the tiny CLIP
+/// backbone `root/clip.safetensors`, with vocabulary `root/vocab.json`,
+/// writing to `root/out`: no evaluator, reward, init, cache, judge or
+/// validation, no checkpoints, one kept, no resume.
+pub fn stage_settings(
+    root: &Path,
+    out: &str,
+    vocab: &Vocab,
+    train: CaptionTrainConfig,
+) -> CaptionerStageSettings {
+    let clip = ClipConfig::tiny();
+    CaptionerStageSettings {
+        captioner: CaptionerConfig {
+            feature_dim: clip.vision.width,
+            ..CaptionerConfig::tiny_words(vocab.len() as i64)
+        },
+        train,
+        vocab: Some(root.join("vocab.json")),
+        backbone: root.join("clip.safetensors"),
+        backbone_config: clip,
+        evaluator: None,
+        evaluator_config: None,
+        reward: None,
+        init: None,
+        reward_cache: None,
+        fluency_judge: None,
+        fluency_every: 10,
+        out: root.join(out),
+        device: dicoflow::device::DeviceName::Cpu,
+        checkpoint_every: 0,
+        keep_last: 1,
+        resume: false,
+        validation: None,
+    }
+}
+
+/// `n` images of the synthetic world in memory: keys `img{i}`, pixels
+/// `[n, 3, 32, 32]` normalized as CLIP expects, five reference captions each.
+pub struct PixelWorld {
+    pub keys: Vec<String>,
+    pub pixels: Tensor,
+    pub refs: Vec<Vec<String>>,
+}
+
+/// The world's scenes `0..n`, image `i` drawn from `Rng::derive(seed, [i])`.
+pub fn pixel_world(n: usize, seed: u64) -> PixelWorld {
+    let cfg = WorldConfig::default();
+    let mut pre = Preprocessor::new(PreprocessConfig {
+        size: 32,
+        ..Default::default()
+    });
+    let (mut px, mut refs, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut rng = Rng::derive(seed, &[i as u64]);
+        let scene = sample_scene(&mut rng, &cfg);
+        let hwc = pre.resize_crop(&render(&scene, &cfg)).unwrap();
+        let mut chw = Vec::new();
+        pre.normalize_into(&hwc, &mut chw);
+        px.extend(chw);
+        refs.push(reference_captions(&scene, &mut rng, 5));
+        keys.push(format!("img{i}"));
+    }
+    PixelWorld {
+        keys,
+        pixels: Tensor::from_slice(&px).view([n as i64, 3, 32, 32]),
+        refs,
+    }
+}
+
+/// A tiny word captioner trainer on the tiny CLIP at `clip_file` (also the
+/// DiCO reward's scorer unless `objective` is XE): 3 candidates, seed 1,
+/// constant-or-scheduled `lr` over 100 steps with weight decay
+/// `weight_decay`, gradients clipped at 1.
+pub fn tiny_trainer(
+    objective: Objective,
+    vocab: &Vocab,
+    clip_file: &Path,
+    init: Option<&Path>,
+    lr: f64,
+    weight_decay: f64,
+) -> CaptionTrainer {
+    let clip_cfg = ClipConfig::tiny();
+    let backbone = Backbone::from_clip_safetensors(clip_file, &clip_cfg, Device::Cpu).unwrap();
+    let scorer = (objective != Objective::Xe).then(|| {
+        let (_vs, clip) = Clip::from_safetensors(clip_file, &clip_cfg, Device::Cpu).unwrap();
+        ClipScorer::new(
+            clip,
+            ClipTokenizer::openai().unwrap(),
+            ScoreConfig::dico_reward(),
+        )
+    });
+    let cap = CaptionerConfig {
+        tokens: TokenSpec::words(vocab.len() as i64),
+        feature_dim: clip_cfg.vision.width,
+        ..CaptionerConfig::tiny_words(vocab.len() as i64)
+    };
+    let cfg = CaptionTrainConfig {
+        optimizer: AdamWConfig {
+            lr,
+            weight_decay,
+            ..Default::default()
+        },
+        ..train_config(
+            objective,
+            Schedule {
+                lr,
+                total_steps: 100,
+                ..Default::default()
+            },
+            3,
+            1,
+        )
+    };
+    CaptionTrainer::new(
+        &cap,
+        vocab.clone(),
+        backbone,
+        init,
+        scorer.map(Into::into),
+        cfg,
+        Device::Cpu,
+    )
+    .unwrap()
+}
