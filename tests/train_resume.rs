@@ -7,6 +7,12 @@
 //! exactly the batches the checkpoint consumed, with and without accumulation.
 mod common;
 
+use common::dicoflow;
+use common::train::{
+    captioner_pipeline, save_tiny_clip, stage_settings, train_config, world_with_vocab,
+    write_vocab, CrashAt,
+};
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,37 +20,23 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BinaryArray, StringArray};
-use dicoflow::data::world::{write_world, WorldSpec};
-use dicoflow::flow::{
-    run, DeviceBatch, DeviceStage, FlowConfig, FlowError, Pipeline, RunOptions, SourceSpec,
-    StageFailure, StageSpec,
-};
-use dicoflow::model::captioner::{CaptionerConfig, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::data::world::WorldSpec;
+use dicoflow::flow::{run, DeviceStage, FlowError, Pipeline, RunOptions, StageSpec};
+use dicoflow::model::captioner::Vocab;
+use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
 use dicoflow::train::evaluator::ContrastiveConfig;
 use dicoflow::train::stages::{
     register, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
 };
-use dicoflow::train::{AdamWConfig, Checkpointer, DicoConfig, Precision, Schedule};
-use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use dicoflow::train::{AdamWConfig, Checkpointer, Precision, Schedule};
+use tch::Tensor;
 
 /// Runs in this process take turns: model initialisation seeds libtorch's
 /// global RNG, and two trainings sharing libtorch's CPU thread pool split
 /// their reductions differently, so the sums this file compares bit for bit
 /// would depend on timing.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Panics when it sees batch `at`: a crash in the middle of training.
-struct CrashAt(u64);
-
-impl DeviceStage for CrashAt {
-    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        assert!(batch.time != self.0, "simulated crash");
-        Ok(())
-    }
-}
 
 /// A run over 6 batches: `accumulate` batches per optimizer step, a
 /// checkpoint every `checkpoint_every` steps.
@@ -55,83 +47,37 @@ fn settings(
     accumulate: u32,
     checkpoint_every: u64,
 ) -> CaptionerStageSettings {
-    let clip = ClipConfig::tiny();
+    let schedule = Schedule {
+        lr: 1e-3,
+        warmup_fraction: 0.2,
+        total_steps: 6 / accumulate as u64,
+        ..Default::default()
+    };
+    let train = CaptionTrainConfig {
+        accumulate,
+        ..train_config(Objective::Xe, schedule, 2, 5)
+    };
     CaptionerStageSettings {
-        captioner: CaptionerConfig {
-            feature_dim: clip.vision.width,
-            ..CaptionerConfig::tiny_words(vocab.len() as i64)
-        },
-        train: CaptionTrainConfig {
-            objective: Objective::Xe,
-            optimizer: AdamWConfig::default(),
-            schedule: Schedule {
-                lr: 1e-3,
-                warmup_fraction: 0.2,
-                total_steps: 6 / accumulate as u64,
-                ..Default::default()
-            },
-            grad_clip: Some(1.0),
-            dico: DicoConfig::default(),
-            candidates: 2,
-            temperature: 1.0,
-            seed: 5,
-            accumulate,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        },
-        vocab: Some(root.join("vocab.json")),
-        backbone: root.join("clip.safetensors"),
-        backbone_config: clip,
-        evaluator: None,
-        evaluator_config: None,
-        reward: None,
-        init: None,
-        reward_cache: None,
-        fluency_judge: None,
-        fluency_every: 10,
-        out: root.join(out),
-        device: dicoflow::device::DeviceName::Cpu,
         checkpoint_every,
         keep_last: 5,
         resume: true,
-        validation: None,
+        ..stage_settings(root, out, vocab, train)
     }
 }
 
 fn pipeline(root: &Path, s: &CaptionerStageSettings, crash: bool) -> Pipeline {
-    let mut pre = toml::Table::new();
-    pre.insert("size".into(), toml::Value::Integer(32));
-    let mut device =
-        vec![StageSpec::new("train_captioner").with_settings(toml::Table::try_from(s).unwrap())];
-    if crash {
-        device.push(StageSpec::new("crash"));
-    }
-    Pipeline {
-        source: SourceSpec {
-            path: Some(root.join("data/train")),
-            seed: 3,
-            ..Default::default()
-        },
-        flow: FlowConfig {
-            batch_size: 8,
-            ..Default::default()
-        },
-        cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
-        device,
-    }
+    let extra = if crash {
+        vec![StageSpec::new("crash")]
+    } else {
+        vec![]
+    };
+    captioner_pipeline(root, s, extra)
 }
 
 /// Writes `vocab` and a random tiny CLIP (the frozen backbone, seed 1) under `root`.
 fn write_vocab_and_backbone(root: &Path, vocab: Vocab) -> Vocab {
-    std::fs::write(
-        root.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(root.join("clip.safetensors")).unwrap();
+    write_vocab(root, &vocab);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
     vocab
 }
 
@@ -146,17 +92,9 @@ fn setup(root: &Path) -> Vocab {
         rows_per_row_group: 8,
         ..Default::default()
     };
-    write_world(&root.join("data"), &spec, false, |_| {}).unwrap();
-    let caps: Vec<String> = (0..48)
-        .flat_map(|i| {
-            dicoflow::data::world::generate_row(&spec, 0, i)
-                .unwrap()
-                .1
-                .captions
-        })
-        .collect();
-    let vocab = Vocab::build(&caps, 1, None);
-    write_vocab_and_backbone(root, vocab)
+    let vocab = world_with_vocab(root, &spec, 48);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
+    vocab
 }
 
 fn same_weights(a: &Path, b: &Path) {
@@ -298,13 +236,6 @@ fn resumed_evaluator_training_is_bit_identical() {
         .into_iter()
         .collect();
     assert_eq!(left, ["step-00000004", "step-00000006"]);
-}
-
-fn dicoflow(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// The captioner pipeline as a file, with a slow stage after training so

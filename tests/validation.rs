@@ -8,38 +8,29 @@
 //! naming the setting.
 mod common;
 
+use common::train::{
+    captioner_pipeline, save_tiny_clip, stage_settings, train_config, world_with_vocab, CrashAt,
+};
+use common::{dicoflow_command, json_output};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dicoflow::data::world::{write_world, WorldSpec};
-use dicoflow::flow::{
-    run, DeviceBatch, DeviceStage, FlowConfig, FlowError, Pipeline, Registry, RunOptions,
-    SourceSpec, StageFailure, StageSpec,
-};
-use dicoflow::model::captioner::{CaptionerConfig, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
-use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
+use dicoflow::data::world::WorldSpec;
+use dicoflow::flow::{run, DeviceStage, FlowError, Pipeline, Registry, RunOptions, StageSpec};
+use dicoflow::model::captioner::Vocab;
+use dicoflow::model::clip::ClipConfig;
+use dicoflow::train::captioning::Objective;
 use dicoflow::train::stages::{register, CaptionerStage, CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::validation::{Mode, ValidationSettings};
-use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
-use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use dicoflow::train::Schedule;
+use tch::Tensor;
 
 /// Runs take turns (libtorch's global RNG and thread pool, see train_resume.rs).
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const TRAIN_IMAGES: usize = 48;
 const VAL_IMAGES: usize = 10;
-
-/// Panics when it sees batch `at`.
-struct CrashAt(u64);
-
-impl DeviceStage for CrashAt {
-    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        assert!(batch.time != self.0, "simulated crash");
-        Ok(())
-    }
-}
 
 /// The world's train and val shards, a word vocabulary and a random tiny
 /// CLIP backbone under `root`.
@@ -52,25 +43,8 @@ fn setup(root: &Path) -> Vocab {
         rows_per_row_group: 8,
         ..Default::default()
     };
-    write_world(&root.join("data"), &spec, false, |_| {}).unwrap();
-    let caps: Vec<String> = (0..TRAIN_IMAGES)
-        .flat_map(|i| {
-            dicoflow::data::world::generate_row(&spec, 0, i)
-                .unwrap()
-                .1
-                .captions
-        })
-        .collect();
-    let vocab = Vocab::build(&caps, 1, None);
-    std::fs::write(
-        root.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(root.join("clip.safetensors")).unwrap();
+    let vocab = world_with_vocab(root, &spec, TRAIN_IMAGES);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
     vocab
 }
 
@@ -94,72 +68,33 @@ fn settings(
     checkpoint_every: u64,
     validation: Option<ValidationSettings>,
 ) -> CaptionerStageSettings {
-    let clip = ClipConfig::tiny();
+    let schedule = Schedule {
+        lr: 3e-3,
+        warmup_fraction: 0.0,
+        total_steps: 6,
+        ..Default::default()
+    };
     CaptionerStageSettings {
-        captioner: CaptionerConfig {
-            feature_dim: clip.vision.width,
-            ..CaptionerConfig::tiny_words(vocab.len() as i64)
-        },
-        train: CaptionTrainConfig {
-            objective: Objective::Xe,
-            optimizer: AdamWConfig::default(),
-            schedule: Schedule {
-                lr: 3e-3,
-                warmup_fraction: 0.0,
-                total_steps: 6,
-                ..Default::default()
-            },
-            grad_clip: Some(1.0),
-            dico: DicoConfig::default(),
-            candidates: 2,
-            temperature: 1.0,
-            seed: 5,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        },
-        vocab: Some(root.join("vocab.json")),
-        backbone: root.join("clip.safetensors"),
-        backbone_config: clip,
-        evaluator: None,
-        evaluator_config: None,
-        reward: None,
-        init: None,
-        reward_cache: None,
-        fluency_judge: None,
-        fluency_every: 10,
-        out: root.join(out),
-        device: dicoflow::device::DeviceName::Cpu,
         checkpoint_every,
         keep_last: 10,
         resume: true,
         validation,
+        ..stage_settings(
+            root,
+            out,
+            vocab,
+            train_config(Objective::Xe, schedule, 2, 5),
+        )
     }
 }
 
 fn pipeline(root: &Path, s: &CaptionerStageSettings, crash_at: Option<u64>) -> Pipeline {
-    let mut pre = toml::Table::new();
-    pre.insert("size".into(), toml::Value::Integer(32));
-    let mut device =
-        vec![StageSpec::new("train_captioner").with_settings(toml::Table::try_from(s).unwrap())];
-    if let Some(t) = crash_at {
+    let crash = crash_at.map(|t| {
         let mut c = toml::Table::new();
         c.insert("at".into(), toml::Value::Integer(t as i64));
-        device.push(StageSpec::new("crash").with_settings(c));
-    }
-    Pipeline {
-        source: SourceSpec {
-            path: Some(root.join("data/train")),
-            seed: 3,
-            ..Default::default()
-        },
-        flow: FlowConfig {
-            batch_size: 8,
-            ..Default::default()
-        },
-        cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
-        device,
-    }
+        StageSpec::new("crash").with_settings(c)
+    });
+    captioner_pipeline(root, s, crash.into_iter().collect())
 }
 
 fn registry() -> Registry {
@@ -220,6 +155,21 @@ fn same(a: &Path, b: &Path) -> bool {
 
 fn checkpoint(out: &Path, step: u64) -> PathBuf {
     out.join(format!("checkpoints/step-{step:08}/model.safetensors"))
+}
+
+/// `dicoflow score --json` on the captions validation wrote at `step` (in
+/// `dir`), the val images and the backbone's tiny CLIP, on CPU.
+fn score_command(root: &Path, dir: &Path, step: u64) -> std::process::Command {
+    let mut cmd = dicoflow_command();
+    cmd.arg("score")
+        .arg("--results")
+        .arg(dir.join(format!("step-{step:08}.json")))
+        .arg("--images")
+        .arg(root.join("data/val"))
+        .arg("--clip")
+        .arg(root.join("clip.safetensors"))
+        .args(["--clip-config", "tiny", "--device", "cpu", "--json"]);
+    cmd
 }
 
 /// The step whose value of `metric` is best (the first of equal ones).
@@ -285,21 +235,15 @@ fn validation_logs_its_metrics_and_keeps_the_best_model() {
     // the validation wrote.
     for (step, v) in &vals {
         let dir = s.out.join("validation");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-            .arg("eval")
-            .arg("--annotations")
-            .arg(dir.join("annotations.json"))
-            .arg("--results")
-            .arg(dir.join(format!("step-{step:08}.json")))
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let eval: BTreeMap<String, f64> = json_output(
+            dicoflow_command()
+                .arg("eval")
+                .arg("--annotations")
+                .arg(dir.join("annotations.json"))
+                .arg("--results")
+                .arg(dir.join(format!("step-{step:08}.json")))
+                .arg("--json"),
         );
-        let eval: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
         for name in ["CIDEr", "Bleu_4", "ROUGE_L"] {
             assert_eq!(
                 v[&format!("val/{name}")],
@@ -563,26 +507,12 @@ fn clip_based_values_equal_dicoflow_score_on_the_same_captions() {
             ("clip-s", "CLIP-S", "RefCLIP-S"),
             ("pac-s", "PAC-S", "RefPAC-S"),
         ] {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-                .arg("score")
-                .arg("--results")
-                .arg(dir.join(format!("step-{step:08}.json")))
-                .arg("--annotations")
-                .arg(dir.join("annotations.json"))
-                .arg("--images")
-                .arg(root.join("data/val"))
-                .arg("--clip")
-                .arg(root.join("clip.safetensors"))
-                .args(["--clip-config", "tiny", "--device", "cpu", "--json"])
-                .args(["--metric", metric])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let got: BTreeMap<String, f64> = json_output(
+                score_command(root, &dir, *step)
+                    .arg("--annotations")
+                    .arg(dir.join("annotations.json"))
+                    .args(["--metric", metric]),
             );
-            let got: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
             for n in [name, ref_name] {
                 let (a, b) = (v[&format!("val/{n}")], got[n]);
                 assert!((a - b).abs() < 1e-5, "{n} at step {step}: {a} vs {b}");
@@ -617,24 +547,12 @@ fn dico_validates_its_reward_as_dicoflow_score_computes_it() {
     assert_eq!(vals.keys().copied().collect::<Vec<_>>(), [0, 2]);
     let dir = s.out.join("validation");
     for (step, v) in &vals {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-            .arg("score")
-            .arg("--results")
-            .arg(dir.join(format!("step-{step:08}.json")))
-            .arg("--images")
-            .arg(root.join("data/val"))
-            .arg("--clip")
-            .arg(root.join("clip.safetensors"))
-            .args(["--clip-config", "tiny", "--device", "cpu", "--json"])
-            .args(["--metric", "pac-s", "--no-prefix", "--no-clipping"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+        let got: BTreeMap<String, f64> = json_output(score_command(root, &dir, *step).args([
+            "--metric",
+            "pac-s",
+            "--no-prefix",
+            "--no-clipping",
+        ]));
         let (a, b) = (v["val/reward"], got["PAC-S"]);
         assert!((a - b).abs() < 1e-5, "reward at step {step}: {a} vs {b}");
     }

@@ -162,10 +162,30 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The `dicoflow` binary built for these tests, as a command to add arguments to.
+pub fn dicoflow_command() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+}
+
 /// Runs the `dicoflow` binary built for these tests with `args`.
 pub fn dicoflow(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-        .args(args)
-        .output()
-        .unwrap()
+    dicoflow_command().args(args).output().unwrap()
+}
+
+/// Runs the `dicoflow` binary with `args`, asserts that it succeeded and
+/// parses what it printed as JSON.
+pub fn dicoflow_json<T: serde::de::DeserializeOwned>(args: &[&str]) -> T {
+    json_output(dicoflow_command().args(args))
+}
+
+/// Runs `cmd`, asserts that it succeeded (showing its stderr otherwise) and
+/// parses what it printed as JSON.
+pub fn json_output<T: serde::de::DeserializeOwned>(cmd: &mut std::process::Command) -> T {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
