@@ -3,10 +3,13 @@
 //! parts and cached images, an interrupted part resumes from its chunks, a
 //! cache is never mixed with one from other models, and offline DiCO's first
 //! step equals online DiCO's.
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use common::train::{save_tiny_clip, train_config, world_with_vocab};
 use dicoflow::cli::cache_rewards::{run_cache_rewards, CacheReport, CacheRewardsArgs};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::{
@@ -18,10 +21,9 @@ use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::reward::cache::{self, CacheEntry};
 use dicoflow::reward::{ClipScorer, ScoreConfig};
 use dicoflow::text::ClipTokenizer;
-use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use dicoflow::train::precision::Precision;
+use dicoflow::train::captioning::{CaptionTrainer, Objective};
 use dicoflow::train::reward_cache_stage::RewardCacheSettings;
-use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
+use dicoflow::train::Schedule;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
@@ -53,22 +55,8 @@ fn world() -> World {
         rows_per_row_group: 4,
         ..Default::default()
     };
-    write_world(&root.join("data"), &spec, false, |_| {}).unwrap();
-    let caps: Vec<String> = (0..24)
-        .flat_map(|i| {
-            dicoflow::data::world::generate_row(&spec, 0, i)
-                .unwrap()
-                .1
-                .captions
-        })
-        .collect();
-    let vocab = Vocab::build(&caps, 1, None);
-    std::fs::write(
-        root.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    save_clip(&root.join("clip.safetensors"), 1);
+    let vocab = world_with_vocab(&root, &spec, 24);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
     tch::manual_seed(2);
     let vs = VarStore::new(Device::Cpu);
     let _cap = Captioner::new(vs.root(), &captioner_config(&vocab)).unwrap();
@@ -78,13 +66,6 @@ fn world() -> World {
         root,
         vocab,
     }
-}
-
-fn save_clip(path: &Path, seed: i64) {
-    tch::manual_seed(seed);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(path).unwrap();
 }
 
 fn settings(w: &World) -> RewardCacheSettings {
@@ -311,7 +292,7 @@ fn an_interrupted_part_resumes_from_its_chunks_and_other_models_are_refused() {
 
     // Another evaluator with those chunks present: refused, chunk kept.
     let other = w.root.join("other-clip.safetensors");
-    save_clip(&other, 9);
+    save_tiny_clip(&other, 9);
     let err = cache_rewards(
         &w,
         &RewardCacheSettings {
@@ -357,23 +338,16 @@ fn trainer(w: &World, objective: Objective, scorer: Option<ClipScorer>) -> Capti
         backbone,
         Some(&w.root.join("xe.safetensors")),
         scorer.map(Into::into),
-        CaptionTrainConfig {
+        train_config(
             objective,
-            optimizer: AdamWConfig::default(),
-            schedule: Schedule {
+            Schedule {
                 lr: 1e-3,
                 total_steps: 10,
                 ..Default::default()
             },
-            grad_clip: Some(1.0),
-            dico: DicoConfig::default(),
-            candidates: K,
-            temperature: 1.0,
-            seed: 4,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        },
+            K,
+            4,
+        ),
         Device::Cpu,
     )
     .unwrap()

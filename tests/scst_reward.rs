@@ -1,25 +1,25 @@
 //! SCST's CIDEr-D reward: document frequencies from the training shards, each
 //! candidate scored against its image's references, checked against a
 //! from-scratch CIDEr-D; and an SCST run on it in the pipeline.
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::train::{save_tiny_clip, train_config, write_vocab};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use dicoflow::flow::corpus::{DocFreqs, Tokenization};
 use dicoflow::flow::{run, FlowConfig, Pipeline, RunOptions, SourceSpec, StageSpec};
 use dicoflow::metrics::cider::{cider_d, cider_d_with_df, DocumentFrequencies};
 use dicoflow::metrics::PtbTokenizer;
-use dicoflow::model::captioner::{CaptionerConfig, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::model::captioner::Vocab;
 use dicoflow::reward::{CiderDReward, CiderDSettings, Reward, RewardSettings};
-use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
+use dicoflow::train::captioning::Objective;
 use dicoflow::train::fluency::FluencyJudge;
-use dicoflow::train::precision::Precision;
 use dicoflow::train::stages::{registry, CaptionerStageSettings, WEIGHTS_FILE};
-use dicoflow::train::{AdamWConfig, DicoConfig, Schedule};
-use tch::nn::VarStore;
+use dicoflow::train::Schedule;
 use tch::{Device, Tensor};
 
 /// Document frequencies counted naively over whitespace-split references.
@@ -240,45 +240,19 @@ fn cider_d_reward_equals_a_from_scratch_computation() {
 }
 
 fn stage_settings(root: &Path, vocab: &Vocab, reward: RewardSettings) -> CaptionerStageSettings {
-    let clip = ClipConfig::tiny();
+    let schedule = Schedule {
+        lr: 1e-4,
+        total_steps: 2,
+        ..Default::default()
+    };
     CaptionerStageSettings {
-        captioner: CaptionerConfig {
-            feature_dim: clip.vision.width,
-            ..CaptionerConfig::tiny_words(vocab.len() as i64)
-        },
-        train: CaptionTrainConfig {
-            objective: Objective::Scst,
-            optimizer: AdamWConfig::default(),
-            schedule: Schedule {
-                lr: 1e-4,
-                total_steps: 2,
-                ..Default::default()
-            },
-            grad_clip: Some(1.0),
-            dico: DicoConfig::default(),
-            candidates: 3,
-            temperature: 1.0,
-            seed: 2,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        },
-        vocab: Some(root.join("vocab.json")),
-        backbone: root.join("clip.safetensors"),
-        backbone_config: clip,
-        evaluator: None,
-        evaluator_config: None,
         reward: Some(reward),
-        init: None,
-        reward_cache: None,
-        fluency_judge: None,
-        fluency_every: 10,
-        out: root.join("scst"),
-        device: dicoflow::device::DeviceName::Cpu,
-        checkpoint_every: 0,
-        keep_last: 1,
-        resume: false,
-        validation: None,
+        ..common::train::stage_settings(
+            root,
+            "scst",
+            vocab,
+            train_config(Objective::Scst, schedule, 3, 2),
+        )
     }
 }
 
@@ -311,15 +285,8 @@ fn scst_with_the_cider_d_reward_runs_in_the_pipeline() {
         .flat_map(|(_, c)| c)
         .collect();
     let vocab = Vocab::build(&caps, 1, None);
-    std::fs::write(
-        root.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
-    tch::manual_seed(1);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(root.join("clip.safetensors")).unwrap();
+    write_vocab(root, &vocab);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
 
     let cider = RewardSettings::CiderD(CiderDSettings {
         references: root.join("data/train"),
