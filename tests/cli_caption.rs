@@ -4,8 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::dicoflow;
 use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::captioner::{Backbone, CaptionText, CaptionerConfig};
@@ -13,13 +14,6 @@ use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use dicoflow::train::precision::Precision;
 use tch::{nn::VarStore, Device, Tensor};
-
-fn dicoflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn ok(o: &Output, what: &str) {
     assert!(

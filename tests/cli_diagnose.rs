@@ -1,22 +1,17 @@
 //! `dicoflow diagnose` on a run folder laid out as `dicoflow demo` writes it, with a
 //! tiny world and random evaluator and captioner weights the test makes.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::dicoflow;
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use dicoflow::model::captioner::{Captioner, CaptionerConfig, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use tch::nn::VarStore;
 use tch::Device;
-
-fn dicoflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// A run folder: `data/{train,val,test}`, `vocab.json`, `evaluator/`, `xe/`.
 fn run_folder(run: &Path) {

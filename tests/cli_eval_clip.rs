@@ -6,26 +6,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{dicoflow, dicoflow_json, temp_dir};
 use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::model::weights;
 use serde_json::{json, Value};
 use tch::{nn, Device};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn dicoflow(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// A random tiny CLIP (seeded, so CLIP and "PAC-S" weights differ) at `path`.
 fn random_clip_weights(path: &Path, seed: i64) {
@@ -106,7 +93,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn eval_json(f: &Fixture, images: &Path, per_image: &Path) -> BTreeMap<String, f64> {
-    let o = dicoflow(&[
+    dicoflow_json(&[
         "eval",
         "--annotations",
         s(&f.ann),
@@ -127,15 +114,13 @@ fn eval_json(f: &Fixture, images: &Path, per_image: &Path) -> BTreeMap<String, f
         "--json",
         "--per-image",
         s(per_image),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    ])
 }
 
 /// `score` of the fixture with `weights` and `metric`; its JSON and per-image rows.
 fn score_json(f: &Fixture, weights: &Path, metric: &str) -> (BTreeMap<String, f64>, Vec<Value>) {
     let pi = f.dir.join(format!("score_{metric}.json"));
-    let o = dicoflow(&[
+    let json = dicoflow_json(&[
         "score",
         "--results",
         s(&f.res),
@@ -155,9 +140,8 @@ fn score_json(f: &Fixture, weights: &Path, metric: &str) -> (BTreeMap<String, f6
         "--per-image",
         s(&pi),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = common::json_file(&pi).as_array().unwrap().clone();
-    (serde_json::from_slice(&o.stdout).unwrap(), rows)
+    (json, rows)
 }
 
 /// Per-image rows by image id.

@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{dicoflow, temp_dir};
 use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::model::weights;
@@ -19,19 +19,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/convert")
         .join(name)
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn dicoflow(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -2,9 +2,12 @@
 //! weights (fixtures made by tests/fixtures/clip/gen_clip_fixture.py), plus weight-loading
 //! errors.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::temp_dir;
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::model::weights::{self, WeightNaming};
 use dicoflow::model::ModelError;
@@ -39,12 +42,6 @@ fn check(what: &str, ours: &Tensor, reference: &Tensor) {
     let err = rel_err(ours, reference);
     eprintln!("{what}: max relative error {err:.3e}");
     assert!(err <= TOL, "{what}: relative error {err:.3e} > {TOL:e}");
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
