@@ -286,6 +286,19 @@ pub struct Validator {
     annotations_written: bool,
 }
 
+/// What one pass over the validation split produced, in the split's order.
+struct CaptionedSplit {
+    keys: Vec<String>,
+    /// The greedy caption of each image.
+    captions: Vec<String>,
+    /// The reference captions of each image.
+    references: Vec<Vec<String>>,
+    /// Sums over images of the CLIP-based scores and the reward, by metric name.
+    sums: BTreeMap<&'static str, f64>,
+    /// Rows skipped: by the source, or failing to decode or preprocess.
+    skipped: u64,
+}
+
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
@@ -570,7 +583,13 @@ impl Validator {
         step: u64,
     ) -> Result<BTreeMap<String, f64>, TrainError> {
         self.last_validated = Some(step);
-        let (keys, captions, references, sums, skipped) = self.caption_split(trainer)?;
+        let CaptionedSplit {
+            keys,
+            captions,
+            references,
+            sums,
+            skipped,
+        } = self.caption_split(trainer)?;
         if keys.is_empty() {
             return Err(setting("validation.shards")(format!(
                 "{}: no usable image ({skipped} rows skipped)",
@@ -637,21 +656,11 @@ impl Validator {
 
     /// Greedy captions of the split, and the sums over images of the
     /// CLIP-based scores and the reward (scored chunk by chunk on the same
-    /// pixels): keys, captions, references, score sums, rows skipped.
-    #[allow(clippy::type_complexity)]
+    /// pixels).
     fn caption_split(
         &mut self,
         trainer: &mut CaptionTrainer,
-    ) -> Result<
-        (
-            Vec<String>,
-            Vec<String>,
-            Vec<Vec<String>>,
-            BTreeMap<&'static str, f64>,
-            u64,
-        ),
-        TrainError,
-    > {
+    ) -> Result<CaptionedSplit, TrainError> {
         let (mut clip, mut pac) = (self.clip.take(), self.pac.take());
         let result = self.caption_chunks(trainer, clip.as_mut(), pac.as_mut());
         self.clip = clip;
@@ -659,22 +668,12 @@ impl Validator {
         result
     }
 
-    #[allow(clippy::type_complexity)]
     fn caption_chunks(
         &self,
         trainer: &mut CaptionTrainer,
         mut clip: Option<&mut ClipScorer>,
         mut pac: Option<&mut ClipScorer>,
-    ) -> Result<
-        (
-            Vec<String>,
-            Vec<String>,
-            Vec<Vec<String>>,
-            BTreeMap<&'static str, f64>,
-            u64,
-        ),
-        TrainError,
-    > {
+    ) -> Result<CaptionedSplit, TrainError> {
         let source = SourceConfig {
             shuffle: false,
             epochs: Some(1),
@@ -748,7 +747,13 @@ impl Validator {
                 break;
             }
         }
-        Ok((keys, captions, references, sums, skipped))
+        Ok(CaptionedSplit {
+            keys,
+            captions,
+            references,
+            sums,
+            skipped,
+        })
     }
 
     /// Decode and preprocess a chunk on a few threads (order kept):
