@@ -51,23 +51,15 @@ fn evaluation_matches_toolkit() {
     assert_eq!(ids.len(), ann.images.len() - 1, "one image has no result");
 
     // Tokenization exactly as the toolkit's two tokenizer runs.
-    let tok = PtbTokenizer::new();
-    let refs: Vec<&str> = samples
-        .iter()
-        .flat_map(|s| s.references.iter().map(String::as_str))
-        .collect();
-    let cands: Vec<&str> = samples.iter().map(|s| s.candidate.as_str()).collect();
-    let exp_refs: Vec<String> = expected["tokenized_references"]
+    let (tok_cands, tok_refs) = PtbTokenizer::new().tokenize_samples(&samples);
+    let exp_refs: Vec<Vec<String>> = expected["tokenized_references"]
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(strings)
+        .map(strings)
         .collect();
-    assert_eq!(tok.tokenize_batch(&refs), exp_refs);
-    assert_eq!(
-        tok.tokenize_batch(&cands),
-        strings(&expected["tokenized_candidates"])
-    );
+    assert_eq!(tok_refs, exp_refs);
+    assert_eq!(tok_cands, strings(&expected["tokenized_candidates"]));
 
     let eval = Evaluator::new().evaluate(&samples, &Metric::ALL).unwrap();
     let names = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"];

@@ -223,20 +223,7 @@ impl Evaluator {
                 id: s.image_id.clone(),
             });
         }
-        let refs: Vec<&str> = samples
-            .iter()
-            .flat_map(|s| s.references.iter().map(String::as_str))
-            .collect();
-        let cands: Vec<&str> = samples.iter().map(|s| s.candidate.as_str()).collect();
-        // Two separate tokenizer runs, as in the toolkit (this matters for
-        // the last line of each run).
-        let tok_refs = self.tokenizer.tokenize_batch(&refs);
-        let tok_cands = self.tokenizer.tokenize_batch(&cands);
-        let mut it = tok_refs.into_iter();
-        let tok_refs: Vec<Vec<String>> = samples
-            .iter()
-            .map(|s| it.by_ref().take(s.references.len()).collect())
-            .collect();
+        let (tok_cands, tok_refs) = self.tokenizer.tokenize_samples(samples);
         Ok(Evaluation {
             image_ids: samples.iter().map(|s| s.image_id.clone()).collect(),
             scores: score_tokenized_with(&tok_cands, &tok_refs, metrics, self.meteor.as_deref())?,

@@ -7,6 +7,7 @@
 //! list are upper case while the tokenizer's output is lower case, so
 //! `-lrb-`/`-rrb-` survive: scores depend on that, so it is reproduced.
 
+use super::coco::Sample;
 use super::ptb_lexer::Lexer;
 
 /// Tokens the toolkit removes after tokenization (compared case-sensitively).
@@ -38,6 +39,27 @@ impl PtbTokenizer {
         PtbTokenizer {
             lexer: Lexer::new(),
         }
+    }
+
+    /// Tokenizes the candidates and references of `samples` as pycocoevalcap's
+    /// `COCOEvalCap.evaluate` does: two separate tokenizer runs (all
+    /// references in sample order, then all candidates; see
+    /// [`Self::tokenize_batch`] for why the runs matter). Returns the
+    /// candidates' tokens (`[samples]`) and each sample's references'
+    /// tokens (`[samples][its references]`), joined by single spaces.
+    pub fn tokenize_samples(&self, samples: &[Sample]) -> (Vec<String>, Vec<Vec<String>>) {
+        let refs: Vec<&str> = samples
+            .iter()
+            .flat_map(|s| s.references.iter().map(String::as_str))
+            .collect();
+        let cands: Vec<&str> = samples.iter().map(|s| s.candidate.as_str()).collect();
+        let mut tok_refs = self.tokenize_batch(&refs).into_iter();
+        let tok_cands = self.tokenize_batch(&cands);
+        let grouped = samples
+            .iter()
+            .map(|s| tok_refs.by_ref().take(s.references.len()).collect())
+            .collect();
+        (tok_cands, grouped)
     }
 
     /// Tokenizes captions exactly as one call of the toolkit's tokenizer on
