@@ -6,10 +6,11 @@ mod common;
 use std::path::Path;
 
 use common::dicoflow;
+use common::train::{save_tiny_clip, write_vocab};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use dicoflow::model::captioner::{Captioner, CaptionerConfig, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::model::clip::ClipConfig;
 use tch::nn::VarStore;
 use tch::Device;
 
@@ -39,19 +40,13 @@ fn run_folder(run: &Path) {
         }
     }
     let vocab = Vocab::build(&captions, 1, None);
-    std::fs::write(
-        run.join("vocab.json"),
-        serde_json::to_string(&vocab).unwrap(),
-    )
-    .unwrap();
+    write_vocab(run, &vocab);
 
-    tch::manual_seed(9);
+    // The captioner's initialisation continues libtorch's RNG after the evaluator's.
     let clip_cfg = ClipConfig::tiny();
     let eval = run.join("evaluator");
     std::fs::create_dir_all(&eval).unwrap();
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &clip_cfg).unwrap();
-    vs.save(eval.join("model.safetensors")).unwrap();
+    save_tiny_clip(&eval.join("model.safetensors"), 9);
     std::fs::write(
         eval.join("clip_config.json"),
         serde_json::to_string(&clip_cfg).unwrap(),
