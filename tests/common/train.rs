@@ -185,9 +185,9 @@ pub fn pixel_world(n: usize, seed: u64) -> PixelWorld {
 }
 
 /// A tiny word captioner trainer on the tiny CLIP at `clip_file` (also the
-/// DiCO reward's scorer unless `objective` is XE): 3 candidates, seed 1,
-/// constant-or-scheduled `lr` over 100 steps with weight decay
-/// `weight_decay`, gradients clipped at 1.
+/// reward's scorer, DiCO's definition, unless `objective` is XE): 3
+/// candidates, seed 1, AdamW at the constant learning rate `lr` (schedule of
+/// 100 steps, no warmup) with weight decay `weight_decay`, gradients clipped at 1.
 pub fn tiny_trainer(
     objective: Objective,
     vocab: &Vocab,
