@@ -16,9 +16,11 @@ use tch::{nn, Device};
 
 /// A random tiny CLIP (seeded, so CLIP and "PAC-S" weights differ) at `path`.
 fn random_clip_weights(path: &Path, seed: i64) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    let vs = common::with_tch_seed(seed, || {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+        vs
+    });
     weights::save_safetensors(&vs, path).unwrap();
 }
 

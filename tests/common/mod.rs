@@ -189,3 +189,14 @@ pub fn json_output<T: serde::de::DeserializeOwned>(cmd: &mut std::process::Comma
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Runs `f` right after seeding libtorch's global generator with `seed`,
+/// holding a lock, so that tests of one binary running on parallel threads
+/// cannot reseed or draw from the generator in between: each seeded
+/// construction then gives the same weights whatever the other tests do.
+pub fn with_tch_seed<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    f()
+}

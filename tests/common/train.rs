@@ -25,9 +25,11 @@ use tch::{Device, Tensor};
 /// Saves a random tiny CLIP (`ClipConfig::tiny`, libtorch seeded with
 /// `seed` first) as safetensors at `path`.
 pub fn save_tiny_clip(path: &Path, seed: i64) {
-    tch::manual_seed(seed);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    let vs = super::with_tch_seed(seed, || {
+        let vs = VarStore::new(Device::Cpu);
+        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+        vs
+    });
     vs.save(path).unwrap();
 }
 
