@@ -256,7 +256,12 @@ fn pipeline_file(root: &Path, vocab: &Vocab, out: &str) -> std::path::PathBuf {
 fn train_resume_continues_a_killed_run_bit_identically() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup(root);
+    // The runs are child processes, but the set-up seeds this process's
+    // libtorch generator, which another test's training may be drawing from.
+    let vocab = {
+        let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        setup(root)
+    };
     let run_dir = root.join("run");
     let run_dir = run_dir.to_str().unwrap();
 
