@@ -563,3 +563,38 @@ fn resume_refuses_a_checkpoint_without_its_last_batch() {
         "{msg}"
     );
 }
+
+/// A checkpoint that cannot be written stops the run with an error naming
+/// the stage and the batch: the optimizer step was taken, so counting the
+/// batch as rejected and training on would leave a run that cannot resume
+/// to what it reports.
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_run() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let mut reg = dicoflow::flow::Registry::with_builtins();
+    register(&mut reg);
+    let mut s = settings(root, "blocked", &vocab, 1, 3);
+    s.resume = false;
+    // A file where the step-3 checkpoint's temporary directory goes.
+    let ck = s.out.join("checkpoints");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::write(ck.join("step-00000003.tmp"), b"not a directory").unwrap();
+    let err = run(&pipeline(root, &s, false), &reg, &RunOptions::threads(1)).unwrap_err();
+    match &err {
+        FlowError::StageFatal {
+            stage,
+            time,
+            reason,
+        } => {
+            assert_eq!(stage, "train_captioner");
+            assert_eq!(*time, 2, "the third batch makes step 3");
+            assert!(reason.starts_with("checkpoint failed"), "{reason}");
+        }
+        other => panic!("expected a fatal stage failure, got {other}"),
+    }
+    assert!(!s.out.join(WEIGHTS_FILE).exists(), "no final weights");
+    assert!(!ck.join("step-00000006").exists(), "stopped at step 3");
+}

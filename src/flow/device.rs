@@ -164,6 +164,13 @@ fn device_loop(
             let n = batch.samples.len() as u64;
             match catch_unwind(AssertUnwindSafe(|| stage.process(&mut batch))) {
                 Ok(Ok(())) => metrics.record(n, started.elapsed()),
+                Ok(Err(failure)) if failure.fatal => {
+                    return fail(FlowError::StageFatal {
+                        stage: name.clone(),
+                        time: batch.time,
+                        reason: failure.reason,
+                    })
+                }
                 Ok(Err(failure)) => {
                     metrics.record(n, started.elapsed());
                     errors.extend(batch.samples.drain(..).map(|s| StageError {

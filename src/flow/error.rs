@@ -36,6 +36,15 @@ pub enum FlowError {
     #[error("stage `{stage}` could not finish: {reason}")]
     StageFinish { stage: String, reason: String },
 
+    /// A stage failed in a way that leaves the run unable to continue
+    /// correctly ([`super::StageFailure::fatal`]).
+    #[error("stage `{stage}` failed at batch {time}: {reason}; the run was stopped")]
+    StageFatal {
+        stage: String,
+        time: u64,
+        reason: String,
+    },
+
     #[error("device thread `{device}`: {message}")]
     DeviceThread { device: String, message: String },
 

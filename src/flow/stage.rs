@@ -18,15 +18,32 @@ use super::batch::{BatchTime, Sample};
 
 /// Why a sample (or a whole device batch) was rejected. The reason is a short,
 /// stable label: runs report counts per `(stage, reason)`.
+///
+/// A *fatal* failure is one after which the run cannot go on correctly,
+/// because the stage's state has already changed (an optimizer step was
+/// taken but its checkpoint could not be written): the flow stops with
+/// [`super::FlowError::StageFatal`] instead of counting the batch's samples
+/// as rejected and carrying on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageFailure {
     pub reason: String,
+    pub fatal: bool,
 }
 
 impl StageFailure {
+    /// The batch (or sample) is rejected; the run goes on.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            fatal: false,
+        }
+    }
+
+    /// The run must stop (see the type's docs).
+    pub fn fatal(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            fatal: true,
         }
     }
 }

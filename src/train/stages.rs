@@ -225,7 +225,7 @@ impl DeviceStage for EvaluatorStage {
                 None,
             )
             .map(|_| ())
-            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))
+            .map_err(|e| StageFailure::fatal(format!("checkpoint failed: {e}")))
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
@@ -570,10 +570,10 @@ impl DeviceStage for CaptionerStage {
                 &batch.metrics,
                 self.validator.as_ref().and_then(Validator::best),
             )
-            .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))?;
+            .map_err(|e| StageFailure::fatal(format!("checkpoint failed: {e}")))?;
         if let (Some(v), Some(_)) = (self.validator.as_mut(), written) {
             v.checkpoint_written()
-                .map_err(|e| StageFailure::new(format!("checkpoint failed: {e}")))?;
+                .map_err(|e| StageFailure::fatal(format!("checkpoint failed: {e}")))?;
         }
         Ok(())
     }
