@@ -34,9 +34,9 @@ all: build
 # `pip install` of some other package can silently upgrade torch).
 venv:
 	@if ! $(VENV)/bin/python -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null; then \
-		echo "==> installing torch==$(TORCH_VERSION) into $(VENV) (first run only)"; \
+		echo "==> installing torch==$(TORCH_VERSION) into $(VENV) (first run only)" >&2; \
 		{ test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV); } && \
-		$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION); \
+		$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) >&2; \
 	fi
 
 # Python packages used only by reference scripts and the Python side of benchmarks.
@@ -51,6 +51,8 @@ $(VENV)/.readers: | venv
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION) numpy pyarrow safetensors pycocotools pycocoevalcap==1.2
 	@touch $@
 
+# Their messages go to stderr, so that `eval "$$(make -s env)"` reads only the
+# export line even on the first run.
 # Fetch nasm once (unless one is installed), then rebuild mozjpeg-sys so that a
 # build made before, without nasm, does not keep the C-only decoder (its build
 # script does not notice a new nasm by itself).
@@ -58,17 +60,17 @@ nasm: $(TOOLS)/.nasm
 
 $(TOOLS)/.nasm:
 	@if command -v nasm >/dev/null 2>&1; then \
-		echo "==> using $$(command -v nasm)"; \
+		echo "==> using $$(command -v nasm)" >&2; \
 	elif [ "$$(uname -m)" != x86_64 ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "==> no nasm and no apt-get: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm to fix"; \
+		echo "==> no nasm and no apt-get: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm to fix" >&2; \
 	else \
-		echo "==> fetching nasm (Debian package) into $(TOOLS)"; \
+		echo "==> fetching nasm (Debian package) into $(TOOLS)" >&2; \
 		rm -rf $(TOOLS)/deb && mkdir -p $(TOOLS)/deb; \
-		if ( cd $(TOOLS)/deb && { apt-get download nasm 2>/dev/null || { apt-get update -qq && apt-get download nasm; }; } ) && \
+		if ( cd $(TOOLS)/deb && { apt-get download nasm 2>/dev/null || { apt-get update -qq && apt-get download nasm; }; } ) >&2 && \
 			dpkg -x $(TOOLS)/deb/nasm_*.deb $(TOOLS); then \
-			$(TOOLS)/usr/bin/nasm -v; \
+			$(TOOLS)/usr/bin/nasm -v >&2; \
 		else \
-			echo "==> could not fetch nasm: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm, then rm -rf $(TOOLS) and run make again"; \
+			echo "==> could not fetch nasm: libjpeg-turbo builds without SIMD (same pixels, slower); install nasm, then rm -rf $(TOOLS) and run make again" >&2; \
 		fi; \
 		rm -rf $(TOOLS)/deb; \
 	fi
