@@ -294,3 +294,61 @@ fn eval_refuses_half_given_clip_settings_and_spice() {
     );
     std::fs::remove_dir_all(&f.dir).ok();
 }
+
+/// The number 1 and the string "1" are different COCO image ids but the same
+/// key for `--images`: scoring one image for both would be silently wrong,
+/// so `eval` and `score` refuse it, naming both ids.
+#[test]
+fn ids_1_and_string_1_are_refused_not_merged() {
+    let f = fixture("eval-clip-shared-key");
+    let ann = json!({
+        "images": [{"id": 1}, {"id": "1", "file_name": "forty-two.png"}],
+        "annotations": [
+            {"id": 0, "image_id": 1, "caption": "a red ball"},
+            {"id": 1, "image_id": "1", "caption": "two blue squares"},
+        ],
+    });
+    let results = json!([
+        {"image_id": 1, "caption": "a red circle"},
+        {"image_id": "1", "caption": "two squares"},
+    ]);
+    let (ann_path, res_path) = (f.dir.join("ann2.json"), f.dir.join("res2.json"));
+    std::fs::write(&ann_path, ann.to_string()).unwrap();
+    std::fs::write(&res_path, results.to_string()).unwrap();
+    let eval = dicoflow(&[
+        "eval",
+        "--annotations",
+        s(&ann_path),
+        "--results",
+        s(&res_path),
+        "--images",
+        s(&f.images),
+        "--clip",
+        s(&f.clip),
+        "--clip-config",
+        "tiny",
+        "--device",
+        "cpu",
+    ]);
+    let score = dicoflow(&[
+        "score",
+        "--results",
+        s(&res_path),
+        "--images",
+        s(&f.images),
+        "--clip",
+        s(&f.clip),
+        "--clip-config",
+        "tiny",
+        "--device",
+        "cpu",
+    ]);
+    for (what, out) in [("eval", eval), ("score", score)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} accepted ids 1 and \"1\"");
+        assert!(
+            err.contains("image ids 1 and \"1\"") && err.contains("same image key '1'"),
+            "{what}: {err}"
+        );
+    }
+}

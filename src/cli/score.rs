@@ -107,6 +107,30 @@ fn id_key(v: &serde_json::Value) -> String {
     }
 }
 
+/// Refuses two different image ids that name the same image key: the number
+/// `1` and the string `"1"` are different ids in COCO files, but both are
+/// key `1` for `--images` (file stems and shard keys are strings), so one
+/// image would be scored for both. `ids` yields (key, the id as written).
+pub(crate) fn refuse_shared_keys(
+    ids: impl IntoIterator<Item = (String, String)>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (key, shown) in ids {
+        match seen.get(&key) {
+            Some(first) if *first != shown => bail!(
+                "{what}: image ids {first} and {shown} are different ids but name the same \
+                 image key '{key}' for --images; give every image one id (all numbers or all strings)"
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(key, shown);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -466,11 +490,26 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     }
     let keys: Vec<String> = results.iter().map(|r| id_key(&r.image_id)).collect();
     let captions: Vec<&str> = results.iter().map(|r| r.caption.as_str()).collect();
+    refuse_shared_keys(
+        results
+            .iter()
+            .map(|r| (id_key(&r.image_id), r.image_id.to_string())),
+        &args.results.display().to_string(),
+    )?;
 
     let mut refs = None;
     let mut file_names = BTreeMap::new();
     if let Some(ann) = &args.annotations {
+        let ann_path = ann.display().to_string();
         let ann: Annotations = read_json(ann)?;
+        refuse_shared_keys(
+            ann.images
+                .iter()
+                .map(|i| &i.id)
+                .chain(ann.annotations.iter().map(|a| &a.image_id))
+                .map(|id| (id_key(id), id.to_string())),
+            &ann_path,
+        )?;
         file_names = file_names_in(&ann);
         let mut refs_by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in ann.annotations {
