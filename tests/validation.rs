@@ -474,6 +474,10 @@ fn a_batch_line_holds_one_validation_and_the_validation_log_all() {
     for v in &all[..6] {
         assert_eq!(v, &logged[&(v["val/step"] as u64)]);
     }
+    // A second run into the same folder without resume starts a new log.
+    train(root, &s, None).unwrap();
+    let again = std::fs::read_to_string(s.out.join("validation/log.jsonl")).unwrap();
+    assert_eq!(again, text, "a fresh run's log is its own");
 }
 
 #[test]

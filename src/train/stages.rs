@@ -450,9 +450,14 @@ impl CaptionerStage {
         };
         let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
         resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
-        if let (Some(v), Some(_)) = (validator.as_mut(), checkpoints.resumed_after()) {
-            v.resume(checkpoints.resumed_best(), trainer.step_count())
-                .map_err(|e| err(format!("resuming: {e}")))?;
+        if let Some(v) = validator.as_mut() {
+            if checkpoints.resumed_after().is_some() {
+                v.resume(checkpoints.resumed_best(), trainer.step_count())
+                    .map_err(|e| err(format!("resuming: {e}")))?;
+            } else {
+                v.start_fresh()
+                    .map_err(|e| err(format!("validation log: {e}")))?;
+            }
         }
         Ok(Self {
             trainer,

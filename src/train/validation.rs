@@ -540,6 +540,16 @@ impl Validator {
         self.prune_best()
     }
 
+    /// A run that does not resume starts a new `out/validation/log.jsonl`
+    /// (a resumed one appends to the interrupted run's).
+    pub fn start_fresh(&self) -> Result<(), TrainError> {
+        let path = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Record that a checkpoint holding [`Validator::best`] was written: its
     /// best weights are kept from now on, older ones removed.
     pub fn checkpoint_written(&mut self) -> Result<(), TrainError> {
