@@ -343,7 +343,34 @@ fn ids_1_and_string_1_are_refused_not_merged() {
         "--device",
         "cpu",
     ]);
-    for (what, out) in [("eval", eval), ("score", score)] {
+    // Results for the number alone: the annotations still name two images
+    // by key '1', so the lookup could pick the other one's file.
+    let one = f.dir.join("res_one.json");
+    std::fs::write(
+        &one,
+        json!([{"image_id": 1, "caption": "a red circle"}]).to_string(),
+    )
+    .unwrap();
+    let eval_one = dicoflow(&[
+        "eval",
+        "--annotations",
+        s(&ann_path),
+        "--results",
+        s(&one),
+        "--images",
+        s(&f.images),
+        "--clip",
+        s(&f.clip),
+        "--clip-config",
+        "tiny",
+        "--device",
+        "cpu",
+    ]);
+    for (what, out) in [
+        ("eval", eval),
+        ("eval, id 1 only", eval_one),
+        ("score", score),
+    ] {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{what} accepted ids 1 and \"1\"");
         assert!(

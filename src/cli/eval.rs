@@ -14,8 +14,7 @@ use crate::metrics::{meteor, Evaluator, Meteor, Metric};
 use crate::reward::ScoreConfig;
 
 use super::score::{
-    clip_config, clip_scores, corpus_mean, file_names_of, refuse_shared_keys, write_per_image,
-    ClipModel, ImageSource,
+    clip_config, clip_scores, corpus_mean, file_names_of, write_per_image, ClipModel, ImageSource,
 };
 
 /// Arguments of `dicoflow eval`.
@@ -210,12 +209,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             file_names: &file_names,
         };
         let keys: Vec<String> = samples.iter().map(|s| lookup_key(&s.image_id)).collect();
-        refuse_shared_keys(
-            samples
-                .iter()
-                .map(|s| (lookup_key(&s.image_id), s.image_id.to_string())),
-            &args.results.display().to_string(),
-        )?;
         let captions: Vec<&str> = samples.iter().map(|s| s.candidate.as_str()).collect();
         let refs: Vec<Vec<String>> = samples.iter().map(|s| s.references.clone()).collect();
         for (weights, flag, config, score) in wanted {

@@ -111,7 +111,7 @@ fn id_key(v: &serde_json::Value) -> String {
 /// `1` and the string `"1"` are different ids in COCO files, but both are
 /// key `1` for `--images` (file stems and shard keys are strings), so one
 /// image would be scored for both. `ids` yields (key, the id as written).
-pub(crate) fn refuse_shared_keys(
+fn refuse_shared_keys(
     ids: impl IntoIterator<Item = (String, String)>,
     what: &str,
 ) -> anyhow::Result<()> {
@@ -303,14 +303,25 @@ fn for_each_image(
 /// for the folder lookup of [`clip_scores`] (empty where the file names none).
 pub(crate) fn file_names_of(annotations: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let ann: Annotations = read_json(annotations)?;
-    Ok(file_names_in(&ann))
+    file_names_in(&ann, annotations)
 }
 
-fn file_names_in(ann: &Annotations) -> BTreeMap<String, String> {
-    ann.images
+/// Image id key → `file_name`, after refusing ids that share a key
+/// ([`refuse_shared_keys`]) among the images and the annotations' `image_id`s.
+fn file_names_in(ann: &Annotations, path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    refuse_shared_keys(
+        ann.images
+            .iter()
+            .map(|i| &i.id)
+            .chain(ann.annotations.iter().map(|a| &a.image_id))
+            .map(|id| (id_key(id), id.to_string())),
+        &path.display().to_string(),
+    )?;
+    Ok(ann
+        .images
         .iter()
         .filter_map(|img| Some((id_key(&img.id), img.file_name.clone()?)))
-        .collect()
+        .collect())
 }
 
 /// Where the images are and how to find each id's (see `--images`).
@@ -500,17 +511,9 @@ pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let mut refs = None;
     let mut file_names = BTreeMap::new();
     if let Some(ann) = &args.annotations {
-        let ann_path = ann.display().to_string();
-        let ann: Annotations = read_json(ann)?;
-        refuse_shared_keys(
-            ann.images
-                .iter()
-                .map(|i| &i.id)
-                .chain(ann.annotations.iter().map(|a| &a.image_id))
-                .map(|id| (id_key(id), id.to_string())),
-            &ann_path,
-        )?;
-        file_names = file_names_in(&ann);
+        let ann_path = ann;
+        let ann: Annotations = read_json(ann_path)?;
+        file_names = file_names_in(&ann, ann_path)?;
         let mut refs_by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in ann.annotations {
             refs_by_key
