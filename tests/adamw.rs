@@ -1,15 +1,13 @@
 //! AdamW against torch.optim.AdamW (fixture from tests/fixtures/adamw/make_fixture.py),
 //! and bit-identical continuation after saving and restoring its state.
+mod common;
+
 use dicoflow::train::{AdamW, AdamWConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 fn fixture() -> serde_json::Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/adamw/adamw.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    common::json_file(&common::fixture("adamw", "adamw.json"))
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f64> {

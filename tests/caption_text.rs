@@ -3,6 +3,8 @@
 //! decoding round-trips, a tiny BPE captioner learns with XE, a captioner whose
 //! token ids do not fit its text is refused with a message naming both, and the
 //! shipped COCO pipelines carry the paper's settings.
+
+mod common;
 use std::path::Path;
 
 use dicoflow::flow::Pipeline;
@@ -178,8 +180,9 @@ fn tiny_bpe_captioner_learns_with_xe() {
         Device::Cpu,
     )
     .unwrap();
-    tch::manual_seed(11);
-    let pixels = Tensor::randn([4, 3, 32, 32], (tch::Kind::Float, Device::Cpu));
+    let pixels = common::with_tch_seed(11, || {
+        Tensor::randn([4, 3, 32, 32], (tch::Kind::Float, Device::Cpu))
+    });
     let keys: Vec<String> = (0..4).map(|i| format!("img{i}")).collect();
     let refs: Vec<Vec<String>> = [
         "a red bus parked next to a building",

@@ -2,9 +2,8 @@
 //! = reference) and moves the policy, SCST runs; all on the synthetic world.
 mod common;
 
-use std::sync::OnceLock;
-
-use common::train::{pixel_world, save_tiny_clip, tiny_trainer};
+use common::clip::tiny_clip_file;
+use common::train::{pixel_world, tiny_trainer};
 
 use dicoflow::model::captioner::{Backbone, CaptionerConfig, Vocab};
 use dicoflow::model::clip::ClipConfig;
@@ -12,24 +11,13 @@ use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective}
 use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
 use tch::Device;
 
-/// A random tiny CLIP saved once: backbone and evaluator of every test here.
-fn clip_file() -> std::path::PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        save_tiny_clip(&d.path().join("clip.safetensors"), 3);
-        d
-    });
-    dir.path().join("clip.safetensors")
-}
-
 fn trainer(
     objective: Objective,
     vocab: &Vocab,
     init: Option<&std::path::Path>,
     lr: f64,
 ) -> CaptionTrainer {
-    tiny_trainer(objective, vocab, &clip_file(), init, lr, 0.0)
+    tiny_trainer(objective, vocab, &tiny_clip_file(), init, lr, 0.0)
 }
 
 #[test]
@@ -72,7 +60,8 @@ fn xe_then_dico_and_scst() {
 
     // DiCO without the XE checkpoint is refused with a reason.
     let clip_cfg = ClipConfig::tiny();
-    let backbone = Backbone::from_clip_safetensors(clip_file(), &clip_cfg, Device::Cpu).unwrap();
+    let backbone =
+        Backbone::from_clip_safetensors(tiny_clip_file(), &clip_cfg, Device::Cpu).unwrap();
     let cfg = CaptionTrainConfig {
         objective: Objective::Dico,
         optimizer: AdamWConfig::default(),

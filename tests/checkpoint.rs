@@ -1,5 +1,7 @@
 //! Checkpoints: atomic directories, resume of weights + optimizer + state,
 //! keep-last-N, best-by-metric.
+
+mod common;
 use std::collections::BTreeMap;
 
 use dicoflow::rng::Rng;
@@ -41,10 +43,12 @@ fn state(step: u64, score: f64) -> TrainState {
 
 #[test]
 fn resume_from_a_checkpoint_continues_bit_identically() {
-    tch::manual_seed(0);
-    let x = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
-    let vs = VarStore::new(Device::Cpu);
-    let fc = model(&vs);
+    let (x, vs, fc) = common::with_tch_seed(0, || {
+        let x = Tensor::randn([8, 4], (Kind::Float, Device::Cpu));
+        let vs = VarStore::new(Device::Cpu);
+        let fc = model(&vs);
+        (x, vs, fc)
+    });
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let ck = Checkpointer::new(dir.path(), 3, None);

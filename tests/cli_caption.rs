@@ -10,10 +10,10 @@ use common::dicoflow;
 use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::captioner::{Backbone, CaptionText, CaptionerConfig};
-use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use dicoflow::train::precision::Precision;
-use tch::{nn::VarStore, Device, Tensor};
+use tch::{Device, Tensor};
 
 fn ok(o: &Output, what: &str) {
     assert!(
@@ -69,10 +69,7 @@ fn train_caption_eval_with_clip_bpe() {
     let data = root.join("shards");
     let images = write_shards(&data);
     let clip_file = root.join("clip.safetensors");
-    tch::manual_seed(5);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(&clip_file).unwrap();
+    common::clip::save_tiny_clip(&clip_file, 5);
 
     // XE with the CLIP BPE text: no `vocab` in the settings.
     let out = root.join("xe");
@@ -246,9 +243,7 @@ fn caption_refuses_a_vocabulary_the_captioner_was_not_built_for() {
     let data = root.join("shards");
     write_shards(&data);
     let clip_file = root.join("clip.safetensors");
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-    vs.save(&clip_file).unwrap();
+    common::clip::save_tiny_clip(&clip_file, 5);
     let vocab = dicoflow::model::captioner::Vocab::build(&["a red circle"], 1, None);
     let vocab_file: PathBuf = root.join("vocab.json");
     std::fs::write(&vocab_file, serde_json::to_string(&vocab).unwrap()).unwrap();

@@ -5,8 +5,9 @@ mod common;
 
 use std::path::Path;
 
+use common::clip::save_tiny_clip;
 use common::dicoflow;
-use common::train::{save_tiny_clip, write_vocab};
+use common::train::write_vocab;
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use dicoflow::model::captioner::{Captioner, CaptionerConfig, Vocab};

@@ -7,22 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{dicoflow, dicoflow_json, temp_dir};
+use common::clip::save_tiny_clip;
+use common::{dicoflow, dicoflow_json};
 use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
-use dicoflow::model::clip::{Clip, ClipConfig};
-use dicoflow::model::weights;
 use serde_json::{json, Value};
-use tch::{nn, Device};
-
-/// A random tiny CLIP (seeded, so CLIP and "PAC-S" weights differ) at `path`.
-fn random_clip_weights(path: &Path, seed: i64) {
-    let vs = common::with_tch_seed(seed, || {
-        let vs = nn::VarStore::new(Device::Cpu);
-        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-        vs
-    });
-    weights::save_safetensors(&vs, path).unwrap();
-}
 
 const IDS: [u32; 3] = [1, 42, 391895];
 
@@ -33,6 +21,7 @@ fn image_bytes(i: usize) -> Vec<u8> {
 /// Annotations (with `file_name` for one image), results in another order than
 /// the annotations, a folder of images and two sets of weights.
 struct Fixture {
+    _tmp: tempfile::TempDir,
     dir: PathBuf,
     ann: PathBuf,
     res: PathBuf,
@@ -41,8 +30,9 @@ struct Fixture {
     pac: PathBuf,
 }
 
-fn fixture(tag: &str) -> Fixture {
-    let dir = temp_dir(tag);
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     for (i, id) in IDS.iter().enumerate() {
@@ -78,9 +68,11 @@ fn fixture(tag: &str) -> Fixture {
     std::fs::write(&ann_path, ann.to_string()).unwrap();
     std::fs::write(&res_path, results.to_string()).unwrap();
     let (clip, pac) = (dir.join("clip.safetensors"), dir.join("pac.safetensors"));
-    random_clip_weights(&clip, 1);
-    random_clip_weights(&pac, 2);
+    // Seeded apart, so that the CLIP and "PAC-S" weights differ.
+    save_tiny_clip(&clip, 1);
+    save_tiny_clip(&pac, 2);
     Fixture {
+        _tmp: tmp,
         dir,
         ann: ann_path,
         res: res_path,
@@ -155,7 +147,7 @@ fn by_id(rows: &[Value]) -> BTreeMap<u64, &Value> {
 
 #[test]
 fn eval_reports_the_clip_scores_of_score_with_the_caption_metrics() {
-    let f = fixture("eval_clip");
+    let f = fixture();
     let pi_path = f.dir.join("eval_pi.json");
     let got = eval_json(&f, &f.images, &pi_path);
     let names: Vec<&str> = got.keys().map(String::as_str).collect();
@@ -252,12 +244,11 @@ fn eval_reports_the_clip_scores_of_score_with_the_caption_metrics() {
     for (k, v) in &got {
         assert!((from_shards[k] - v).abs() < 1e-9, "{k}: {from_shards:?}");
     }
-    std::fs::remove_dir_all(&f.dir).ok();
 }
 
 #[test]
 fn eval_refuses_half_given_clip_settings_and_spice() {
-    let f = fixture("eval_clip_args");
+    let f = fixture();
     let base = ["eval", "--annotations", s(&f.ann), "--results", s(&f.res)];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -292,7 +283,6 @@ fn eval_refuses_half_given_clip_settings_and_spice() {
         err.contains("not found or unreadable") && err.contains("`1`"),
         "{err}"
     );
-    std::fs::remove_dir_all(&f.dir).ok();
 }
 
 /// The number 1 and the string "1" are different COCO image ids but the same
@@ -300,7 +290,7 @@ fn eval_refuses_half_given_clip_settings_and_spice() {
 /// so `eval` and `score` refuse it, naming both ids.
 #[test]
 fn ids_1_and_string_1_are_refused_not_merged() {
-    let f = fixture("eval-clip-shared-key");
+    let f = fixture();
     let ann = json!({
         "images": [{"id": 1}, {"id": "1", "file_name": "forty-two.png"}],
         "annotations": [

@@ -7,23 +7,22 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{dicoflow, temp_dir};
+use common::clip::save_random_clip;
+use common::dicoflow;
 use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::clip::{Clip, ClipConfig};
-use dicoflow::model::weights;
 use dicoflow::reward::{ClipScorer, ScoreConfig};
 use dicoflow::text::ClipTokenizer;
-use tch::{nn, Device, Tensor};
+use tch::{Device, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/convert")
-        .join(name)
+    common::fixture("convert", name)
 }
 
 #[test]
 fn convert_weights_reads_torchscript_and_state_dicts() {
-    let dir = temp_dir("convert");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let mut converted: Vec<BTreeMap<String, Tensor>> = Vec::new();
     // TorchScript, flat, DataParallel, OrderedDict and PAC-S-style nested checkpoints
     // (the last two needed a Python conversion before the restricted pickle reader).
@@ -76,23 +75,15 @@ fn convert_weights_reads_torchscript_and_state_dicts() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("several keys (state_dict, model)"), "{err}");
     assert!(!out.exists());
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-/// A random CLIP of `cfg` saved as `dir/clip.safetensors`; returns its path.
-fn random_clip_weights(dir: &Path, cfg: &ClipConfig) -> PathBuf {
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), cfg).unwrap();
-    let path = dir.join("clip.safetensors");
-    weights::save_safetensors(&vs, &path).unwrap();
-    path
 }
 
 #[test]
 fn score_command_matches_library() {
-    let dir = temp_dir("score_cli");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let cfg = ClipConfig::tiny();
-    let weights_path = random_clip_weights(&dir, &cfg);
+    let weights_path = dir.join("clip.safetensors");
+    save_random_clip(&weights_path, &cfg, 0);
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let ids = [1u32, 42, 391895];
@@ -217,14 +208,15 @@ fn score_command_matches_library() {
         );
         assert!(o.stdout.is_empty());
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn score_finds_images_named_by_their_id_and_refuses_two_files_for_one_id() {
-    let dir = temp_dir("score_ids");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let cfg = ClipConfig::tiny();
-    let weights_path = random_clip_weights(&dir, &cfg);
+    let weights_path = dir.join("clip.safetensors");
+    save_random_clip(&weights_path, &cfg, 0);
     // clipscore's convention: the id is the file stem.
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
@@ -294,5 +286,4 @@ fn score_finds_images_named_by_their_id_and_refuses_two_files_for_one_id() {
         err.contains("image1.jpg") && err.contains("image1.png"),
         "{err}"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::temp_dir;
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::model::weights::{self, WeightNaming};
 use dicoflow::model::ModelError;
@@ -16,9 +15,7 @@ use tch::{nn, Device, Kind, Tensor};
 const TOL: f64 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/clip")
-        .join(name)
+    common::fixture("clip", name)
 }
 
 fn io(name: &str) -> HashMap<String, Tensor> {
@@ -129,7 +126,8 @@ fn save_then_load_round_trips() {
     let cfg = ClipConfig::tiny_test();
     let (vs, model) =
         Clip::from_safetensors(fixture("clip_tiny.safetensors"), &cfg, Device::Cpu).unwrap();
-    let dir = temp_dir("roundtrip");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("clip.safetensors");
     weights::save_safetensors(&vs, &path).unwrap();
     let mut vs2 = nn::VarStore::new(Device::Cpu);
@@ -139,26 +137,22 @@ fn save_then_load_round_trips() {
     let a = tch::no_grad(|| model.encode_image(images).unwrap());
     let b = tch::no_grad(|| model2.encode_image(images).unwrap());
     assert_eq!(rel_err(&a, &b), 0.0);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Writes the OpenAI fixture with `edit` applied and tries to load it.
-fn load_edited(tag: &str, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) -> Result<(), ModelError> {
+fn load_edited(edit: impl FnOnce(&mut Vec<(String, Tensor)>)) -> Result<(), ModelError> {
     let mut tensors = Tensor::read_safetensors(fixture("clip_tiny.safetensors")).unwrap();
     edit(&mut tensors);
-    let dir = temp_dir(tag);
-    let path = dir.join("edited.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("edited.safetensors");
     Tensor::write_safetensors(&tensors, &path).unwrap();
     let cfg = ClipConfig::tiny_test();
-    let result = Clip::from_safetensors(&path, &cfg, Device::Cpu).map(|_| ());
-    std::fs::remove_dir_all(dir).unwrap();
-    result
+    Clip::from_safetensors(&path, &cfg, Device::Cpu).map(|_| ())
 }
 
 #[test]
 fn missing_key_is_named() {
-    let err =
-        load_edited("missing", |t| t.retain(|(k, _)| k != "visual.ln_post.bias")).unwrap_err();
+    let err = load_edited(|t| t.retain(|(k, _)| k != "visual.ln_post.bias")).unwrap_err();
     match &err {
         ModelError::MissingKeys { keys, .. } => {
             assert_eq!(keys, &["visual.ln_post.bias".to_owned()])
@@ -170,7 +164,7 @@ fn missing_key_is_named() {
 
 #[test]
 fn unexpected_key_is_named() {
-    let err = load_edited("unexpected", |t| {
+    let err = load_edited(|t| {
         t.push((
             "visual.extra.weight".to_owned(),
             Tensor::zeros([2], (Kind::Float, Device::Cpu)),
@@ -185,7 +179,7 @@ fn unexpected_key_is_named() {
 
 #[test]
 fn shape_mismatch_names_key_and_both_shapes() {
-    let err = load_edited("shape", |t| {
+    let err = load_edited(|t| {
         for (k, v) in t.iter_mut() {
             if k == "text_projection" {
                 *v = Tensor::zeros([32, 8], (Kind::Float, Device::Cpu));
@@ -245,12 +239,12 @@ fn unreadable_files_are_errors() {
     let cfg = ClipConfig::tiny_test();
     let err = Clip::from_safetensors(fixture("absent.safetensors"), &cfg, Device::Cpu).unwrap_err();
     assert!(matches!(err, ModelError::Io { .. }), "{err}");
-    let dir = temp_dir("garbage");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let path = dir.join("garbage.safetensors");
     std::fs::write(&path, b"definitely not safetensors").unwrap();
     let err = Clip::from_safetensors(&path, &cfg, Device::Cpu).unwrap_err();
     assert!(matches!(err, ModelError::Torch(_)), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

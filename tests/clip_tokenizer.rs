@@ -1,6 +1,8 @@
 //! Parity of the CLIP tokenizer with the reference `SimpleTokenizer`
 //! (fixture: tests/fixtures/clip/tokenizer_cases.json, made by gen_tokenizer_fixture.py).
 
+mod common;
+
 use std::sync::OnceLock;
 
 use dicoflow::text::clip_tokenizer::{CONTEXT_LENGTH, EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE};
@@ -30,11 +32,11 @@ fn tokenizer() -> &'static ClipTokenizer {
 }
 
 fn fixture() -> Fixture {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/clip/tokenizer_cases.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    serde_json::from_value(common::json_file(&common::fixture(
+        "clip",
+        "tokenizer_cases.json",
+    )))
+    .unwrap()
 }
 
 #[test]
@@ -146,8 +148,8 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn merges_file_errors_name_the_problem() {
-    let dir = std::env::temp_dir().join(format!("dicoflow_tok_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let short = dir.join("short.txt");
     std::fs::write(&short, "#version: 0.2\ni n\nt h\n").unwrap();
     assert!(matches!(
@@ -164,5 +166,4 @@ fn merges_file_errors_name_the_problem() {
         ClipTokenizer::from_file(dir.join("absent.txt.gz")),
         Err(TokenizerError::Io { .. })
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

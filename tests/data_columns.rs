@@ -21,9 +21,7 @@ use dicoflow::image::decode_rgb;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/columns")
-        .join(name)
+    common::fixture("columns", name)
 }
 
 fn expected(name: &str) -> serde_json::Value {

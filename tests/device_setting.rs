@@ -3,8 +3,9 @@
 //! checked where no CUDA device is visible (CI, CPU machines); on a GPU machine the same
 //! settings must resolve to the GPU.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use dicoflow::device::{visible_cuda_devices, DeviceError, DeviceName};
 use dicoflow::flow::builtin::{ImageStats, ImageStatsConfig};
@@ -139,7 +140,7 @@ fn a_cuda_pipeline_is_refused_at_start_without_cuda() {
 
 #[test]
 fn the_command_line_parses_the_same_names() {
-    let o = Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    let o = common::dicoflow_command()
         .args([
             "score",
             "--results",

@@ -4,7 +4,7 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use dicoflow::flow::{run, Pipeline, Registry, RunOptions};
@@ -56,7 +56,7 @@ fn wait_all(mut children: Vec<Child>, limit: Duration) -> Vec<std::process::Outp
 }
 
 fn spawn(dir: &Path, data: &Path, hostfile: &Path, p: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    common::dicoflow_command()
         .args(["train", "--quiet", "--pipeline"])
         .arg(dir.join("p.toml"))
         .arg("--data")

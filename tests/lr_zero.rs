@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::train::{pixel_world, save_tiny_clip, tiny_trainer};
+use common::clip::save_tiny_clip;
+use common::train::{pixel_world, tiny_trainer};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::train::captioning::{CaptionTrainer, Objective};
 use tch::Tensor;

@@ -18,9 +18,7 @@ use dicoflow::metrics::{Annotations, Evaluator, Meteor, Metric, MetricsError, Pt
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/meteor")
-        .join(name)
+    common::fixture("meteor", name)
 }
 
 fn read_json(name: &str) -> Value {
@@ -174,7 +172,7 @@ fn missing_data_is_an_error_that_says_how_to_get_it() {
 #[test]
 fn cli_meteor_without_data_fails_with_instructions() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    let out = common::dicoflow_command()
         .args(["eval", "--annotations"])
         .arg(fixture("annotations.json"))
         .arg("--results")

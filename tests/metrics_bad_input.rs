@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use common::json_float as float;
@@ -20,9 +19,7 @@ use dicoflow::metrics::{Annotations, Evaluator, ImageId, Meteor, Metric, Metrics
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bad_input")
-        .join(name)
+    common::fixture("bad_input", name)
 }
 
 fn meteor_data() -> PathBuf {
@@ -34,7 +31,7 @@ fn meteor_data() -> PathBuf {
 /// `dicoflow eval` of a results file of the fixture (all metrics).
 fn eval_cli(results: &str) -> std::process::Output {
     let data = meteor_data();
-    Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    common::dicoflow_command()
         .args(["eval", "--annotations"])
         .arg(fixture("annotations.json"))
         .arg("--results")

@@ -1,7 +1,7 @@
 //! COCO loading, validation and API behaviour on irregular input.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dicoflow::cli::eval::{run, EvalArgs};
 use dicoflow::metrics::coco::{match_results, results_from_json_str};
@@ -229,15 +229,10 @@ fn tokenizer_keeps_lowercased_brackets_like_the_toolkit() {
     assert_eq!(t.tokenize("two\nlines\r\nhere"), "two lines here");
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dicoflow-metrics-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn cli_writes_per_image_scores() {
-    let d = temp_dir("cli");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
     let ann_path = d.join("ann.json");
     let res_path = d.join("res.json");
     let out = d.join("per_image.json");
@@ -281,5 +276,4 @@ fn cli_writes_per_image_scores() {
     };
     let err = format!("{:#}", run(&bad).unwrap_err());
     assert!(err.contains("make meteor-data"), "{err}");
-    std::fs::remove_dir_all(&d).unwrap();
 }

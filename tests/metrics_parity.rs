@@ -11,9 +11,7 @@ use dicoflow::metrics::{Annotations, Evaluator, ImageId, Metric, PtbTokenizer};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/metrics")
-        .join(name)
+    common::fixture("metrics", name)
 }
 
 fn read_json(name: &str) -> Value {

@@ -297,9 +297,11 @@ fn read_back_exactly(file: &Path, tensors: &BTreeMap<String, Tensor>) {
 #[test]
 fn weights_and_checkpoints_are_read_by_safetensors() {
     let dir = tempfile::tempdir().unwrap();
-    tch::manual_seed(3);
-    let vs = VarStore::new(Device::Cpu);
-    let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+    let vs = common::with_tch_seed(3, || {
+        let vs = VarStore::new(Device::Cpu);
+        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
+        vs
+    });
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     assert!(variables.len() > 10);
 
@@ -379,7 +381,7 @@ fn coco_reader_rejects_annotations_without_ids_and_eval_warns() {
 
     // dicoflow's evaluator needs only `image_id` and `caption`: it scores the
     // file and says that other tools will not read it.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    let o = common::dicoflow_command()
         .args(["eval", "--annotations"])
         .arg(&annotations)
         .arg("--results")

@@ -1,8 +1,9 @@
 //! `dicoflow report`: PNG charts of every logged metric, the markdown summary
 //! that links them, and what happens with logs that cannot be charted.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use dicoflow::report::png_chart::{self, BACKGROUND, HEIGHT, PALETTE, WIDTH};
 use dicoflow::report::{write_report, NamedSeries};
@@ -227,7 +228,7 @@ fn missing_or_malformed_input_is_a_clear_error() {
 #[test]
 fn the_command_writes_charts_and_reports_bad_folders() {
     let (_tmp, run) = two_phase_run();
-    let out = Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    let out = common::dicoflow_command()
         .arg("report")
         .arg(&run)
         .output()
@@ -240,7 +241,7 @@ fn the_command_writes_charts_and_reports_bad_folders() {
     );
     assert!(stdout.contains("wrote 2 charts"), "{stdout}");
     assert!(run.join("report/summary.md").is_file());
-    let out = Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    let out = common::dicoflow_command()
         .arg("report")
         .arg(run.join("missing"))
         .output()

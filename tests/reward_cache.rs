@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::train::{save_tiny_clip, train_config, world_with_vocab};
+use common::clip::save_tiny_clip;
+use common::train::{train_config, world_with_vocab};
 use dicoflow::cli::cache_rewards::{run_cache_rewards, CacheReport, CacheRewardsArgs};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::{
@@ -57,9 +58,11 @@ fn world() -> World {
     };
     let vocab = world_with_vocab(&root, &spec, 24);
     save_tiny_clip(&root.join("clip.safetensors"), 1);
-    tch::manual_seed(2);
-    let vs = VarStore::new(Device::Cpu);
-    let _cap = Captioner::new(vs.root(), &captioner_config(&vocab)).unwrap();
+    let vs = common::with_tch_seed(2, || {
+        let vs = VarStore::new(Device::Cpu);
+        let _cap = Captioner::new(vs.root(), &captioner_config(&vocab)).unwrap();
+        vs
+    });
     vs.save(root.join("xe.safetensors")).unwrap();
     World {
         _dir: dir,

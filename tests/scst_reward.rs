@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::train::{save_tiny_clip, train_config, write_vocab};
+use common::clip::save_tiny_clip;
+use common::train::{train_config, write_vocab};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use dicoflow::flow::corpus::{DocFreqs, Tokenization};

@@ -2,6 +2,8 @@
 //! `torch.load` returns: tests/fixtures/convert/expected.safetensors, written by
 //! tests/fixtures/convert/gen_convert_fixture.py next to the checkpoints.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,9 +18,7 @@ use tch::Tensor;
 const EXECUTED_MARKER: &str = "/tmp/dicoflow_pickle_payload_ran";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/convert")
-        .join(name)
+    common::fixture("convert", name)
 }
 
 /// The tensors torch.load returns for `file`, by key.
@@ -162,8 +162,8 @@ fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) {
 
 #[test]
 fn out_of_bounds_and_foreign_byte_order_are_refused() {
-    let dir = std::env::temp_dir().join(format!("dicoflow_pth_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     // A storage shorter than its record says.
     let short = dir.join("short.pth");
     rewrite(&fixture("views.pth"), &short, |name, mut data| {
@@ -186,7 +186,6 @@ fn out_of_bounds_and_foreign_byte_order_are_refused() {
     });
     let err = pth::read_pth(&big).unwrap_err();
     assert!(err.to_string().contains("`big`-endian"), "{err}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

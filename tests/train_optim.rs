@@ -2,11 +2,15 @@
 //! gradient accumulation against a from-scratch computation of what it
 //! documents, fp16 loss scaling (its logic runs on CPU; autocast itself needs
 //! CUDA), and the settings' errors.
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+
+use common::clip::tiny_clip_file;
+use common::with_tch_seed;
 
 use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
-use dicoflow::model::clip::{Clip, ClipConfig};
+use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use dicoflow::train::resumable::Resumable;
 use dicoflow::train::{
@@ -86,7 +90,7 @@ fn label_smoothing_matches_pytorch_cross_entropy() {
 // ---------------------------------------------------------------- loss scaling
 
 fn linear(seed: i64) -> (VarStore, nn::Linear) {
-    dicoflow::rng::with_torch_seed(seed as u64, || {
+    with_tch_seed(seed as u64, || {
         let vs = VarStore::new(Device::Cpu);
         let fc = nn::linear(vs.root() / "fc", 3, 2, Default::default());
         (vs, fc)
@@ -180,21 +184,6 @@ fn unscaled_fp16_gradients_and_updates_equal_fp32_ones() {
 
 // ---------------------------------------------------------------- accumulation
 
-/// A random tiny CLIP saved once: the frozen backbone.
-fn clip_file() -> std::path::PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        dicoflow::rng::with_torch_seed(3, || {
-            let vs = VarStore::new(Device::Cpu);
-            let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-            vs.save(d.path().join("clip.safetensors")).unwrap();
-        });
-        d
-    });
-    dir.path().join("clip.safetensors")
-}
-
 fn caption_config(vocab: &Vocab) -> CaptionerConfig {
     CaptionerConfig {
         tokens: TokenSpec::words(vocab.len() as i64),
@@ -204,7 +193,7 @@ fn caption_config(vocab: &Vocab) -> CaptionerConfig {
 }
 
 fn backbone() -> Backbone {
-    Backbone::from_clip_safetensors(clip_file(), &ClipConfig::tiny(), Device::Cpu).unwrap()
+    Backbone::from_clip_safetensors(tiny_clip_file(), &ClipConfig::tiny(), Device::Cpu).unwrap()
 }
 
 const LR: f64 = 1e-3;
@@ -256,7 +245,7 @@ fn xe_trainer(vocab: &Vocab, accumulate: u32) -> CaptionTrainer {
 }
 
 fn pixels(n: i64) -> Tensor {
-    dicoflow::rng::with_torch_seed(5, || {
+    with_tch_seed(5, || {
         Tensor::randn([n, 3, 32, 32], (Kind::Float, Device::Cpu))
     })
 }

@@ -7,14 +7,13 @@
 //! exactly the batches the checkpoint consumed, with and without accumulation.
 mod common;
 
+use common::clip::save_tiny_clip;
 use common::dicoflow;
 use common::train::{
-    captioner_pipeline, save_tiny_clip, stage_settings, train_config, world_with_vocab,
-    write_vocab, CrashAt,
+    captioner_pipeline, stage_settings, train_config, world_with_vocab, write_vocab, CrashAt,
 };
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -278,7 +277,7 @@ fn train_resume_continues_a_killed_run_bit_identically() {
 
     // Kill the process (SIGKILL) once the step-3 checkpoint is on disk.
     let killed = pipeline_file(root, &vocab, "killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dicoflow"))
+    let mut child = common::dicoflow_command()
         .args([
             "train",
             "--pipeline",

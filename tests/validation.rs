@@ -8,9 +8,8 @@
 //! naming the setting.
 mod common;
 
-use common::train::{
-    captioner_pipeline, save_tiny_clip, stage_settings, train_config, world_with_vocab, CrashAt,
-};
+use common::clip::save_tiny_clip;
+use common::train::{captioner_pipeline, stage_settings, train_config, world_with_vocab, CrashAt};
 use common::{dicoflow_command, json_output};
 
 use std::collections::BTreeMap;

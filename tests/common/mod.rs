@@ -1,7 +1,9 @@
 //! Helpers shared by integration tests: small datasets written on the fly,
-//! the `dicoflow` binary, and (in `train`) tiny models and training set-ups.
+//! the `dicoflow` binary, fixture paths, seeded random CLIPs (in `clip`), and
+//! (in `train`) tiny models and training set-ups.
 #![allow(dead_code)]
 
+pub mod clip;
 pub mod train;
 
 use std::fs::File;
@@ -154,12 +156,12 @@ pub fn json_float(v: &serde_json::Value) -> f64 {
     v.as_str().unwrap().parse().unwrap()
 }
 
-/// The folder `dicoflow_{tag}_{pid}` in the system's temp dir, created if missing (kept after
-/// the test, so that a failure can be inspected).
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("dicoflow_{tag}_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// `tests/fixtures/{group}/{name}`: a committed fixture file (or folder).
+pub fn fixture(group: &str, name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(group)
+        .join(name)
 }
 
 /// The `dicoflow` binary built for these tests, as a command to add arguments to.
@@ -191,12 +193,11 @@ pub fn json_output<T: serde::de::DeserializeOwned>(cmd: &mut std::process::Comma
 }
 
 /// Runs `f` right after seeding libtorch's global generator with `seed`,
-/// holding a lock, so that tests of one binary running on parallel threads
+/// holding the process-wide lock that the library's own seeded model
+/// initialisations take ([`dicoflow::rng::with_torch_seed`]), so that tests
+/// of one binary running on parallel threads (and the trainers they start)
 /// cannot reseed or draw from the generator in between: each seeded
 /// construction then gives the same weights whatever the other tests do.
-pub fn with_tch_seed<T>(seed: i64, f: impl FnOnce() -> T) -> T {
-    static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed);
-    f()
+pub fn with_tch_seed<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    dicoflow::rng::with_torch_seed(seed, f)
 }

@@ -19,19 +19,7 @@ use dicoflow::text::ClipTokenizer;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use dicoflow::train::stages::CaptionerStageSettings;
 use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
-use tch::nn::VarStore;
 use tch::{Device, Tensor};
-
-/// Saves a random tiny CLIP (`ClipConfig::tiny`, libtorch seeded with
-/// `seed` first) as safetensors at `path`.
-pub fn save_tiny_clip(path: &Path, seed: i64) {
-    let vs = super::with_tch_seed(seed, || {
-        let vs = VarStore::new(Device::Cpu);
-        let _clip = Clip::new(vs.root(), &ClipConfig::tiny()).unwrap();
-        vs
-    });
-    vs.save(path).unwrap();
-}
 
 /// Writes `vocab` as `root/vocab.json`.
 pub fn write_vocab(root: &Path, vocab: &Vocab) {
