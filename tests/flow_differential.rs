@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
-use dicoflow::flow::cache_join::missing_keys;
-use dicoflow::flow::corpus::{corpus_document_frequencies, ngrams, DocFreqs};
+use dicoflow::reward::cache_join::missing_keys;
+use dicoflow::reward::cider_df::{corpus_document_frequencies, ngrams, DocFreqs};
 use dicoflow::rng::Rng;
 
 #[test]

@@ -2,7 +2,7 @@
 //! part per input shard. The pipeline's `reward_cache` device stage does the
 //! work; this command plans it: a shard whose part is finished is skipped, and
 //! for the others the keys still missing from the cache are found with the
-//! differential antijoin (`flow::cache_join`) before the shard is streamed.
+//! differential antijoin (`reward::cache_join`) before the shard is streamed.
 //!
 //! Before any work, the dataset's keys must be unique (they index the cache),
 //! and the cache folder must hold only parts of these inputs (recorded in
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::data::shards::{list_shards, ShardIndex};
-use crate::flow::cache_join::missing_keys;
+use crate::reward::cache_join::missing_keys;
 use crate::flow::{run, Pipeline, RunOptions};
 use crate::reward::cache::{self, CacheInputs, PartWriter, ShardFingerprint};
 use crate::train::reward_cache_stage::{provenance, RewardCacheSettings};

@@ -13,13 +13,13 @@
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
 //! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
 //!   name, pipeline files;
-//! - [`telemetry`]: per-stage counters and the summary table;
-//! - [`corpus`], [`cache_join`]: differential computations (n-gram document
-//!   frequencies of reference captions, keys missing from a cache).
+//! - [`telemetry`]: per-stage counters and the summary table.
+//!
+//! Domain computations built on this engine live with their domain: CIDEr-D
+//! document frequencies in [`crate::reward::cider_df`], the reward cache's
+//! antijoin in [`crate::reward::cache_join`].
 pub mod batch;
 pub mod builtin;
-pub mod cache_join;
-pub mod corpus;
 pub mod cpu;
 pub mod device;
 pub mod error;

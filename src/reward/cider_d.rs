@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::RewardError;
 use crate::data::{LayoutOptions, ShardIndex, SourceConfig};
-use crate::flow::corpus::{corpus_document_frequencies_tokenized, DocFreqs, Tokenization};
 use crate::metrics::cider::cider_d_with_df;
 use crate::metrics::PtbTokenizer;
+use crate::reward::cider_df::{corpus_document_frequencies_tokenized, DocFreqs, Tokenization};
 
 /// CIDEr-D's largest n-gram order.
 const MAX_N: usize = 4;

@@ -1,10 +1,14 @@
 //! Rewards and evaluation scores: CLIP-S, PAC-S and their reference-based
-//! variants; CIDEr-D as SCST's reward; [`Reward`], the choice a trainer uses;
-//! the Parquet reward cache.
+//! variants; CIDEr-D as SCST's reward and its document frequencies
+//! ([`cider_df`], a differential computation over streamed shards);
+//! [`Reward`], the choice a trainer uses; the Parquet reward cache and the
+//! antijoin that finds what it is missing ([`cache_join`]).
 
 pub mod cache;
+pub mod cache_join;
 pub mod choice;
 pub mod cider_d;
+pub mod cider_df;
 pub mod clip_score;
 pub mod error;
 

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::Input;
 use differential_dataflow::VecCollection;
 
-use super::batch::BatchTime;
-use super::error::FlowError;
-use super::run::threads_communication;
+use crate::flow::batch::BatchTime;
+use crate::flow::error::FlowError;
+use crate::flow::run::threads_communication;
 
 /// Distinct keys of `requested` that are not in `present`.
 pub fn missing<'scope>(

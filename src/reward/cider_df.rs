@@ -14,13 +14,13 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{OkErr, Operator, Probe};
 use timely::dataflow::ProbeHandle;
 
-use super::batch::{BatchTime, Sample, StageError};
-use super::error::FlowError;
-use super::run::threads_communication;
-use super::source::{shard_source, SourceSettings};
-use super::state::RunState;
-use super::telemetry::Telemetry;
 use crate::data::{ShardIndex, ShardSource, SourceConfig};
+use crate::flow::batch::{BatchTime, Sample, StageError};
+use crate::flow::error::FlowError;
+use crate::flow::run::threads_communication;
+use crate::flow::source::{shard_source, SourceSettings};
+use crate::flow::state::RunState;
+use crate::flow::telemetry::Telemetry;
 use crate::metrics::cider::{cider_words, DocumentFrequencies};
 use crate::metrics::PtbTokenizer;
 
