@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use common::clip::save_tiny_clip;
 use common::train::{train_config, world_with_vocab};
-use dicoflow::cli::cache_rewards::{run_cache_rewards, CacheReport, CacheRewardsArgs};
+use dicoflow::cli::cache_rewards::{run_cache_rewards, CacheRewardsArgs};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::{
     run, DeviceBatch, DeviceStage, FlowConfig, Pipeline, Registry, RunOptions, SourceSpec,
@@ -20,6 +20,7 @@ use dicoflow::flow::{
 use dicoflow::model::captioner::{Backbone, Captioner, CaptionerConfig, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::reward::cache::{self, CacheEntry};
+use dicoflow::reward::cache_run::CacheReport;
 use dicoflow::reward::{ClipScorer, ScoreConfig};
 use dicoflow::text::ClipTokenizer;
 use dicoflow::train::captioning::{CaptionTrainer, Objective};

@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cli::cache_rewards::cache_rewards;
 use crate::data::world::{generate_row, write_world, WorldSpec};
 use crate::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use crate::flow::{self, FlowConfig, Pipeline, RunOptions, SourceSpec, StageSpec};
 use crate::metrics::quality::{caption_quality, CaptionQuality};
 use crate::model::captioner::{CaptionerConfig, TokenSpec, Vocab};
 use crate::model::clip::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+use crate::reward::cache_run::cache_rewards;
 use crate::reward::ScoreConfig;
 use crate::train::candidates::Decoding;
 use crate::train::captioning::{CaptionTrainConfig, Objective};
@@ -523,6 +523,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let cached = cache_rewards(
         &pipeline(&train, 0, 1, 32, stage("reward_cache", &cache)?),
+        &registry(),
         &out.join("reward_cache_logs"),
         w as usize,
         false,

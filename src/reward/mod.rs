@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cache_join;
+pub mod cache_run;
 pub mod choice;
 pub mod cider_d;
 pub mod cider_df;
