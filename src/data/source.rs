@@ -25,7 +25,10 @@ pub const DEFAULT_SEED: u64 = 0;
 /// small enough to bound memory (rows hold encoded images).
 pub const DEFAULT_SHUFFLE_BUFFER: usize = 1024;
 
-/// How a source orders its rows.
+/// How a [`ShardSource`] orders its rows: the configuration of one worker's
+/// row stream, independent of pipelines (a pipeline file's `[source]` table,
+/// `flow::SourceSpec`, adds the shards' path and layout and converts to this;
+/// batching is the flow engine's `flow::source::SourceBatching`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {

@@ -10,7 +10,9 @@ use crate::data::sample::{RawSample, RowAddr, SkipRecord};
 /// Batch number: the timestamp of every record in the graph.
 pub type BatchTime = u64;
 
-/// One image on its way through the stages.
+/// One image on its way through the stages (a dataset row, then its pixels).
+/// Not to be confused with `metrics::coco::Sample`, a caption to score with
+/// its references.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub key: String,

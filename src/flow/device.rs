@@ -214,9 +214,12 @@ fn device_loop(
     }
 }
 
-/// Stable owner of a key among `devices` devices (FNV-1a: the same on every
-/// machine and Rust version, unlike `DefaultHasher`).
-pub fn device_of(key: &str, devices: usize) -> u64 {
+/// The device that owns the sample with `key` among `devices` devices, as an
+/// index in `0..devices` (worker d owns device d): the exchange routes the
+/// sample there. Stable: FNV-1a of the key, the same on every machine and
+/// Rust version, unlike `DefaultHasher`. (Not a device *setting*: that is
+/// [`crate::device::DeviceName`].)
+pub fn owner_of_key(key: &str, devices: usize) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= b as u64;

@@ -36,7 +36,13 @@ pub const DEFAULT_MAX_IN_FLIGHT: u64 = 4;
 /// Default depth (batches) of each channel between a device operator and its thread.
 pub const DEFAULT_CHANNEL_DEPTH: usize = 1;
 
-/// Where samples come from and in which order.
+/// The `[source]` table of a pipeline file (as [`StageSpec`] is a stage's
+/// table): which shards (`path`, `layout`) and the row order, which
+/// [`SourceSpec::source_config`] turns into the [`SourceConfig`] of each
+/// worker's [`crate::data::ShardSource`]. Here `epochs` is always finite.
+/// How rows are cut into batches is not here but in `[flow]`
+/// ([`FlowConfig`], handed to the source operator as
+/// [`super::source::SourceBatching`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceSpec {

@@ -18,12 +18,12 @@ use timely::{CommunicationConfig, WorkerConfig};
 
 use super::batch::{BatchReport, Sample, StageError};
 use super::cpu::CpuStageExt;
-use super::device::{device_of, DeviceSpec, DeviceStageExt};
+use super::device::{owner_of_key, DeviceSpec, DeviceStageExt};
 use super::error::FlowError;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
-use super::source::{shard_source, SourceSettings};
+use super::source::{shard_source, SourceBatching};
 use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
@@ -257,7 +257,7 @@ fn build_and_run(
         None
     };
     let probe = ProbeHandle::new();
-    let settings = SourceSettings {
+    let settings = SourceBatching {
         batch_size: flow.batch_size,
         max_in_flight: flow.max_in_flight,
     };
@@ -279,7 +279,7 @@ fn build_and_run(
             errors.push(errs);
         }
         let reports = samples
-            .exchange(move |s: &Sample| device_of(&s.key, devices))
+            .exchange(move |s: &Sample| owner_of_key(&s.key, devices))
             .device_stage(device_spec, telemetry.clone(), state.clone());
         let error_sink = sink.clone();
         scope

@@ -23,10 +23,16 @@ pub const FLOW_CONTROL_POLL: Duration = Duration::from_micros(500);
 /// What a source emits per row: a sample, or the skip record of a bad row.
 pub type SourceRecord = Result<Sample, StageError>;
 
-/// Settings of a source operator.
+/// How the source operator cuts its worker's row stream into batches and how
+/// far ahead of the end of the graph it may run: the flow-control half of a
+/// source, taken from a pipeline's `[flow]` table ([`super::FlowConfig`]).
+/// Which rows, in which order, is the other half: [`crate::data::SourceConfig`]
+/// (the `[source]` table, [`super::SourceSpec`]).
 #[derive(Debug, Clone, Copy)]
-pub struct SourceSettings {
+pub struct SourceBatching {
+    /// Rows per batch from this worker.
     pub batch_size: usize,
+    /// K: batch t is not opened while batch t − K is unfinished.
     pub max_in_flight: u64,
 }
 
@@ -34,7 +40,7 @@ pub struct SourceSettings {
 pub fn shard_source<'scope>(
     scope: Scope<'scope, BatchTime>,
     mut src: Option<ShardSource>,
-    settings: SourceSettings,
+    settings: SourceBatching,
     probe: ProbeHandle<BatchTime>,
     telemetry: Arc<Telemetry>,
     state: Arc<RunState>,

@@ -18,7 +18,7 @@ use crate::data::{ShardIndex, ShardSource, SourceConfig};
 use crate::flow::batch::{BatchTime, Sample, StageError};
 use crate::flow::error::FlowError;
 use crate::flow::run::threads_communication;
-use crate::flow::source::{shard_source, SourceSettings};
+use crate::flow::source::{shard_source, SourceBatching};
 use crate::flow::state::RunState;
 use crate::flow::telemetry::Telemetry;
 use crate::metrics::cider::{cider_words, DocumentFrequencies};
@@ -217,7 +217,7 @@ pub fn corpus_document_frequencies_tokenized(
             let probe = ProbeHandle::new();
             let (counts, images) = (counts.clone(), images.clone());
             worker.dataflow::<BatchTime, _, _>(|scope| {
-                let settings = SourceSettings {
+                let settings = SourceBatching {
                     batch_size: 256,
                     max_in_flight: 8,
                 };
