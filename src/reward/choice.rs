@@ -7,7 +7,11 @@
 //! reward = { kind = "clip", name = "PAC-S", weight = 2.0, clip_negative = false }
 //! ```
 //!
-//! A `reward` table without `kind` is a CLIP score config, as before kinds existed.
+//! A `reward` table without `kind` is a CLIP score config: the form written
+//! before kinds existed. It is still read, and must stay readable: users'
+//! pipeline files have it, and so do the shipped `pipelines/coco_dico.toml`
+//! and `pipelines/reward_cache.toml`. What dicoflow writes (a reward cache's
+//! `dicoflow.config`) always carries `kind`.
 
 use std::path::Path;
 
@@ -49,6 +53,7 @@ impl Serialize for RewardSettings {
 impl<'de> Deserialize<'de> for RewardSettings {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut value = toml::Value::deserialize(d)?;
+        // The form without `kind` (see the module comment): a CLIP score.
         if let Some(table) = value.as_table_mut() {
             table
                 .entry("kind")
