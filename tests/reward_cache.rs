@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use common::clip::save_tiny_clip;
-use common::train::{train_config, world_with_vocab};
+use common::train::{train_config, world_pipeline, world_with_vocab};
 use dicoflow::cli::cache_rewards::{run_cache_rewards, CacheRewardsArgs};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::{
-    run, DeviceBatch, DeviceStage, FlowConfig, Pipeline, Registry, RunOptions, SourceSpec,
-    StageFailure, StageSpec,
+    run, DeviceBatch, DeviceStage, Pipeline, Registry, RunOptions, StageFailure, StageSpec,
 };
 use dicoflow::model::captioner::{Backbone, Captioner, CaptionerConfig, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
@@ -44,20 +43,26 @@ fn captioner_config(vocab: &Vocab) -> CaptionerConfig {
     }
 }
 
-/// 24 training images in 2 shards, a vocabulary, a tiny CLIP (backbone and
-/// evaluator) and a tiny captioner with random weights.
-fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let spec = WorldSpec {
+/// The world of these tests drawn with `seed`: 24 training images in 2
+/// shards of 3 row groups.
+fn world_spec(seed: u64) -> WorldSpec {
+    WorldSpec {
+        seed,
         train: 24,
         val: 1,
         test: 1,
         rows_per_shard: 12,
         rows_per_row_group: 4,
         ..Default::default()
-    };
-    let vocab = world_with_vocab(&root, &spec, 24);
+    }
+}
+
+/// 24 training images in 2 shards, a vocabulary, a tiny CLIP (backbone and
+/// evaluator) and a tiny captioner with random weights.
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let vocab = world_with_vocab(&root, &world_spec(0), 24);
     save_tiny_clip(&root.join("clip.safetensors"), 1);
     let vs = common::with_tch_seed(2, || {
         let vs = VarStore::new(Device::Cpu);
@@ -94,25 +99,21 @@ fn settings(w: &World) -> RewardCacheSettings {
 }
 
 fn pipeline(w: &World, device: StageSpec) -> Pipeline {
-    let mut pre = toml::Table::new();
-    pre.insert("size".into(), toml::Value::Integer(32));
-    Pipeline {
-        source: SourceSpec {
-            path: Some(w.root.join("data/train")),
-            seed: 3,
-            ..Default::default()
-        },
-        flow: FlowConfig {
-            batch_size: 5,
-            ..Default::default()
-        },
-        cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
-        device: vec![device],
-    }
+    world_pipeline(&w.root, 5, vec![device])
 }
 
 /// Write the cache pipeline to a file and run `cache-rewards` on it.
 fn cache_rewards(w: &World, s: &RewardCacheSettings) -> anyhow::Result<CacheReport> {
+    cache_rewards_with(w, s, None)
+}
+
+/// [`cache_rewards`] reading the shards at `data` (`--data`) instead of
+/// the pipeline's, when given.
+fn cache_rewards_with(
+    w: &World,
+    s: &RewardCacheSettings,
+    data: Option<&Path>,
+) -> anyhow::Result<CacheReport> {
     let p = pipeline(
         w,
         StageSpec::new("reward_cache").with_settings(toml::Table::try_from(s).unwrap()),
@@ -121,7 +122,7 @@ fn cache_rewards(w: &World, s: &RewardCacheSettings) -> anyhow::Result<CacheRepo
     std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
     run_cache_rewards(&CacheRewardsArgs {
         pipeline: file,
-        data: None,
+        data: data.map(Path::to_path_buf),
         out: None,
         run_dir: w.root.join("runs"),
         workers: 1,
@@ -464,28 +465,6 @@ fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
     );
 }
 
-/// `cache-rewards` over the shards at `data` (instead of the pipeline's).
-fn cache_rewards_on(
-    w: &World,
-    s: &RewardCacheSettings,
-    data: &Path,
-) -> anyhow::Result<CacheReport> {
-    let p = pipeline(
-        w,
-        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(s).unwrap()),
-    );
-    let file = w.root.join("reward_cache.toml");
-    std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
-    run_cache_rewards(&CacheRewardsArgs {
-        pipeline: file,
-        data: Some(data.to_path_buf()),
-        out: None,
-        run_dir: w.root.join("runs"),
-        workers: 1,
-        quiet: true,
-    })
-}
-
 #[test]
 fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
     use arrow::array::{ArrayRef, BinaryArray, StringArray};
@@ -530,7 +509,7 @@ fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
         wr.close().unwrap();
         files.push(path);
     }
-    let err = format!("{:#}", cache_rewards_on(&w, &s, &i2d).unwrap_err());
+    let err = format!("{:#}", cache_rewards_with(&w, &s, Some(&i2d)).unwrap_err());
     assert!(err.contains("`000000000`"), "{err}");
     for f in &files {
         assert!(err.contains(&f.display().to_string()), "{err}");
@@ -543,19 +522,10 @@ fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
     let record = std::fs::read_to_string(s.out.join(cache::INPUTS_FILE)).unwrap();
     assert!(record.contains("synth-train-00001"), "{record}");
     let other = w.root.join("other");
-    let spec = WorldSpec {
-        seed: 1,
-        train: 24,
-        val: 1,
-        test: 1,
-        rows_per_shard: 12,
-        rows_per_row_group: 4,
-        ..Default::default()
-    };
-    write_world(&other, &spec, false, |_| {}).unwrap();
+    write_world(&other, &world_spec(1), false, |_| {}).unwrap();
     let err = format!(
         "{:#}",
-        cache_rewards_on(&w, &s, &other.join("train")).unwrap_err()
+        cache_rewards_with(&w, &s, Some(&other.join("train"))).unwrap_err()
     );
     assert!(
         err.contains("part `synth-train-00000`") && err.contains("differs"),
@@ -564,7 +534,12 @@ fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
     // One shard of the cached dataset alone: the other part is not among the inputs.
     let err = format!(
         "{:#}",
-        cache_rewards_on(&w, &s, &w.root.join("data/train/synth-train-00000.parquet")).unwrap_err()
+        cache_rewards_with(
+            &w,
+            &s,
+            Some(&w.root.join("data/train/synth-train-00000.parquet"))
+        )
+        .unwrap_err()
     );
     assert!(
         err.contains("part `synth-train-00001`") && err.contains("not a shard of this dataset"),

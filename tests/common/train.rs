@@ -61,11 +61,17 @@ pub fn captioner_pipeline(
     s: &CaptionerStageSettings,
     extra: Vec<StageSpec>,
 ) -> Pipeline {
-    let mut pre = toml::Table::new();
-    pre.insert("size".into(), toml::Value::Integer(32));
     let mut device =
         vec![StageSpec::new("train_captioner").with_settings(toml::Table::try_from(s).unwrap())];
     device.extend(extra);
+    world_pipeline(root, 8, device)
+}
+
+/// The train split of the world under `root/data` (source seed 3), batches of
+/// `batch_size`, preprocessed to 32 px, then the `device` stages.
+pub fn world_pipeline(root: &Path, batch_size: usize, device: Vec<StageSpec>) -> Pipeline {
+    let mut pre = toml::Table::new();
+    pre.insert("size".into(), toml::Value::Integer(32));
     Pipeline {
         source: SourceSpec {
             path: Some(root.join("data/train")),
@@ -73,7 +79,7 @@ pub fn captioner_pipeline(
             ..Default::default()
         },
         flow: FlowConfig {
-            batch_size: 8,
+            batch_size,
             ..Default::default()
         },
         cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
