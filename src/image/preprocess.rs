@@ -429,7 +429,11 @@ mod tests {
     fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(w, h, |x, y| {
             let v = (x * 7 + y * 13 + seed * 31) ^ (x * y + seed);
-            image::Rgb([v as u8, (v >> 3) as u8 ^ (y as u8), (x as u8).wrapping_mul(3)])
+            image::Rgb([
+                v as u8,
+                (v >> 3) as u8 ^ (y as u8),
+                (x as u8).wrapping_mul(3),
+            ])
         });
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)

@@ -642,7 +642,14 @@ mod tests {
     #[test]
     fn row_plan_equals_resize_bicubic() {
         let mut checked = 0;
-        for (w, h) in [(37usize, 23usize), (23, 37), (640, 480), (9, 300), (300, 2), (5, 5)] {
+        for (w, h) in [
+            (37usize, 23usize),
+            (23, 37),
+            (640, 480),
+            (9, 300),
+            (300, 2),
+            (5, 5),
+        ] {
             let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 89 % 253) as u8).collect();
             let src = Window::whole(data.clone(), w, h, 3);
             for (ow, oh, cols, rows) in [
@@ -657,10 +664,7 @@ mod tests {
                     continue;
                 };
                 let mut hpass = vec![0u8; plan.horizontal_len()];
-                for (y, out) in plan
-                    .src_rows()
-                    .zip(hpass.chunks_exact_mut(plan.row_len()))
-                {
+                for (y, out) in plan.src_rows().zip(hpass.chunks_exact_mut(plan.row_len())) {
                     plan.horizontal(&data[y * w * 3..(y + 1) * w * 3], out);
                 }
                 let mut got = vec![0u8; plan.output_len()];
