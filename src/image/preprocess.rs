@@ -355,9 +355,7 @@ impl Preprocessor {
 
     /// Normalise an interleaved `[size, size, 3]` RGB8 image into planar `[3, size, size]` f32.
     pub fn normalize_into(&self, hwc: &[u8], out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(hwc.len(), 0.0);
-        dicoflow_kernels::planar_lut(hwc, &self.lut, out);
+        dicoflow_kernels::planar_lut_vec(hwc, &self.lut, out);
     }
 
     /// Decode, resize and crop into `self.scratch.crop` (`[size, size, 3]`, RGB8).
