@@ -115,6 +115,9 @@ pub(crate) trait RowSink {
 /// Returns `Ok(false)` without calling [`RowSink::row`] when the file is not
 /// a 3-component JPEG or `sink.start` declines; the caller then decodes
 /// with [`decode_jpeg`], which gives that file's result or error.
+///
+/// Only libjpeg's errors become skip reasons: a panic in `sink` (a bug, not
+/// a bad file) is resumed after the decoder is dropped.
 pub(crate) fn stream_rgb_rows(
     bytes: &[u8],
     max_pixels: u64,
@@ -126,6 +129,7 @@ pub(crate) fn stream_rgb_rows(
             "truncated JPEG (no end-of-image marker)".into(),
         ));
     }
+    let mut sink_panic = None;
     let run = || -> Result<bool, SkipReason> {
         let d = mozjpeg::Decompress::new_mem(bytes).map_err(io_fail)?;
         let (w, h) = d.size();
@@ -134,8 +138,16 @@ pub(crate) fn stream_rgb_rows(
             u32::try_from(h).unwrap_or(u32::MAX),
         );
         check_size(width, height, max_pixels)?;
-        if d.components().len() != 3 || !sink.start(width, height) {
+        if d.components().len() != 3 {
             return Ok(false);
+        }
+        match catch_unwind(AssertUnwindSafe(|| sink.start(width, height))) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(payload) => {
+                sink_panic = Some(payload);
+                return Ok(false);
+            }
         }
         let mut started = d.rgb().map_err(io_fail)?;
         let n = w * 3;
@@ -145,10 +157,47 @@ pub(crate) fn stream_rgb_rows(
         let row = &mut line[..n];
         for y in 0..h {
             started.read_scanlines_into(&mut *row).map_err(io_fail)?;
-            sink.row(y, row);
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| sink.row(y, row))) {
+                sink_panic = Some(payload);
+                return Ok(false);
+            }
         }
         started.finish().map_err(io_fail)?;
         Ok(true)
     };
-    caught(catch_unwind(AssertUnwindSafe(run)))
+    let outcome = caught(catch_unwind(AssertUnwindSafe(run)));
+    if let Some(payload) = sink_panic {
+        std::panic::resume_unwind(payload);
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct PanickingSink;
+
+    impl RowSink for PanickingSink {
+        fn start(&mut self, _: u32, _: u32) -> bool {
+            true
+        }
+
+        fn row(&mut self, y: usize, _: &[u8]) {
+            assert!(y < 3, "a bug in the sink");
+        }
+    }
+
+    #[test]
+    fn a_panicking_sink_is_a_panic_not_a_decode_skip() {
+        let img = image::RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&img)
+            .unwrap();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            stream_rgb_rows(&bytes, u64::MAX, &mut Vec::new(), &mut PanickingSink)
+        }));
+        assert!(outcome.is_err(), "got {:?}", outcome.ok());
+    }
 }
