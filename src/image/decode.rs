@@ -168,6 +168,11 @@ fn sniff(bytes: &[u8]) -> Option<Format> {
     }
 }
 
+/// Whether `bytes` start as a JPEG file (what [`decode`] decodes as JPEG).
+pub(crate) fn is_jpeg(bytes: &[u8]) -> bool {
+    sniff(bytes) == Some(Format::Jpeg)
+}
+
 pub(crate) fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), SkipReason> {
     if width == 0 || height == 0 {
         return Err(SkipReason::ZeroSize);

@@ -80,7 +80,12 @@ pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage,
             palette: None,
         })
     };
-    match catch_unwind(AssertUnwindSafe(run)) {
+    caught(catch_unwind(AssertUnwindSafe(run)))
+}
+
+/// The result of a decode, or libjpeg's error (an unwind out of its C code) as a skip reason.
+fn caught<T>(outcome: std::thread::Result<Result<T, SkipReason>>) -> Result<T, SkipReason> {
+    match outcome {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload
@@ -90,5 +95,109 @@ pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage,
                 .unwrap_or_else(|| "libjpeg error".into());
             Err(SkipReason::Decode(format!("JPEG: {msg}")))
         }
+    }
+}
+
+/// Receives the rows of a JPEG decoded by [`stream_rgb_rows`].
+pub(crate) trait RowSink {
+    /// Called once with the image's size before any row; `false` stops
+    /// decoding at once, and [`stream_rgb_rows`] returns `Ok(false)`.
+    fn start(&mut self, width: u32, height: u32) -> bool;
+
+    /// Row `y` (from 0, in order), `width * 3` interleaved RGB samples.
+    fn row(&mut self, y: usize, rgb: &[u8]);
+}
+
+/// Decode a 3-component JPEG ("RGB") row by row into `sink`, through `line`
+/// (a reusable one-row buffer): the same decoder, settings, checks and
+/// errors as [`decode_jpeg`], without holding the whole image.
+///
+/// Returns `Ok(false)` without calling [`RowSink::row`] when the file is not
+/// a 3-component JPEG or `sink.start` declines; the caller then decodes
+/// with [`decode_jpeg`], which gives that file's result or error.
+///
+/// Only libjpeg's errors become skip reasons: a panic in `sink` (a bug, not
+/// a bad file) is resumed after the decoder is dropped.
+pub(crate) fn stream_rgb_rows(
+    bytes: &[u8],
+    max_pixels: u64,
+    line: &mut Vec<u8>,
+    sink: &mut dyn RowSink,
+) -> Result<bool, SkipReason> {
+    if !has_jpeg_end_marker(bytes) {
+        return Err(SkipReason::Decode(
+            "truncated JPEG (no end-of-image marker)".into(),
+        ));
+    }
+    let mut sink_panic = None;
+    let run = || -> Result<bool, SkipReason> {
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(io_fail)?;
+        let (w, h) = d.size();
+        let (width, height) = (
+            u32::try_from(w).unwrap_or(u32::MAX),
+            u32::try_from(h).unwrap_or(u32::MAX),
+        );
+        check_size(width, height, max_pixels)?;
+        if d.components().len() != 3 {
+            return Ok(false);
+        }
+        match catch_unwind(AssertUnwindSafe(|| sink.start(width, height))) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(payload) => {
+                sink_panic = Some(payload);
+                return Ok(false);
+            }
+        }
+        let mut started = d.rgb().map_err(io_fail)?;
+        let n = w * 3;
+        if line.len() < n {
+            line.resize(n, 0);
+        }
+        let row = &mut line[..n];
+        for y in 0..h {
+            started.read_scanlines_into(&mut *row).map_err(io_fail)?;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| sink.row(y, row))) {
+                sink_panic = Some(payload);
+                return Ok(false);
+            }
+        }
+        started.finish().map_err(io_fail)?;
+        Ok(true)
+    };
+    let outcome = caught(catch_unwind(AssertUnwindSafe(run)));
+    if let Some(payload) = sink_panic {
+        std::panic::resume_unwind(payload);
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct PanickingSink;
+
+    impl RowSink for PanickingSink {
+        fn start(&mut self, _: u32, _: u32) -> bool {
+            true
+        }
+
+        fn row(&mut self, y: usize, _: &[u8]) {
+            assert!(y < 3, "a bug in the sink");
+        }
+    }
+
+    #[test]
+    fn a_panicking_sink_is_a_panic_not_a_decode_skip() {
+        let img = image::RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&img)
+            .unwrap();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            stream_rgb_rows(&bytes, u64::MAX, &mut Vec::new(), &mut PanickingSink)
+        }));
+        assert!(outcome.is_err(), "got {:?}", outcome.ok());
     }
 }

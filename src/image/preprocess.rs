@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::sample::SkipReason;
 use crate::image::decode::{
-    decode, muldiv255, to_rgb, DecodedImage, PilMode, Samples, DEFAULT_MAX_PIXELS,
+    decode, is_jpeg, muldiv255, to_rgb, DecodedImage, PilMode, Samples, DEFAULT_MAX_PIXELS,
 };
-use crate::image::resample::{resize_bicubic, resize_nearest, Window};
+use crate::image::jpeg::{stream_rgb_rows, RowSink};
+use crate::image::resample::{resize_bicubic, resize_nearest, RowPlan, Window};
 
 /// CLIP's per-channel mean (RGB, on 0..1 values), as published.
 #[allow(clippy::excessive_precision)]
@@ -222,11 +223,84 @@ pub fn resize_crop_owned(img: DecodedImage, plan: &ResizePlan) -> Vec<u8> {
     to_rgb(img.mode, &samples, img.palette.as_deref())
 }
 
-/// Reusable preprocessing state (normalisation tables); one per thread.
+/// Reusable preprocessing state (normalisation tables, buffers); one per thread.
+///
+/// RGB JPEGs, the common case, take a streamed path that gives the same
+/// pixels as decoding the whole image and resizing it: each decoded row goes
+/// through Pillow's horizontal pass at once ([`RowPlan`]), into buffers kept
+/// from image to image, so no full-size image is allocated, written or read
+/// back per image; the taps are kept while the image size stays the same.
+/// Every other image (PNG, WebP, grey or CMYK JPEG, a size where Pillow skips
+/// a pass or runs the vertical pass first) is decoded whole and resized by
+/// [`resize_crop_owned`].
 pub struct Preprocessor {
     cfg: PreprocessConfig,
     /// `lut[c][v]` = (v / 255 − mean[c]) / std[c].
     lut: [[f32; 256]; 3],
+    scratch: Scratch,
+}
+
+/// Buffers and taps reused between images by [`Preprocessor`].
+#[derive(Default)]
+struct Scratch {
+    /// One decoded JPEG row.
+    line: Vec<u8>,
+    /// The horizontal pass's rows (at least the current plan's `horizontal_len`).
+    hpass: Vec<u8>,
+    /// The vertical pass's scratch sums.
+    acc: Vec<i32>,
+    /// The last image's RGB crop, `[size, size, 3]`.
+    crop: Vec<u8>,
+    /// The last image size seen and its streamed plan (`None`: general path).
+    plan: Option<((u32, u32), Option<RowPlan<3>>)>,
+}
+
+/// The streamed path's [`RowSink`]: horizontal pass of the rows the vertical pass reads.
+struct HorizontalSink<'a> {
+    size: u32,
+    plan: &'a mut Option<((u32, u32), Option<RowPlan<3>>)>,
+    hpass: &'a mut Vec<u8>,
+}
+
+impl RowSink for HorizontalSink<'_> {
+    fn start(&mut self, width: u32, height: u32) -> bool {
+        if !matches!(self.plan, Some((key, _)) if *key == (width, height)) {
+            // A plan that cannot be made takes the general path, which reports why.
+            let row_plan = ResizePlan::new(width, height, self.size)
+                .ok()
+                .and_then(|p| {
+                    let resized = (p.resized.0 as usize, p.resized.1 as usize);
+                    RowPlan::new(
+                        (width as usize, height as usize),
+                        resized,
+                        p.cols(),
+                        p.rows(),
+                    )
+                });
+            *self.plan = Some(((width, height), row_plan));
+        }
+        match self.plan {
+            Some((_, Some(p))) => {
+                let n = p.horizontal_len();
+                if self.hpass.len() < n {
+                    self.hpass.resize(n, 0);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn row(&mut self, y: usize, rgb: &[u8]) {
+        if let Some((_, Some(p))) = self.plan {
+            let rows = p.src_rows();
+            if rows.contains(&y) {
+                let n = p.row_len();
+                let i = y - rows.start;
+                p.horizontal(rgb, &mut self.hpass[i * n..(i + 1) * n]);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Preprocessor {
@@ -246,7 +320,11 @@ impl Preprocessor {
                 *out = (v as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
             }
         }
-        Self { cfg, lut }
+        Self {
+            cfg,
+            lut,
+            scratch: Scratch::default(),
+        }
     }
 
     /// The settings.
@@ -277,33 +355,67 @@ impl Preprocessor {
 
     /// Normalise an interleaved `[size, size, 3]` RGB8 image into planar `[3, size, size]` f32.
     pub fn normalize_into(&self, hwc: &[u8], out: &mut Vec<f32>) {
-        out.clear();
-        out.resize(hwc.len(), 0.0);
-        dicoflow_kernels::planar_lut(hwc, &self.lut, out);
+        dicoflow_kernels::planar_lut_vec(hwc, &self.lut, out);
+    }
+
+    /// Decode, resize and crop into `self.scratch.crop` (`[size, size, 3]`, RGB8).
+    fn crop_rgb(&mut self, bytes: &[u8]) -> Result<(), SkipReason> {
+        if is_jpeg(bytes) {
+            let sc = &mut self.scratch;
+            let mut sink = HorizontalSink {
+                size: self.cfg.size,
+                plan: &mut sc.plan,
+                hpass: &mut sc.hpass,
+            };
+            if stream_rgb_rows(bytes, self.cfg.max_pixels, &mut sc.line, &mut sink)? {
+                let Some((_, Some(plan))) = &sc.plan else {
+                    unreachable!("a streamed image has its plan")
+                };
+                sc.crop.resize(plan.output_len(), 0);
+                plan.vertical(&sc.hpass, &mut sc.acc, &mut sc.crop);
+                return Ok(());
+            }
+        }
+        let img = decode(bytes, self.cfg.max_pixels)?;
+        let plan = ResizePlan::new(img.width, img.height, self.cfg.size)?;
+        self.scratch.crop = resize_crop_owned(img, &plan);
+        Ok(())
     }
 
     /// Decode, resize and crop: interleaved `[size, size, 3]` u8, the pixels
     /// the reference's `ToTensor` sees (times 255).
+    ///
+    /// Errors: the skip reasons of [`decode`] and [`ResizePlan::new`].
     pub fn process_hwc(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
-        let img = decode(bytes, self.cfg.max_pixels)?;
-        let plan = ResizePlan::new(img.width, img.height, self.cfg.size)?;
-        Ok(resize_crop_owned(img, &plan))
+        self.crop_rgb(bytes)?;
+        Ok(self.scratch.crop.clone())
     }
 
     /// Decode, resize, crop and normalise: planar `[3, size, size]` f32.
+    ///
+    /// Errors as [`Self::process_hwc`].
     pub fn process(&mut self, bytes: &[u8]) -> Result<Vec<f32>, SkipReason> {
-        let hwc = self.process_hwc(bytes)?;
         let mut out = Vec::new();
-        self.normalize_into(&hwc, &mut out);
+        self.process_into(bytes, &mut out)?;
         Ok(out)
+    }
+
+    /// [`Self::process`] into `out` (resized to `3 * size * size`), for callers
+    /// that reuse one output buffer. On an error `out` is left as it was.
+    pub fn process_into(&mut self, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), SkipReason> {
+        self.crop_rgb(bytes)?;
+        self.normalize_into(&self.scratch.crop, out);
+        Ok(())
     }
 
     /// Decode, resize and crop without normalising: planar `[3, size, size]` u8,
     /// a quarter of the f32 bytes to move to a GPU that normalises there.
+    ///
+    /// Errors as [`Self::process_hwc`].
     pub fn process_u8(&mut self, bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
-        let hwc = self.process_hwc(bytes)?;
-        let mut out = vec![0u8; hwc.len()];
-        dicoflow_kernels::planar_u8(&hwc, &mut out);
+        self.crop_rgb(bytes)?;
+        let mut out = vec![0u8; self.scratch.crop.len()];
+        dicoflow_kernels::planar_u8(&self.scratch.crop, &mut out);
         Ok(out)
     }
 }
@@ -311,6 +423,91 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jpeg(w: u32, h: u32, seed: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            let v = (x * 7 + y * 13 + seed * 31) ^ (x * y + seed);
+            image::Rgb([
+                v as u8,
+                (v >> 3) as u8 ^ (y as u8),
+                (x as u8).wrapping_mul(3),
+            ])
+        });
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+            .encode_image(&img)
+            .unwrap();
+        out
+    }
+
+    /// The general path: the whole image decoded, then resized and cropped.
+    fn whole_image_crop(bytes: &[u8], size: u32) -> Result<Vec<u8>, SkipReason> {
+        let img = decode(bytes, DEFAULT_MAX_PIXELS)?;
+        let plan = ResizePlan::new(img.width, img.height, size)?;
+        Ok(resize_crop_owned(img, &plan))
+    }
+
+    #[test]
+    fn streamed_jpeg_path_equals_the_whole_image_path() {
+        let sizes = [
+            (640, 480),
+            (480, 640),
+            (495, 457),
+            (224, 300), // no horizontal pass: general path
+            (300, 224), // no vertical pass: general path
+            (33, 17),
+            (17, 2000), // vertical pass first in Pillow: general path
+            (1, 1),
+            (640, 480), // the kept plan again after other sizes
+            (1023, 769),
+        ];
+        let mut streamed = 0;
+        for size in [224u32, 64] {
+            // One preprocessor for all images: buffers and taps carried between sizes.
+            let mut pre = Preprocessor::new(PreprocessConfig {
+                size,
+                ..Default::default()
+            });
+            for (i, &(w, h)) in sizes.iter().enumerate() {
+                let bytes = jpeg(w, h, i as u32);
+                let want = whole_image_crop(&bytes, size).unwrap();
+                let got = pre.process_hwc(&bytes).unwrap();
+                assert_eq!(got, want, "{w}x{h} to {size}");
+                if matches!(pre.scratch.plan, Some((_, Some(_)))) {
+                    streamed += 1;
+                }
+                let mut f = vec![1.0; 5];
+                pre.process_into(&bytes, &mut f).unwrap();
+                let mut g = Vec::new();
+                pre.normalize_into(&want, &mut g);
+                assert_eq!(f, g, "{w}x{h} to {size}");
+            }
+        }
+        assert!(streamed >= 10, "{streamed} images took the streamed path");
+    }
+
+    #[test]
+    fn streamed_jpeg_path_fails_as_the_whole_image_path() {
+        let good = jpeg(320, 240, 1);
+        let mut corrupt = good.clone();
+        // Entropy-coded data replaced by garbage, end marker kept.
+        let n = corrupt.len();
+        for (i, v) in corrupt[n / 2..n - 2].iter_mut().enumerate() {
+            *v = (i * 37 % 255) as u8;
+        }
+        let truncated = good[..good.len() / 2].to_vec();
+        let mut pre = Preprocessor::new(PreprocessConfig::default());
+        for bad in [corrupt, truncated] {
+            let want = whole_image_crop(&bad, 224);
+            let got = pre.process_hwc(&bad);
+            assert_eq!(got, want);
+        }
+        // A failed image leaves nothing behind for the next one.
+        assert_eq!(
+            pre.process_hwc(&good).unwrap(),
+            whole_image_crop(&good, 224).unwrap()
+        );
+    }
 
     #[test]
     fn resized_size_truncates_the_long_side_like_torchvision() {

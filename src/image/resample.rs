@@ -445,6 +445,104 @@ pub fn resize_bicubic<T: Sample>(
     }
 }
 
+/// Pillow's bicubic resize of an 8-bit image with `B` interleaved bands fed one
+/// source row at a time, for the common case where [`resize_bicubic`] runs
+/// both passes, horizontal first: each source row in [`RowPlan::src_rows`]
+/// goes through the horizontal pass as soon as it is decoded (while it is
+/// still in cache, with no full-size decoded image), then the vertical pass
+/// reads the horizontal pass's rows. Same taps, same kernels, same order of
+/// passes as [`resize_bicubic`], so the same samples.
+///
+/// Built once per source size and reused (the taps depend only on the sizes).
+#[derive(Debug, Clone)]
+pub struct RowPlan<const B: usize> {
+    ay: AxisTaps,
+    fx: FixedTaps,
+    src_rows: Range<usize>,
+    cols: usize,
+}
+
+impl<const B: usize> RowPlan<B> {
+    /// The plan for resizing `in_w`×`in_h` to `out` and keeping `cols` × `rows`,
+    /// or `None` where [`resize_bicubic`] would not run both passes horizontal
+    /// first (a pass skipped because its size does not change, or Pillow's
+    /// vertical-first order for very tall images); use [`resize_bicubic`] there.
+    pub fn new(
+        (in_w, in_h): (usize, usize),
+        (out_w, out_h): (usize, usize),
+        cols: Range<usize>,
+        rows: Range<usize>,
+    ) -> Option<Self> {
+        let need_h = out_w != in_w;
+        let need_v = out_h != in_h;
+        let vertical_first = in_h > in_w * 100 && out_h < in_h;
+        if !need_h || !need_v || vertical_first || cols.is_empty() || rows.is_empty() {
+            return None;
+        }
+        let ay = AxisTaps::bicubic(in_h, out_h, rows);
+        let ax = AxisTaps::bicubic(in_w, out_w, cols.clone());
+        // As `horizontal_u8` for a window at column 0 (a tap of length 0 reads nothing).
+        let starts: Vec<usize> = ax
+            .starts
+            .iter()
+            .zip(&ax.lens)
+            .map(|(&s, &l)| if l == 0 { 0 } else { s })
+            .collect();
+        let fx = FixedTaps::new(in_w, ax.ksize, &starts, &ax.lens, &ax.fixed);
+        let src_rows = ay.span();
+        Some(Self {
+            ay,
+            fx,
+            src_rows,
+            cols: cols.len(),
+        })
+    }
+
+    /// Source rows the vertical pass reads; only these need the horizontal pass.
+    pub fn src_rows(&self) -> Range<usize> {
+        self.src_rows.clone()
+    }
+
+    /// Samples of one horizontally resampled row (kept columns × `B`).
+    pub fn row_len(&self) -> usize {
+        self.cols * B
+    }
+
+    /// Samples of the horizontal pass's output: [`Self::src_rows`] rows of [`Self::row_len`].
+    pub fn horizontal_len(&self) -> usize {
+        self.src_rows.len() * self.row_len()
+    }
+
+    /// Samples of the output: kept rows × kept columns × `B`.
+    pub fn output_len(&self) -> usize {
+        self.ay.keep.len() * self.row_len()
+    }
+
+    /// Horizontal pass of one whole source row (`in_w * B` samples) into `out`
+    /// ([`Self::row_len`] samples).
+    ///
+    /// Panics if the lengths are not those.
+    pub fn horizontal(&self, line: &[u8], out: &mut [u8]) {
+        horizontal_row::<B>(line, &self.fx, out);
+    }
+
+    /// Vertical pass over the horizontal pass's rows `hpass` (at least
+    /// [`Self::horizontal_len`] samples, row `src_rows().start` first) into
+    /// `out` ([`Self::output_len`] samples, `[rows, cols, B]`); `acc` is scratch.
+    ///
+    /// Panics if the lengths are shorter than those.
+    pub fn vertical(&self, hpass: &[u8], acc: &mut Vec<i32>, out: &mut [u8]) {
+        let n = self.row_len();
+        let y0 = self.src_rows.start;
+        for (i, out) in out[..self.output_len()].chunks_exact_mut(n).enumerate() {
+            let len = self.ay.lens[i];
+            let k = &self.ay.fixed[i * self.ay.ksize..i * self.ay.ksize + len];
+            let top = if len == 0 { 0 } else { self.ay.starts[i] - y0 };
+            vertical_row(hpass, n, top * n, k, acc, out);
+        }
+    }
+}
+
 /// Pillow's nearest-neighbour `resize((out_w, out_h))` (the filter Pillow
 /// forces for modes "1" and "P"), keeping output columns `cols` and rows `rows`.
 /// Pixels Pillow does not reach keep its fill value, 0.
@@ -539,6 +637,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn row_plan_equals_resize_bicubic() {
+        let mut checked = 0;
+        for (w, h) in [
+            (37usize, 23usize),
+            (23, 37),
+            (640, 480),
+            (9, 300),
+            (300, 2),
+            (5, 5),
+        ] {
+            let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 89 % 253) as u8).collect();
+            let src = Window::whole(data.clone(), w, h, 3);
+            for (ow, oh, cols, rows) in [
+                (50usize, 31usize, 9..40, 4..20),
+                (298, 224, 37..261, 0..224),
+                (224, 224, 0..224, 0..224),
+                (7, 3, 0..7, 1..3),
+            ] {
+                let want = resize_bicubic(&src, (ow, oh), cols.clone(), rows.clone());
+                let Some(plan) = RowPlan::<3>::new((w, h), (ow, oh), cols, rows) else {
+                    assert!(ow == w || oh == h, "{w}x{h} -> {ow}x{oh}");
+                    continue;
+                };
+                let mut hpass = vec![0u8; plan.horizontal_len()];
+                for (y, out) in plan.src_rows().zip(hpass.chunks_exact_mut(plan.row_len())) {
+                    plan.horizontal(&data[y * w * 3..(y + 1) * w * 3], out);
+                }
+                let mut got = vec![0u8; plan.output_len()];
+                plan.vertical(&hpass, &mut Vec::new(), &mut got);
+                assert_eq!(got, want.data, "{w}x{h} -> {ow}x{oh}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "{checked}");
     }
 
     #[test]

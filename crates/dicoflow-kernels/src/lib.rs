@@ -488,6 +488,20 @@ pub fn planar_lut(hwc: &[u8], lut: &[[f32; 256]; 3], out: &mut [f32]) {
     }
 }
 
+/// [`planar_lut`] into a vector, replacing its contents: `out` becomes planar
+/// f32 `[3, n]`, written once (no zero fill first), growing only when
+/// its capacity is too small.
+///
+/// Panics if `hwc.len()` is not a multiple of 3.
+pub fn planar_lut_vec(hwc: &[u8], lut: &[[f32; 256]; 3], out: &mut Vec<f32>) {
+    assert!(hwc.len().is_multiple_of(3));
+    out.clear();
+    out.reserve(hwc.len());
+    for (c, table) in lut.iter().enumerate() {
+        out.extend(hwc.chunks_exact(3).map(|px| table[px[c] as usize]));
+    }
+}
+
 /// Interleaved RGB8 `[n, 3]` to planar u8 `[3, n]`.
 ///
 /// Panics if `out.len() != hwc.len()` or `hwc.len()` is not a multiple of 3.
@@ -622,6 +636,9 @@ mod tests {
         }
         let mut f = [0f32; 6];
         planar_lut(&hwc, &lut, &mut f);
+        let mut v = vec![9.0; 3];
+        planar_lut_vec(&hwc, &lut, &mut v);
+        assert_eq!(v, f);
         assert_eq!(f, [1.0, 4.0, 1002.0, 1005.0, 2003.0, 2006.0]);
     }
 
