@@ -121,6 +121,8 @@ pub struct CaptionTrainer {
     cfg: CaptionTrainConfig,
     rng: Rng,
     step: u64,
+    /// Forward passes of the frozen backbone so far ([`Self::backbone_forwards`]).
+    backbone_forwards: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for CaptionTrainer {
@@ -226,6 +228,7 @@ impl CaptionTrainer {
             reward,
             cfg,
             step: 0,
+            backbone_forwards: Default::default(),
         })
     }
 
@@ -254,12 +257,32 @@ impl CaptionTrainer {
         self.reward.as_mut()
     }
 
-    pub(crate) fn memory(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
-        let feats = self
-            .backbone
+    /// The frozen backbone's features `[b, tokens, width]` of images `pixels`
+    /// `[b, 3, H, W]` (moved to the trainer's device), without grad. The only
+    /// place the trainer runs the backbone: a step computes them once and hands
+    /// them to the policy, the reference and the fluency captions.
+    pub fn features(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
+        self.backbone_forwards
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.backbone
             .features(&pixels.to_device(self.vs.device()))
-            .map_err(model_err)?;
-        self.policy.encode(&feats).map_err(model_err)
+            .map_err(model_err)
+    }
+
+    /// Forward passes of the frozen backbone since the trainer was made (a
+    /// statistic: a DiCO step with its fluency captions makes one in fp32).
+    pub fn backbone_forwards(&self) -> usize {
+        self.backbone_forwards
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The features of a step's images for greedy captions after the step
+    /// ([`Self::caption_features`]): `features` when the step ran in fp32
+    /// (the same values a fresh pass would give), `None` under autocast (the
+    /// step's features are reduced-precision; captions then run their own pass
+    /// in fp32, as they always have).
+    pub fn features_for_captions<'a>(&self, features: &'a Tensor) -> Option<&'a Tensor> {
+        (self.cfg.precision == Precision::Fp32).then_some(features)
     }
 
     /// Targets `[rows, L]`: caption ids + EOS, padded.
@@ -306,22 +329,41 @@ impl CaptionTrainer {
         pixels: &Tensor,
         references: &[Vec<String>],
     ) -> Result<StepStats, TrainError> {
+        let features = self.cfg.precision.autocast(|| self.features(pixels))?;
+        self.step_on_features(keys, pixels, &features, references)
+    }
+
+    /// [`Self::step`] on the backbone's `features` `[b, tokens, width]` of
+    /// `pixels` ([`Self::features`], computed under the step's precision, e.g.
+    /// `config().precision.autocast(|| trainer.features(pixels))`); `pixels`
+    /// still go to a CLIP reward, which encodes images with its own tower.
+    pub fn step_on_features(
+        &mut self,
+        keys: &[String],
+        pixels: &Tensor,
+        features: &Tensor,
+        references: &[Vec<String>],
+    ) -> Result<StepStats, TrainError> {
         let b = pixels.size()[0];
-        if keys.len() as i64 != b || references.len() as i64 != b {
+        if keys.len() as i64 != b
+            || references.len() as i64 != b
+            || features.size().first() != Some(&b)
+        {
             return Err(TrainError::Shape {
                 what: "captioner step",
                 detail: format!(
-                    "{b} images, {} keys, {} caption lists",
+                    "{b} images, {} keys, {} caption lists, features {:?}",
                     keys.len(),
-                    references.len()
+                    references.len(),
+                    features.size()
                 ),
             });
         }
         // Forward passes under autocast; backward and the update outside it.
         let precision = self.cfg.precision;
         let (loss, mut stats) = precision.autocast(|| match self.cfg.objective {
-            Objective::Xe => self.xe_loss(pixels, references),
-            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, references),
+            Objective::Xe => self.xe_loss(features, references),
+            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, features, references),
             Objective::DicoOffline => Err(TrainError::Setting {
                 name: "objective",
                 value: "dico_offline".into(),
@@ -334,7 +376,7 @@ impl CaptionTrainer {
 
     fn xe_loss(
         &mut self,
-        pixels: &Tensor,
+        features: &Tensor,
         references: &[Vec<String>],
     ) -> Result<(Tensor, StepStats), TrainError> {
         if references.iter().any(Vec::is_empty) {
@@ -347,7 +389,7 @@ impl CaptionTrainer {
             .iter()
             .map(|r| self.rng.choose(r).clone())
             .collect();
-        let memory = self.memory(pixels)?;
+        let memory = self.policy.encode(features).map_err(model_err)?;
         let tokens = self.targets(&chosen);
         let (inputs, mask) = self
             .policy
@@ -362,10 +404,11 @@ impl CaptionTrainer {
         &mut self,
         keys: &[String],
         pixels: &Tensor,
+        features: &Tensor,
         references: &[Vec<String>],
     ) -> Result<(Tensor, StepStats), TrainError> {
         let k = self.cfg.candidates;
-        let memory = self.memory(pixels)?;
+        let memory = self.policy.encode(features).map_err(model_err)?;
         let decoding = match self.cfg.objective {
             Objective::Dico => Decoding::Beam,
             _ => Decoding::Sample {
@@ -401,12 +444,10 @@ impl CaptionTrainer {
                     value: "none".into(),
                     reason: "DiCO needs a reference model",
                 })?;
+                // The policy's backbone features: the backbone is frozen and
+                // shared, so the reference sees the same values.
                 let ref_lp = tch::no_grad(|| -> Result<Tensor, TrainError> {
-                    let feats = self
-                        .backbone
-                        .features(&pixels.to_device(self.vs.device()))
-                        .map_err(model_err)?;
-                    let mem = reference.encode(&feats).map_err(model_err)?;
+                    let mem = reference.encode(features).map_err(model_err)?;
                     candidates.logprobs(reference, &mem).map_err(model_err)
                 })?;
                 let out = dico_loss(&policy_lp, &ref_lp, &rewards, &self.cfg.dico)?;
@@ -435,10 +476,17 @@ impl CaptionTrainer {
 
     /// Greedy captions for images `pixels` `[b, 3, H, W]`.
     pub fn caption(&self, pixels: &Tensor) -> Result<Vec<String>, TrainError> {
-        let memory = tch::no_grad(|| self.memory(pixels))?;
+        let features = self.features(pixels)?;
+        self.caption_features(&features)
+    }
+
+    /// Greedy captions from backbone features `[b, tokens, width]` (fp32,
+    /// [`Self::features`]).
+    pub fn caption_features(&self, features: &Tensor) -> Result<Vec<String>, TrainError> {
+        let memory = tch::no_grad(|| self.policy.encode(features)).map_err(model_err)?;
         let decoded = greedy(&self.policy, &memory, None).map_err(model_err)?;
         let pad = self.policy.tokens().pad;
-        (0..pixels.size()[0])
+        (0..features.size()[0])
             .map(|i| {
                 let ids = decoded.sequence(i, 0, pad).map_err(model_err)?;
                 Ok(self.text.decode(&ids))

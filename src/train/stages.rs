@@ -393,6 +393,10 @@ pub struct CaptionerStage {
     unlogged: std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
 }
 
+fn step_failed(e: crate::train::TrainError) -> StageFailure {
+    StageFailure::new(format!("captioner step failed: {e}"))
+}
+
 /// Adds validation `values` to the batch's metrics, or queues them when the
 /// batch already carries a validation.
 fn log_validation(
@@ -470,6 +474,13 @@ impl CaptionerStage {
     }
 }
 
+impl CaptionerStage {
+    /// The trainer the stage hosts (its step count, statistics, weights).
+    pub fn trainer(&self) -> &CaptionTrainer {
+        &self.trainer
+    }
+}
+
 impl DeviceStage for CaptionerStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
         if batch.samples.is_empty()
@@ -491,7 +502,10 @@ impl DeviceStage for CaptionerStage {
                 log_validation(batch, &mut self.unlogged, values);
             }
         }
-        let (pixels, s, trained) = match &self.cache {
+        // The frozen backbone runs once per batch: its features feed the
+        // step (policy and reference) and the fluency captions.
+        let precision = self.settings.train.precision;
+        let (pixels, features, s, trained) = match &self.cache {
             Some(cache) => {
                 let k = self.trainer.config().candidates as usize;
                 let mut samples = Vec::new();
@@ -515,23 +529,34 @@ impl DeviceStage for CaptionerStage {
                     return Ok(());
                 }
                 let (pixels, _, _) = sample_tensors(&samples)?;
-                let s = self.trainer.offline_step(&pixels, &candidates);
-                (pixels, s, samples.len())
+                let features = precision
+                    .autocast(|| self.trainer.features(&pixels))
+                    .map_err(step_failed)?;
+                let s = self
+                    .trainer
+                    .offline_step_on_features(&features, &candidates);
+                (pixels, features, s, samples.len())
             }
             None => {
                 let (pixels, keys, caps) = batch_tensors(batch)?;
-                let s = self.trainer.step(&keys, &pixels, &caps);
-                (pixels, s, keys.len())
+                let features = precision
+                    .autocast(|| self.trainer.features(&pixels))
+                    .map_err(step_failed)?;
+                let s = self
+                    .trainer
+                    .step_on_features(&keys, &pixels, &features, &caps);
+                (pixels, features, s, keys.len())
             }
         };
-        let s = s.map_err(|e| StageFailure::new(format!("captioner step failed: {e}")))?;
+        let s = s.map_err(step_failed)?;
         let every = self.settings.fluency_every.max(1);
         let due = s.optimizer_step && self.trainer.step_count() % every == 1 % every;
         if let (Some(judge), true) = (self.settings.fluency_judge, due) {
-            let captions = self
-                .trainer
-                .caption(&pixels)
-                .map_err(|e| StageFailure::new(format!("greedy captions for fluency: {e}")))?;
+            let captions = match self.trainer.features_for_captions(&features) {
+                Some(features) => self.trainer.caption_features(features),
+                None => self.trainer.caption(&pixels),
+            }
+            .map_err(|e| StageFailure::new(format!("greedy captions for fluency: {e}")))?;
             batch
                 .metrics
                 .insert("fluency/grammatical".into(), judge.share(&captions));
