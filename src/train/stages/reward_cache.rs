@@ -20,7 +20,8 @@ use crate::reward::cache::{self, CacheEntry, CacheProvenance, PartWriter};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::rng::Rng;
 use crate::train::candidates::{Candidates, Decoding};
-use crate::train::stages::{build_err, cpu, device_of, load_scorer, load_text, sample_tensors};
+use crate::train::stages::setup::{build_err, default_device, device_of, load_scorer, load_text};
+use crate::train::stages::tensors::sample_tensors;
 
 /// Settings of `reward_cache`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +47,7 @@ pub struct RewardCacheSettings {
     #[serde(default = "ScoreConfig::dico_reward")]
     pub reward: ScoreConfig,
     /// Candidates per image.
-    #[serde(default = "five")]
+    #[serde(default = "default_candidates")]
     pub candidates: i64,
     #[serde(default)]
     pub decoding: Decoding,
@@ -57,23 +58,28 @@ pub struct RewardCacheSettings {
     pub out: PathBuf,
     /// Name of the part this run writes (`dicoflow cache-rewards` names one
     /// part per input shard).
-    #[serde(default = "all")]
+    #[serde(default = "default_part")]
     pub part: String,
     /// Candidates per chunk file: at most this much work is lost on a crash.
-    #[serde(default = "chunk_rows")]
+    #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
     /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`crate::device::DeviceName`]).
-    #[serde(default = "cpu")]
+    #[serde(default = "default_device")]
     pub device: crate::device::DeviceName,
 }
 
-fn five() -> i64 {
+/// Default `candidates`: 5 per image (the paper's beams).
+fn default_candidates() -> i64 {
     5
 }
-fn all() -> String {
+
+/// Default `part`: `all` (one part for the whole input).
+fn default_part() -> String {
     "all".into()
 }
-fn chunk_rows() -> usize {
+
+/// Default `chunk_rows`: 2048 candidates per chunk file.
+fn default_chunk_rows() -> usize {
     2048
 }
 
