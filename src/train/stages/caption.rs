@@ -107,15 +107,15 @@ impl DeviceStage for CaptionStage {
         }
         let (pixels, keys, references) = batch_tensors(batch)?;
         let captions = tch::no_grad(|| self.trainer.caption(&pixels))
-            .map_err(|e| StageFailure::new(format!("captioning failed: {e}")))?;
+            .map_err(|e| StageFailure::new("captioning failed").with_detail(e))?;
         let scores = match self.scorer.as_mut() {
             Some(scorer) => {
                 scorer
                     .add_images(&keys, &pixels)
-                    .map_err(|e| StageFailure::new(e.to_string()))?;
+                    .map_err(|e| StageFailure::new("image scoring failed").with_detail(e))?;
                 let scores = scorer
                     .score(&keys, &captions)
-                    .map_err(|e| StageFailure::new(e.to_string()))?;
+                    .map_err(|e| StageFailure::new("caption scoring failed").with_detail(e))?;
                 scorer.clear_images();
                 Some(scores)
             }
@@ -126,11 +126,12 @@ impl DeviceStage for CaptionStage {
             if let Some(scores) = &scores {
                 line["score"] = serde_json::json!(scores[i]);
             }
-            writeln!(self.out, "{line}").map_err(|e| StageFailure::new(e.to_string()))?;
+            writeln!(self.out, "{line}")
+                .map_err(|e| StageFailure::new("captions not written").with_detail(e))?;
         }
         self.out
             .flush()
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+            .map_err(|e| StageFailure::new("captions not written").with_detail(e))?;
         if let Some(scores) = &scores {
             let sum: f64 = scores.iter().map(|&s| s as f64).sum();
             batch
@@ -143,6 +144,6 @@ impl DeviceStage for CaptionStage {
     fn finish(&mut self) -> Result<(), StageFailure> {
         self.out
             .flush()
-            .map_err(|e| StageFailure::new(e.to_string()))
+            .map_err(|e| StageFailure::new("captions not written").with_detail(e))
     }
 }

@@ -154,7 +154,7 @@ pub struct CaptionerStage {
 }
 
 fn step_failed(e: crate::train::TrainError) -> StageFailure {
-    StageFailure::new(format!("captioner step failed: {e}"))
+    StageFailure::new("captioner step failed").with_detail(e)
 }
 
 /// Adds validation `values` to the batch's metrics, or queues them when the
@@ -258,7 +258,7 @@ impl DeviceStage for CaptionerStage {
             if step == 0 && v.due(0, total_steps) {
                 let values = v
                     .validate(&mut self.trainer, 0)
-                    .map_err(|e| StageFailure::new(format!("validation failed: {e}")))?;
+                    .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
         }
@@ -316,7 +316,7 @@ impl DeviceStage for CaptionerStage {
                 Some(features) => self.trainer.caption_features(features),
                 None => self.trainer.caption(&pixels),
             }
-            .map_err(|e| StageFailure::new(format!("greedy captions for fluency: {e}")))?;
+            .map_err(|e| StageFailure::new("greedy captions for fluency failed").with_detail(e))?;
             batch
                 .metrics
                 .insert("fluency/grammatical".into(), judge.share(&captions));
@@ -347,7 +347,7 @@ impl DeviceStage for CaptionerStage {
             if s.optimizer_step && v.due(step, total_steps) {
                 let values = v
                     .validate(&mut self.trainer, step)
-                    .map_err(|e| StageFailure::new(format!("validation failed: {e}")))?;
+                    .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
         }
@@ -360,26 +360,28 @@ impl DeviceStage for CaptionerStage {
                 &batch.metrics,
                 self.validator.as_ref().and_then(Validator::best),
             )
-            .map_err(|e| StageFailure::fatal(format!("checkpoint failed: {e}")))?;
+            .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))?;
         if let (Some(v), Some(_)) = (self.validator.as_mut(), written) {
             v.checkpoint_written()
-                .map_err(|e| StageFailure::fatal(format!("checkpoint failed: {e}")))?;
+                .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
-        std::fs::create_dir_all(out)
-            .map_err(|e| StageFailure::new(format!("{}: {e}", out.display())))?;
+        std::fs::create_dir_all(out).map_err(|e| {
+            StageFailure::new("output directory not writable")
+                .with_detail(format!("{}: {e}", out.display()))
+        })?;
         let weights = out.join(WEIGHTS_FILE);
         match &self.validator {
             Some(v) => v.write_model(&self.trainer, &weights),
             None => self.trainer.save_weights(&weights),
         }
-        .map_err(|e| StageFailure::new(e.to_string()))?;
+        .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
         let cfg = serde_json::to_string_pretty(&self.settings.captioner).unwrap_or_default();
         std::fs::write(out.join(CAPTIONER_CONFIG_FILE), cfg)
-            .map_err(|e| StageFailure::new(e.to_string()))
+            .map_err(|e| StageFailure::new("captioner config not written").with_detail(e))
     }
 }

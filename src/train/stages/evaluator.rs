@@ -77,7 +77,7 @@ impl DeviceStage for EvaluatorStage {
         let s = self
             .trainer
             .step(&pixels, &caps)
-            .map_err(|e| StageFailure::new(format!("evaluator step failed: {e}")))?;
+            .map_err(|e| StageFailure::new("evaluator step failed").with_detail(e))?;
         for (k, v) in [
             ("evaluator/loss", s.loss),
             ("evaluator/accuracy", s.accuracy),
@@ -105,17 +105,19 @@ impl DeviceStage for EvaluatorStage {
                 None,
             )
             .map(|_| ())
-            .map_err(|e| StageFailure::fatal(format!("checkpoint failed: {e}")))
+            .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
-        std::fs::create_dir_all(out)
-            .map_err(|e| StageFailure::new(format!("{}: {e}", out.display())))?;
+        std::fs::create_dir_all(out).map_err(|e| {
+            StageFailure::new("output directory not writable")
+                .with_detail(format!("{}: {e}", out.display()))
+        })?;
         crate::model::weights::save_safetensors(&self.trainer.vs, out.join(WEIGHTS_FILE))
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+            .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
         let cfg = serde_json::to_string_pretty(&self.settings.train.clip).unwrap_or_default();
         std::fs::write(out.join("clip_config.json"), cfg)
-            .map_err(|e| StageFailure::new(e.to_string()))
+            .map_err(|e| StageFailure::new("CLIP config not written").with_detail(e))
     }
 }

@@ -224,7 +224,7 @@ impl RewardCacheStage {
         pixels: &Tensor,
     ) -> Result<Vec<CacheEntry>, StageFailure> {
         fn fail(what: &'static str) -> impl Fn(crate::model::ModelError) -> StageFailure {
-            move |e| StageFailure::new(format!("{what}: {e}"))
+            move |e| StageFailure::new(what).with_detail(e)
         }
         let device = self.policy.0.device();
         let k = self.settings.candidates;
@@ -259,14 +259,14 @@ impl RewardCacheStage {
             .collect();
         self.scorer
             .add_images(keys, pixels)
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+            .map_err(|e| StageFailure::new("image embeddings failed").with_detail(e))?;
         let rewards = self
             .scorer
             .score(&image_keys, &texts)
-            .map_err(|e| StageFailure::new(format!("rewards: {e}")))?;
+            .map_err(|e| StageFailure::new("rewards failed").with_detail(e))?;
         self.scorer.clear_images();
         let ref_lp = Vec::<f32>::try_from(&ref_lp.view([-1]).to_device(tch::Device::Cpu))
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+            .map_err(|e| StageFailure::new("reference log-probs failed").with_detail(e))?;
         Ok(candidates
             .ids
             .iter()
@@ -296,18 +296,20 @@ impl DeviceStage for RewardCacheStage {
             if let Some(writer) = self.writer.as_mut() {
                 writer
                     .flush()
-                    .map_err(|e| StageFailure::new(e.to_string()))?;
+                    .map_err(|e| StageFailure::new("cache chunk not written").with_detail(e))?;
             }
-            return Err(StageFailure::new(format!(
-                "{} batches failed, so their images are not cached; the part stays open (its \
-                 chunks are kept): run again to compute only what is missing",
+            return Err(StageFailure::new(
+                "batches failed, the part stays open: run again to compute only what is missing",
+            )
+            .with_detail(format!(
+                "{} batches failed, so their images are not cached; the part's chunks are kept",
                 self.failed_batches
             )));
         }
         if let Some(writer) = self.writer.take() {
             let (path, rows) = writer
                 .finish()
-                .map_err(|e| StageFailure::new(e.to_string()))?;
+                .map_err(|e| StageFailure::new("cache part not written").with_detail(e))?;
             tracing::info!("wrote {} ({rows} candidates)", path.display());
         }
         Ok(())
@@ -344,6 +346,6 @@ impl RewardCacheStage {
             .ok_or_else(|| StageFailure::new("the part is already finished"))?;
         writer
             .push(entries)
-            .map_err(|e| StageFailure::new(e.to_string()))
+            .map_err(|e| StageFailure::new("cache chunk not written").with_detail(e))
     }
 }
