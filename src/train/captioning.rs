@@ -17,7 +17,6 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
 use crate::model::decode::greedy;
-use crate::model::ModelError;
 use crate::reward::Reward;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
@@ -103,10 +102,6 @@ pub struct StepStats {
     pub skipped_step: bool,
 }
 
-fn model_err(e: ModelError) -> TrainError {
-    TrainError::Model(Box::new(e))
-}
-
 /// A captioner being trained, with what its objective needs.
 pub struct CaptionTrainer {
     pub vs: VarStore,
@@ -163,14 +158,13 @@ impl CaptionTrainer {
         let (mut vs, policy) = crate::rng::with_torch_seed(cfg.seed, || {
             let vs = VarStore::new(device);
             Captioner::new(vs.root(), captioner).map(|p| (vs, p))
-        })
-        .map_err(model_err)?;
+        })?;
         let mut reference = None;
         if let Some(path) = init {
             vs.load(path)?;
             if cfg.objective == Objective::Dico {
                 let mut rvs = VarStore::new(device);
-                let r = Captioner::new(rvs.root(), captioner).map_err(model_err)?;
+                let r = Captioner::new(rvs.root(), captioner)?;
                 rvs.load(path)?;
                 rvs.freeze();
                 reference = Some((rvs, r));
@@ -266,7 +260,7 @@ impl CaptionTrainer {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.backbone
             .features(&pixels.to_device(self.vs.device()))
-            .map_err(model_err)
+            .map_err(TrainError::from)
     }
 
     /// Forward passes of the frozen backbone since the trainer was made (a
@@ -389,13 +383,10 @@ impl CaptionTrainer {
             .iter()
             .map(|r| self.rng.choose(r).clone())
             .collect();
-        let memory = self.policy.encode(features).map_err(model_err)?;
+        let memory = self.policy.encode(features)?;
         let tokens = self.targets(&chosen);
-        let (inputs, mask) = self
-            .policy
-            .teacher_forcing_inputs(&tokens)
-            .map_err(model_err)?;
-        let logits = self.policy.logits(&memory, &inputs).map_err(model_err)?; // [b, L, V]
+        let (inputs, mask) = self.policy.teacher_forcing_inputs(&tokens)?;
+        let logits = self.policy.logits(&memory, &inputs)?; // [b, L, V]
         let loss = xe_loss(&logits, &tokens, &mask, self.cfg.label_smoothing)?;
         Ok((loss, StepStats::default()))
     }
@@ -408,7 +399,7 @@ impl CaptionTrainer {
         references: &[Vec<String>],
     ) -> Result<(Tensor, StepStats), TrainError> {
         let k = self.cfg.candidates;
-        let memory = self.policy.encode(features).map_err(model_err)?;
+        let memory = self.policy.encode(features)?;
         let decoding = match self.cfg.objective {
             Objective::Dico => Decoding::Beam,
             _ => Decoding::Sample {
@@ -416,8 +407,7 @@ impl CaptionTrainer {
             },
         };
         let seed = self.rng.next_u64();
-        let candidates =
-            Candidates::generate(&self.policy, &memory, k, decoding, seed).map_err(model_err)?;
+        let candidates = Candidates::generate(&self.policy, &memory, k, decoding, seed)?;
         let captions: Vec<String> = candidates
             .ids
             .iter()
@@ -428,13 +418,9 @@ impl CaptionTrainer {
             value: "none".into(),
             reason: "no reward to score candidates with",
         })?;
-        let rewards = reward
-            .score(keys, pixels, &captions, references)
-            .map_err(|e| TrainError::Reward(Box::new(e)))?;
+        let rewards = reward.score(keys, pixels, &captions, references)?;
         let rewards = candidates.per_candidate(&rewards, self.vs.device());
-        let policy_lp = candidates
-            .logprobs(&self.policy, &memory)
-            .map_err(model_err)?;
+        let policy_lp = candidates.logprobs(&self.policy, &memory)?;
         let (candidate_length, eos_share) = (candidates.mean_length(), candidates.eos_share());
         let mut extra = std::collections::BTreeMap::new();
         let loss = match self.cfg.objective {
@@ -447,8 +433,10 @@ impl CaptionTrainer {
                 // The policy's backbone features: the backbone is frozen and
                 // shared, so the reference sees the same values.
                 let ref_lp = tch::no_grad(|| -> Result<Tensor, TrainError> {
-                    let mem = reference.encode(features).map_err(model_err)?;
-                    candidates.logprobs(reference, &mem).map_err(model_err)
+                    let mem = reference.encode(features)?;
+                    candidates
+                        .logprobs(reference, &mem)
+                        .map_err(TrainError::from)
                 })?;
                 let out = dico_loss(&policy_lp, &ref_lp, &rewards, &self.cfg.dico)?;
                 extra.extend(out.stats.metrics());
@@ -483,12 +471,12 @@ impl CaptionTrainer {
     /// Greedy captions from backbone features `[b, tokens, width]` (fp32,
     /// [`Self::features`]).
     pub fn caption_features(&self, features: &Tensor) -> Result<Vec<String>, TrainError> {
-        let memory = tch::no_grad(|| self.policy.encode(features)).map_err(model_err)?;
-        let decoded = greedy(&self.policy, &memory, None).map_err(model_err)?;
+        let memory = tch::no_grad(|| self.policy.encode(features))?;
+        let decoded = greedy(&self.policy, &memory, None)?;
         let pad = self.policy.tokens().pad;
         (0..features.size()[0])
             .map(|i| {
-                let ids = decoded.sequence(i, 0, pad).map_err(model_err)?;
+                let ids = decoded.sequence(i, 0, pad)?;
                 Ok(self.text.decode(&ids))
             })
             .collect()

@@ -83,13 +83,8 @@ impl CaptionTrainer {
         let ref_lp: Vec<f32> = flat.iter().map(|e| e.ref_logprob).collect();
         let precision = self.config().precision;
         let (loss, mut stats) = precision.autocast(|| -> Result<_, TrainError> {
-            let memory = self
-                .policy
-                .encode(features)
-                .map_err(|e| TrainError::Model(Box::new(e)))?;
-            let policy_lp = cands
-                .logprobs(&self.policy, &memory)
-                .map_err(|e| TrainError::Model(Box::new(e)))?;
+            let memory = self.policy.encode(features)?;
+            let policy_lp = cands.logprobs(&self.policy, &memory)?;
             let out = dico_loss(
                 &policy_lp,
                 &cands.per_candidate(&ref_lp, device),
