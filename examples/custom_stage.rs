@@ -55,7 +55,7 @@ impl DeviceStage for Brightness {
             .iter()
             .flat_map(|s| s.pixels.iter().copied())
             .collect();
-        let fail = |e: tch::TchError| StageFailure::new(format!("tensor error: {e}"));
+        let fail = |e: tch::TchError| StageFailure::new("tensor error").with_detail(e);
         // [n, 3·size·size] → per-image mean [n]
         let x = Tensor::f_from_slice(&flat)
             .map_err(fail)?

@@ -47,12 +47,26 @@ impl PreprocessStage {
     }
 }
 
+/// The counted label of a sample `preprocess` rejects: the source's label for
+/// the same reason ([`crate::data::SkipReason::label`]), as a static string.
+fn preprocess_label(reason: &crate::data::SkipReason) -> &'static str {
+    use crate::data::SkipReason;
+    match reason {
+        SkipReason::Decode(_) => "image decode failed",
+        SkipReason::Resize(_) => "image resize failed",
+        SkipReason::ZeroSize => "zero-size image",
+        SkipReason::TooLarge { .. } => "image too large",
+        SkipReason::EmptyImage => "empty image bytes",
+        _ => "preprocess failed",
+    }
+}
+
 impl CpuStage for PreprocessStage {
     fn process(&mut self, sample: &mut Sample) -> Result<(), StageFailure> {
         let pixels = self
             .pre
             .process(&sample.image)
-            .map_err(|reason| StageFailure::new(reason.label()))?;
+            .map_err(|reason| StageFailure::new(preprocess_label(&reason)).with_detail(reason))?;
         sample.pixels = pixels;
         sample.size = self.pre.config().size;
         // The encoded bytes are no longer needed: free them before the exchange.
@@ -145,7 +159,7 @@ impl DeviceStage for ImageStats {
             ));
         }
         self.stats(batch)
-            .map_err(|e| StageFailure::new(format!("tensor error: {e}")))
+            .map_err(|e| StageFailure::new("tensor error").with_detail(e))
     }
 }
 

@@ -70,7 +70,7 @@ impl<'scope> CpuStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                                     Ok(Ok(())) => session.give(Ok(sample)),
                                     Ok(Err(failure)) => session.give(Err(StageError {
                                         stage: stage_name.clone(),
-                                        reason: failure.reason,
+                                        reason: failure.reason.to_owned(),
                                         key: Some(sample.key),
                                         addr: Some(sample.addr),
                                     })),

@@ -168,14 +168,15 @@ fn device_loop(
                     return fail(FlowError::StageFatal {
                         stage: name.clone(),
                         time: batch.time,
-                        reason: failure.reason,
+                        reason: failure.to_string(),
                     })
                 }
                 Ok(Err(failure)) => {
                     metrics.record(n, started.elapsed());
+                    tracing::warn!("stage `{name}` rejected batch {}: {failure}", batch.time);
                     errors.extend(batch.samples.drain(..).map(|s| StageError {
                         stage: name.clone(),
-                        reason: failure.reason.clone(),
+                        reason: failure.reason.to_owned(),
                         key: Some(s.key),
                         addr: Some(s.addr),
                     }));
@@ -204,7 +205,7 @@ fn device_loop(
             Ok(Ok(())) => {}
             Ok(Err(failure)) => state.fail(FlowError::StageFinish {
                 stage: name.clone(),
-                reason: failure.reason,
+                reason: failure.to_string(),
             }),
             Err(panic) => state.fail(FlowError::StagePanicked {
                 stage: name.clone(),

@@ -16,8 +16,11 @@ use std::collections::BTreeMap;
 
 use super::batch::{BatchTime, Sample};
 
-/// Why a sample (or a whole device batch) was rejected. The reason is a short,
-/// stable label: runs report counts per `(stage, reason)`.
+/// Why a sample (or a whole device batch) was rejected: a short, stable
+/// label (`reason`, a `&'static str`, so runs count per `(stage, reason)`
+/// without splitting the count per message) and the detail of this one case
+/// beside it (`detail`, logged and shown with fatal or finish errors, never
+/// counted by).
 ///
 /// A *fatal* failure is one after which the run cannot go on correctly,
 /// because the stage's state has already changed (an optimizer step was
@@ -26,24 +29,45 @@ use super::batch::{BatchTime, Sample};
 /// as rejected and carrying on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageFailure {
-    pub reason: String,
+    pub reason: &'static str,
+    /// What happened in this case (an error message, a path); may be empty.
+    pub detail: String,
     pub fatal: bool,
 }
 
 impl StageFailure {
     /// The batch (or sample) is rejected; the run goes on.
-    pub fn new(reason: impl Into<String>) -> Self {
+    pub fn new(reason: &'static str) -> Self {
         Self {
-            reason: reason.into(),
+            reason,
+            detail: String::new(),
             fatal: false,
         }
     }
 
     /// The run must stop (see the type's docs).
-    pub fn fatal(reason: impl Into<String>) -> Self {
+    pub fn fatal(reason: &'static str) -> Self {
         Self {
-            reason: reason.into(),
+            reason,
+            detail: String::new(),
             fatal: true,
+        }
+    }
+
+    /// The same failure with `detail` beside its label.
+    pub fn with_detail(mut self, detail: impl std::fmt::Display) -> Self {
+        self.detail = detail.to_string();
+        self
+    }
+}
+
+impl std::fmt::Display for StageFailure {
+    /// `reason: detail`, or the reason alone without a detail.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.detail.is_empty() {
+            f.write_str(self.reason)
+        } else {
+            write!(f, "{}: {}", self.reason, self.detail)
         }
     }
 }

@@ -17,7 +17,6 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
 use crate::model::decode::greedy;
-use crate::model::ModelError;
 use crate::reward::Reward;
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
@@ -103,10 +102,6 @@ pub struct StepStats {
     pub skipped_step: bool,
 }
 
-fn model_err(e: ModelError) -> TrainError {
-    TrainError::Model(Box::new(e))
-}
-
 /// A captioner being trained, with what its objective needs.
 pub struct CaptionTrainer {
     pub vs: VarStore,
@@ -121,6 +116,8 @@ pub struct CaptionTrainer {
     cfg: CaptionTrainConfig,
     rng: Rng,
     step: u64,
+    /// Forward passes of the frozen backbone so far ([`Self::backbone_forwards`]).
+    backbone_forwards: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for CaptionTrainer {
@@ -161,14 +158,13 @@ impl CaptionTrainer {
         let (mut vs, policy) = crate::rng::with_torch_seed(cfg.seed, || {
             let vs = VarStore::new(device);
             Captioner::new(vs.root(), captioner).map(|p| (vs, p))
-        })
-        .map_err(model_err)?;
+        })?;
         let mut reference = None;
         if let Some(path) = init {
             vs.load(path)?;
             if cfg.objective == Objective::Dico {
                 let mut rvs = VarStore::new(device);
-                let r = Captioner::new(rvs.root(), captioner).map_err(model_err)?;
+                let r = Captioner::new(rvs.root(), captioner)?;
                 rvs.load(path)?;
                 rvs.freeze();
                 reference = Some((rvs, r));
@@ -226,6 +222,7 @@ impl CaptionTrainer {
             reward,
             cfg,
             step: 0,
+            backbone_forwards: Default::default(),
         })
     }
 
@@ -254,12 +251,32 @@ impl CaptionTrainer {
         self.reward.as_mut()
     }
 
-    pub(crate) fn memory(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
-        let feats = self
-            .backbone
+    /// The frozen backbone's features `[b, tokens, width]` of images `pixels`
+    /// `[b, 3, H, W]` (moved to the trainer's device), without grad. The only
+    /// place the trainer runs the backbone: a step computes them once and hands
+    /// them to the policy, the reference and the fluency captions.
+    pub fn features(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
+        self.backbone_forwards
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.backbone
             .features(&pixels.to_device(self.vs.device()))
-            .map_err(model_err)?;
-        self.policy.encode(&feats).map_err(model_err)
+            .map_err(TrainError::from)
+    }
+
+    /// Forward passes of the frozen backbone since the trainer was made (a
+    /// statistic: a DiCO step with its fluency captions makes one in fp32).
+    pub fn backbone_forwards(&self) -> usize {
+        self.backbone_forwards
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The features of a step's images for greedy captions after the step
+    /// ([`Self::caption_features`]): `features` when the step ran in fp32
+    /// (the same values a fresh pass would give), `None` under autocast (the
+    /// step's features are reduced-precision; captions then run their own pass
+    /// in fp32, as they always have).
+    pub fn features_for_captions<'a>(&self, features: &'a Tensor) -> Option<&'a Tensor> {
+        (self.cfg.precision == Precision::Fp32).then_some(features)
     }
 
     /// Targets `[rows, L]`: caption ids + EOS, padded.
@@ -306,22 +323,41 @@ impl CaptionTrainer {
         pixels: &Tensor,
         references: &[Vec<String>],
     ) -> Result<StepStats, TrainError> {
+        let features = self.cfg.precision.autocast(|| self.features(pixels))?;
+        self.step_on_features(keys, pixels, &features, references)
+    }
+
+    /// [`Self::step`] on the backbone's `features` `[b, tokens, width]` of
+    /// `pixels` ([`Self::features`], computed under the step's precision, e.g.
+    /// `config().precision.autocast(|| trainer.features(pixels))`); `pixels`
+    /// still go to a CLIP reward, which encodes images with its own tower.
+    pub fn step_on_features(
+        &mut self,
+        keys: &[String],
+        pixels: &Tensor,
+        features: &Tensor,
+        references: &[Vec<String>],
+    ) -> Result<StepStats, TrainError> {
         let b = pixels.size()[0];
-        if keys.len() as i64 != b || references.len() as i64 != b {
+        if keys.len() as i64 != b
+            || references.len() as i64 != b
+            || features.size().first() != Some(&b)
+        {
             return Err(TrainError::Shape {
                 what: "captioner step",
                 detail: format!(
-                    "{b} images, {} keys, {} caption lists",
+                    "{b} images, {} keys, {} caption lists, features {:?}",
                     keys.len(),
-                    references.len()
+                    references.len(),
+                    features.size()
                 ),
             });
         }
         // Forward passes under autocast; backward and the update outside it.
         let precision = self.cfg.precision;
         let (loss, mut stats) = precision.autocast(|| match self.cfg.objective {
-            Objective::Xe => self.xe_loss(pixels, references),
-            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, references),
+            Objective::Xe => self.xe_loss(features, references),
+            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, features, references),
             Objective::DicoOffline => Err(TrainError::Setting {
                 name: "objective",
                 value: "dico_offline".into(),
@@ -334,7 +370,7 @@ impl CaptionTrainer {
 
     fn xe_loss(
         &mut self,
-        pixels: &Tensor,
+        features: &Tensor,
         references: &[Vec<String>],
     ) -> Result<(Tensor, StepStats), TrainError> {
         if references.iter().any(Vec::is_empty) {
@@ -347,13 +383,10 @@ impl CaptionTrainer {
             .iter()
             .map(|r| self.rng.choose(r).clone())
             .collect();
-        let memory = self.memory(pixels)?;
+        let memory = self.policy.encode(features)?;
         let tokens = self.targets(&chosen);
-        let (inputs, mask) = self
-            .policy
-            .teacher_forcing_inputs(&tokens)
-            .map_err(model_err)?;
-        let logits = self.policy.logits(&memory, &inputs).map_err(model_err)?; // [b, L, V]
+        let (inputs, mask) = self.policy.teacher_forcing_inputs(&tokens)?;
+        let logits = self.policy.logits(&memory, &inputs)?; // [b, L, V]
         let loss = xe_loss(&logits, &tokens, &mask, self.cfg.label_smoothing)?;
         Ok((loss, StepStats::default()))
     }
@@ -362,10 +395,11 @@ impl CaptionTrainer {
         &mut self,
         keys: &[String],
         pixels: &Tensor,
+        features: &Tensor,
         references: &[Vec<String>],
     ) -> Result<(Tensor, StepStats), TrainError> {
         let k = self.cfg.candidates;
-        let memory = self.memory(pixels)?;
+        let memory = self.policy.encode(features)?;
         let decoding = match self.cfg.objective {
             Objective::Dico => Decoding::Beam,
             _ => Decoding::Sample {
@@ -373,8 +407,7 @@ impl CaptionTrainer {
             },
         };
         let seed = self.rng.next_u64();
-        let candidates =
-            Candidates::generate(&self.policy, &memory, k, decoding, seed).map_err(model_err)?;
+        let candidates = Candidates::generate(&self.policy, &memory, k, decoding, seed)?;
         let captions: Vec<String> = candidates
             .ids
             .iter()
@@ -385,13 +418,9 @@ impl CaptionTrainer {
             value: "none".into(),
             reason: "no reward to score candidates with",
         })?;
-        let rewards = reward
-            .score(keys, pixels, &captions, references)
-            .map_err(|e| TrainError::Reward(Box::new(e)))?;
+        let rewards = reward.score(keys, pixels, &captions, references)?;
         let rewards = candidates.per_candidate(&rewards, self.vs.device());
-        let policy_lp = candidates
-            .logprobs(&self.policy, &memory)
-            .map_err(model_err)?;
+        let policy_lp = candidates.logprobs(&self.policy, &memory)?;
         let (candidate_length, eos_share) = (candidates.mean_length(), candidates.eos_share());
         let mut extra = std::collections::BTreeMap::new();
         let loss = match self.cfg.objective {
@@ -401,13 +430,13 @@ impl CaptionTrainer {
                     value: "none".into(),
                     reason: "DiCO needs a reference model",
                 })?;
+                // The policy's backbone features: the backbone is frozen and
+                // shared, so the reference sees the same values.
                 let ref_lp = tch::no_grad(|| -> Result<Tensor, TrainError> {
-                    let feats = self
-                        .backbone
-                        .features(&pixels.to_device(self.vs.device()))
-                        .map_err(model_err)?;
-                    let mem = reference.encode(&feats).map_err(model_err)?;
-                    candidates.logprobs(reference, &mem).map_err(model_err)
+                    let mem = reference.encode(features)?;
+                    candidates
+                        .logprobs(reference, &mem)
+                        .map_err(TrainError::from)
                 })?;
                 let out = dico_loss(&policy_lp, &ref_lp, &rewards, &self.cfg.dico)?;
                 extra.extend(out.stats.metrics());
@@ -435,12 +464,19 @@ impl CaptionTrainer {
 
     /// Greedy captions for images `pixels` `[b, 3, H, W]`.
     pub fn caption(&self, pixels: &Tensor) -> Result<Vec<String>, TrainError> {
-        let memory = tch::no_grad(|| self.memory(pixels))?;
-        let decoded = greedy(&self.policy, &memory, None).map_err(model_err)?;
+        let features = self.features(pixels)?;
+        self.caption_features(&features)
+    }
+
+    /// Greedy captions from backbone features `[b, tokens, width]` (fp32,
+    /// [`Self::features`]).
+    pub fn caption_features(&self, features: &Tensor) -> Result<Vec<String>, TrainError> {
+        let memory = tch::no_grad(|| self.policy.encode(features))?;
+        let decoded = greedy(&self.policy, &memory, None)?;
         let pad = self.policy.tokens().pad;
-        (0..pixels.size()[0])
+        (0..features.size()[0])
             .map(|i| {
-                let ids = decoded.sequence(i, 0, pad).map_err(model_err)?;
+                let ids = decoded.sequence(i, 0, pad)?;
                 Ok(self.text.decode(&ids))
             })
             .collect()

@@ -27,10 +27,11 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    /// A model could not be built or run.
+    /// A model could not be built or run (boxed: `ModelError` is large next
+    /// to the other variants; `?` converts, see the `From` impl below).
     #[error(transparent)]
     Model(Box<crate::model::ModelError>),
-    /// Rewards could not be computed.
+    /// Rewards could not be computed (boxed, converted by `?` like `Model`).
     #[error(transparent)]
     Reward(Box<crate::reward::RewardError>),
     /// The captioner's token ids do not fit its caption text.
@@ -42,4 +43,16 @@ pub enum TrainError {
     /// libtorch reported an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+impl From<crate::model::ModelError> for TrainError {
+    fn from(e: crate::model::ModelError) -> Self {
+        TrainError::Model(Box::new(e))
+    }
+}
+
+impl From<crate::reward::RewardError> for TrainError {
+    fn from(e: crate::reward::RewardError) -> Self {
+        TrainError::Reward(Box::new(e))
+    }
 }

@@ -90,8 +90,7 @@ impl ContrastiveTrainer {
         let (vs, clip) = crate::rng::with_torch_seed(cfg.seed, || {
             let vs = VarStore::new(device);
             Clip::new(vs.root(), &cfg.clip).map(|c| (vs, c))
-        })
-        .map_err(|e| TrainError::Model(Box::new(e)))?;
+        })?;
         let stepper = Stepper::new(
             AdamW::new(&vs, cfg.optimizer),
             StepConfig {
@@ -150,7 +149,7 @@ impl ContrastiveTrainer {
             .collect();
         let ids = self.tokenize(&chosen)?;
         let lr = self.cfg.schedule.lr_at(self.step);
-        let model = |e| TrainError::Model(Box::new(e));
+        let model = |e: crate::model::ModelError| TrainError::from(e);
         let (loss, accuracy) = self.cfg.precision.autocast(|| {
             let img = self
                 .clip
@@ -191,8 +190,7 @@ impl ContrastiveTrainer {
         tch::no_grad(|| {
             let out = self
                 .clip
-                .forward(&pixels.to_device(self.vs.device()), &ids)
-                .map_err(|e| TrainError::Model(Box::new(e)))?;
+                .forward(&pixels.to_device(self.vs.device()), &ids)?;
             let n = captions.len() as i64;
             let target = Tensor::arange(n, (Kind::Int64, self.vs.device()));
             Ok(out

@@ -14,13 +14,15 @@ pub mod loss_scale;
 pub mod offline_dico;
 pub mod precision;
 pub mod resumable;
-pub mod reward_cache_stage;
 pub mod schedule;
 pub mod scst;
 pub mod stages;
 pub mod step;
 pub mod validation;
 pub mod xe;
+
+/// The `reward_cache` stage, at its former path.
+pub use stages::reward_cache as reward_cache_stage;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{BestBy, BestSoFar, Checkpointer, TrainState};

@@ -22,7 +22,18 @@ impl CaptionTrainer {
         pixels: &Tensor,
         candidates: &[&[CacheEntry]],
     ) -> Result<StepStats, TrainError> {
-        let b = pixels.size()[0];
+        let features = self.config().precision.autocast(|| self.features(pixels))?;
+        self.offline_step_on_features(&features, candidates)
+    }
+
+    /// [`Self::offline_step`] on the backbone's `features` `[b, tokens, width]`
+    /// of the images ([`CaptionTrainer::features`], under the step's precision).
+    pub fn offline_step_on_features(
+        &mut self,
+        features: &Tensor,
+        candidates: &[&[CacheEntry]],
+    ) -> Result<StepStats, TrainError> {
+        let b = features.size().first().copied().unwrap_or(0);
         let k = self.config().candidates;
         if candidates.len() as i64 != b {
             return Err(TrainError::Shape {
@@ -72,10 +83,8 @@ impl CaptionTrainer {
         let ref_lp: Vec<f32> = flat.iter().map(|e| e.ref_logprob).collect();
         let precision = self.config().precision;
         let (loss, mut stats) = precision.autocast(|| -> Result<_, TrainError> {
-            let memory = self.memory(pixels)?;
-            let policy_lp = cands
-                .logprobs(&self.policy, &memory)
-                .map_err(|e| TrainError::Model(Box::new(e)))?;
+            let memory = self.policy.encode(features)?;
+            let policy_lp = cands.logprobs(&self.policy, &memory)?;
             let out = dico_loss(
                 &policy_lp,
                 &cands.per_candidate(&ref_lp, device),

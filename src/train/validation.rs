@@ -723,16 +723,15 @@ impl Validator {
                 let caps = tch::no_grad(|| trainer.caption(&pixels))?;
                 let k: Vec<String> = ok.iter().map(|s| s.key.clone()).collect();
                 let r: Vec<Vec<String>> = ok.into_iter().map(|s| s.captions).collect();
-                let reward_err = |e: crate::reward::RewardError| TrainError::Reward(Box::new(e));
                 for (scorer, name, ref_name) in [
                     (clip.as_deref_mut(), "CLIP-S", "RefCLIP-S"),
                     (pac.as_deref_mut(), "PAC-S", "RefPAC-S"),
                 ] {
                     let Some(scorer) = scorer else { continue };
-                    scorer.add_images(&k, &pixels).map_err(reward_err)?;
+                    scorer.add_images(&k, &pixels)?;
                     let s = scorer.score_with_refs(&k, &caps, &r);
                     scorer.clear_images();
-                    let s = s.map_err(reward_err)?;
+                    let s = s?;
                     *sums.entry(name).or_default() +=
                         s.score.iter().map(|&v| v as f64).sum::<f64>();
                     *sums.entry(ref_name).or_default() +=
@@ -742,11 +741,8 @@ impl Validator {
                     if let Some(reward) = trainer.reward_mut() {
                         let s = reward.score(&k, &pixels, &caps, &r);
                         reward.clear_images();
-                        *sums.entry("reward").or_default() += s
-                            .map_err(reward_err)?
-                            .iter()
-                            .map(|&v| v as f64)
-                            .sum::<f64>();
+                        *sums.entry("reward").or_default() +=
+                            s?.iter().map(|&v| v as f64).sum::<f64>();
                     }
                 }
                 keys.extend(k);

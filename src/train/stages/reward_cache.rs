@@ -20,7 +20,8 @@ use crate::reward::cache::{self, CacheEntry, CacheProvenance, PartWriter};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::rng::Rng;
 use crate::train::candidates::{Candidates, Decoding};
-use crate::train::stages::{build_err, cpu, device_of, load_scorer, load_text, sample_tensors};
+use crate::train::stages::setup::{build_err, default_device, device_of, load_scorer, load_text};
+use crate::train::stages::tensors::sample_tensors;
 
 /// Settings of `reward_cache`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,7 +47,7 @@ pub struct RewardCacheSettings {
     #[serde(default = "ScoreConfig::dico_reward")]
     pub reward: ScoreConfig,
     /// Candidates per image.
-    #[serde(default = "five")]
+    #[serde(default = "default_candidates")]
     pub candidates: i64,
     #[serde(default)]
     pub decoding: Decoding,
@@ -57,23 +58,28 @@ pub struct RewardCacheSettings {
     pub out: PathBuf,
     /// Name of the part this run writes (`dicoflow cache-rewards` names one
     /// part per input shard).
-    #[serde(default = "all")]
+    #[serde(default = "default_part")]
     pub part: String,
     /// Candidates per chunk file: at most this much work is lost on a crash.
-    #[serde(default = "chunk_rows")]
+    #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
     /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`crate::device::DeviceName`]).
-    #[serde(default = "cpu")]
+    #[serde(default = "default_device")]
     pub device: crate::device::DeviceName,
 }
 
-fn five() -> i64 {
+/// Default `candidates`: 5 per image (the paper's beams).
+fn default_candidates() -> i64 {
     5
 }
-fn all() -> String {
+
+/// Default `part`: `all` (one part for the whole input).
+fn default_part() -> String {
     "all".into()
 }
-fn chunk_rows() -> usize {
+
+/// Default `chunk_rows`: 2048 candidates per chunk file.
+fn default_chunk_rows() -> usize {
     2048
 }
 
@@ -218,7 +224,7 @@ impl RewardCacheStage {
         pixels: &Tensor,
     ) -> Result<Vec<CacheEntry>, StageFailure> {
         fn fail(what: &'static str) -> impl Fn(crate::model::ModelError) -> StageFailure {
-            move |e| StageFailure::new(format!("{what}: {e}"))
+            move |e| StageFailure::new(what).with_detail(e)
         }
         let device = self.policy.0.device();
         let k = self.settings.candidates;
@@ -253,14 +259,14 @@ impl RewardCacheStage {
             .collect();
         self.scorer
             .add_images(keys, pixels)
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+            .map_err(|e| StageFailure::new("image embeddings failed").with_detail(e))?;
         let rewards = self
             .scorer
             .score(&image_keys, &texts)
-            .map_err(|e| StageFailure::new(format!("rewards: {e}")))?;
+            .map_err(|e| StageFailure::new("rewards failed").with_detail(e))?;
         self.scorer.clear_images();
         let ref_lp = Vec::<f32>::try_from(&ref_lp.view([-1]).to_device(tch::Device::Cpu))
-            .map_err(|e| StageFailure::new(e.to_string()))?;
+            .map_err(|e| StageFailure::new("reference log-probs failed").with_detail(e))?;
         Ok(candidates
             .ids
             .iter()
@@ -290,18 +296,20 @@ impl DeviceStage for RewardCacheStage {
             if let Some(writer) = self.writer.as_mut() {
                 writer
                     .flush()
-                    .map_err(|e| StageFailure::new(e.to_string()))?;
+                    .map_err(|e| StageFailure::new("cache chunk not written").with_detail(e))?;
             }
-            return Err(StageFailure::new(format!(
-                "{} batches failed, so their images are not cached; the part stays open (its \
-                 chunks are kept): run again to compute only what is missing",
+            return Err(StageFailure::new(
+                "batches failed, the part stays open: run again to compute only what is missing",
+            )
+            .with_detail(format!(
+                "{} batches failed, so their images are not cached; the part's chunks are kept",
                 self.failed_batches
             )));
         }
         if let Some(writer) = self.writer.take() {
             let (path, rows) = writer
                 .finish()
-                .map_err(|e| StageFailure::new(e.to_string()))?;
+                .map_err(|e| StageFailure::new("cache part not written").with_detail(e))?;
             tracing::info!("wrote {} ({rows} candidates)", path.display());
         }
         Ok(())
@@ -338,6 +346,6 @@ impl RewardCacheStage {
             .ok_or_else(|| StageFailure::new("the part is already finished"))?;
         writer
             .push(entries)
-            .map_err(|e| StageFailure::new(e.to_string()))
+            .map_err(|e| StageFailure::new("cache chunk not written").with_detail(e))
     }
 }

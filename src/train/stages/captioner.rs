@@ -1,0 +1,387 @@
+//! `train_captioner`: captioner training (XE, DiCO, SCST, offline DiCO from a
+//! reward cache; [`CaptionTrainer`]) as a device stage, with validation,
+//! checkpoints and the fluency log.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceName;
+use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
+use crate::model::captioner::{Backbone, CaptionerConfig};
+use crate::model::clip::ClipConfig;
+use crate::reward::{Reward, RewardCache, RewardSettings};
+use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use crate::train::fluency::FluencyJudge;
+use crate::train::resumable::StageCheckpoints;
+use crate::train::stages::setup::{
+    build_err, default_device, default_keep_last, device_of, load_text, resume_if_asked,
+    WEIGHTS_FILE,
+};
+use crate::train::stages::tensors::{batch_tensors, sample_tensors};
+use crate::train::validation::{StageContext, ValidationSettings, Validator};
+
+/// Captioner config a `train_captioner` stage writes next to its weights.
+pub const CAPTIONER_CONFIG_FILE: &str = "captioner.json";
+
+/// Settings of `train_captioner`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionerStageSettings {
+    pub captioner: CaptionerConfig,
+    pub train: CaptionTrainConfig,
+    /// Word vocabulary (JSON written by [`Vocab`]'s serde form); absent: CLIP BPE.
+    #[serde(default)]
+    pub vocab: Option<PathBuf>,
+    /// CLIP safetensors whose vision tower is the frozen backbone, and its config.
+    pub backbone: PathBuf,
+    pub backbone_config: ClipConfig,
+    /// Evaluator weights (CLIP safetensors) for a CLIP score reward.
+    #[serde(default)]
+    pub evaluator: Option<PathBuf>,
+    /// The evaluator's CLIP config (default: `backbone_config`).
+    #[serde(default)]
+    pub evaluator_config: Option<ClipConfig>,
+    /// DiCO/SCST reward: a CLIP score config (default with an evaluator: the
+    /// paper's DiCO reward) or `{ kind = "cider_d", references = SHARDS }`.
+    #[serde(default)]
+    pub reward: Option<RewardSettings>,
+    /// Starting weights (the XE checkpoint for DiCO/SCST; also DiCO's reference).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Reward cache directory that `dico_offline` trains from (made by
+    /// `dicoflow cache-rewards`).
+    #[serde(default)]
+    pub reward_cache: Option<PathBuf>,
+    /// Log `fluency/grammatical` every `fluency_every` steps: the share of
+    /// the policy's greedy captions of the batch that this judge finds fluent.
+    #[serde(default)]
+    pub fluency_judge: Option<FluencyJudge>,
+    /// Steps between fluency measurements (greedy decoding costs about as
+    /// much as an XE step).
+    #[serde(default = "default_fluency_every")]
+    pub fluency_every: u64,
+    pub out: PathBuf,
+    /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`DeviceName`]).
+    #[serde(default = "default_device")]
+    pub device: DeviceName,
+    /// Write a checkpoint every N steps into `out/checkpoints` (0: only the
+    /// final weights).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (the most recent).
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+    /// Continue from the latest checkpoint in `out/checkpoints`, if any. The
+    /// data order is a function of the seed, so the stage skips the batches
+    /// the checkpoint has already seen and goes on bit-identically.
+    #[serde(default)]
+    pub resume: bool,
+    /// Validate every N steps on a val split, log `val/*` values and keep
+    /// the best model ([`ValidationSettings`], docs/training.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSettings>,
+}
+
+/// Default `fluency_every`: fluency logged every 10 steps.
+fn default_fluency_every() -> u64 {
+    10
+}
+
+/// The reward cache of `dico_offline` (checked against the settings), or
+/// `None` for the other objectives.
+fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, String> {
+    let offline = s.train.objective == Objective::DicoOffline;
+    match (&s.reward_cache, offline) {
+        (None, false) => return Ok(None),
+        (Some(_), false) => {
+            return Err(format!(
+                "`reward_cache` is only read by objective = \"dico_offline\" (this stage \
+                 trains {:?})",
+                s.train.objective
+            ))
+        }
+        (None, true) => {
+            return Err(
+                "objective = \"dico_offline\" needs `reward_cache`: a directory made \
+                        by `dicoflow cache-rewards`"
+                    .into(),
+            )
+        }
+        (Some(_), true) if s.evaluator.is_some() => {
+            return Err(
+                "dico_offline reads its rewards from the cache: remove `evaluator` \
+                        (it would only take memory)"
+                    .into(),
+            )
+        }
+        (Some(_), true) => {}
+    }
+    let dir = s.reward_cache.as_ref().expect("checked above");
+    let cache = RewardCache::open(dir).map_err(|e| e.to_string())?;
+    if let Some(max) = cache.max_token() {
+        if max as i64 >= s.captioner.tokens.vocab_size {
+            return Err(format!(
+                "{}: token id {max} is outside the captioner's vocabulary of {}: the cache \
+                 was made for another captioner",
+                dir.display(),
+                s.captioner.tokens.vocab_size
+            ));
+        }
+    }
+    tracing::info!(
+        "offline DiCO from {} ({} images in {} parts)",
+        dir.display(),
+        cache.images(),
+        cache.parts()
+    );
+    Ok(Some(cache))
+}
+
+/// Captioner training (XE, DiCO, SCST) as a device stage.
+pub struct CaptionerStage {
+    trainer: CaptionTrainer,
+    /// The candidates of `dico_offline`.
+    cache: Option<RewardCache>,
+    settings: CaptionerStageSettings,
+    checkpoints: StageCheckpoints,
+    validator: Option<Validator>,
+    /// Validation values not yet logged: a batch line holds one validation,
+    /// so when the step-0 validation and the first step's share a batch
+    /// (`every = 1`), the later one goes into the next batch's line (with
+    /// its `val/step`). `out/validation/log.jsonl` has every one.
+    unlogged: std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
+}
+
+fn step_failed(e: crate::train::TrainError) -> StageFailure {
+    StageFailure::new("captioner step failed").with_detail(e)
+}
+
+/// Adds validation `values` to the batch's metrics, or queues them when the
+/// batch already carries a validation.
+fn log_validation(
+    batch: &mut DeviceBatch,
+    unlogged: &mut std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
+    values: std::collections::BTreeMap<String, f64>,
+) {
+    if batch.metrics.contains_key("val/step") {
+        unlogged.push_back(values);
+    } else {
+        batch.metrics.extend(values);
+    }
+}
+
+impl CaptionerStage {
+    pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
+        let err = build_err("train_captioner");
+        let device = device_of("train_captioner", s.device)?;
+        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
+        let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
+            .map_err(|e| err(e.to_string()))?;
+        let cache = open_reward_cache(&s).map_err(&err)?;
+        let reward = Reward::load(
+            s.reward.as_ref(),
+            s.evaluator.as_deref(),
+            s.evaluator_config.as_ref().unwrap_or(&s.backbone_config),
+            device,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let has_reward = reward.is_some();
+        let mut trainer = CaptionTrainer::new(
+            &s.captioner,
+            text,
+            backbone,
+            s.init.as_deref(),
+            reward,
+            s.train.clone(),
+            device,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let mut validator = match &s.validation {
+            Some(v) => Some(
+                Validator::try_new(
+                    v.clone(),
+                    &StageContext {
+                        out: &s.out,
+                        backbone_config: &s.backbone_config,
+                        has_reward,
+                        device,
+                    },
+                )
+                .map_err(|e| err(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
+        resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
+        if let Some(v) = validator.as_mut() {
+            if checkpoints.resumed_after().is_some() {
+                v.resume(checkpoints.resumed_best(), trainer.step_count())
+                    .map_err(|e| err(format!("resuming: {e}")))?;
+            } else {
+                v.start_fresh()
+                    .map_err(|e| err(format!("validation log: {e}")))?;
+            }
+        }
+        Ok(Self {
+            trainer,
+            cache,
+            settings: s,
+            checkpoints,
+            validator,
+            unlogged: Default::default(),
+        })
+    }
+}
+
+impl CaptionerStage {
+    /// The trainer the stage hosts (its step count, statistics, weights).
+    pub fn trainer(&self) -> &CaptionTrainer {
+        &self.trainer
+    }
+}
+
+impl DeviceStage for CaptionerStage {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if batch.samples.is_empty()
+            || self.checkpoints.already_trained(batch.time)
+            || self.trainer.step_count() >= self.settings.train.schedule.total_steps
+        {
+            return Ok(());
+        }
+        let total_steps = self.settings.train.schedule.total_steps;
+        if let Some(values) = self.unlogged.pop_front() {
+            batch.metrics.extend(values);
+        }
+        if let Some(v) = self.validator.as_mut() {
+            let step = self.trainer.step_count();
+            if step == 0 && v.due(0, total_steps) {
+                let values = v
+                    .validate(&mut self.trainer, 0)
+                    .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
+                log_validation(batch, &mut self.unlogged, values);
+            }
+        }
+        // The frozen backbone runs once per batch: its features feed the
+        // step (policy and reference) and the fluency captions.
+        let precision = self.settings.train.precision;
+        let (pixels, features, s, trained) = match &self.cache {
+            Some(cache) => {
+                let k = self.trainer.config().candidates as usize;
+                let mut samples = Vec::new();
+                let mut candidates = Vec::new();
+                let (mut missing, mut incomplete) = (0, 0);
+                for sample in &batch.samples {
+                    match cache.get(&sample.key) {
+                        Some(c) if c.len() == k => {
+                            samples.push(sample);
+                            candidates.push(c);
+                        }
+                        Some(_) => incomplete += 1,
+                        None => missing += 1,
+                    }
+                }
+                batch.metrics.insert("cache/missing".into(), missing as f64);
+                batch
+                    .metrics
+                    .insert("cache/incomplete".into(), incomplete as f64);
+                if samples.is_empty() {
+                    return Ok(());
+                }
+                let (pixels, _, _) = sample_tensors(&samples)?;
+                let features = precision
+                    .autocast(|| self.trainer.features(&pixels))
+                    .map_err(step_failed)?;
+                let s = self
+                    .trainer
+                    .offline_step_on_features(&features, &candidates);
+                (pixels, features, s, samples.len())
+            }
+            None => {
+                let (pixels, keys, caps) = batch_tensors(batch)?;
+                let features = precision
+                    .autocast(|| self.trainer.features(&pixels))
+                    .map_err(step_failed)?;
+                let s = self
+                    .trainer
+                    .step_on_features(&keys, &pixels, &features, &caps);
+                (pixels, features, s, keys.len())
+            }
+        };
+        let s = s.map_err(step_failed)?;
+        let every = self.settings.fluency_every.max(1);
+        let due = s.optimizer_step && self.trainer.step_count() % every == 1 % every;
+        if let (Some(judge), true) = (self.settings.fluency_judge, due) {
+            let captions = match self.trainer.features_for_captions(&features) {
+                Some(features) => self.trainer.caption_features(features),
+                None => self.trainer.caption(&pixels),
+            }
+            .map_err(|e| StageFailure::new("greedy captions for fluency failed").with_detail(e))?;
+            batch
+                .metrics
+                .insert("fluency/grammatical".into(), judge.share(&captions));
+        }
+        if let Some(reward) = self.trainer.reward_mut() {
+            reward.clear_images(); // images are not revisited within an epoch
+        }
+        batch.metrics.insert("train/samples".into(), trained as f64);
+        batch.metrics.insert("train/loss".into(), s.loss);
+        batch.metrics.insert("train/lr".into(), s.lr);
+        if s.optimizer_step && !s.skipped_step {
+            batch.metrics.insert("train/grad_norm".into(), s.grad_norm);
+        }
+        if s.skipped_step {
+            batch.metrics.insert("train/skipped_step".into(), 1.0);
+        }
+        if self.trainer.objective() != Objective::Xe {
+            batch
+                .metrics
+                .insert("train/candidate_length".into(), s.candidate_length);
+            batch.metrics.insert("train/eos_share".into(), s.eos_share);
+        }
+        for (k, v) in s.extra {
+            batch.metrics.insert(k, v);
+        }
+        if let Some(v) = self.validator.as_mut() {
+            let step = self.trainer.step_count();
+            if s.optimizer_step && v.due(step, total_steps) {
+                let values = v
+                    .validate(&mut self.trainer, step)
+                    .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
+                log_validation(batch, &mut self.unlogged, values);
+            }
+        }
+        let written = self
+            .checkpoints
+            .after_batch(
+                &self.trainer,
+                batch.time,
+                || toml::to_string(&self.settings).unwrap_or_default(),
+                &batch.metrics,
+                self.validator.as_ref().and_then(Validator::best),
+            )
+            .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))?;
+        if let (Some(v), Some(_)) = (self.validator.as_mut(), written) {
+            v.checkpoint_written()
+                .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        let out = &self.settings.out;
+        std::fs::create_dir_all(out).map_err(|e| {
+            StageFailure::new("output directory not writable")
+                .with_detail(format!("{}: {e}", out.display()))
+        })?;
+        let weights = out.join(WEIGHTS_FILE);
+        match &self.validator {
+            Some(v) => v.write_model(&self.trainer, &weights),
+            None => self.trainer.save_weights(&weights),
+        }
+        .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
+        let cfg = serde_json::to_string_pretty(&self.settings.captioner).unwrap_or_default();
+        std::fs::write(out.join(CAPTIONER_CONFIG_FILE), cfg)
+            .map_err(|e| StageFailure::new("captioner config not written").with_detail(e))
+    }
+}
