@@ -170,7 +170,7 @@ fn score_with_idf(cand_counts: &[Counts], ref_counts: &[Vec<Counts>], idf: &[f64
 }
 
 /// CIDEr-D of tokenized candidates against their tokenized references,
-/// paired with `zip` (see [`crate::metrics::bleu::bleu`]).
+/// paired with `zip` (see [`crate::bleu::bleu`]).
 pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Scores {
     let mut interner = Interner::default();
     let (cand_counts, ref_counts) = count_all(&mut interner, candidates, references);
