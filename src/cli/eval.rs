@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-pub use dicoflow_metrics::cli::EvalArgs as CaptionArgs;
+pub use dicoflow_metrics::cli::CaptionArgs;
 use dicoflow_metrics::cli::{caption_table, parse_metrics, write_outputs, Column};
 
 use crate::device::DeviceName;

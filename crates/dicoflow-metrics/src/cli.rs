@@ -1,7 +1,7 @@
 //! The command line of caption evaluation, shared by `dicoflow-eval` and
-//! `dicoflow eval`: the flags ([`EvalArgs`]), the caption metrics' table
+//! `dicoflow eval`: the flags ([`CaptionArgs`]), the caption metrics' table
 //! ([`caption_table`]) and its output ([`write_outputs`]). `dicoflow eval`
-//! flattens [`EvalArgs`] into its own arguments, adds the CLIP-based columns
+//! flattens [`CaptionArgs`] into its own arguments, adds the CLIP-based columns
 //! to the [`Table`] and writes it with the same function, so that both
 //! commands accept the same flags and print the same JSON, per-image file and
 //! errors.
@@ -20,7 +20,7 @@ use crate::{meteor, Evaluator, Meteor, Metric};
 
 /// The caption-metric arguments of `dicoflow-eval` and `dicoflow eval`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct EvalArgs {
+pub struct CaptionArgs {
     /// COCO caption annotations (`{"images": [...], "annotations": [...]}`).
     #[arg(long)]
     pub annotations: PathBuf,
@@ -66,7 +66,7 @@ const CLIP_METRIC_NAMES: [&str; 8] = [
 /// # Errors
 /// A CLIP-based score named there (they come from `dicoflow eval --clip` /
 /// `--pac`), or an unknown metric name.
-pub fn parse_metrics(args: &EvalArgs) -> anyhow::Result<Vec<Metric>> {
+pub fn parse_metrics(args: &CaptionArgs) -> anyhow::Result<Vec<Metric>> {
     if let Some(m) = args
         .metrics
         .iter()
@@ -166,7 +166,7 @@ fn toolkit_gaps(text: &str) -> Vec<String> {
 /// Unreadable or malformed files, results that do not match the annotations,
 /// METEOR without its data (the message says how to get it), and the
 /// evaluator's errors, each with its file or flag as context.
-pub fn caption_table(args: &EvalArgs, metrics: &[Metric]) -> anyhow::Result<CaptionEval> {
+pub fn caption_table(args: &CaptionArgs, metrics: &[Metric]) -> anyhow::Result<CaptionEval> {
     let text = read_text(&args.annotations)?;
     let annotations = Annotations::from_json_str(&text, &args.annotations)?;
     for gap in toolkit_gaps(&text) {
@@ -231,7 +231,7 @@ pub fn write_per_image(
 ///
 /// # Errors
 /// The per-image file or stdout cannot be written.
-pub fn write_outputs(args: &EvalArgs, table: &Table) -> anyhow::Result<()> {
+pub fn write_outputs(args: &CaptionArgs, table: &Table) -> anyhow::Result<()> {
     if let Some(path) = &args.per_image {
         let ids: Vec<serde_json::Value> = table
             .image_ids
@@ -275,7 +275,7 @@ pub fn write_outputs(args: &EvalArgs, table: &Table) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Those of [`parse_metrics`], [`caption_table`] and [`write_outputs`].
-pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
     let metrics = parse_metrics(args)?;
     let eval = caption_table(args, &metrics)?;
     write_outputs(args, &eval.table)

@@ -10,7 +10,7 @@ use clap::Parser;
 #[command(name = "dicoflow-eval", version)]
 struct Cli {
     #[command(flatten)]
-    args: dicoflow_metrics::cli::EvalArgs,
+    args: dicoflow_metrics::cli::CaptionArgs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -21,5 +21,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique argument and group names).
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
