@@ -74,8 +74,8 @@ pub fn parse_metrics(args: &CaptionArgs) -> anyhow::Result<Vec<Metric>> {
     {
         anyhow::bail!(
             "--metrics {m}: the CLIP-based scores are not chosen in --metrics; pass \
-             `dicoflow eval` --images with --clip WEIGHTS (CLIP-S, RefCLIP-S) and/or \
-             --pac WEIGHTS (PAC-S, RefPAC-S)"
+             --images with --clip WEIGHTS (CLIP-S, RefCLIP-S) and/or --pac WEIGHTS \
+             (PAC-S, RefPAC-S) to `dicoflow eval`"
         );
     }
     Ok(args
