@@ -77,17 +77,22 @@ $(TOOLS)/.nasm:
 	@cargo clean --quiet -p mozjpeg-sys 2>/dev/null || true
 	@mkdir -p $(TOOLS) && touch $@
 
+# --workspace: also dicoflow-eval (crates/dicoflow-metrics, the caption metrics
+# without libtorch).
 build: venv nasm
-	cargo build --bins
+	cargo build --workspace --bins
 
 demo: venv nasm
 	cargo run --bin dicoflow -- demo $(DEMO_ARGS)
 
-# --workspace: the crate and crates/dicoflow-kernels (its pixel loops).
+# --workspace: the crate, crates/dicoflow-kernels (its pixel loops) and
+# crates/dicoflow-metrics (the caption metrics and dicoflow-eval).
 check: venv nasm
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# --workspace: also the member crates' tests (dicoflow-eval's own test runs
+# the binary).
 test: check $(VENV)/.readers meteor-data
 	cargo test --workspace
 
@@ -119,7 +124,8 @@ $(METEOR_DATA)/.ready: | venv
 	rm -rf $(METEOR_DATA)/wheel
 	@touch $@
 
-bench-eval: venv nasm $(CURDIR)/.pyenv/.ready meteor-data
+# Times dicoflow-eval (no libtorch; `cargo build --release -p dicoflow-metrics`).
+bench-eval: $(CURDIR)/.pyenv/.ready meteor-data
 	bash examples/bench_eval/run.sh 3
 	METRICS=meteor bash examples/bench_eval/run.sh 1
 	METRICS=bleu,meteor,rouge,cider bash examples/bench_eval/run.sh 3

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use dicoflow::cli::eval::{run, EvalArgs};
+use dicoflow::cli::eval::{run, CaptionArgs, EvalArgs};
 use dicoflow::metrics::coco::{match_results, results_from_json_str};
 use dicoflow::metrics::evaluate::score_tokenized;
 use dicoflow::metrics::{Annotations, Evaluator, ImageId, Metric, MetricsError, PtbTokenizer};
@@ -243,12 +243,14 @@ fn cli_writes_per_image_scores() {
     )
     .unwrap();
     let args = EvalArgs {
-        annotations: ann_path.clone(),
-        results: res_path.clone(),
-        metrics: vec!["bleu".into(), "cider".into()],
-        json: true,
-        per_image: Some(out.clone()),
-        meteor_data: None,
+        caption: CaptionArgs {
+            annotations: ann_path.clone(),
+            results: res_path.clone(),
+            metrics: vec!["bleu".into(), "cider".into()],
+            json: true,
+            per_image: Some(out.clone()),
+            meteor_data: None,
+        },
         images: None,
         clip: None,
         clip_config: "ViT-B-32".into(),
@@ -269,9 +271,12 @@ fn cli_writes_per_image_scores() {
 
     // METEOR without its data: an error that says how to get it.
     let bad = EvalArgs {
-        metrics: vec!["meteor".into()],
-        per_image: None,
-        meteor_data: Some(d.join("no-meteor-data")),
+        caption: CaptionArgs {
+            metrics: vec!["meteor".into()],
+            per_image: None,
+            meteor_data: Some(d.join("no-meteor-data")),
+            ..args.caption
+        },
         ..args
     };
     let err = format!("{:#}", run(&bad).unwrap_err());

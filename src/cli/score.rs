@@ -465,28 +465,8 @@ pub(crate) fn clip_scores(
     }
 }
 
-/// Writes per-image rows `[{"image_id": .., "<metric>": value, ..}]` (the shape
-/// of `eval --per-image`): `ids[i]` with `columns[..].1[i]`.
-pub(crate) fn write_per_image(
-    path: &Path,
-    ids: &[serde_json::Value],
-    columns: &[(String, Vec<f64>)],
-) -> anyhow::Result<()> {
-    let rows: Vec<serde_json::Value> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let mut row = serde_json::Map::new();
-            row.insert("image_id".into(), id.clone());
-            for (name, values) in columns {
-                row.insert(name.clone(), serde_json::json!(values[i]));
-            }
-            serde_json::Value::Object(row)
-        })
-        .collect();
-    let text = serde_json::to_string(&rows)?;
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
+/// The per-image file, as `eval` writes it.
+pub(crate) use dicoflow_metrics::cli::write_per_image;
 
 /// Run `score`.
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {

@@ -1,25 +1,16 @@
 //! Caption metrics with the numbers of the COCO caption toolkit
-//! (pycocoevalcap): PTB tokenization, BLEU-1..4, METEOR 1.5, ROUGE-L and
-//! CIDEr-D. METEOR needs the toolkit's data files ([`meteor::Meteor::load`]).
+//! (pycocoevalcap): the crate `dicoflow-metrics` (crates/dicoflow-metrics,
+//! no libtorch), re-exported under its old paths, plus [`quality`], which
+//! scores metrics against the synthetic world's oracle.
 //!
 //! SPICE is not provided: the toolkit runs a Java scene-graph parser with
 //! Stanford CoreNLP models it downloads at first use.
-pub mod bleu;
-pub mod cider;
-pub mod coco;
-pub mod error;
-pub mod evaluate;
-pub mod meteor;
-mod numeric;
-mod ptb_lexer;
-pub mod ptb_tokenizer;
+pub use dicoflow_metrics::{
+    bleu, cider, coco, error, evaluate, meteor, ptb_tokenizer, rouge, scores,
+};
 pub mod quality;
-pub mod rouge;
-mod scoped;
-pub mod scores;
 
-pub use coco::{Annotations, CaptionResult, ImageId, Sample};
-pub use error::MetricsError;
-pub use evaluate::{Evaluation, Evaluator, Metric, MetricScores};
-pub use meteor::{Meteor, MeteorError};
-pub use ptb_tokenizer::PtbTokenizer;
+pub use dicoflow_metrics::{
+    Annotations, CaptionResult, Evaluation, Evaluator, ImageId, Meteor, MeteorError, Metric,
+    MetricScores, MetricsError, PtbTokenizer, Sample,
+};

@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in std::io::stdin().lock().lines() {
         captions.push(serde_json::from_str(&line?)?);
     }
-    let tokens = dicoflow::metrics::PtbTokenizer::new().tokenize_batch(&captions);
+    let tokens = dicoflow_metrics::PtbTokenizer::new().tokenize_batch(&captions);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for t in tokens {
         writeln!(out, "{}", serde_json::to_string(&t)?)?;

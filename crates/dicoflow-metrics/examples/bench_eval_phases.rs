@@ -3,7 +3,7 @@
 //! examples/bench_eval/make_bench_set.py writes.
 //!
 //! ```text
-//! cargo run --release --example bench_eval_phases -- ANN.json RES.json [RUNS] [METEOR_DIR]
+//! cargo run --release -p dicoflow-metrics --example bench_eval_phases -- ANN.json RES.json [RUNS] [METEOR_DIR]
 //! ```
 //!
 //! Phases: reading and matching the files; PTB-tokenizing the references
@@ -13,9 +13,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use dicoflow::metrics::coco::{load_results, match_results};
-use dicoflow::metrics::evaluate::score_tokenized_with;
-use dicoflow::metrics::{Annotations, Meteor, Metric, PtbTokenizer};
+use dicoflow_metrics::coco::{load_results, match_results};
+use dicoflow_metrics::evaluate::score_tokenized_with;
+use dicoflow_metrics::{Annotations, Meteor, Metric, PtbTokenizer};
 
 /// Best wall time of `runs` calls of `f`, in milliseconds, and its last value.
 fn best_ms<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: bench_eval_phases ANN.json RES.json [RUNS] [METEOR_DIR]".into());
     }
     let runs: usize = args.get(2).map_or(Ok(3), |r| r.parse())?;
-    let (ms, samples) = best_ms(runs, || -> Result<_, dicoflow::metrics::MetricsError> {
+    let (ms, samples) = best_ms(runs, || -> Result<_, dicoflow_metrics::MetricsError> {
         let ann = Annotations::load(&args[0])?;
         let res = load_results(&args[1])?;
         match_results(&ann, &res)

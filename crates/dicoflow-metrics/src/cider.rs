@@ -16,8 +16,9 @@ use super::scores::Scores;
 const N: usize = 4;
 const SIGMA: f64 = 6.0;
 
-/// An n-gram of interned token ids, padded with `u32::MAX`.
-type Gram = [u32; N];
+/// The prefix of a unigram in [`Interner::grams`]' keys (no n-gram id is
+/// `u32::MAX`: there are fewer n-grams than that).
+const NO_PREFIX: u32 = u32::MAX;
 
 /// Term frequencies of one sentence: per n-gram length, (n-gram id, count)
 /// in order of first occurrence, plus the number of bigrams.
@@ -26,11 +27,18 @@ struct Counts {
     bigrams: usize,
 }
 
-/// Interns words and n-grams so that later steps work on integer ids.
+/// Interns words and n-grams so that later steps work on integer ids. An
+/// n-gram is keyed by the id of its first n − 1 words and the id of its last
+/// word, one `u64`, so that interning an n-gram costs one hash of a word.
 #[derive(Default)]
 struct Interner<'a> {
     words: FxMap<&'a str, u32>,
-    grams: FxMap<Gram, u32>,
+    /// N-gram id by `(prefix id << 32) | last word id`; ids in order of
+    /// first occurrence.
+    grams: FxMap<u64, u32>,
+    /// Per n-gram id: the prefix's id ([`NO_PREFIX`] for a unigram) and the
+    /// last word's id.
+    parts: Vec<(u32, u32)>,
 }
 
 impl<'a> Interner<'a> {
@@ -43,23 +51,48 @@ impl<'a> Interner<'a> {
             })
             .collect();
         let mut grams: [Vec<(u32, f64)>; N] = Default::default();
+        // `ids[p]`: the id of the n-gram starting at word p, for the current n.
+        let mut ids: Vec<u32> = Vec::with_capacity(words.len());
         for (k, out) in grams.iter_mut().enumerate() {
-            for w in words.windows(k + 1) {
-                let mut g = [u32::MAX; N];
-                g[..=k].copy_from_slice(w);
-                let next = self.grams.len() as u32;
-                let id = *self.grams.entry(g).or_insert(next);
+            let count = words.len().saturating_sub(k);
+            for p in 0..count {
+                let prefix = if k == 0 { NO_PREFIX } else { ids[p] };
+                let last = words[p + k];
+                let key = (u64::from(prefix) << 32) | u64::from(last);
+                let next = self.parts.len() as u32;
+                let parts = &mut self.parts;
+                let id = *self.grams.entry(key).or_insert_with(|| {
+                    parts.push((prefix, last));
+                    next
+                });
+                if k == 0 {
+                    ids.push(id);
+                } else {
+                    ids[p] = id; // read above; positions after p still hold n-grams
+                }
                 // Captions are short: a linear search beats hashing.
                 match out.iter_mut().find(|(x, _)| *x == id) {
                     Some(e) => e.1 += 1.0,
                     None => out.push((id, 1.0)),
                 }
             }
+            ids.truncate(count);
         }
         Counts {
             grams,
             bigrams: words.len().saturating_sub(1),
         }
+    }
+
+    /// The word ids of n-gram `id`, first word first, into `out` (cleared).
+    fn gram_words(&self, mut id: u32, out: &mut Vec<u32>) {
+        out.clear();
+        while id != NO_PREFIX {
+            let (prefix, last) = self.parts[id as usize];
+            out.push(last);
+            id = prefix;
+        }
+        out.reverse();
     }
 }
 
@@ -170,12 +203,12 @@ fn score_with_idf(cand_counts: &[Counts], ref_counts: &[Vec<Counts>], idf: &[f64
 }
 
 /// CIDEr-D of tokenized candidates against their tokenized references,
-/// paired with `zip` (see [`crate::metrics::bleu::bleu`]).
+/// paired with `zip` (see [`crate::bleu::bleu`]).
 pub fn cider_d(candidates: &[String], references: &[Vec<String>]) -> Scores {
     let mut interner = Interner::default();
     let (cand_counts, ref_counts) = count_all(&mut interner, candidates, references);
     // Document frequency: in how many images' reference sets an n-gram occurs.
-    let n_grams = interner.grams.len();
+    let n_grams = interner.parts.len();
     let mut df = vec![0.0f64; n_grams];
     let mut last_seen = vec![usize::MAX; n_grams];
     for (image, refs) in ref_counts.iter().enumerate() {
@@ -212,17 +245,14 @@ pub fn cider_d_with_df(
         word_of[id as usize] = w;
     }
     let ref_len = (corpus.documents() as f64).ln();
-    let mut idf = vec![0.0f64; interner.grams.len()];
-    let mut words = Vec::with_capacity(N);
-    for (gram, &id) in &interner.grams {
+    let mut idf = vec![0.0f64; interner.parts.len()];
+    let (mut ids, mut words) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    for (id, w) in idf.iter_mut().enumerate() {
+        interner.gram_words(id as u32, &mut ids);
         words.clear();
-        words.extend(
-            gram.iter()
-                .take_while(|&&w| w != u32::MAX)
-                .map(|&w| word_of[w as usize]),
-        );
+        words.extend(ids.iter().map(|&i| word_of[i as usize]));
         let df = corpus.frequency(&words) as f64;
-        idf[id as usize] = ref_len - df.max(1.0).ln();
+        *w = ref_len - df.max(1.0).ln();
     }
     score_with_idf(&cand_counts, &ref_counts, &idf)
 }

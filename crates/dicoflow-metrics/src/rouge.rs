@@ -48,7 +48,7 @@ pub fn rouge_l_one(candidate: &str, references: &[String]) -> f64 {
 }
 
 /// ROUGE-L of tokenized candidates against their tokenized references,
-/// paired with `zip` (see [`crate::metrics::bleu::bleu`]); the corpus value of
+/// paired with `zip` (see [`crate::bleu::bleu`]); the corpus value of
 /// no images is NaN, as NumPy's mean of an empty array.
 pub fn rouge_l(candidates: &[String], references: &[Vec<String>]) -> Scores {
     let per_image: Vec<f64> = candidates

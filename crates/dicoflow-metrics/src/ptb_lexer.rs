@@ -1515,11 +1515,17 @@ struct RuleSet {
     by_ascii: Vec<Vec<usize>>,
     /// Rules that can start with a non-ASCII character.
     other: Vec<usize>,
+    /// For each ASCII character, the action of the one rule that can match
+    /// there when that rule is this single character without trailing
+    /// context and with an action of its text alone (`[` → `-LSB-`, `/`):
+    /// the longest match is then that character, so the scan takes it
+    /// without running the matcher.
+    single: Vec<Option<Act>>,
 }
 
 impl RuleSet {
     fn new(rules: Vec<Rule>) -> Self {
-        let by_ascii = (0u8..128)
+        let by_ascii: Vec<Vec<usize>> = (0u8..128)
             .map(|c| {
                 (0..rules.len())
                     .filter(|&k| rules[k].can_start_with(c as char))
@@ -1527,10 +1533,25 @@ impl RuleSet {
             })
             .collect();
         let other = (0..rules.len()).filter(|&k| rules[k].first_other).collect();
+        let single = (0u8..128)
+            .map(|c| match by_ascii[c as usize].as_slice() {
+                &[k] => {
+                    let rule: &Rule = &rules[k];
+                    let context_free = matches!(rule.act, Act::Fixed(_) | Act::Keep);
+                    (context_free
+                        && rule.trail.is_none()
+                        && rule.pat.is_single_char()
+                        && rule.pat.matches_char(c as char))
+                    .then_some(rule.act)
+                }
+                _ => None,
+            })
+            .collect();
         RuleSet {
             rules,
             by_ascii,
             other,
+            single,
         }
     }
 
@@ -1578,6 +1599,15 @@ impl Lexer {
             if fast {
                 if let Some(next) = fast_word(&s, i, out).or_else(|| fast_punct(&s, i, out)) {
                     i = next;
+                    continue;
+                }
+                if let Some(act) = s[i]
+                    .is_ascii()
+                    .then(|| rules.single[s[i] as usize])
+                    .flatten()
+                {
+                    out.extend(apply(act, s[i].encode_utf8(&mut [0; 4])));
+                    i += 1;
                     continue;
                 }
             }
@@ -1763,6 +1793,13 @@ mod tests {
             assert_eq!(acts('\t'), vec!["skip"]);
             // Comma: numbers (",5") and the comma itself.
             assert_eq!(set.candidates(',').len(), 2);
+            // Closing brackets and `[`, `{`: one rule each, taken without the matcher.
+            for c in [')', '[', ']', '{', '}'] {
+                assert!(set.single[c as usize].is_some(), "{c:?}");
+            }
+            for c in ['(', '"', '\'', '!', '?', '.', 'a', '1'] {
+                assert!(set.single[c as usize].is_none(), "{c:?}");
+            }
         }
     }
 
@@ -1778,6 +1815,8 @@ mod tests {
             "photo.jpg 5.x. a.jpg, the end.The x.. y... z.,",
             "a\tdog's\tbone. isn't\tMr.\tSmith a.\tI.\tend.\t. .\t. x --\ty -\t, z.\t",
             "\tThe\t\tcat\t.\tNo.\t5 fig.\t3 U.S.\tA. photo.jpg\ta.jpg\t, e.g.\tok",
+            "(a [dog] {on} grass) \"x\" 'y' [(z)] ]a] }b{ )c( = / 1/2 a/b x=y :) :] ;} (-_-)",
+            "[DOG's] (isn't) {Mr.} [a.] &amp; [&lt;] (c) (2) (12) 3:30 $5 10% #1 U.S.]",
         ];
         for (k, line) in lines.iter().enumerate() {
             let after = lines.get(k + 1).map_or(String::new(), |n| format!("\n{n}"));

@@ -258,7 +258,7 @@ impl Meteor {
                     })
                 })
                 .collect();
-            crate::metrics::scoped::join_all(handles)
+            crate::scoped::join_all(handles)
                 .into_iter()
                 .collect::<Result<Vec<Vec<_>>, _>>()
                 .map(|v| v.into_iter().flatten().collect())
