@@ -78,9 +78,9 @@ impl From<ScoreConfig> for RewardSettings {
 /// A reward ready to score candidates.
 #[derive(Debug)]
 pub enum Reward {
-    /// Boxed: a CLIP scorer is large next to CIDEr-D's tables.
+    /// Both boxed: each is large, and a `Reward` is moved between stages.
     Clip(Box<ClipScorer>),
-    CiderD(CiderDReward),
+    CiderD(Box<CiderDReward>),
 }
 
 impl From<ClipScorer> for Reward {
@@ -91,7 +91,7 @@ impl From<ClipScorer> for Reward {
 
 impl From<CiderDReward> for Reward {
     fn from(r: CiderDReward) -> Self {
-        Reward::CiderD(r)
+        Reward::CiderD(Box::new(r))
     }
 }
 
