@@ -20,12 +20,62 @@ pub const SIMD: bool = {
 use crate::data::sample::SkipReason;
 use crate::image::decode::{check_size, DecodedImage, PilMode, Samples};
 
-/// Whether an end-of-image marker (FF D9) is near the end. Entropy-coded data
-/// never contains FF D9 (FF is byte-stuffed), so it marks a complete image;
-/// some writers append a little data after it, hence the window.
-fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+/// Whether the file's marker structure reaches its end-of-image marker (EOI,
+/// FF D9), read as libjpeg reads it (ITU-T T.81, Annex B): marker segments are
+/// skipped by their length, so an FF D9 inside a comment or an APPn segment is
+/// not taken for the end; after each start-of-scan the entropy-coded data runs
+/// to the next marker that is neither a stuffed FF 00 nor a restart marker
+/// RSTn. Bytes after EOI are ignored, as libjpeg and Pillow ignore them (phone
+/// "motion photos" append a video there). Without a reachable EOI the file is
+/// truncated: libjpeg would pad it with grey, Pillow refuses it. A file that
+/// does not start with SOI is left to the decoder, which names the fault.
+fn reaches_end_of_image(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return true;
+    }
+    let mut i = 2;
+    loop {
+        // The next marker: libjpeg skips stray bytes and FF fill bytes.
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = bytes.get(i) else {
+            return false;
+        };
+        i += 1;
+        match code {
+            0xD9 => return true,
+            // No length: stuffing, TEM, RSTn, SOI.
+            0x00 | 0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(i..i + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return false;
+        };
+        i += len;
+        if i > bytes.len() {
+            return false;
+        }
+        if code == 0xDA {
+            // Entropy-coded data: FF 00 and FF Dn are part of it.
+            loop {
+                while i < bytes.len() && bytes[i] != 0xFF {
+                    i += 1;
+                }
+                match bytes.get(i + 1) {
+                    None => return false,
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
 }
 
 fn io_fail(e: std::io::Error) -> SkipReason {
@@ -37,9 +87,9 @@ fn io_fail(e: std::io::Error) -> SkipReason {
 /// Pillow refuses them), corrupt data, other component counts, and the size
 /// checks of [`crate::image::decode::decode`].
 pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage, SkipReason> {
-    if !has_jpeg_end_marker(bytes) {
+    if !reaches_end_of_image(bytes) {
         return Err(SkipReason::Decode(
-            "truncated JPEG (no end-of-image marker)".into(),
+            "truncated JPEG (its data ends before the end-of-image marker)".into(),
         ));
     }
     let run = || -> Result<DecodedImage, SkipReason> {
@@ -124,9 +174,9 @@ pub(crate) fn stream_rgb_rows(
     line: &mut Vec<u8>,
     sink: &mut dyn RowSink,
 ) -> Result<bool, SkipReason> {
-    if !has_jpeg_end_marker(bytes) {
+    if !reaches_end_of_image(bytes) {
         return Err(SkipReason::Decode(
-            "truncated JPEG (no end-of-image marker)".into(),
+            "truncated JPEG (its data ends before the end-of-image marker)".into(),
         ));
     }
     let mut sink_panic = None;
@@ -199,5 +249,85 @@ mod tests {
             stream_rgb_rows(&bytes, u64::MAX, &mut Vec::new(), &mut PanickingSink)
         }));
         assert!(outcome.is_err(), "got {:?}", outcome.ok());
+    }
+
+    fn small_jpeg() -> Vec<u8> {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)
+            .encode_image(&img)
+            .unwrap();
+        bytes
+    }
+
+    /// The same file with a comment segment holding FF D9 right after SOI.
+    fn with_comment(bytes: &[u8], text: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(text.len() + 2).unwrap().to_be_bytes();
+        let mut out = bytes[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xFE, len[0], len[1]]);
+        out.extend_from_slice(text);
+        out.extend_from_slice(&bytes[2..]);
+        out
+    }
+
+    fn pixels(bytes: &[u8]) -> Result<Vec<u8>, SkipReason> {
+        match decode_jpeg(bytes, u64::MAX)?.samples {
+            Samples::U8(v) => Ok(v),
+            other => panic!("unexpected samples {other:?}"),
+        }
+    }
+
+    // What Pillow 13.0.0 does with these files (checked with `Image.open(..).load()`):
+    // data after EOI is ignored, whatever its length; a file cut before EOI is
+    // "image file is truncated", even when FF D9 occurs in a segment near its end.
+    #[test]
+    fn data_after_the_end_of_image_is_ignored_whatever_its_length() {
+        let bytes = small_jpeg();
+        let want = pixels(&bytes).unwrap();
+        for trailer in [
+            vec![0u8; 100],
+            vec![0u8; 5000],
+            (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ] {
+            let mut long = bytes.clone();
+            long.extend_from_slice(&trailer);
+            assert_eq!(
+                pixels(&long).unwrap(),
+                want,
+                "trailer of {} bytes",
+                trailer.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_file_is_truncated_even_with_ff_d9_in_a_segment() {
+        let bytes = with_comment(&small_jpeg(), b"x\xff\xd9y");
+        assert!(pixels(&bytes).is_ok());
+        for keep in [bytes.len() * 2 / 3, bytes.len() - 2, 40] {
+            let err = pixels(&bytes[..keep]).unwrap_err();
+            assert!(
+                format!("{err:?}").contains("truncated"),
+                "cut at {keep}: {err:?}"
+            );
+            let mut sink_rows = 0usize;
+            struct Count<'a>(&'a mut usize);
+            impl RowSink for Count<'_> {
+                fn start(&mut self, _: u32, _: u32) -> bool {
+                    true
+                }
+                fn row(&mut self, _: usize, _: &[u8]) {
+                    *self.0 += 1;
+                }
+            }
+            let streamed = stream_rgb_rows(
+                &bytes[..keep],
+                u64::MAX,
+                &mut Vec::new(),
+                &mut Count(&mut sink_rows),
+            );
+            assert!(streamed.is_err(), "streamed, cut at {keep}");
+        }
     }
 }
