@@ -68,12 +68,20 @@ impl<'scope> CpuStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                                     catch_unwind(AssertUnwindSafe(|| stage.process(&mut sample)));
                                 match outcome {
                                     Ok(Ok(())) => session.give(Ok(sample)),
-                                    Ok(Err(failure)) => session.give(Err(StageError {
-                                        stage: stage_name.clone(),
-                                        reason: failure.reason.to_owned(),
-                                        key: Some(sample.key),
-                                        addr: Some(sample.addr),
-                                    })),
+                                    Ok(Err(failure)) => {
+                                        // Counted by its static label; the detail is
+                                        // only logged, as the device stages do.
+                                        tracing::warn!(
+                                            "stage `{stage_name}` rejected row {}: {failure}",
+                                            sample.key
+                                        );
+                                        session.give(Err(StageError {
+                                            stage: stage_name.clone(),
+                                            reason: failure.reason.to_owned(),
+                                            key: Some(sample.key),
+                                            addr: Some(sample.addr),
+                                        }))
+                                    }
                                     Err(panic) => {
                                         broken = true;
                                         state.fail(FlowError::StagePanicked {
