@@ -266,8 +266,10 @@ fn eval_refuses_half_given_clip_settings_and_spice() {
         err.contains("SPICE is not offered") && err.contains("Stanford CoreNLP"),
         "{err}"
     );
-    let err = run(&["--metrics", "bleu,RefPAC-S"]);
-    assert!(err.contains("pass --images with --clip"), "{err}");
+    for name in ["RefPAC-S", "clip", "pac"] {
+        let err = run(&["--metrics", &format!("bleu,{name}")]);
+        assert!(err.contains("pass --images with --clip"), "{name}: {err}");
+    }
     // A missing image is named, as `score` names it.
     let err = run(&[
         "--images",

@@ -50,7 +50,11 @@ pub struct CaptionArgs {
 }
 
 /// Names users may try in `--metrics` for the CLIP-based scores.
-const CLIP_METRIC_NAMES: [&str; 8] = [
+const CLIP_METRIC_NAMES: [&str; 12] = [
+    "clip",
+    "refclip",
+    "pac",
+    "refpac",
     "clip-s",
     "clips",
     "refclip-s",
