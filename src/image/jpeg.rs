@@ -78,6 +78,21 @@ fn reaches_end_of_image(bytes: &[u8]) -> bool {
     }
 }
 
+/// Read the header and check the size before any pixel is decoded.
+fn open_checked(
+    bytes: &[u8],
+    max_pixels: u64,
+) -> Result<(mozjpeg::Decompress<&[u8]>, u32, u32), SkipReason> {
+    let d = mozjpeg::Decompress::new_mem(bytes).map_err(io_fail)?;
+    let (w, h) = d.size();
+    let (width, height) = (
+        u32::try_from(w).unwrap_or(u32::MAX),
+        u32::try_from(h).unwrap_or(u32::MAX),
+    );
+    check_size(width, height, max_pixels)?;
+    Ok((d, width, height))
+}
+
 fn io_fail(e: std::io::Error) -> SkipReason {
     SkipReason::Decode(format!("JPEG: {e}"))
 }
@@ -93,13 +108,7 @@ pub(crate) fn decode_jpeg(bytes: &[u8], max_pixels: u64) -> Result<DecodedImage,
         ));
     }
     let run = || -> Result<DecodedImage, SkipReason> {
-        let d = mozjpeg::Decompress::new_mem(bytes).map_err(io_fail)?;
-        let (w, h) = d.size();
-        let (width, height) = (
-            u32::try_from(w).unwrap_or(u32::MAX),
-            u32::try_from(h).unwrap_or(u32::MAX),
-        );
-        check_size(width, height, max_pixels)?;
+        let (d, width, height) = open_checked(bytes, max_pixels)?;
         let (mode, mut started) = match d.components().len() {
             1 => (PilMode::L, d.grayscale().map_err(io_fail)?),
             3 => (PilMode::Rgb, d.rgb().map_err(io_fail)?),
@@ -181,13 +190,8 @@ pub(crate) fn stream_rgb_rows(
     }
     let mut sink_panic = None;
     let run = || -> Result<bool, SkipReason> {
-        let d = mozjpeg::Decompress::new_mem(bytes).map_err(io_fail)?;
-        let (w, h) = d.size();
-        let (width, height) = (
-            u32::try_from(w).unwrap_or(u32::MAX),
-            u32::try_from(h).unwrap_or(u32::MAX),
-        );
-        check_size(width, height, max_pixels)?;
+        let (d, width, height) = open_checked(bytes, max_pixels)?;
+        let (w, h) = (width as usize, height as usize);
         if d.components().len() != 3 {
             return Ok(false);
         }
