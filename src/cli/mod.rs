@@ -32,7 +32,7 @@ pub enum Command {
     /// Convert external datasets into dicoflow shards.
     #[command(subcommand)]
     Convert(convert::ConvertCommand),
-    /// Score captions against references (BLEU, ROUGE-L, CIDEr-D) as the COCO toolkit does.
+    /// Score captions as the COCO toolkit does (BLEU, METEOR, ROUGE-L, CIDEr-D), and with images CLIP-S, RefCLIP-S, PAC-S, RefPAC-S.
     Eval(eval::EvalArgs),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
