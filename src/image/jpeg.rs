@@ -20,6 +20,16 @@ pub const SIMD: bool = {
 use crate::data::sample::SkipReason;
 use crate::image::decode::{check_size, DecodedImage, PilMode, Samples};
 
+/// The position of the first FF byte at or after `from` (`bytes.len()` if
+/// none). The whole entropy-coded data is scanned once per image, hence
+/// `memchr`'s vectorised search.
+fn next_ff(bytes: &[u8], from: usize) -> usize {
+    bytes
+        .get(from..)
+        .and_then(|rest| memchr::memchr(0xFF, rest))
+        .map_or(bytes.len(), |k| from + k)
+}
+
 /// Whether the file's marker structure reaches its end-of-image marker (EOI,
 /// FF D9), read as libjpeg reads it (ITU-T T.81, Annex B): marker segments are
 /// skipped by their length, so an FF D9 inside a comment or an APPn segment is
@@ -36,9 +46,7 @@ fn reaches_end_of_image(bytes: &[u8]) -> bool {
     let mut i = 2;
     loop {
         // The next marker: libjpeg skips stray bytes and FF fill bytes.
-        while i < bytes.len() && bytes[i] != 0xFF {
-            i += 1;
-        }
+        i = next_ff(bytes, i);
         while i < bytes.len() && bytes[i] == 0xFF {
             i += 1;
         }
@@ -65,9 +73,7 @@ fn reaches_end_of_image(bytes: &[u8]) -> bool {
         if code == 0xDA {
             // Entropy-coded data: FF 00 and FF Dn are part of it.
             loop {
-                while i < bytes.len() && bytes[i] != 0xFF {
-                    i += 1;
-                }
+                i = next_ff(bytes, i);
                 match bytes.get(i + 1) {
                     None => return false,
                     Some(0x00 | 0xD0..=0xD7) => i += 2,
