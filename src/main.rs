@@ -10,7 +10,7 @@ fn main() {
         .init();
     let cli = dicoflow::cli::Cli::parse();
     if let Err(e) = dicoflow::cli::run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", dicoflow_metrics::cli::error_line(&e));
         std::process::exit(1);
     }
 }

@@ -118,7 +118,11 @@ fn unknown_and_duplicated_ids_are_refused_naming_the_id() {
         tk["message"],
         "Results do not correspond to current coco set"
     );
-    refused("unknown_id.json", &["unknown image id 999"]);
+    // The message names the results file, not only the id.
+    refused(
+        "unknown_id.json",
+        &["unknown image id 999", "unknown_id.json"],
+    );
     // The toolkit keeps both and then fails Bleu's one-hypothesis assertion.
     let tk = toolkit_error("duplicate_id.json");
     assert_eq!(tk["type"], "AssertionError");

@@ -65,11 +65,31 @@ const CLIP_METRIC_NAMES: [&str; 12] = [
     "refpacs",
 ];
 
+/// The one-line message a command prints for `err`: its context chain joined
+/// by `: `, as anyhow's `{:#}` writes it, but without a cause whose text an
+/// outer message already quotes. Many errors (ours with `{source}` in their
+/// message, and third-party ones) both print their cause and return it from
+/// `source()`, so the plain chain says "No such file or directory" twice.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 /// The metrics named by `--metrics`.
 ///
 /// # Errors
 /// A CLIP-based score named there (they come from `dicoflow eval --clip` /
-/// `--pac`), or an unknown metric name.
+/// `--pac`), an unknown metric name, or one metric named twice.
 pub fn parse_metrics(args: &CaptionArgs) -> anyhow::Result<Vec<Metric>> {
     if let Some(m) = args
         .metrics
@@ -82,11 +102,20 @@ pub fn parse_metrics(args: &CaptionArgs) -> anyhow::Result<Vec<Metric>> {
              (PAC-S, RefPAC-S) to `dicoflow eval`"
         );
     }
-    Ok(args
-        .metrics
-        .iter()
-        .map(|m| m.parse::<Metric>())
-        .collect::<Result<Vec<_>, _>>()?)
+    let mut metrics: Vec<Metric> = Vec::new();
+    for name in &args.metrics {
+        let metric = name.parse::<Metric>()?;
+        // `bleu,bleu` or `cider,cider-d` is a slip in a script; the output
+        // would show the metric once, so say so rather than guess.
+        if metrics.contains(&metric) {
+            anyhow::bail!(
+                "--metrics names {} twice (the second time as `{name}`); name each metric once",
+                metric.names().join("/")
+            );
+        }
+        metrics.push(metric);
+    }
+    Ok(metrics)
 }
 
 /// One output column: a metric's corpus value and its per-image values.
@@ -177,7 +206,13 @@ pub fn caption_table(args: &CaptionArgs, metrics: &[Metric]) -> anyhow::Result<C
         eprintln!("warning: {}: {gap}", args.annotations.display());
     }
     let results = load_results(&args.results)?;
-    let samples = match_results(&annotations, &results)?;
+    let samples = match_results(&annotations, &results).with_context(|| {
+        format!(
+            "{} against {}",
+            args.results.display(),
+            args.annotations.display()
+        )
+    })?;
     let mut evaluator = Evaluator::new();
     if metrics.contains(&Metric::Meteor) {
         let dir = meteor::data_dir(args.meteor_data.as_deref());
@@ -283,4 +318,26 @@ pub fn run(args: &CaptionArgs) -> anyhow::Result<()> {
     let metrics = parse_metrics(args)?;
     let eval = caption_table(args, &metrics)?;
     write_outputs(args, &eval.table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x.json: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn error_line_drops_causes_the_message_already_quotes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = anyhow::Error::new(Quoting { source: io }).context("--annotations");
+        assert_eq!(error_line(&err), "--annotations: cannot read x.json: gone");
+        // A cause that is not quoted stays in the line.
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&err), "outer: inner");
+        assert_eq!(format!("{err:#}"), error_line(&err));
+    }
 }

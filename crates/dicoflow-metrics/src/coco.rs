@@ -184,11 +184,16 @@ fn check_line_breaks(id: &ImageId, role: &'static str, caption: &str) -> Result<
 }
 
 fn json_error(path: &Path, e: serde_json::Error) -> MetricsError {
+    // serde_json ends its message with " at line L column C"; the position
+    // is already in `path:line:column`.
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let text = e.to_string();
+    let message = text.strip_suffix(&position).unwrap_or(&text).to_owned();
     MetricsError::Json {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
-        message: e.to_string(),
+        message,
     }
 }
 

@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
     match dicoflow_metrics::cli::run(&cli.args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", dicoflow_metrics::cli::error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -134,6 +134,36 @@ fn errors_say_what_to_do() {
     let err = stderr(&["--metrics", "spice"]);
     assert!(err.contains("spice"), "{err}");
 
+    // Each cause once: a missing file's OS error and a JSON error's
+    // position are not repeated by the cause chain.
+    let out = eval(&[
+        "--annotations",
+        dir.path().join("missing.json").to_str().unwrap(),
+        "--results",
+        res.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("missing.json"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"images\": [1,").unwrap();
+    let out = eval(&[
+        "--annotations",
+        bad.to_str().unwrap(),
+        "--results",
+        res.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.json:1:13: invalid type"), "{err}");
+    assert!(!err.contains("column 13"), "{err}");
+
+    // One metric named twice would print its columns twice and duplicate
+    // the JSON keys.
+    let err = stderr(&["--metrics", "bleu,rouge,bleu"]);
+    assert!(err.contains("twice") && err.contains("bleu"), "{err}");
+    let err = stderr(&["--metrics", "cider,cider-d"]);
+    assert!(err.contains("twice") && err.contains("CIDEr"), "{err}");
+
     let missing = dir.path().join("no-meteor-data");
     let err = stderr(&[
         "--metrics",
