@@ -54,6 +54,7 @@ fn contrastive_training_learns_image_caption_matching() {
         seed: 1,
         accumulate: 1,
         precision: Precision::Fp32,
+        hard_negatives: None,
     };
     let mut trainer = ContrastiveTrainer::new(cfg, Device::Cpu).unwrap();
     let (val_px, val_caps) = world_batch(999, 32);

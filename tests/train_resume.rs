@@ -176,6 +176,7 @@ fn evaluator_settings(root: &Path, out: &str) -> EvaluatorStageSettings {
             seed: 9,
             accumulate: 1,
             precision: Precision::Fp32,
+            hard_negatives: None,
         },
         out: root.join(out),
         device: dicoflow::device::DeviceName::Cpu,

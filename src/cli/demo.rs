@@ -350,6 +350,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             seed: args.seed,
             accumulate: 1,
             precision: Precision::Fp32,
+            hard_negatives: None,
         },
         out: eval_dir.clone(),
         device: crate::device::DeviceName::Cpu,

@@ -11,8 +11,9 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::rng::Rng;
 use crate::text::ClipTokenizer;
 use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::contrastive::clip_contrastive_loss;
+use crate::train::contrastive::clip_contrastive_loss_with_negatives;
 use crate::train::error::TrainError;
+use crate::train::hard_negatives::{HardNegatives, HardNegativesConfig};
 use crate::train::loss_scale::LossScaleConfig;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
@@ -57,6 +58,10 @@ pub struct ContrastiveConfig {
     /// `"fp32"` (default) or `"fp16"` (CUDA autocast + dynamic loss scaling).
     #[serde(default)]
     pub precision: Precision,
+    /// Hard negative captions made by swapping one word of each drawn caption
+    /// (NegCLIP; [`crate::train::hard_negatives`]). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_negatives: Option<HardNegativesConfig>,
 }
 
 fn one_batch() -> u32 {
@@ -71,6 +76,7 @@ pub struct ContrastiveTrainer {
     pub stepper: Stepper,
     tokenizer: ClipTokenizer,
     cfg: ContrastiveConfig,
+    hard_negatives: Option<HardNegatives>,
     rng: Rng,
     step: u64,
 }
@@ -101,8 +107,14 @@ impl ContrastiveTrainer {
             },
         )?;
         let tokenizer = ClipTokenizer::openai()?;
+        let hard_negatives = cfg
+            .hard_negatives
+            .as_ref()
+            .map(HardNegatives::new)
+            .transpose()?;
         Ok(Self {
             rng: Rng::derive(cfg.seed, &[0xC0]),
+            hard_negatives,
             vs,
             clip,
             stepper,
@@ -148,6 +160,28 @@ impl ContrastiveTrainer {
             .map(|c| self.rng.choose(c).clone())
             .collect();
         let ids = self.tokenize(&chosen)?;
+        // Drawn from a generator derived from the step and the micro-batch, not
+        // from `rng`: runs without negatives draw the same captions as before,
+        // and a resumed run (checkpoints sit at step boundaries) the same
+        // negatives as an uninterrupted one.
+        let negatives: Vec<String> = match &self.hard_negatives {
+            Some(hn) => {
+                let mut rng = Rng::derive(
+                    self.cfg.seed,
+                    &[0x4E, self.step, u64::from(self.stepper.pending())],
+                );
+                chosen
+                    .iter()
+                    .flat_map(|c| hn.negatives(c, &mut rng))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let negative_ids = if negatives.is_empty() {
+            None
+        } else {
+            Some(self.tokenize(&negatives)?)
+        };
         let lr = self.cfg.schedule.lr_at(self.step);
         let model = |e: crate::model::ModelError| TrainError::from(e);
         let (loss, accuracy) = self.cfg.precision.autocast(|| {
@@ -156,7 +190,11 @@ impl ContrastiveTrainer {
                 .encode_image(&pixels.to_device(self.vs.device()))
                 .map_err(model)?;
             let txt = self.clip.encode_text(&ids).map_err(model)?;
-            clip_contrastive_loss(&img, &txt, &self.clip.logit_scale)
+            let neg = match &negative_ids {
+                Some(n) => Some(self.clip.encode_text(n).map_err(model)?),
+                None => None,
+            };
+            clip_contrastive_loss_with_negatives(&img, &txt, neg.as_ref(), &self.clip.logit_scale)
         })?;
         let mut stats = ContrastiveStats {
             loss: loss.double_value(&[]),

@@ -10,6 +10,7 @@ pub mod dico;
 pub mod error;
 pub mod evaluator;
 pub mod fluency;
+pub mod hard_negatives;
 pub mod loss_scale;
 pub mod offline_dico;
 pub mod precision;
