@@ -10,6 +10,16 @@
 //!    (`cache-rewards`) and fine-tune with offline DiCO from the cache;
 //! 6. caption the test split with every model; score with the evaluator,
 //!    the oracle judge and CIDEr-D; write `OUT/report.md`.
+//!
+//! Every phase's settings live in a pipeline file of `pipelines/demo/`
+//! ([`Phase::embedded`], built into the binary; `--pipelines DIR` reads edited
+//! copies instead). The files name their inputs and outputs under
+//! [`DEMO_ROOT`], so each runs on its own with `dicoflow train --pipeline`;
+//! the demo fills in only what follows from its arguments and the data
+//! ([`fill_phase`]): paths moved under `--out`, seeds shifted by `--seed`,
+//! step counts computed from the data, and the vocabulary size. The demo's
+//! flags that name a setting (`--xe-epochs`, `--rl-lr`, `--beta`, ...)
+//! override the file's value only when given.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,97 +27,357 @@ use anyhow::Context;
 
 use crate::data::world::{generate_row, write_world, WorldSpec};
 use crate::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
-use crate::flow::{self, FlowConfig, Pipeline, RunOptions, SourceSpec, StageSpec};
+use crate::flow::{self, Pipeline, RunOptions};
 use crate::metrics::quality::{caption_quality, CaptionQuality};
-use crate::model::captioner::{CaptionerConfig, TokenSpec, Vocab};
-use crate::model::clip::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+use crate::model::captioner::Vocab;
 use crate::reward::cache_run::cache_rewards;
-use crate::reward::ScoreConfig;
-use crate::train::candidates::Decoding;
-use crate::train::captioning::{CaptionTrainConfig, Objective};
-use crate::train::evaluator::ContrastiveConfig;
-use crate::train::fluency::FluencyJudge;
-use crate::train::reward_cache_stage::RewardCacheSettings;
-use crate::train::stages::{
-    registry, CaptionStageSettings, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
-};
-use crate::train::validation::{ValMetric, ValidationSettings};
-use crate::train::{AdamWConfig, Decay, DicoConfig, Precision, Schedule};
+use crate::train::stages::{registry, CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
 
-/// Arguments of `demo`.
+/// Arguments of `demo`. The training settings are those of the pipeline
+/// files ([`Phase::embedded`]); the flags that name one override it when given.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Run folder.
-    #[arg(long, default_value = "runs/demo")]
+    /// Run folder: every `runs/demo` path of the pipeline files moves here.
+    #[arg(long, default_value = DEMO_ROOT)]
     pub out: PathBuf,
+    /// Folder with the phases' pipeline files (evaluator.toml, xe.toml,
+    /// dico.toml, scst.toml, reward_cache.toml, dico_offline.toml,
+    /// caption.toml) to run instead of the embedded copies of pipelines/demo/.
+    #[arg(long)]
+    pub pipelines: Option<PathBuf>,
     /// Dataflow workers (CPU preprocessing threads).
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
     /// Training images in the generated world.
     #[arg(long, default_value_t = 4_000)]
     pub train: usize,
-    /// Seed of the world, the data order and the models.
+    /// Seed of the world; added to the seeds of the files (the models' seeds
+    /// and the training phases' data order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Epochs of contrastive evaluator training.
-    #[arg(long, default_value_t = 4)]
-    pub evaluator_epochs: u64,
-    /// Epochs of XE pre-training.
-    #[arg(long, default_value_t = 8)]
-    pub xe_epochs: u64,
-    /// Epochs of DiCO and of SCST fine-tuning.
-    #[arg(long, default_value_t = 1)]
-    pub rl_epochs: u64,
-    /// Learning rate of DiCO and SCST (the paper's 1e-6 is for a pre-trained
-    /// ViT-L/14 captioner; the demo's tiny model needs a larger step).
-    #[arg(long, default_value_t = 3e-6)]
-    pub rl_lr: f64,
-    /// DiCO's β (the paper's 0.2).
-    #[arg(long, default_value_t = crate::train::dico::DEFAULT_BETA)]
-    pub beta: f64,
+    /// Epochs of contrastive evaluator training (default: evaluator.toml's 4).
+    #[arg(long)]
+    pub evaluator_epochs: Option<u64>,
+    /// Epochs of XE pre-training (default: xe.toml's 8).
+    #[arg(long)]
+    pub xe_epochs: Option<u64>,
+    /// Epochs of DiCO, SCST and offline DiCO fine-tuning (default: the files' 1).
+    #[arg(long)]
+    pub rl_epochs: Option<u64>,
+    /// Learning rate of DiCO, SCST and offline DiCO (default: the files' 3e-6;
+    /// the paper's 1e-6 is for a pre-trained ViT-L/14 captioner, the demo's
+    /// tiny model needs a larger step).
+    #[arg(long)]
+    pub rl_lr: Option<f64>,
+    /// β of DiCO and offline DiCO (default: the files' 0.2, the paper's).
+    #[arg(long)]
+    pub beta: Option<f64>,
 }
 
 /// Phases the demo prints as [i/PHASES].
 const PHASES: usize = 8;
 
-/// Side of the images the demo's models see (the world's 64×64, downscaled).
-const IMAGE: u32 = 32;
+/// The folder under which the demo's pipeline files name their inputs and
+/// outputs; the demo moves every such path under its `--out`.
+pub const DEMO_ROOT: &str = "runs/demo";
 
-fn clip_config() -> ClipConfig {
-    ClipConfig {
-        embed_dim: 64,
-        vision: ClipVisionConfig {
-            image_size: IMAGE as i64,
-            patch_size: 4,
-            width: 64,
-            layers: 2,
-            heads: 4,
-            mlp_ratio: 4.0,
-        },
-        text: ClipTextConfig {
-            context_length: 32,
-            vocab_size: 49408,
-            width: 64,
-            layers: 2,
-            heads: 4,
-            mlp_ratio: 4.0,
-        },
-        quick_gelu: true,
+/// A phase of the demo: the name of its file in `pipelines/demo/` (without
+/// `.toml`) and what it does, in the order the demo runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `train_evaluator`: the contrastive CLIP evaluator.
+    Evaluator,
+    /// `train_captioner`, objective `xe`.
+    Xe,
+    /// `train_captioner`, objective `dico`.
+    Dico,
+    /// `train_captioner`, objective `scst`.
+    Scst,
+    /// `reward_cache`: the XE model's beams, rewards and reference log-probs.
+    RewardCache,
+    /// `train_captioner`, objective `dico_offline`, from the reward cache.
+    DicoOffline,
+    /// `caption`: greedy captions of the test split with one model.
+    Caption,
+}
+
+impl Phase {
+    /// Every phase, in run order.
+    pub const ALL: [Phase; 7] = [
+        Phase::Evaluator,
+        Phase::Xe,
+        Phase::Dico,
+        Phase::Scst,
+        Phase::RewardCache,
+        Phase::DicoOffline,
+        Phase::Caption,
+    ];
+
+    /// The file's name without `.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Evaluator => "evaluator",
+            Phase::Xe => "xe",
+            Phase::Dico => "dico",
+            Phase::Scst => "scst",
+            Phase::RewardCache => "reward_cache",
+            Phase::DicoOffline => "dico_offline",
+            Phase::Caption => "caption",
+        }
+    }
+
+    /// The copy of `pipelines/demo/NAME.toml` built into the binary.
+    pub fn embedded(self) -> &'static str {
+        match self {
+            Phase::Evaluator => include_str!("../../pipelines/demo/evaluator.toml"),
+            Phase::Xe => include_str!("../../pipelines/demo/xe.toml"),
+            Phase::Dico => include_str!("../../pipelines/demo/dico.toml"),
+            Phase::Scst => include_str!("../../pipelines/demo/scst.toml"),
+            Phase::RewardCache => include_str!("../../pipelines/demo/reward_cache.toml"),
+            Phase::DicoOffline => include_str!("../../pipelines/demo/dico_offline.toml"),
+            Phase::Caption => include_str!("../../pipelines/demo/caption.toml"),
+        }
+    }
+
+    /// Phases whose data order and step count follow from `--seed` and the
+    /// data: the training phases.
+    fn trains(self) -> bool {
+        !matches!(self, Phase::RewardCache | Phase::Caption)
+    }
+
+    /// DiCO, SCST and offline DiCO: the phases `--rl-*` and `--beta` set.
+    fn fine_tunes(self) -> bool {
+        matches!(self, Phase::Dico | Phase::Scst | Phase::DicoOffline)
     }
 }
 
-fn captioner_config(vocab: &Vocab) -> CaptionerConfig {
-    CaptionerConfig {
-        backbone: None,
-        feature_dim: 64,
-        d_model: 128,
-        heads: 4,
-        ffn: 256,
-        encoder_layers: 2,
-        decoder_layers: 2,
-        tokens: TokenSpec::words(vocab.len() as i64),
-        max_len: 30,
+/// Parse `phase`'s pipeline: `DIR/NAME.toml` when `dir` is given, else the
+/// embedded copy. Errors name the file.
+pub fn load_phase(phase: Phase, dir: Option<&Path>) -> anyhow::Result<Pipeline> {
+    let file = format!("{}.toml", phase.name());
+    match dir {
+        Some(dir) => {
+            let path = dir.join(&file);
+            Pipeline::load(&path).with_context(|| {
+                format!(
+                    "--pipelines {}: the demo reads {file} there (copy pipelines/demo/ to \
+                     start from the shipped files)",
+                    dir.display()
+                )
+            })
+        }
+        None => Ok(Pipeline::from_toml(
+            phase.embedded(),
+            &Path::new("pipelines/demo").join(&file),
+        )?),
     }
+}
+
+/// What the demo fills into a phase's pipeline: the run folder, the seed,
+/// the workers and the overrides given on the command line.
+#[derive(Debug, Clone)]
+pub struct Fill<'a> {
+    /// Replaces the [`DEMO_ROOT`] prefix of every path.
+    pub out: &'a Path,
+    /// Added to the seeds of the files.
+    pub seed: u64,
+    /// Workers: the step counts are per worker's share of the data.
+    pub workers: u32,
+    /// Words of the vocabulary (XE's `captioner.tokens.vocab_size`).
+    pub vocab_size: usize,
+    pub evaluator_epochs: Option<u64>,
+    pub xe_epochs: Option<u64>,
+    pub rl_epochs: Option<u64>,
+    pub rl_lr: Option<f64>,
+    pub beta: Option<f64>,
+}
+
+/// `p` as the demo runs `phase`:
+/// - every string under `source.path` and the stages' settings that is
+///   [`DEMO_ROOT`] or starts with `runs/demo/` moves under `fill.out`;
+/// - `fill.seed` is added to `train.seed` (and to the reward cache's `seed`)
+///   and, for the training phases, to `source.seed`;
+/// - the overrides given replace `source.epochs`, the learning rate
+///   (`train.optimizer.lr`, `train.schedule.lr`) and `train.dico.beta`;
+/// - for the training phases `train.schedule.total_steps` becomes the
+///   batches of `source.epochs` over each worker's share of the data (the
+///   largest share), and `validation.every` keeps the file's number of
+///   validations per phase (`total_steps / every`);
+/// - XE's `captioner.tokens.vocab_size` becomes `fill.vocab_size`.
+///
+/// Reads the shard index of the phase's data (errors name it); settings
+/// are checked when the stage is built, not here.
+pub fn fill_phase(phase: Phase, mut p: Pipeline, fill: &Fill) -> anyhow::Result<Pipeline> {
+    let rebase = |s: &str| -> Option<String> {
+        let rest = s.strip_prefix(DEMO_ROOT)?;
+        if rest.is_empty() {
+            return Some(fill.out.display().to_string());
+        }
+        let rest = rest.strip_prefix('/')?;
+        Some(fill.out.join(rest).display().to_string())
+    };
+    if let Some(path) = &p.source.path {
+        if let Some(moved) = path.to_str().and_then(rebase) {
+            p.source.path = Some(PathBuf::from(moved));
+        }
+    }
+    for stage in p.cpu.iter_mut().chain(p.device.iter_mut()) {
+        for (_, value) in stage.settings.iter_mut() {
+            rebase_strings(value, &rebase);
+        }
+    }
+    if phase.trains() {
+        p.source.seed += fill.seed;
+    }
+    let epochs = match phase {
+        Phase::Evaluator => fill.evaluator_epochs,
+        Phase::Xe => fill.xe_epochs,
+        _ if phase.fine_tunes() => fill.rl_epochs,
+        _ => None,
+    };
+    if let Some(epochs) = epochs {
+        p.source.epochs = epochs;
+    }
+    let steps = if phase.trains() {
+        let data = p
+            .source
+            .path
+            .clone()
+            .with_context(|| format!("{}.toml: no [source] path", phase.name()))?;
+        Some(steps_for(
+            &data,
+            fill.workers,
+            p.flow.batch_size,
+            p.source.epochs,
+            p.source.seed,
+        )?)
+    } else {
+        None
+    };
+    let Some(stage) = p.device.first_mut() else {
+        anyhow::bail!("{}.toml: no [[device]] stage", phase.name());
+    };
+    let settings = &mut stage.settings;
+    if phase == Phase::RewardCache {
+        add_to_int(settings, &["seed"], fill.seed)?;
+    } else if phase != Phase::Caption {
+        add_to_int(settings, &["train", "seed"], fill.seed)?;
+    }
+    if phase.fine_tunes() {
+        if let Some(lr) = fill.rl_lr {
+            set(
+                settings,
+                &["train", "optimizer", "lr"],
+                toml::Value::Float(lr),
+            );
+            set(
+                settings,
+                &["train", "schedule", "lr"],
+                toml::Value::Float(lr),
+            );
+        }
+        if let Some(beta) = fill.beta {
+            if phase != Phase::Scst {
+                set(
+                    settings,
+                    &["train", "dico", "beta"],
+                    toml::Value::Float(beta),
+                );
+            }
+        }
+    }
+    if let Some(steps) = steps {
+        let path = ["train", "schedule", "total_steps"];
+        let file_steps = get(settings, &path).and_then(toml::Value::as_integer);
+        set(settings, &path, toml::Value::Integer(steps as i64));
+        let every = get(settings, &["validation", "every"]).and_then(toml::Value::as_integer);
+        if let (Some(total), Some(every)) = (file_steps, every) {
+            let runs = (total / every.max(1)).max(1) as u64;
+            let every = (steps / runs).max(1);
+            set(
+                settings,
+                &["validation", "every"],
+                toml::Value::Integer(every as i64),
+            );
+        }
+    }
+    if phase == Phase::Xe && get(settings, &["captioner", "tokens"]).is_some() {
+        set(
+            settings,
+            &["captioner", "tokens", "vocab_size"],
+            toml::Value::Integer(fill.vocab_size as i64),
+        );
+    }
+    Ok(p)
+}
+
+/// `p` captioning with the model a training phase wrote to `dir`: its
+/// `captioner.json` and weights, the captions to `dir/test_captions.jsonl`.
+pub fn caption_with(mut p: Pipeline, dir: &Path) -> anyhow::Result<Pipeline> {
+    let Some(stage) = p.device.first_mut() else {
+        anyhow::bail!("caption.toml: no [[device]] stage");
+    };
+    let path = |f: PathBuf| toml::Value::String(f.display().to_string());
+    let s = &mut stage.settings;
+    set(s, &["captioner"], path(dir.join(CAPTIONER_CONFIG_FILE)));
+    set(s, &["weights"], path(dir.join(WEIGHTS_FILE)));
+    set(s, &["out"], path(dir.join(TEST_CAPTIONS)));
+    Ok(p)
+}
+
+/// Captions of the test split a captioning run writes into a model's folder.
+const TEST_CAPTIONS: &str = "test_captions.jsonl";
+
+fn rebase_strings(value: &mut toml::Value, rebase: &impl Fn(&str) -> Option<String>) {
+    match value {
+        toml::Value::String(s) => {
+            if let Some(moved) = rebase(s) {
+                *s = moved;
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| rebase_strings(v, rebase)),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| rebase_strings(v, rebase)),
+        _ => {}
+    }
+}
+
+fn get<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> {
+    let (last, parents) = path.split_last()?;
+    let mut t = table;
+    for key in parents {
+        t = t.get(*key)?.as_table()?;
+    }
+    t.get(*last)
+}
+
+/// Set `path` in `table`, making the tables on the way.
+fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut t = table;
+    for key in parents {
+        let entry = t
+            .entry(key.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("made a table above");
+    }
+    t.insert(last.to_string(), value);
+}
+
+/// Add `n` to the integer at `path` (0 when absent).
+fn add_to_int(table: &mut toml::Table, path: &[&str], n: u64) -> anyhow::Result<()> {
+    let now = match get(table, path) {
+        None => 0,
+        Some(v) => v
+            .as_integer()
+            .with_context(|| format!("`{}` must be an integer", path.join(".")))?,
+    };
+    set(table, path, toml::Value::Integer(now + n as i64));
+    Ok(())
 }
 
 /// Batches a run of `epochs` over `data` produces with `workers` × `batch` rows.
@@ -118,7 +388,10 @@ fn steps_for(
     epochs: u64,
     seed: u64,
 ) -> anyhow::Result<u64> {
-    let index = Arc::new(ShardIndex::open(data, &LayoutOptions::default())?);
+    let index = Arc::new(
+        ShardIndex::open(data, &LayoutOptions::default())
+            .with_context(|| format!("counting the rows of {}", data.display()))?,
+    );
     let cfg = SourceConfig {
         seed,
         ..Default::default()
@@ -132,59 +405,23 @@ fn steps_for(
     Ok(steps)
 }
 
-fn pipeline(data: &Path, seed: u64, epochs: u64, batch: usize, stage: StageSpec) -> Pipeline {
-    let mut pre = toml::Table::new();
-    pre.insert("size".into(), toml::Value::Integer(IMAGE.into()));
-    Pipeline {
-        source: SourceSpec {
-            path: Some(data.to_path_buf()),
-            seed,
-            epochs,
-            ..Default::default()
-        },
-        flow: FlowConfig {
-            batch_size: batch,
-            ..Default::default()
-        },
-        cpu: vec![StageSpec::new("preprocess").with_settings(pre)],
-        device: vec![stage],
-    }
+/// A string setting of the first device stage.
+fn setting_path(p: &Pipeline, key: &str) -> Option<PathBuf> {
+    p.device
+        .first()?
+        .settings
+        .get(key)?
+        .as_str()
+        .map(PathBuf::from)
 }
 
-/// The demo's validation: BLEU and CIDEr-D (plus the stage's reward for
-/// DiCO and SCST) of greedy captions of the first 200 val images, 8 times per
-/// phase and before it. No selection: the demo compares the final models.
-fn demo_validation(val: &Path, steps: u64, reward: bool) -> ValidationSettings {
-    let mut metrics: Vec<ValMetric> = vec![
-        ValMetric::Caption(crate::metrics::Metric::Bleu),
-        ValMetric::Caption(crate::metrics::Metric::CiderD),
-    ];
-    if reward {
-        metrics.push(ValMetric::Reward);
-    }
-    ValidationSettings {
-        shards: val.to_path_buf(),
-        every: (steps / 8).max(1),
-        at_start: true,
-        max_images: Some(200),
-        batch_size: 64,
-        metrics,
-        meteor_data: None,
-        clip: None,
-        clip_config: None,
-        pac: None,
-        pac_config: None,
-        best_by: None,
-        mode: None,
-        keep: None,
-        preprocess: None,
-        layout: LayoutOptions::default(),
-    }
-}
-
-fn stage<T: serde::Serialize>(type_name: &str, settings: &T) -> anyhow::Result<StageSpec> {
-    let table = toml::Table::try_from(settings).context("stage settings")?;
-    Ok(StageSpec::new(type_name).with_settings(table))
+/// `train.schedule.total_steps` of the first device stage.
+fn total_steps(p: &Pipeline) -> u64 {
+    p.device
+        .first()
+        .and_then(|s| get(&s.settings, &["train", "schedule", "total_steps"]))
+        .and_then(toml::Value::as_integer)
+        .unwrap_or_default() as u64
 }
 
 /// Run one training phase unless its weights exist already (a rerun after an
@@ -307,7 +544,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             format!("wrote {} shards", files.len())
         }
     );
-    let (train, test) = (data.join("train"), data.join("test"));
+    let train = data.join("train");
 
     // Word vocabulary of the training captions.
     let index = Arc::new(ShardIndex::open(&train, &LayoutOptions::default())?);
@@ -326,172 +563,66 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     std::fs::write(&vocab_path, serde_json::to_string(&vocab)?)?;
 
-    // 2. Evaluator.
-    let clip = clip_config();
-    let eval_dir = out.join("evaluator");
-    let batch = 32;
-    let steps = steps_for(&train, w, batch, args.evaluator_epochs, args.seed)?;
-    let settings = EvaluatorStageSettings {
-        train: ContrastiveConfig {
-            clip: clip.clone(),
-            optimizer: AdamWConfig {
-                lr: 1e-3,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
-            schedule: Schedule {
-                lr: 1e-3,
-                warmup_fraction: 0.05,
-                total_steps: steps,
-                decay: Decay::Cosine,
-            },
-            context_length: clip.text.context_length as usize,
-            grad_clip: Some(1.0),
-            seed: args.seed,
-            accumulate: 1,
-            precision: Precision::Fp32,
-            hard_negatives: None,
-        },
-        out: eval_dir.clone(),
-        device: crate::device::DeviceName::Cpu,
-        checkpoint_every: 0,
-        keep_last: 1,
-        resume: false,
+    let fill = Fill {
+        out,
+        seed: args.seed,
+        workers: w,
+        vocab_size: vocab.len(),
+        evaluator_epochs: args.evaluator_epochs,
+        xe_epochs: args.xe_epochs,
+        rl_epochs: args.rl_epochs,
+        rl_lr: args.rl_lr,
+        beta: args.beta,
     };
-    let p = pipeline(
-        &train,
-        args.seed,
-        args.evaluator_epochs,
-        batch,
-        stage("train_evaluator", &settings)?,
-    );
+    let dir = args.pipelines.as_deref();
+    let phase = |phase: Phase| fill_phase(phase, load_phase(phase, dir)?, &fill);
+    let out_of = |phase: Phase, p: &Pipeline| {
+        setting_path(p, "out")
+            .with_context(|| format!("{}.toml: the stage has no `out` folder", phase.name()))
+    };
+
+    // 2. Evaluator.
+    let p = phase(Phase::Evaluator)?;
+    let eval_dir = out_of(Phase::Evaluator, &p)?;
+    let pairs = p.flow.batch_size * w as usize;
     run_phase(
         &format!(
-            "[2/{PHASES}] contrastive evaluator: {steps} steps of {} pairs",
-            batch * w as usize
+            "[2/{PHASES}] contrastive evaluator: {} steps of {pairs} pairs",
+            total_steps(&p)
         ),
         &p,
         &eval_dir,
         w,
     )?;
-    let evaluator = eval_dir.join(WEIGHTS_FILE);
 
     // 3. XE.
-    let cap_cfg = captioner_config(&vocab);
-    let xe_dir = out.join("xe");
-    let steps = steps_for(&train, w, batch, args.xe_epochs, args.seed)?;
-    let base = CaptionerStageSettings {
-        captioner: cap_cfg.clone(),
-        train: CaptionTrainConfig {
-            objective: Objective::Xe,
-            optimizer: AdamWConfig {
-                lr: 1e-3,
-                weight_decay: 0.01,
-                ..Default::default()
-            },
-            schedule: Schedule {
-                lr: 1e-3,
-                warmup_fraction: 0.05,
-                total_steps: steps,
-                decay: Decay::Cosine,
-            },
-            grad_clip: Some(1.0),
-            dico: DicoConfig::default(),
-            candidates: 5,
-            temperature: 1.0,
-            seed: args.seed,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        },
-        vocab: Some(vocab_path.clone()),
-        backbone: evaluator.clone(),
-        backbone_config: clip.clone(),
-        evaluator: None,
-        evaluator_config: None,
-        reward: None,
-        init: None,
-        reward_cache: None,
-        // Fluency over training: the oracle grammar on each batch's greedy captions.
-        fluency_judge: Some(FluencyJudge::SyntheticWorld),
-        fluency_every: 10,
-        out: xe_dir.clone(),
-        device: crate::device::DeviceName::Cpu,
-        // An interrupted phase continues from its latest checkpoint.
-        checkpoint_every: 50,
-        keep_last: 2,
-        resume: true,
-        // Validation curves: greedy captions of part of the val split.
-        validation: Some(demo_validation(&data.join("val"), steps, false)),
-    };
-    let p = pipeline(
-        &train,
-        args.seed + 1,
-        args.xe_epochs,
-        batch,
-        stage("train_captioner", &base)?,
-    );
+    let p = phase(Phase::Xe)?;
+    let xe_dir = out_of(Phase::Xe, &p)?;
     run_phase(
-        &format!("[3/{PHASES}] XE pre-training: {steps} steps"),
+        &format!("[3/{PHASES}] XE pre-training: {} steps", total_steps(&p)),
         &p,
         &xe_dir,
         w,
     )?;
-    let xe_weights = xe_dir.join(WEIGHTS_FILE);
 
     // 4. DiCO and SCST on the same reward, from the XE checkpoint.
-    let rl_batch = 8;
-    let steps = steps_for(&train, w, rl_batch, args.rl_epochs, args.seed + 2)?;
-    let rl_settings = |objective: Objective, dir: &Path| {
-        let mut s = base.clone();
-        s.train.objective = objective;
-        s.train.optimizer = AdamWConfig {
-            lr: args.rl_lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        };
-        s.train.schedule = Schedule {
-            lr: args.rl_lr,
-            warmup_fraction: 0.0,
-            total_steps: steps,
-            decay: Decay::Constant,
-        };
-        s.train.dico.beta = args.beta;
-        s.validation = Some(demo_validation(
-            &data.join("val"),
-            steps,
-            matches!(objective, Objective::Dico | Objective::Scst),
-        ));
-        s.init = Some(xe_weights.clone());
-        s.out = dir.to_path_buf();
-        s
-    };
-    let run_rl = |title: String, s: &CaptionerStageSettings| -> anyhow::Result<()> {
-        let p = pipeline(
-            &train,
-            args.seed + 2,
-            args.rl_epochs,
-            rl_batch,
-            stage("train_captioner", s)?,
-        );
-        run_phase(&title, &p, &s.out, w)
-    };
-    let images_per_step = rl_batch * w as usize;
     let mut rl_dirs = Vec::new();
-    for (i, (objective, label)) in [(Objective::Dico, "DiCO"), (Objective::Scst, "SCST")]
+    for (i, (ph, label)) in [(Phase::Dico, "DiCO"), (Phase::Scst, "SCST")]
         .into_iter()
         .enumerate()
     {
-        let dir = out.join(label.to_lowercase());
-        let mut s = rl_settings(objective, &dir);
-        s.evaluator = Some(evaluator.clone());
-        s.reward = Some(ScoreConfig::dico_reward().into());
-        run_rl(
-            format!(
-                "[{}/{PHASES}] {label} fine-tuning: {steps} steps of {images_per_step} images × 5 candidates",
-                4 + i
+        let p = phase(ph)?;
+        let dir = out_of(ph, &p)?;
+        run_phase(
+            &format!(
+                "[{}/{PHASES}] {label} fine-tuning: {} steps of {} images × 5 candidates",
+                4 + i,
+                total_steps(&p),
+                p.flow.batch_size * w as usize
             ),
-            &s,
+            &p,
+            &dir,
+            w,
         )?;
         rl_dirs.push((label, dir));
     }
@@ -499,31 +630,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     // 5. Offline DiCO: the XE model's beams, their rewards and reference
     //    log-probs cached once (what `dicoflow cache-rewards` does), then DiCO
     //    from the cache with no evaluator or reference model in memory.
-    let cache_dir = out.join("reward_cache");
-    let cache = RewardCacheSettings {
-        captioner: cap_cfg.clone(),
-        weights: xe_weights.clone(),
-        reference: None,
-        vocab: Some(vocab_path.clone()),
-        backbone: evaluator.clone(),
-        backbone_config: clip.clone(),
-        evaluator: evaluator.clone(),
-        evaluator_config: None,
-        reward: ScoreConfig::dico_reward(),
-        candidates: 5,
-        decoding: Decoding::Beam,
-        seed: args.seed,
-        out: cache_dir.clone(),
-        part: "all".into(),
-        chunk_rows: 2048,
-        device: crate::device::DeviceName::Cpu,
-    };
     println!(
         "[6/{PHASES}] caching the XE model's 5 beams, rewards and reference log-probs per training image"
     );
     let started = std::time::Instant::now();
     let cached = cache_rewards(
-        &pipeline(&train, 0, 1, 32, stage("reward_cache", &cache)?),
+        &phase(Phase::RewardCache)?,
         &registry(),
         &out.join("reward_cache_logs"),
         w as usize,
@@ -536,41 +648,32 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         cached.cached_images
     );
-    let dir = out.join("dico_offline");
-    let mut s = rl_settings(Objective::DicoOffline, &dir);
-    s.reward_cache = Some(cache_dir);
-    run_rl(
-        format!(
-            "[7/{PHASES}] offline DiCO fine-tuning from the cache: {steps} steps of {images_per_step} images × 5 candidates"
+    let p = phase(Phase::DicoOffline)?;
+    let dir = out_of(Phase::DicoOffline, &p)?;
+    run_phase(
+        &format!(
+            "[7/{PHASES}] offline DiCO fine-tuning from the cache: {} steps of {} images × 5 candidates",
+            total_steps(&p),
+            p.flow.batch_size * w as usize
         ),
-        &s,
+        &p,
+        &dir,
+        w,
     )?;
     rl_dirs.push(("DiCO offline", dir));
 
     // 6. Evaluation on the test split.
     println!("[{PHASES}/{PHASES}] captioning the test split with every model");
+    let caption = phase(Phase::Caption)?;
     let mut results = Vec::new();
     for (name, dir) in [("XE", xe_dir.clone())]
         .into_iter()
         .chain(rl_dirs.iter().map(|(n, d)| (*n, d.clone())))
     {
-        let captions = dir.join("test_captions.jsonl");
-        let s = CaptionStageSettings {
-            captioner: cap_cfg.clone(),
-            weights: dir.join(WEIGHTS_FILE),
-            vocab: Some(vocab_path.clone()),
-            backbone: evaluator.clone(),
-            backbone_config: clip.clone(),
-            evaluator: Some(evaluator.clone()),
-            evaluator_config: None,
-            score: ScoreConfig::clip_s().with_prefix(None),
-            out: captions.clone(),
-            device: crate::device::DeviceName::Cpu,
-        };
-        let p = pipeline(&test, 0, 1, 64, stage("caption", &s)?);
+        let p = caption_with(caption.clone(), &dir)?;
         let opts = RunOptions::threads(w as usize);
         flow::run(&p, &registry(), &opts).with_context(|| format!("captioning with {name}"))?;
-        results.push(evaluate(name, &captions, &spec)?);
+        results.push(evaluate(name, &dir.join(TEST_CAPTIONS), &spec)?);
     }
 
     let charts = crate::report::write_report(out).context("charting the metrics logs")?;

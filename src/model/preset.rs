@@ -1,8 +1,12 @@
-//! Model configs that settings files may give either in full or by preset name
-//! (`backbone_config = "ViT-L-14"`, `captioner = "paper"`).
+//! Model configs that settings files may give in full, by preset name
+//! (`backbone_config = "ViT-L-14"`, `captioner = "paper"`) or by the path of a
+//! JSON file holding the fields, such as the ones the stages write
+//! (`backbone_config = "runs/demo/evaluator/clip_config.json"`,
+//! `captioner = "runs/demo/xe/captioner.json"`).
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::path::Path;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::Deserializer;
@@ -19,7 +23,10 @@ pub(crate) trait Preset: Sized {
     fn from_fields<'de, A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
 }
 
-/// Deserializes `T` from a preset name (a string) or from its fields (a map).
+/// Deserializes `T` from a preset name or a JSON file's path (a string), or
+/// from its fields (a map). A string that is no preset name is read as a path
+/// (relative paths from the current directory); a file that cannot be read or
+/// does not parse as `T` is an error naming the file and what was expected.
 pub(crate) fn preset_or_fields<'de, D: Deserializer<'de>, T: Preset>(d: D) -> Result<T, D::Error> {
     d.deserialize_any(PresetVisitor(PhantomData))
 }
@@ -39,18 +46,47 @@ impl<'de, T: Preset> Visitor<'de> for PresetVisitor<T> {
     }
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<T, E> {
-        T::preset(name).ok_or_else(|| {
-            E::custom(format!(
-                "unknown {} preset `{name}`: use one of {} or give the fields",
-                T::WHAT,
-                T::NAMES
-            ))
-        })
+        if let Some(cfg) = T::preset(name) {
+            return Ok(cfg);
+        }
+        from_json_file(Path::new(name)).map_err(E::custom)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
         T::from_fields(map)
     }
+}
+
+/// The config in the JSON file at `path` (the fields, as a stage writes them);
+/// the error says what a string setting may be.
+fn from_json_file<T: Preset>(path: &Path) -> Result<T, String> {
+    let expected = || {
+        format!(
+            "expected a {} preset name ({}), the path of a JSON file of its fields (as a \
+             stage writes them) or a table of its fields",
+            T::WHAT,
+            T::NAMES
+        )
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{} `{}` is no preset and cannot be read as a file ({e}); {}",
+            T::WHAT,
+            path.display(),
+            expected()
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not JSON ({e}); {}", path.display(), expected()))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(format!(
+            "{}: a JSON object of {} fields was expected",
+            path.display(),
+            T::WHAT
+        ));
+    };
+    T::from_fields(de::value::MapDeserializer::new(map.into_iter()))
+        .map_err(|e: serde_json::Error| format!("{}: not a {}: {e}", path.display(), T::WHAT))
 }
 
 /// Serde for a config derived with `#[serde(remote = "Self")]` that settings

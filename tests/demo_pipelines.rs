@@ -1,0 +1,173 @@
+//! The demo's phases as pipeline files (`pipelines/demo/*.toml`): each one,
+//! with the demo's paths, seeds and step counts filled in, is a valid
+//! pipeline whose stages accept their settings; and model configs given by
+//! the path of the JSON file a stage writes are read from that file.
+use std::path::Path;
+
+use dicoflow::cli::demo::{caption_with, fill_phase, load_phase, Fill, Phase};
+use dicoflow::data::world::{write_world, WorldSpec};
+use dicoflow::flow::Pipeline;
+use dicoflow::model::captioner::CaptionerConfig;
+use dicoflow::model::clip::ClipConfig;
+
+/// A world of 400 training images in row groups of 100: with 2 workers each
+/// reads 200 rows per epoch.
+fn tiny_world(dir: &Path) {
+    let spec = WorldSpec {
+        train: 400,
+        val: 20,
+        test: 20,
+        ..Default::default()
+    };
+    write_world(&dir.join("data"), &spec, false, |_| {}).unwrap();
+}
+
+fn fill(out: &Path) -> Fill<'_> {
+    Fill {
+        out,
+        seed: 5,
+        workers: 2,
+        vocab_size: 77,
+        evaluator_epochs: None,
+        xe_epochs: None,
+        rl_epochs: None,
+        rl_lr: Some(1e-5),
+        beta: None,
+    }
+}
+
+fn setting<'a>(p: &'a Pipeline, path: &[&str]) -> &'a toml::Value {
+    let mut v = p.device[0].settings.get(path[0]).unwrap();
+    for key in &path[1..] {
+        v = v
+            .get(key)
+            .unwrap_or_else(|| panic!("no {}", path.join(".")));
+    }
+    v
+}
+
+/// Every string in the pipeline, for the check that no `runs/demo` is left.
+fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_demo_phase_fills_into_a_valid_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    tiny_world(out);
+    let registry = dicoflow::train::stages::registry();
+    let fill = fill(out);
+    let mut filled = Vec::new();
+    for phase in Phase::ALL {
+        // The embedded copy is the shipped file.
+        let on_disk = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines/demo")
+            .join(format!("{}.toml", phase.name()));
+        let from_dir = load_phase(phase, on_disk.parent()).unwrap();
+        assert_eq!(from_dir, load_phase(phase, None).unwrap());
+        let p = fill_phase(phase, from_dir, &fill)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", phase.name()));
+        p.check().unwrap();
+        let mut all = Vec::new();
+        strings(&serde_json::to_value(&p).unwrap(), &mut all);
+        assert!(
+            !all.iter().any(|s| s.contains("runs/demo")),
+            "{}: a path was not moved under --out: {all:?}",
+            phase.name()
+        );
+        // What the stages write for the later phases: the evaluator's CLIP
+        // config and the captioners' config, as `finish` writes them.
+        let out_dir =
+            |p: &Pipeline| Path::new(setting(p, &["out"]).as_str().unwrap()).to_path_buf();
+        match phase {
+            Phase::Evaluator => {
+                let clip: ClipConfig = setting(&p, &["train", "clip"]).clone().try_into().unwrap();
+                std::fs::create_dir_all(out_dir(&p)).unwrap();
+                std::fs::write(
+                    out_dir(&p).join("clip_config.json"),
+                    serde_json::to_string_pretty(&clip).unwrap(),
+                )
+                .unwrap();
+            }
+            Phase::Xe | Phase::Dico | Phase::Scst | Phase::DicoOffline => {
+                let cfg: CaptionerConfig = setting(&p, &["captioner"]).clone().try_into().unwrap();
+                std::fs::create_dir_all(out_dir(&p)).unwrap();
+                std::fs::write(
+                    out_dir(&p).join("captioner.json"),
+                    serde_json::to_string_pretty(&cfg).unwrap(),
+                )
+                .unwrap();
+            }
+            _ => {}
+        }
+        registry
+            .check(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", phase.name()));
+        filled.push((phase, p));
+    }
+    let get = |phase: Phase| &filled.iter().find(|(ph, _)| *ph == phase).unwrap().1;
+    let int = |p: &Pipeline, path: &[&str]| setting(p, path).as_integer().unwrap();
+
+    // Steps from the data: 200 rows per worker and epoch.
+    let eval = get(Phase::Evaluator);
+    assert_eq!(eval.source.seed, 5);
+    assert_eq!(
+        int(eval, &["train", "schedule", "total_steps"]),
+        4 * 200 / 32
+    );
+    let xe = get(Phase::Xe);
+    assert_eq!(xe.source.seed, 6);
+    assert_eq!(int(xe, &["train", "seed"]), 5);
+    assert_eq!(int(xe, &["train", "schedule", "total_steps"]), 8 * 200 / 32);
+    assert_eq!(int(xe, &["validation", "every"]), 50 / 8);
+    assert_eq!(int(xe, &["captioner", "tokens", "vocab_size"]), 77);
+    for phase in [Phase::Dico, Phase::Scst, Phase::DicoOffline] {
+        let p = get(phase);
+        assert_eq!(p.source.seed, 7, "{}", phase.name());
+        assert_eq!(int(p, &["train", "schedule", "total_steps"]), 200 / 8);
+        assert_eq!(int(p, &["validation", "every"]), 25 / 8);
+        for lr in [&["train", "optimizer", "lr"], &["train", "schedule", "lr"]] {
+            assert_eq!(setting(p, lr).as_float(), Some(1e-5), "{}", phase.name());
+        }
+        assert_eq!(
+            setting(p, &["init"]).as_str(),
+            Some(out.join("xe/model.safetensors").to_str().unwrap())
+        );
+    }
+    // The data order of the cache and of captioning is the file's.
+    assert_eq!(get(Phase::RewardCache).source.seed, 0);
+    assert_eq!(int(get(Phase::RewardCache), &["seed"]), 5);
+    assert_eq!(
+        get(Phase::DicoOffline).device[0].settings["reward_cache"].as_str(),
+        Some(out.join("reward_cache").to_str().unwrap())
+    );
+
+    // Captioning with each trained model reads that model's files.
+    let dico_dir = out.join("dico");
+    let p = caption_with(get(Phase::Caption).clone(), &dico_dir).unwrap();
+    registry.check(&p).unwrap();
+    for (key, file) in [
+        ("captioner", "captioner.json"),
+        ("weights", "model.safetensors"),
+        ("out", "test_captions.jsonl"),
+    ] {
+        assert_eq!(
+            p.device[0].settings[key].as_str(),
+            Some(dico_dir.join(file).to_str().unwrap())
+        );
+    }
+}
+
+#[test]
+fn pipelines_dir_without_a_phase_file_is_refused_with_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = load_phase(Phase::Scst, Some(tmp.path())).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("scst.toml"), "{msg}");
+}
