@@ -16,9 +16,10 @@ use timely::dataflow::operators::{Concatenate, Exchange, Inspect, OkErr, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
+use super::allreduce::AllReduceExt;
 use super::batch::{BatchReport, Sample, StageError};
 use super::cpu::CpuStageExt;
-use super::device::{owner_of_key, DeviceSpec, DeviceStageExt};
+use super::device::{owner_of_key, DeviceSpec, DeviceStageExt, ReplicaSpec};
 use super::error::FlowError;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
@@ -181,14 +182,15 @@ fn check_devices(flow: &FlowConfig) -> Result<(), FlowError> {
     Ok(())
 }
 
-/// Device stage types that train a model. With `flow.devices > 1` each device
-/// owner would build its own trainer and train its own model on its share of
-/// the keys (every one writing the same `out/`), so such a pipeline is refused
-/// until the stage trains replicas whose gradients are all-reduced.
-pub const TRAINING_STAGE_TYPES: &[&str] = &["train_captioner", "train_evaluator"];
+/// Device stage types that train a model without replicas. With
+/// `flow.devices > 1` each device owner would build its own trainer and train
+/// its own model on its share of the keys (every one writing the same
+/// `out/`), so such a pipeline is refused. (`train_captioner` trains replicas
+/// whose gradients are all-reduced: [`super::allreduce`].)
+pub const UNREPLICATED_TRAINING_STAGES: &[&str] = &["train_evaluator"];
 
 /// Refuses a pipeline whose training stage would run as independent models on
-/// several devices (see [`TRAINING_STAGE_TYPES`]).
+/// several devices (see [`UNREPLICATED_TRAINING_STAGES`]).
 fn check_replicas(pipeline: &Pipeline) -> Result<(), FlowError> {
     let devices = pipeline.flow.devices;
     if devices <= 1 {
@@ -197,14 +199,14 @@ fn check_replicas(pipeline: &Pipeline) -> Result<(), FlowError> {
     match pipeline
         .device
         .iter()
-        .find(|s| TRAINING_STAGE_TYPES.contains(&s.type_name.as_str()))
+        .find(|s| UNREPLICATED_TRAINING_STAGES.contains(&s.type_name.as_str()))
     {
         Some(stage) => Err(FlowError::Config {
             name: "flow.devices",
             what: format!(
-                "stage `{}` (type `{}`) trains one model and does not support {devices} \
-                 devices yet (each device would train its own model on part of the data); \
-                 set `flow.devices = 1` (other workers still read and decode)",
+                "stage `{}` (type `{}`) does not train replicas over {devices} devices yet \
+                 (each device would train its own model on part of the data); set \
+                 `flow.devices = 1` (other workers still read and decode)",
                 stage.name(),
                 stage.type_name
             ),
@@ -259,6 +261,13 @@ fn build_and_run(
             (spec.name().to_owned(), stage)
         })
         .collect();
+    // Replicas: worker d's device thread receives its reduced gradients here.
+    let (reduced_tx, reduced_rx) = if me < devices && devices > 1 {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let device_spec = if me < devices {
         let mut stages = Vec::new();
         for spec in &pipeline.device {
@@ -273,6 +282,11 @@ fn build_and_run(
             stages,
             channel_depth: flow.channel_depth,
             keep_keys: reports.is_some(),
+            replica: reduced_rx.map(|reduced| ReplicaSpec {
+                index: me,
+                replicas: devices,
+                reduced,
+            }),
         })
     } else {
         None
@@ -311,9 +325,10 @@ fn build_and_run(
             samples = oks;
             errors.push(errs);
         }
-        let reports = samples
+        let (reports, gradients) = samples
             .exchange(move |s: &Sample| owner_of_key(&s.key, devices))
             .device_stage(device_spec, telemetry.clone(), state.clone());
+        gradients.all_reduce(devices, reduced_tx, state.clone());
         let error_sink = sink.clone();
         scope
             .concatenate(errors)
