@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Source (worker w of W) ─► Cpu[stage]… ─► exchange to device owner ─► Device[..]
+//!      │ │ marks (batch, worker, cursor) ─► to every device owner ────────►│
 //!      │ skips                │ rejects                                   │ reports
 //!      └──────────────► errors ─► exchange to worker 0 ─► counts          └─► exchange to 0 ─► metrics sink ─► probe
 //! ```
@@ -23,7 +24,7 @@ use super::error::FlowError;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
-use super::source::{shard_source, SourceBatching};
+use super::source::{marked_shard_source, marks_to_devices, SourceBatching};
 use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
@@ -262,10 +263,11 @@ fn build_and_run(
         max_in_flight: flow.max_in_flight,
     };
     worker.dataflow::<u64, _, _>(|scope| {
-        let records = shard_source(
+        let (records, marks) = marked_shard_source(
             scope,
             src,
             settings,
+            0,
             probe.clone(),
             telemetry.clone(),
             state.clone(),
@@ -280,7 +282,12 @@ fn build_and_run(
         }
         let reports = samples
             .exchange(move |s: &Sample| owner_of_key(&s.key, devices))
-            .device_stage(device_spec, telemetry.clone(), state.clone());
+            .device_stage(
+                marks_to_devices(marks, devices),
+                device_spec,
+                telemetry.clone(),
+                state.clone(),
+            );
         let error_sink = sink.clone();
         scope
             .concatenate(errors)

@@ -2,15 +2,23 @@
 //! emits batch t (up to `batch_size` rows) at time t. Flow control is end to
 //! end: batch t is not opened while the probe at the end of the graph says
 //! batch t − K is unfinished (K = `max_in_flight`).
+//!
+//! Beside its rows, every worker sends a [`BatchMark`] per batch it emits to
+//! every device owner: a device forms a batch for every time some source
+//! emitted, even when none of that batch's samples are routed to it, and the
+//! marks carry each worker's data cursor after the batch (what a checkpoint
+//! records, and what a resumed run starts its sources from).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, OkErr};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use super::batch::{BatchTime, Sample, StageError};
+use super::batch::{BatchMark, BatchTime, Sample, StageError};
 use super::error::FlowError;
 use super::state::RunState;
 use super::telemetry::{StageKind, Telemetry};
@@ -36,73 +44,136 @@ pub struct SourceBatching {
     pub max_in_flight: u64,
 }
 
-/// The source operator named `Source`, reading `src` on this worker.
+/// The source operator named `Source`, reading `src` on this worker from
+/// time 0; its batch marks are dropped (see [`marked_shard_source`]).
 pub fn shard_source<'scope>(
     scope: Scope<'scope, BatchTime>,
-    mut src: Option<ShardSource>,
+    src: Option<ShardSource>,
     settings: SourceBatching,
     probe: ProbeHandle<BatchTime>,
     telemetry: Arc<Telemetry>,
     state: Arc<RunState>,
 ) -> Stream<'scope, BatchTime, Vec<SourceRecord>> {
+    marked_shard_source(scope, src, settings, 0, probe, telemetry, state).0
+}
+
+/// What the source operator emits before it is split: a row, or the mark of
+/// a batch.
+#[derive(Debug, Clone)]
+enum SourceEvent {
+    Row(SourceRecord),
+    Mark(BatchMark),
+}
+
+/// The source operator named `Source`, reading `src` on this worker, its
+/// first batch at time `first` (0, or the batch after a checkpoint's when a
+/// run resumes from the data cursors): the rows, and one [`BatchMark`] per
+/// batch the worker emits (with at least one row), carrying the worker's
+/// cursor right after that batch. The marks go to every device owner
+/// ([`marks_to_devices`]).
+///
+/// The source stops at the end of its data, when the run fails, and when
+/// every training stage is done ([`RunState::stop_requested`]).
+#[allow(clippy::type_complexity)]
+pub fn marked_shard_source<'scope>(
+    scope: Scope<'scope, BatchTime>,
+    mut src: Option<ShardSource>,
+    settings: SourceBatching,
+    first: BatchTime,
+    probe: ProbeHandle<BatchTime>,
+    telemetry: Arc<Telemetry>,
+    state: Arc<RunState>,
+) -> (
+    Stream<'scope, BatchTime, Vec<SourceRecord>>,
+    Stream<'scope, BatchTime, Vec<BatchMark>>,
+) {
     let worker = scope.index() as u32;
     let metrics = telemetry.stage("source", StageKind::Source);
-    source(scope, "Source", move |cap, info| {
-        let activator = scope.activator_for(info.address);
-        let mut cap = Some(cap);
-        let mut seq = 0u64;
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            if state.aborted() || src.is_none() {
-                cap = None;
-                src = None;
-                return;
-            }
-            let t = *c.time();
-            // Batches finished everywhere are those below the probe's frontier.
-            let done_below = probe.with_frontier(|f| f.first().copied().unwrap_or(BatchTime::MAX));
-            if t >= settings.max_in_flight && done_below <= t - settings.max_in_flight {
-                activator.activate_after(FLOW_CONTROL_POLL);
-                return;
-            }
-            telemetry
-                .max_in_flight
-                .fetch_max(t + 1 - done_below.min(t), Ordering::Relaxed);
-            let started = Instant::now();
-            let mut session = output.session(c);
-            let mut emitted = 0;
-            let mut finished = false;
-            while emitted < settings.batch_size {
-                let Some(reader) = src.as_mut() else { break };
-                match reader.next_item() {
-                    Ok(Some(SourceItem::Sample(raw))) => {
-                        session.give(Ok(Sample::from_raw(raw, worker, seq)));
+    let events: Stream<'scope, BatchTime, Vec<SourceEvent>> =
+        source(scope, "Source", move |mut cap, info| {
+            let activator = scope.activator_for(info.address);
+            cap.downgrade(&first);
+            let mut cap = Some(cap);
+            let mut seq = 0u64;
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                if state.aborted() || state.stop_requested() || src.is_none() {
+                    cap = None;
+                    src = None;
+                    return;
+                }
+                let t = *c.time();
+                // Batches finished everywhere are those below the probe's frontier.
+                let done_below =
+                    probe.with_frontier(|f| f.first().copied().unwrap_or(BatchTime::MAX));
+                if t >= settings.max_in_flight && done_below <= t - settings.max_in_flight {
+                    activator.activate_after(FLOW_CONTROL_POLL);
+                    return;
+                }
+                telemetry
+                    .max_in_flight
+                    .fetch_max(t + 1 - done_below.min(t), Ordering::Relaxed);
+                let started = Instant::now();
+                let mut session = output.session(c);
+                let mut emitted = 0;
+                let mut finished = false;
+                while emitted < settings.batch_size {
+                    let Some(reader) = src.as_mut() else { break };
+                    match reader.next_item() {
+                        Ok(Some(SourceItem::Sample(raw))) => {
+                            session.give(SourceEvent::Row(Ok(Sample::from_raw(raw, worker, seq))));
+                        }
+                        Ok(Some(SourceItem::Skipped(skip))) => {
+                            session.give(SourceEvent::Row(Err(StageError::from_skip(skip))));
+                        }
+                        Ok(None) => {
+                            finished = true;
+                            break;
+                        }
+                        Err(e) => {
+                            state.fail(FlowError::Data(e));
+                            finished = true;
+                            break;
+                        }
                     }
-                    Ok(Some(SourceItem::Skipped(skip))) => {
-                        session.give(Err(StageError::from_skip(skip)));
-                    }
-                    Ok(None) => {
-                        finished = true;
-                        break;
-                    }
-                    Err(e) => {
-                        state.fail(FlowError::Data(e));
-                        finished = true;
-                        break;
+                    seq += 1;
+                    emitted += 1;
+                }
+                if emitted > 0 {
+                    if let Some(reader) = src.as_ref() {
+                        session.give(SourceEvent::Mark(BatchMark {
+                            time: t,
+                            worker,
+                            cursor: reader.cursor(),
+                        }));
                     }
                 }
-                seq += 1;
-                emitted += 1;
+                drop(session);
+                metrics.record(emitted as u64, started.elapsed());
+                if finished {
+                    cap = None;
+                    src = None;
+                } else {
+                    c.downgrade(&(t + 1));
+                    activator.activate();
+                }
             }
-            drop(session);
-            metrics.record(emitted as u64, started.elapsed());
-            if finished {
-                cap = None;
-                src = None;
-            } else {
-                c.downgrade(&(t + 1));
-                activator.activate();
-            }
-        }
+        });
+    events.ok_err::<Vec<SourceRecord>, _, Vec<BatchMark>, _, _>(|e| match e {
+        SourceEvent::Row(r) => Ok(r),
+        SourceEvent::Mark(m) => Err(m),
     })
+}
+
+/// Sends every mark to each of the `devices` device owners (workers
+/// `0..devices`), so that each forms a batch for every time a source emitted.
+pub fn marks_to_devices<'scope>(
+    marks: Stream<'scope, BatchTime, Vec<BatchMark>>,
+    devices: usize,
+) -> Stream<'scope, BatchTime, Vec<BatchMark>> {
+    let devices = devices.max(1) as u64;
+    marks
+        .flat_map(move |m| (0..devices).map(move |d| (d, m.clone())))
+        .exchange(|(d, _): &(u64, BatchMark)| *d)
+        .map(|(_, m)| m)
 }
