@@ -24,11 +24,13 @@ use super::error::FlowError;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
-use super::source::{marked_shard_source, marks_to_devices, SourceBatching};
+use super::source::{
+    marked_shard_source, marks_to_devices, open_source, resume_point, ResumePoint, SourceBatching,
+};
 use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
-use crate::data::{ShardIndex, ShardSource};
+use crate::data::ShardIndex;
 use crate::device::DeviceName;
 
 /// How to run a pipeline.
@@ -116,6 +118,7 @@ pub fn run(
     // rows would score or train one image as the other. Only the key column
     // is read.
     index.check_unique_keys()?;
+    let resume = Arc::new(resume_point(pipeline, registry)?);
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());
@@ -145,6 +148,7 @@ pub fn run(
                 run_dir.clone(),
                 progress.clone(),
                 keep.then(|| reports.clone()),
+                &resume,
             )
         })
         .map_err(FlowError::Timely)?
@@ -192,6 +196,7 @@ fn build_and_run(
     run_dir: Option<PathBuf>,
     progress: Option<indicatif::ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
+    resume: &Option<ResumePoint>,
 ) {
     let me = worker.index();
     let peers = worker.peers();
@@ -204,16 +209,17 @@ fn build_and_run(
         });
     }
     let devices = devices.min(peers);
-    let src = match ShardSource::new(
+    let (src, first) = match open_source(
         index.clone(),
         pipeline.source.source_config(),
         me as u32,
         peers as u32,
+        resume.as_ref(),
     ) {
-        Ok(s) => Some(s),
+        Ok((s, first)) => (Some(s), first),
         Err(e) => {
-            state.fail(e.into());
-            None
+            state.fail(e);
+            (None, 0)
         }
     };
     let cpu: Vec<(String, Box<dyn CpuStage>)> = pipeline
@@ -267,7 +273,7 @@ fn build_and_run(
             scope,
             src,
             settings,
-            0,
+            first,
             probe.clone(),
             telemetry.clone(),
             state.clone(),

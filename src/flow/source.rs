@@ -9,6 +9,7 @@
 //! marks carry each worker's data cursor after the batch (what a checkpoint
 //! records, and what a resumed run starts its sources from).
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +21,11 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::batch::{BatchMark, BatchTime, Sample, StageError};
 use super::error::FlowError;
+use super::pipeline::Pipeline;
+use super::registry::Registry;
 use super::state::RunState;
 use super::telemetry::{StageKind, Telemetry};
-use crate::data::{ShardSource, SourceItem};
+use crate::data::{Cursor, ShardIndex, ShardSource, SourceConfig, SourceItem};
 
 /// How long a source held back by flow control waits before looking again.
 /// The probe cannot wake it, so it polls; short enough not to starve a device.
@@ -176,4 +179,115 @@ pub fn marks_to_devices<'scope>(
         .flat_map(move |m| (0..devices).map(move |d| (d, m.clone())))
         .exchange(|(d, _): &(u64, BatchMark)| *d)
         .map(|(_, m)| m)
+}
+
+/// Where a resumed run's sources start: right after batch `after`, each
+/// source worker at its cursor from the checkpoint that recorded them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePoint {
+    /// The stage whose checkpoint this is.
+    pub stage: String,
+    /// The checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// The last batch the checkpoint had trained on.
+    pub after: BatchTime,
+    /// Every source worker's cursor after `after`; empty in checkpoints
+    /// written before cursors were recorded.
+    pub cursors: Vec<Cursor>,
+}
+
+/// Where the sources of `pipeline` start: after the earliest last batch of
+/// its resuming stages' checkpoints (`resume = true`), or at the beginning
+/// (`None`) when there is none, when one of those stages has no checkpoint
+/// yet (it trains from scratch and needs every batch), or when one
+/// checkpoint records no cursors (written by an older dicoflow: the sources
+/// read from the start and the stage skips the batches it has trained on).
+/// A stage whose checkpoint is later than the earliest skips the batches in
+/// between itself ([`crate::train::resumable::StageCheckpoints::already_trained`]).
+pub fn resume_point(
+    pipeline: &Pipeline,
+    registry: &Registry,
+) -> Result<Option<ResumePoint>, FlowError> {
+    let mut earliest: Option<ResumePoint> = None;
+    for spec in &pipeline.device {
+        let resumes = registry.is_resumable(&spec.type_name)
+            && spec.settings.get("resume").and_then(|v| v.as_bool()) == Some(true);
+        if !resumes {
+            continue;
+        }
+        let Some(point) = registry.read_resume_point(spec)? else {
+            return Ok(None);
+        };
+        if point.cursors.is_empty() {
+            tracing::warn!(
+                "{} records no data cursors (written by an older dicoflow): the sources read \
+                 from the start and stage `{}` skips the batches it has trained on",
+                point.checkpoint.display(),
+                point.stage
+            );
+            return Ok(None);
+        }
+        if earliest.as_ref().is_none_or(|e| point.after < e.after) {
+            earliest = Some(point);
+        }
+    }
+    Ok(earliest)
+}
+
+/// Worker `worker` of `workers`'s source and the time of its first batch:
+/// at the beginning, or right after the resume point's batch at the
+/// worker's cursor (nothing before it is read again).
+///
+/// Errors: [`FlowError::Config`] when the checkpoint was written by a run
+/// with another number of source workers (its cursors cannot be mapped
+/// exactly onto this run's), or has no cursor for a worker that has rows;
+/// [`FlowError::Data`] when the cursor does not fit the data or the source
+/// settings ([`crate::Error::CursorMismatch`]).
+pub fn open_source(
+    index: Arc<ShardIndex>,
+    cfg: SourceConfig,
+    worker: u32,
+    workers: u32,
+    resume: Option<&ResumePoint>,
+) -> Result<(ShardSource, BatchTime), FlowError> {
+    let Some(point) = resume else {
+        return Ok((ShardSource::new(index, cfg, worker, workers)?, 0));
+    };
+    if let Some(other) = point.cursors.iter().find(|c| c.num_workers != workers) {
+        return Err(FlowError::Config {
+            name: "resume",
+            what: format!(
+                "{} (stage `{}`) was written by a run with {} source workers (threads × \
+                 processes) and this run has {workers}: each worker's data cursor only fits \
+                 the same split of the data. Resume with {} workers in all (`-w`, `-n`), or \
+                 move the checkpoints away to start again",
+                point.checkpoint.display(),
+                point.stage,
+                other.num_workers,
+                other.num_workers
+            ),
+        });
+    }
+    let first = point.after + 1;
+    match point.cursors.iter().find(|c| c.worker == worker) {
+        Some(cursor) => Ok((ShardSource::resume(index, cfg, cursor)?, first)),
+        None => {
+            // A worker with rows emits at time 0, so its cursor is in every
+            // checkpoint; only a worker without rows has none.
+            let src = ShardSource::new(index, cfg, worker, workers)?;
+            if src.rows_per_epoch() > 0 {
+                return Err(FlowError::Config {
+                    name: "resume",
+                    what: format!(
+                        "{} (stage `{}`) has no data cursor for source worker {worker}, which \
+                         has rows: the checkpoint does not belong to this data; move the \
+                         checkpoints away to start again",
+                        point.checkpoint.display(),
+                        point.stage
+                    ),
+                });
+            }
+            Ok((src, first))
+        }
+    }
 }
