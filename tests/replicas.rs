@@ -145,25 +145,45 @@ fn settings(
     };
     let mut s = stage_settings(root, out, vocab, train);
     if objective == Objective::Dico {
-        s.init = Some(root.join("xe-1").join(WEIGHTS_FILE));
+        s.init = Some(root.join("xe-b4-1").join(WEIGHTS_FILE));
         s.evaluator = Some(root.join("clip.safetensors"));
     }
     s
 }
 
-/// Trains with `s` on 2 worker threads and `devices` devices; with 2, every
-/// replica also writes its weights under `out/../replicas-OUT/`.
-fn train(root: &Path, s: &CaptionerStageSettings, devices: usize, epochs: u64) {
+/// Trains with `s` on 2 worker threads, `batch` images per worker per batch
+/// and `devices` devices; with 2, every replica also writes its weights
+/// under `root/replicas-OUT/`. Returns the images each device trained on, per
+/// batch and device.
+fn train(
+    root: &Path,
+    s: &CaptionerStageSettings,
+    batch: usize,
+    devices: usize,
+    epochs: u64,
+) -> Vec<(u64, u32, f64)> {
     let mut pipeline = captioner_pipeline(root, s, vec![]);
-    pipeline.flow.batch_size = 4;
+    pipeline.flow.batch_size = batch;
     pipeline.flow.devices = devices;
     pipeline.source.epochs = epochs;
     let replicas = replica_dir(root, s);
     std::fs::create_dir_all(&replicas).unwrap();
     write_replica_weights_to((devices > 1).then(|| replicas.clone()));
-    let result = run(&pipeline, &registry(), &RunOptions::threads(2));
+    let opts = RunOptions {
+        keep_reports: true,
+        ..RunOptions::threads(2)
+    };
+    let result = run(&pipeline, &registry(), &opts);
     write_replica_weights_to(None);
-    result.unwrap();
+    result
+        .unwrap()
+        .reports
+        .iter()
+        .map(|r| {
+            let n = r.metrics.get("train/samples").copied().unwrap_or(-1.0);
+            (r.time, r.device, n)
+        })
+        .collect()
 }
 
 fn replica_dir(root: &Path, s: &CaptionerStageSettings) -> std::path::PathBuf {
@@ -197,14 +217,21 @@ fn bit_identical(a: &Path, b: &Path) {
     }
 }
 
-/// Runs `objective` on 1 and on 2 devices and compares.
-fn compare(root: &Path, vocab: &Vocab, objective: Objective, epochs: u64) {
-    let name = format!("{objective:?}").to_lowercase();
-    let steps = 4 * epochs;
+/// Runs `objective` with `batch` images per worker per batch on 1 and on 2
+/// devices, compares, and returns what each replica trained on per batch.
+fn compare(
+    root: &Path,
+    vocab: &Vocab,
+    objective: Objective,
+    batch: usize,
+    epochs: u64,
+) -> Vec<(u64, u32, f64)> {
+    let name = format!("{objective:?}-b{batch}").to_lowercase();
+    let steps = (IMAGES / (2 * batch)) as u64 * epochs;
     let one = settings(root, &format!("{name}-1"), vocab, objective, steps);
     let two = settings(root, &format!("{name}-2"), vocab, objective, steps);
-    train(root, &one, 1, epochs);
-    train(root, &two, 2, epochs);
+    train(root, &one, batch, 1, epochs);
+    let shares = train(root, &two, batch, 2, epochs);
     let w1 = one.out.join(WEIGHTS_FILE);
     let w2 = two.out.join(WEIGHTS_FILE);
     let replicas = replica_dir(root, &two);
@@ -225,6 +252,7 @@ fn compare(root: &Path, vocab: &Vocab, objective: Objective, epochs: u64) {
         let moved = max_diff(&start, &w1);
         assert!(moved > 1e-4, "{name} did not move the weights ({moved})");
     }
+    shares
 }
 
 #[test]
@@ -235,6 +263,24 @@ fn two_replicas_take_the_steps_of_one_device_on_the_whole_batch() {
     let vocab = setup_one_caption(root);
     // XE for 2 epochs (8 steps), then DiCO from the 1-device XE weights for
     // 1 epoch (4 steps).
-    compare(root, &vocab, Objective::Xe, 2);
-    compare(root, &vocab, Objective::Dico, 1);
+    compare(root, &vocab, Objective::Xe, 4, 2);
+    compare(root, &vocab, Objective::Dico, 4, 1);
+}
+
+#[test]
+fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup_one_caption(root);
+    // One image per worker per batch: the two images of a batch often belong
+    // to the same device, leaving the other replica with none.
+    let shares = compare(root, &vocab, Objective::Xe, 1, 1);
+    let empty = shares.iter().filter(|(_, _, n)| *n == 0.0).count();
+    assert!(empty > 0, "no replica went without samples: {shares:?}");
+    assert_eq!(
+        shares.len(),
+        2 * IMAGES / 2,
+        "every replica reports every batch"
+    );
 }

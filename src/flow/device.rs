@@ -5,8 +5,11 @@
 //! operator with a `SyncActivator` when a result is ready.
 //!
 //! A device batch is the union of every worker's share of batch t, complete
-//! once the operator's input frontier has passed t, sorted by `(worker, seq)`:
-//! batches reach the device in timestamp order, each in a fixed order.
+//! once the operator's input frontiers have passed t, sorted by `(worker, seq)`:
+//! batches reach the device in timestamp order, each in a fixed order. Every
+//! source sends every device owner a mark per batch it emits, so every device
+//! sees every batch, its share possibly empty (what replicas that reduce
+//! gradients per batch need), and each batch carries every source's cursor.
 //!
 //! With replicas (`flow.devices > 1`), the operator also forwards its device
 //! thread's gradient contributions as chunks on a second stream, at the time
@@ -20,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError, TrySendError};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, OkErr, Operator};
 use timely::dataflow::Stream;
@@ -28,11 +32,12 @@ use timely::scheduling::SyncActivator;
 use super::allreduce::{
     offer_replica_link, split, withdraw_replica_link, Contribution, GradChunk, Reduced, ReplicaLink,
 };
-use super::batch::{BatchReport, BatchTime, Sample, StageError};
+use super::batch::{BatchMark, BatchReport, BatchTime, Sample, StageError};
 use super::error::{panic_message, FlowError};
 use super::stage::{DeviceBatch, DeviceStage};
 use super::state::RunState;
 use super::telemetry::{StageKind, StageMetrics, Telemetry};
+use crate::data::Cursor;
 
 /// Builds a device stage on the device thread.
 pub type DeviceStageCtor = Box<dyn FnOnce() -> Result<Box<dyn DeviceStage>, FlowError> + Send>;
@@ -267,6 +272,24 @@ fn device_loop(
     }
 }
 
+/// What a device owner holds of batch t until both of its inputs have passed
+/// t: the capability for t, the samples routed here, and the sources' marks.
+struct Part {
+    cap: Capability<BatchTime>,
+    samples: Vec<Sample>,
+    marks: Vec<BatchMark>,
+}
+
+impl Part {
+    fn new(cap: Capability<BatchTime>) -> Self {
+        Self {
+            cap,
+            samples: Vec::new(),
+            marks: Vec::new(),
+        }
+    }
+}
+
 /// The device that owns the sample with `key` among `devices` devices, as an
 /// index in `0..devices` (worker d owns device d): the exchange routes the
 /// sample there. Stable: FNV-1a of the key, the same on every machine and
@@ -285,11 +308,15 @@ pub fn owner_of_key(key: &str, devices: usize) -> u64 {
 /// handed to a device.
 pub trait DeviceStageExt<'scope> {
     /// Run `spec` (on workers that own a device; `None` elsewhere) and report
-    /// each batch; the second stream holds a replica's gradient chunks for the
-    /// all-reduce (empty without replicas).
+    /// each batch. `marks` are every source's [`BatchMark`]s, sent to this
+    /// device owner ([`super::source::marks_to_devices`]): a batch is formed
+    /// for every time with a mark or a sample, once both inputs have passed it.
+    /// The second stream holds a replica's gradient chunks for the all-reduce
+    /// (empty without replicas).
     #[allow(clippy::type_complexity)]
     fn device_stage(
         self,
+        marks: Stream<'scope, BatchTime, Vec<BatchMark>>,
         spec: Option<DeviceSpec>,
         telemetry: Arc<Telemetry>,
         state: Arc<RunState>,
@@ -302,6 +329,7 @@ pub trait DeviceStageExt<'scope> {
 impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
     fn device_stage(
         self,
+        marks: Stream<'scope, BatchTime, Vec<BatchMark>>,
         spec: Option<DeviceSpec>,
         telemetry: Arc<Telemetry>,
         state: Arc<RunState>,
@@ -316,11 +344,13 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
             .map(|s| s.device.clone())
             .unwrap_or_else(|| "none".into());
         let keep_keys = spec.as_ref().is_some_and(|s| s.keep_keys);
-        let out = self.unary_frontier::<timely::container::CapacityContainerBuilder<
-            Vec<Result<BatchReport, GradChunk>>,
-        >, _, _, _>(
+        let op_name = format!("Device[{name}]");
+        type Out = CapacityContainerBuilder<Vec<Result<BatchReport, GradChunk>>>;
+        let out = self.binary_frontier::<_, Out, _, _, _, _>(
+            marks,
             Pipeline,
-            &format!("Device[{name}]"),
+            Pipeline,
+            &op_name,
             move |_cap, info| {
                 let activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let device_metrics = spec
@@ -340,11 +370,12 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                 let mut failed = link.is_none();
                 // Batch parts not yet complete, complete batches not yet sent, and
                 // batches on the device: each with the capability for its time.
-                let mut pending: BTreeMap<BatchTime, (Capability<BatchTime>, Vec<Sample>)> =
-                    BTreeMap::new();
+                let mut pending: BTreeMap<BatchTime, Part> = BTreeMap::new();
                 let mut ready: VecDeque<(Capability<BatchTime>, DeviceBatch)> = VecDeque::new();
                 let mut on_device: VecDeque<(Capability<BatchTime>, usize)> = VecDeque::new();
-                move |(input, frontier), output| {
+                // The last cursor each source worker reported, by worker.
+                let mut cursors: BTreeMap<u32, Cursor> = BTreeMap::new();
+                move |(input, frontier), (mark_input, mark_frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
                         if failed {
@@ -354,28 +385,48 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                         let Some(cap) = cap.retain_least(port) else {
                             return;
                         };
-                        let entry = pending
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap, Vec::new()));
+                        let entry = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
                         for d in data {
-                            entry.1.append(d);
+                            entry.samples.append(d);
+                        }
+                    });
+                    mark_input.for_each_stamp(|cap, data| {
+                        if failed {
+                            data.for_each(|d| d.clear());
+                            return;
+                        }
+                        let Some(cap) = cap.retain_least(port) else {
+                            return;
+                        };
+                        let entry = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
+                        for d in data {
+                            entry.marks.append(d);
                         }
                     });
                     let Some(dev) = link.as_mut() else { return };
-                    // Batches the frontier has passed are complete.
+                    // Batches both frontiers have passed are complete.
                     while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
+                        if frontier.less_equal(entry.key()) || mark_frontier.less_equal(entry.key())
+                        {
                             break;
                         }
                         let time = *entry.key();
-                        let (cap, mut samples) = entry.remove();
+                        let Part {
+                            cap,
+                            mut samples,
+                            marks,
+                        } = entry.remove();
                         samples.sort_by_key(|s| (s.worker, s.seq));
+                        for m in marks {
+                            cursors.insert(m.worker, m.cursor);
+                        }
                         ready.push_back((
                             cap,
                             DeviceBatch {
                                 time,
                                 samples,
                                 metrics: BTreeMap::new(),
+                                cursors: cursors.values().cloned().collect(),
                             },
                         ));
                     }
@@ -449,7 +500,7 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                             }
                         }
                     }
-                    let held: usize = pending.values().map(|(_, s)| s.len()).sum::<usize>()
+                    let held: usize = pending.values().map(|p| p.samples.len()).sum::<usize>()
                         + ready.iter().map(|(_, b)| b.samples.len()).sum::<usize>()
                         + on_device.iter().map(|(_, n)| *n).sum::<usize>();
                     telemetry

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Source (worker w of W) ─► Cpu[stage]… ─► exchange to device owner ─► Device[..]
+//!      │ │ marks (batch, worker, cursor) ─► to every device owner ────────►│
 //!      │ skips                │ rejects                                   │ reports
 //!      └──────────────► errors ─► exchange to worker 0 ─► counts          └─► exchange to 0 ─► metrics sink ─► probe
 //! ```
@@ -24,11 +25,13 @@ use super::error::FlowError;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
-use super::source::{shard_source, SourceBatching};
+use super::source::{
+    marked_shard_source, marks_to_devices, open_source, resume_point, ResumePoint, SourceBatching,
+};
 use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
-use crate::data::{ShardIndex, ShardSource};
+use crate::data::ShardIndex;
 use crate::device::DeviceName;
 
 /// How to run a pipeline.
@@ -117,6 +120,7 @@ pub fn run(
     // rows would score or train one image as the other. Only the key column
     // is read.
     index.check_unique_keys()?;
+    let resume = Arc::new(resume_point(pipeline, registry)?);
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());
@@ -146,6 +150,7 @@ pub fn run(
                 run_dir.clone(),
                 progress.clone(),
                 keep.then(|| reports.clone()),
+                &resume,
             )
         })
         .map_err(FlowError::Timely)?
@@ -226,6 +231,7 @@ fn build_and_run(
     run_dir: Option<PathBuf>,
     progress: Option<indicatif::ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
+    resume: &Option<ResumePoint>,
 ) {
     let me = worker.index();
     let peers = worker.peers();
@@ -238,16 +244,17 @@ fn build_and_run(
         });
     }
     let devices = devices.min(peers);
-    let src = match ShardSource::new(
+    let (src, first) = match open_source(
         index.clone(),
         pipeline.source.source_config(),
         me as u32,
         peers as u32,
+        resume.as_ref(),
     ) {
-        Ok(s) => Some(s),
+        Ok((s, first)) => (Some(s), first),
         Err(e) => {
-            state.fail(e.into());
-            None
+            state.fail(e);
+            (None, 0)
         }
     };
     let cpu: Vec<(String, Box<dyn CpuStage>)> = pipeline
@@ -309,10 +316,11 @@ fn build_and_run(
         max_in_flight: flow.max_in_flight,
     };
     worker.dataflow::<u64, _, _>(|scope| {
-        let records = shard_source(
+        let (records, marks) = marked_shard_source(
             scope,
             src,
             settings,
+            first,
             probe.clone(),
             telemetry.clone(),
             state.clone(),
@@ -327,7 +335,12 @@ fn build_and_run(
         }
         let (reports, gradients) = samples
             .exchange(move |s: &Sample| owner_of_key(&s.key, devices))
-            .device_stage(device_spec, telemetry.clone(), state.clone());
+            .device_stage(
+                marks_to_devices(marks, devices),
+                device_spec,
+                telemetry.clone(),
+                state.clone(),
+            );
         gradients.all_reduce(devices, reduced_tx, state.clone());
         let error_sink = sink.clone();
         scope

@@ -249,6 +249,8 @@ pub struct TrainerState {
     /// The dataflow time of the last batch the trainer has consumed (see
     /// [`TrainState::last_batch`]); `None` outside a dataflow.
     pub last_batch: Option<u64>,
+    /// Every source worker's data cursor after `last_batch` ([`TrainState::cursors`]).
+    pub cursors: Vec<crate::data::Cursor>,
     pub rng: crate::rng::Rng,
     pub config: String,
     pub metrics: std::collections::BTreeMap<String, f64>,
@@ -279,7 +281,7 @@ impl Stepper {
         let full = TrainState {
             step: state.step,
             last_batch: state.last_batch,
-            cursors: Vec::new(),
+            cursors: state.cursors,
             rng: state.rng,
             config: state.config,
             metrics: state.metrics,

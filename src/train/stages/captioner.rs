@@ -73,9 +73,9 @@ pub struct CaptionerStageSettings {
     /// Checkpoints kept (the most recent).
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
-    /// Continue from the latest checkpoint in `out/checkpoints`, if any. The
-    /// data order is a function of the seed, so the stage skips the batches
-    /// the checkpoint has already seen and goes on bit-identically.
+    /// Continue from the latest checkpoint in `out/checkpoints`, if any: the
+    /// sources start right after its last batch, at its data cursors, and
+    /// the run goes on bit-identically (docs/training.md).
     #[serde(default)]
     pub resume: bool,
     /// Validate every N steps on a val split, log `val/*` values and keep
@@ -447,6 +447,7 @@ impl CaptionerStage {
             .after_batch(
                 &self.trainer,
                 batch.time,
+                &batch.cursors,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
                 self.validator.as_ref().and_then(Validator::best),
