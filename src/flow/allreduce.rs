@@ -152,6 +152,7 @@ pub fn reduce(parts: &[GradChunk]) -> (f64, Vec<f32>) {
 /// (it implements [`GradientReduce`]).
 pub struct ReplicaLink {
     index: usize,
+    local_index: usize,
     replicas: usize,
     /// The batch the device thread is processing (set by the device loop).
     time: Arc<AtomicU64>,
@@ -172,7 +173,7 @@ impl std::fmt::Debug for ReplicaLink {
 
 impl ReplicaLink {
     pub(crate) fn new(
-        index: usize,
+        (index, local_index): (usize, usize),
         replicas: usize,
         time: Arc<AtomicU64>,
         contributions: Sender<Contribution>,
@@ -182,6 +183,7 @@ impl ReplicaLink {
     ) -> Self {
         Self {
             index,
+            local_index,
             replicas,
             time,
             contributions,
@@ -194,6 +196,13 @@ impl ReplicaLink {
     /// This replica's index (0 writes weights, logs and checkpoints).
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// This replica's index among the replicas of its process: replica d of
+    /// a process places its models on `cuda:K + d` when the stage names
+    /// `cuda:K` (each machine numbers its own GPUs).
+    pub fn local_index(&self) -> usize {
+        self.local_index
     }
 
     /// Number of replicas.

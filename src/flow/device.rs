@@ -61,6 +61,8 @@ pub struct DeviceSpec {
 #[derive(Debug)]
 pub struct ReplicaSpec {
     pub index: usize,
+    /// The index among this process's replicas (`cuda:K + local_index`).
+    pub local_index: usize,
     pub replicas: usize,
     pub reduced: Receiver<Reduced>,
 }
@@ -131,7 +133,7 @@ fn spawn_device(
         Some(r) => {
             let (tx, rx) = unbounded();
             let link = ReplicaLink::new(
-                r.index,
+                (r.index, r.local_index),
                 r.replicas,
                 time.clone(),
                 tx,

@@ -129,6 +129,14 @@ pub fn run(
         .progress
         .then(|| crate::progress::bar(index.num_rows(), "pipeline", "images"));
 
+    // Worker w of a process with T threads is thread w mod T of its process
+    // (timely numbers workers process by process).
+    let threads_per_process = match &opts.communication {
+        CommunicationConfig::Thread => 1,
+        CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => *n,
+        CommunicationConfig::Cluster { threads, .. } => *threads,
+    }
+    .max(1);
     let config = timely::Config {
         communication: opts.communication.clone(),
         worker: WorkerConfig::default(),
@@ -151,6 +159,7 @@ pub fn run(
                 progress.clone(),
                 keep.then(|| reports.clone()),
                 &resume,
+                threads_per_process,
             )
         })
         .map_err(FlowError::Timely)?
@@ -232,6 +241,7 @@ fn build_and_run(
     progress: Option<indicatif::ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
     resume: &Option<ResumePoint>,
+    threads_per_process: usize,
 ) {
     let me = worker.index();
     let peers = worker.peers();
@@ -291,6 +301,7 @@ fn build_and_run(
             keep_keys: reports.is_some(),
             replica: reduced_rx.map(|reduced| ReplicaSpec {
                 index: me,
+                local_index: me % threads_per_process,
                 replicas: devices,
                 reduced,
             }),

@@ -191,7 +191,13 @@ fn log_validation(
 impl CaptionerStage {
     pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
         let err = build_err("train_captioner");
-        let device = device_of("train_captioner", s.device)?;
+        let link = take_replica_link("train_captioner")?;
+        // Replica d of a process runs on the d-th device from the stage's.
+        let device_name = match (s.device, &link) {
+            (DeviceName::Cuda(k), Some(l)) => DeviceName::Cuda(k + l.local_index()),
+            (d, _) => d,
+        };
+        let device = device_of("train_captioner", device_name)?;
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
@@ -204,7 +210,6 @@ impl CaptionerStage {
         )
         .map_err(|e| err(e.to_string()))?;
         let has_reward = reward.is_some();
-        let link = take_replica_link("train_captioner")?;
         let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
         let mut trainer = CaptionTrainer::new(
             &s.captioner,
