@@ -19,12 +19,12 @@ use std::path::Path;
 
 use common::clip::save_tiny_clip;
 use common::train::{
-    captioner_pipeline, stage_settings, train_config, world_with_vocab, write_vocab,
+    captioner_pipeline, stage_settings, train_config, world_with_vocab, write_vocab, CrashAt,
 };
 
 use dicoflow::data::world::{generate_row, WorldSpec};
 use dicoflow::data::{ShardWriter, ShardWriterConfig};
-use dicoflow::flow::{run, FlowError, RunOptions, StageSpec};
+use dicoflow::flow::{run, DeviceStage, FlowError, RunOptions, StageSpec};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
 use dicoflow::train::stages::captioner::write_replica_weights_to;
@@ -283,4 +283,51 @@ fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
         2 * IMAGES / 2,
         "every replica reports every batch"
     );
+}
+
+#[test]
+fn a_replicated_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup_one_caption(root);
+    let with = |out: &str| CaptionerStageSettings {
+        checkpoint_every: 1,
+        keep_last: 3,
+        resume: true,
+        ..settings(root, out, &vocab, Objective::Xe, 8)
+    };
+    let mut reg = registry();
+    reg.register_device("crash", |_: toml::Table| {
+        Ok(Box::new(CrashAt(5)) as Box<dyn DeviceStage>)
+    });
+    let pipeline = |s: &CaptionerStageSettings, crash: bool| {
+        let extra = if crash {
+            vec![StageSpec::new("crash")]
+        } else {
+            vec![]
+        };
+        let mut p = captioner_pipeline(root, s, extra);
+        p.flow.batch_size = 4;
+        p.flow.devices = 2;
+        p.source.epochs = 2;
+        p
+    };
+    let opts = RunOptions::threads(2);
+    let full = with("full");
+    run(&pipeline(&full, false), &reg, &opts).unwrap();
+    let cut = with("cut");
+    assert!(run(&pipeline(&cut, true), &reg, &opts).is_err());
+    assert!(!cut.out.join(WEIGHTS_FILE).exists());
+    assert!(cut.out.join("checkpoints").read_dir().unwrap().count() > 0);
+    let keep = RunOptions {
+        keep_reports: true,
+        ..RunOptions::threads(2)
+    };
+    let resumed = run(&pipeline(&cut, false), &reg, &keep).unwrap();
+    // The crash came at batch 5 of 8 (after its step): the resumed run
+    // starts after the latest checkpoint, not from the beginning.
+    let first = resumed.reports.iter().map(|r| r.time).min().unwrap();
+    assert!(first >= 4, "resumed at batch {first}");
+    bit_identical(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
 }
