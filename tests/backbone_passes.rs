@@ -127,7 +127,7 @@ fn an_online_dico_step_with_fluency_runs_the_backbone_once() {
         let mut batch = DeviceBatch {
             time: t as u64,
             samples,
-            metrics: Default::default(),
+            ..Default::default()
         };
         stage.process(&mut batch).unwrap();
         assert!(

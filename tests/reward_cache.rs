@@ -444,7 +444,7 @@ fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
     let batch = |time, samples| DeviceBatch {
         time,
         samples,
-        metrics: Default::default(),
+        ..Default::default()
     };
     let mut stage = RewardCacheStage::try_new(s.clone()).unwrap();
     stage

@@ -134,7 +134,7 @@ fn non_finite_fp16_gradients_skip_the_step_and_halve_the_scale() {
     let before = weights(&vs);
     let poisoned = Tensor::from_slice(&[1.0f32, f32::INFINITY, 2.0]).view([1, 3]);
     let update = st
-        .backward(&fc.forward(&poisoned).sum(Kind::Float), 1e-2)
+        .backward(&fc.forward(&poisoned).sum(Kind::Float), 1.0, 1e-2)
         .unwrap();
     assert_eq!(update, Some(Update::Skipped));
     assert_eq!(st.loss_scale(), Some(512.0), "backoff halves the scale");
@@ -146,7 +146,9 @@ fn non_finite_fp16_gradients_skip_the_step_and_halve_the_scale() {
     // Clean steps: the scale doubles after `growth_interval` of them in a row.
     let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0]).view([1, 3]);
     for expected in [512.0, 512.0, 1024.0, 1024.0] {
-        let update = st.backward(&fc.forward(&x).sum(Kind::Float), 1e-2).unwrap();
+        let update = st
+            .backward(&fc.forward(&x).sum(Kind::Float), 1.0, 1e-2)
+            .unwrap();
         assert!(matches!(update, Some(Update::Applied { .. })));
         assert_eq!(st.loss_scale(), Some(expected));
     }
@@ -168,8 +170,8 @@ fn unscaled_fp16_gradients_and_updates_equal_fp32_ones() {
     for _ in 0..3 {
         let l32 = fc32.forward(&x).square().mean(Kind::Float);
         let l16 = fc16.forward(&x).square().mean(Kind::Float);
-        st32.backward(&l32, 1e-2).unwrap();
-        st16.backward(&l16, 1e-2).unwrap();
+        st32.backward(&l32, 2.0, 1e-2).unwrap();
+        st16.backward(&l16, 2.0, 1e-2).unwrap();
         let (g32, g16) = (grads(&vs32), grads(&vs16));
         for (name, g) in &g32 {
             let d = max_abs_diff(g, &g16[name]);
@@ -252,13 +254,13 @@ fn pixels(n: i64) -> Tensor {
 
 /// The documented micro-batch loss, written out: per kept token
 /// (1 − ε)·(−log p[target]) + ε·mean over classes of (−log p), averaged over
-/// the micro-batch's kept tokens.
+/// the micro-batch's kept tokens; and the number of kept tokens.
 fn micro_batch_loss(
     trainer: &CaptionTrainer,
     vocab: &Vocab,
     pixels: &Tensor,
     captions: &[&str],
-) -> Tensor {
+) -> (Tensor, f64) {
     let max_len = trainer.policy.config().max_len as usize;
     let seqs: Vec<Vec<i64>> = captions
         .iter()
@@ -294,7 +296,7 @@ fn micro_batch_loss(
             kept += 1.0;
         }
     }
-    total / kept
+    (total / kept, kept)
 }
 
 /// Clip the gradients' global norm to `CLIP_NORM` and take PyTorch's first
@@ -336,7 +338,7 @@ fn assert_close(what: &str, got: &BTreeMap<String, Tensor>, want: &BTreeMap<Stri
 }
 
 #[test]
-fn accumulated_micro_batches_step_on_the_mean_of_their_losses() {
+fn accumulated_micro_batches_step_on_the_token_weighted_mean_of_their_losses() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Captions of different lengths, so the weighting of tokens matters.
     let captions = [
@@ -373,14 +375,16 @@ fn accumulated_micro_batches_step_on_the_mean_of_their_losses() {
         .checkpoint(&ck, String::new(), BTreeMap::new())
         .unwrap();
 
-    // From scratch, on a fresh model with the same initial weights:
-    // loss = ½ (mean-token loss of images 0–1 + mean-token loss of images 2–3).
+    // From scratch, on a fresh model with the same initial weights: the mean
+    // token loss over all four images, i.e. the micro-batch means weighted
+    // by their token counts (15 and 12 tokens: not the mean of the means).
     let scratch = xe_trainer(&vocab, 1);
-    let l1 = micro_batch_loss(&scratch, &vocab, &px.narrow(0, 0, 2), &captions[..2]);
-    let l2 = micro_batch_loss(&scratch, &vocab, &px.narrow(0, 2, 2), &captions[2..]);
+    let (l1, n1) = micro_batch_loss(&scratch, &vocab, &px.narrow(0, 0, 2), &captions[..2]);
+    let (l2, n2) = micro_batch_loss(&scratch, &vocab, &px.narrow(0, 2, 2), &captions[2..]);
+    assert_eq!((n1, n2), (15.0, 12.0));
     assert!((first.loss - l1.double_value(&[])).abs() < 1e-5);
     assert!((second.loss - l2.double_value(&[])).abs() < 1e-5);
-    ((l1 + l2) * 0.5).backward();
+    ((l1 * n1 + l2 * n2) / (n1 + n2)).backward();
     let (want_norm, want_grads, want_weights) = first_adamw_step(&scratch.vs);
     assert!(
         want_norm > CLIP_NORM,
@@ -398,8 +402,8 @@ fn accumulated_micro_batches_step_on_the_mean_of_their_losses() {
 #[test]
 fn equal_length_micro_batches_match_one_large_batch() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // Same token count per caption: the mean of micro-batch means is the
-    // mean over the whole batch, so N micro-batches of b = one batch of N·b.
+    // N micro-batches of b = one batch of N·b (the token-weighted mean of
+    // micro-batch means is the mean over the whole batch).
     let captions = [
         "a red circle",
         "a blue square",

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::data::sample::{RawSample, RowAddr, SkipRecord};
+use crate::data::Cursor;
 
 /// Batch number: the timestamp of every record in the graph.
 pub type BatchTime = u64;
@@ -43,6 +44,22 @@ impl Sample {
             size: 0,
         }
     }
+}
+
+/// What every source worker sends to every device owner for each batch it
+/// emits (even one whose rows were all skipped or rejected later): the
+/// batch's time, the worker, and the worker's data cursor right after the
+/// batch. The device operator forms a [`super::DeviceBatch`] for every time
+/// that has a mark, so every device sees every batch (with its share of the
+/// samples possibly empty), and a checkpoint after batch t knows where every
+/// source stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchMark {
+    pub time: BatchTime,
+    /// Index of the source worker that emitted the batch.
+    pub worker: u32,
+    /// That worker's position right after its rows of batch `time`.
+    pub cursor: Cursor,
 }
 
 /// A sample that a stage could not use: counted by `(stage, reason)` and dropped.

@@ -5,27 +5,39 @@
 //! operator with a `SyncActivator` when a result is ready.
 //!
 //! A device batch is the union of every worker's share of batch t, complete
-//! once the operator's input frontier has passed t, sorted by `(worker, seq)`:
-//! batches reach the device in timestamp order, each in a fixed order.
+//! once the operator's input frontiers have passed t, sorted by `(worker, seq)`:
+//! batches reach the device in timestamp order, each in a fixed order. Every
+//! source sends every device owner a mark per batch it emits, so every device
+//! sees every batch, its share possibly empty (what replicas that reduce
+//! gradients per batch need), and each batch carries every source's cursor.
+//!
+//! With replicas (`flow.devices > 1`), the operator also forwards its device
+//! thread's gradient contributions as chunks on a second stream, at the time
+//! of the batch being trained (see [`super::allreduce`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError, TrySendError};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::{Capability, OkErr, Operator};
 use timely::dataflow::Stream;
 use timely::scheduling::SyncActivator;
 
-use super::batch::{BatchReport, BatchTime, Sample, StageError};
+use super::allreduce::{
+    offer_replica_link, split, withdraw_replica_link, Contribution, GradChunk, Reduced, ReplicaLink,
+};
+use super::batch::{BatchMark, BatchReport, BatchTime, Sample, StageError};
 use super::error::{panic_message, FlowError};
 use super::stage::{DeviceBatch, DeviceStage};
 use super::state::RunState;
 use super::telemetry::{StageKind, StageMetrics, Telemetry};
+use crate::data::Cursor;
 
 /// Builds a device stage on the device thread.
 pub type DeviceStageCtor = Box<dyn FnOnce() -> Result<Box<dyn DeviceStage>, FlowError> + Send>;
@@ -40,6 +52,19 @@ pub struct DeviceSpec {
     pub channel_depth: usize,
     /// Whether reports carry the keys of their batch (tests, audits).
     pub keep_keys: bool,
+    /// This device's place among the replicas (`flow.devices > 1`).
+    pub replica: Option<ReplicaSpec>,
+}
+
+/// Replica `index` of `replicas`, and where its reduced gradients arrive
+/// (from the all-reduce's gather operator, [`super::allreduce`]).
+#[derive(Debug)]
+pub struct ReplicaSpec {
+    pub index: usize,
+    /// The index among this process's replicas (`cuda:K + local_index`).
+    pub local_index: usize,
+    pub replicas: usize,
+    pub reduced: Receiver<Reduced>,
 }
 
 impl std::fmt::Debug for DeviceSpec {
@@ -65,6 +90,10 @@ enum Reply {
 struct DeviceLink {
     jobs: Option<Sender<DeviceBatch>>,
     replies: Receiver<Reply>,
+    /// Gradient contributions of the device thread (replicas only).
+    contributions: Option<Receiver<Contribution>>,
+    /// The replica index chunks are sent under.
+    replica: u32,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -99,6 +128,23 @@ fn spawn_device(
         .map(|(name, _)| telemetry.stage(name, StageKind::Device))
         .collect();
     let stages = spec.stages;
+    let time = Arc::new(AtomicU64::new(0));
+    let (replica, link, contributions) = match spec.replica {
+        Some(r) => {
+            let (tx, rx) = unbounded();
+            let link = ReplicaLink::new(
+                (r.index, r.local_index),
+                r.replicas,
+                time.clone(),
+                tx,
+                r.reduced,
+                activator.clone(),
+                state.clone(),
+            );
+            (r.index as u32, Some(link), Some(rx))
+        }
+        None => (0, None, None),
+    };
     let thread = std::thread::Builder::new()
         .name(format!("device-{}", spec.device))
         .spawn(move || {
@@ -106,8 +152,8 @@ fn spawn_device(
                 stages,
                 stage_metrics,
                 device_metrics,
-                job_rx,
-                reply_tx,
+                (job_rx, reply_tx),
+                (link, time),
                 activator,
                 &state,
             )
@@ -119,17 +165,23 @@ fn spawn_device(
     Ok(DeviceLink {
         jobs: Some(job_tx),
         replies: reply_rx,
+        contributions,
+        replica,
         thread: Some(thread),
     })
 }
 
-/// The device thread: build the stages here, then run every batch through them.
+/// The device thread: build the stages here, then run every batch through
+/// them. A replica's link is offered to the stages while they are built
+/// ([`super::allreduce::take_replica_link`]); `time` tells it which batch is
+/// being processed.
+#[allow(clippy::type_complexity)]
 fn device_loop(
     ctors: Vec<(String, DeviceStageCtor)>,
     stage_metrics: Vec<Arc<StageMetrics>>,
     device_metrics: Arc<StageMetrics>,
-    jobs: Receiver<DeviceBatch>,
-    replies: Sender<Reply>,
+    (jobs, replies): (Receiver<DeviceBatch>, Sender<Reply>),
+    (link, time): (Option<ReplicaLink>, Arc<AtomicU64>),
     activator: SyncActivator,
     state: &RunState,
 ) {
@@ -138,21 +190,28 @@ fn device_loop(
         let _ = activator.activate();
     };
     let mut stages = Vec::new();
+    offer_replica_link(link);
     for (name, ctor) in ctors {
         match catch_unwind(AssertUnwindSafe(ctor)) {
             Ok(Ok(stage)) => stages.push((name, stage)),
-            Ok(Err(err)) => return fail(err),
+            Ok(Err(err)) => {
+                withdraw_replica_link();
+                return fail(err);
+            }
             Err(panic) => {
+                withdraw_replica_link();
                 return fail(FlowError::StagePanicked {
                     stage: name,
                     message: panic_message(&*panic),
-                })
+                });
             }
         }
     }
+    withdraw_replica_link();
     loop {
         let waiting = Instant::now();
         let Ok(mut batch) = jobs.recv() else { break };
+        time.store(batch.time, Ordering::SeqCst);
         device_metrics
             .idle_ns
             .fetch_add(waiting.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -215,6 +274,24 @@ fn device_loop(
     }
 }
 
+/// What a device owner holds of batch t until both of its inputs have passed
+/// t: the capability for t, the samples routed here, and the sources' marks.
+struct Part {
+    cap: Capability<BatchTime>,
+    samples: Vec<Sample>,
+    marks: Vec<BatchMark>,
+}
+
+impl Part {
+    fn new(cap: Capability<BatchTime>) -> Self {
+        Self {
+            cap,
+            samples: Vec::new(),
+            marks: Vec::new(),
+        }
+    }
+}
+
 /// The device that owns the sample with `key` among `devices` devices, as an
 /// index in `0..devices` (worker d owns device d): the exchange routes the
 /// sample there. Stable: FNV-1a of the key, the same on every machine and
@@ -232,22 +309,36 @@ pub fn owner_of_key(key: &str, devices: usize) -> u64 {
 /// Streams of samples (already exchanged to their device owner) that can be
 /// handed to a device.
 pub trait DeviceStageExt<'scope> {
-    /// Run `spec` (on workers that own a device; `None` elsewhere) and report each batch.
+    /// Run `spec` (on workers that own a device; `None` elsewhere) and report
+    /// each batch. `marks` are every source's [`BatchMark`]s, sent to this
+    /// device owner ([`super::source::marks_to_devices`]): a batch is formed
+    /// for every time with a mark or a sample, once both inputs have passed it.
+    /// The second stream holds a replica's gradient chunks for the all-reduce
+    /// (empty without replicas).
+    #[allow(clippy::type_complexity)]
     fn device_stage(
         self,
+        marks: Stream<'scope, BatchTime, Vec<BatchMark>>,
         spec: Option<DeviceSpec>,
         telemetry: Arc<Telemetry>,
         state: Arc<RunState>,
-    ) -> Stream<'scope, BatchTime, Vec<BatchReport>>;
+    ) -> (
+        Stream<'scope, BatchTime, Vec<BatchReport>>,
+        Stream<'scope, BatchTime, Vec<GradChunk>>,
+    );
 }
 
 impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
     fn device_stage(
         self,
+        marks: Stream<'scope, BatchTime, Vec<BatchMark>>,
         spec: Option<DeviceSpec>,
         telemetry: Arc<Telemetry>,
         state: Arc<RunState>,
-    ) -> Stream<'scope, BatchTime, Vec<BatchReport>> {
+    ) -> (
+        Stream<'scope, BatchTime, Vec<BatchReport>>,
+        Stream<'scope, BatchTime, Vec<GradChunk>>,
+    ) {
         let scope = self.scope();
         let device_index = scope.index() as u32;
         let name = spec
@@ -255,136 +346,189 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
             .map(|s| s.device.clone())
             .unwrap_or_else(|| "none".into());
         let keep_keys = spec.as_ref().is_some_and(|s| s.keep_keys);
-        self.unary_frontier(Pipeline, &format!("Device[{name}]"), move |_cap, info| {
-            let activator = scope.worker().sync_activator_for(info.address.to_vec());
-            let device_metrics = spec
-                .as_ref()
-                .map(|s| telemetry.stage(&format!("device:{}", s.device), StageKind::Device));
-            let spawned = spec
-                .zip(device_metrics.clone())
-                .map(|(s, m)| spawn_device(s, activator, &telemetry, m, state.clone()));
-            let mut link = match spawned {
-                Some(Ok(link)) => Some(link),
-                Some(Err(e)) => {
-                    state.fail(e);
-                    None
-                }
-                None => None,
-            };
-            let mut failed = link.is_none();
-            // Batch parts not yet complete, complete batches not yet sent, and
-            // batches on the device: each with the capability for its time.
-            let mut pending: BTreeMap<BatchTime, (Capability<BatchTime>, Vec<Sample>)> =
-                BTreeMap::new();
-            let mut ready: VecDeque<(Capability<BatchTime>, DeviceBatch)> = VecDeque::new();
-            let mut on_device: VecDeque<(Capability<BatchTime>, usize)> = VecDeque::new();
-            move |(input, frontier), output| {
-                let port = output.output_index();
-                input.for_each_stamp(|cap, data| {
-                    if failed {
-                        data.for_each(|d| d.clear());
-                        return;
+        let op_name = format!("Device[{name}]");
+        type Out = CapacityContainerBuilder<Vec<Result<BatchReport, GradChunk>>>;
+        let out = self.binary_frontier::<_, Out, _, _, _, _>(
+            marks,
+            Pipeline,
+            Pipeline,
+            &op_name,
+            move |_cap, info| {
+                let activator = scope.worker().sync_activator_for(info.address.to_vec());
+                let device_metrics = spec
+                    .as_ref()
+                    .map(|s| telemetry.stage(&format!("device:{}", s.device), StageKind::Device));
+                let spawned = spec
+                    .zip(device_metrics.clone())
+                    .map(|(s, m)| spawn_device(s, activator, &telemetry, m, state.clone()));
+                let mut link = match spawned {
+                    Some(Ok(link)) => Some(link),
+                    Some(Err(e)) => {
+                        state.fail(e);
+                        None
                     }
-                    let Some(cap) = cap.retain_least(port) else {
-                        return;
-                    };
-                    let entry = pending
-                        .entry(*cap.time())
-                        .or_insert_with(|| (cap, Vec::new()));
-                    for d in data {
-                        entry.1.append(d);
-                    }
-                });
-                let Some(dev) = link.as_mut() else { return };
-                // Batches the frontier has passed are complete.
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let time = *entry.key();
-                    let (cap, mut samples) = entry.remove();
-                    samples.sort_by_key(|s| (s.worker, s.seq));
-                    ready.push_back((
-                        cap,
-                        DeviceBatch {
-                            time,
-                            samples,
-                            metrics: BTreeMap::new(),
-                        },
-                    ));
-                }
-                // Hand complete batches to the device while its channel has room.
-                while let Some((cap, batch)) = ready.pop_front() {
-                    let Some(jobs) = dev.jobs.as_ref() else { break };
-                    let n = batch.samples.len();
-                    match jobs.try_send(batch) {
-                        Ok(()) => on_device.push_back((cap, n)),
-                        Err(TrySendError::Full(batch)) => {
-                            ready.push_front((cap, batch));
+                    None => None,
+                };
+                let mut failed = link.is_none();
+                // Batch parts not yet complete, complete batches not yet sent, and
+                // batches on the device: each with the capability for its time.
+                let mut pending: BTreeMap<BatchTime, Part> = BTreeMap::new();
+                let mut ready: VecDeque<(Capability<BatchTime>, DeviceBatch)> = VecDeque::new();
+                let mut on_device: VecDeque<(Capability<BatchTime>, usize)> = VecDeque::new();
+                // The last cursor each source worker reported, by worker.
+                let mut cursors: BTreeMap<u32, Cursor> = BTreeMap::new();
+                move |(input, frontier), (mark_input, mark_frontier), output| {
+                    let port = output.output_index();
+                    input.for_each_stamp(|cap, data| {
+                        if failed {
+                            data.for_each(|d| d.clear());
+                            return;
+                        }
+                        let Some(cap) = cap.retain_least(port) else {
+                            return;
+                        };
+                        let entry = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
+                        for d in data {
+                            entry.samples.append(d);
+                        }
+                    });
+                    mark_input.for_each_stamp(|cap, data| {
+                        if failed {
+                            data.for_each(|d| d.clear());
+                            return;
+                        }
+                        let Some(cap) = cap.retain_least(port) else {
+                            return;
+                        };
+                        let entry = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
+                        for d in data {
+                            entry.marks.append(d);
+                        }
+                    });
+                    let Some(dev) = link.as_mut() else { return };
+                    // Batches both frontiers have passed are complete.
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) || mark_frontier.less_equal(entry.key())
+                        {
                             break;
                         }
-                        Err(TrySendError::Disconnected(_)) => break,
+                        let time = *entry.key();
+                        let Part {
+                            cap,
+                            mut samples,
+                            marks,
+                        } = entry.remove();
+                        samples.sort_by_key(|s| (s.worker, s.seq));
+                        for m in marks {
+                            cursors.insert(m.worker, m.cursor);
+                        }
+                        ready.push_back((
+                            cap,
+                            DeviceBatch {
+                                time,
+                                samples,
+                                metrics: BTreeMap::new(),
+                                cursors: cursors.values().cloned().collect(),
+                            },
+                        ));
                     }
-                }
-                // Collect finished batches.
-                loop {
-                    match dev.replies.try_recv() {
-                        Ok(Reply::Done { batch, errors }) => {
-                            let Some((cap, _)) = on_device.pop_front() else {
+                    // Hand complete batches to the device while its channel has room.
+                    while let Some((cap, batch)) = ready.pop_front() {
+                        let Some(jobs) = dev.jobs.as_ref() else { break };
+                        let n = batch.samples.len();
+                        match jobs.try_send(batch) {
+                            Ok(()) => on_device.push_back((cap, n)),
+                            Err(TrySendError::Full(batch)) => {
+                                ready.push_front((cap, batch));
                                 break;
-                            };
-                            debug_assert_eq!(*cap.time(), batch.time);
-                            telemetry.batches_done.fetch_add(1, Ordering::Relaxed);
-                            telemetry
-                                .samples_done
-                                .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
-                            let report = BatchReport {
-                                time: batch.time,
-                                device: device_index,
-                                keys: if keep_keys {
-                                    batch.samples.iter().map(|s| s.key.clone()).collect()
-                                } else {
-                                    Vec::new()
-                                },
-                                samples: batch.samples.len() as u64,
-                                metrics: batch.metrics,
-                                errors,
-                            };
-                            output.session(&cap).give(report);
+                            }
+                            Err(TrySendError::Disconnected(_)) => break,
                         }
-                        Ok(Reply::Failed(err)) => {
-                            state.fail(err);
-                            failed = true;
-                            break;
+                    }
+                    // Collect finished batches.
+                    loop {
+                        match dev.replies.try_recv() {
+                            Ok(Reply::Done { batch, errors }) => {
+                                let Some((cap, _)) = on_device.pop_front() else {
+                                    break;
+                                };
+                                debug_assert_eq!(*cap.time(), batch.time);
+                                telemetry.batches_done.fetch_add(1, Ordering::Relaxed);
+                                telemetry
+                                    .samples_done
+                                    .fetch_add(batch.samples.len() as u64, Ordering::Relaxed);
+                                let report = BatchReport {
+                                    time: batch.time,
+                                    device: device_index,
+                                    keys: if keep_keys {
+                                        batch.samples.iter().map(|s| s.key.clone()).collect()
+                                    } else {
+                                        Vec::new()
+                                    },
+                                    samples: batch.samples.len() as u64,
+                                    metrics: batch.metrics,
+                                    errors,
+                                };
+                                output.session(&cap).give(Ok(report));
+                            }
+                            Ok(Reply::Failed(err)) => {
+                                state.fail(err);
+                                failed = true;
+                                break;
+                            }
+                            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
                         }
-                        Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+                    }
+                    // Forward the device thread's gradient contributions, at the
+                    // time of the batch they belong to (on the device now).
+                    while let Some(Ok(c)) = dev.contributions.as_ref().map(|r| r.try_recv()) {
+                        match on_device.iter().find(|(cap, _)| *cap.time() == c.time) {
+                            Some((cap, _)) => {
+                                output
+                                    .session(cap)
+                                    .give_iterator(split(c, dev.replica).into_iter().map(Err));
+                            }
+                            None => {
+                                state.fail(FlowError::DeviceThread {
+                                    device: name.clone(),
+                                    message: format!(
+                                        "a gradient for batch {} came from the device thread, \
+                                     which does not hold that batch",
+                                        c.time
+                                    ),
+                                });
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                    let held: usize = pending.values().map(|p| p.samples.len()).sum::<usize>()
+                        + ready.iter().map(|(_, b)| b.samples.len()).sum::<usize>()
+                        + on_device.iter().map(|(_, n)| *n).sum::<usize>();
+                    telemetry
+                        .max_device_held
+                        .fetch_max(held as u64, Ordering::Relaxed);
+                    if let Some(m) = &device_metrics {
+                        let queued = dev.jobs.as_ref().map_or(0, |j| j.len());
+                        m.set_queue((ready.len() + queued) as u64);
+                    }
+                    if failed {
+                        pending.clear();
+                        ready.clear();
+                        on_device.clear();
+                        dev.shut_down(&name, &state);
+                        link = None;
+                    } else if frontier.is_empty()
+                        && pending.is_empty()
+                        && ready.is_empty()
+                        && on_device.is_empty()
+                    {
+                        dev.shut_down(&name, &state);
+                        link = None;
                     }
                 }
-                let held: usize = pending.values().map(|(_, s)| s.len()).sum::<usize>()
-                    + ready.iter().map(|(_, b)| b.samples.len()).sum::<usize>()
-                    + on_device.iter().map(|(_, n)| *n).sum::<usize>();
-                telemetry
-                    .max_device_held
-                    .fetch_max(held as u64, Ordering::Relaxed);
-                if let Some(m) = &device_metrics {
-                    let queued = dev.jobs.as_ref().map_or(0, |j| j.len());
-                    m.set_queue((ready.len() + queued) as u64);
-                }
-                if failed {
-                    pending.clear();
-                    ready.clear();
-                    on_device.clear();
-                    dev.shut_down(&name, &state);
-                    link = None;
-                } else if frontier.is_empty()
-                    && pending.is_empty()
-                    && ready.is_empty()
-                    && on_device.is_empty()
-                {
-                    dev.shut_down(&name, &state);
-                    link = None;
-                }
-            }
-        })
+            },
+        );
+        out.ok_err(|r| r)
     }
 }

@@ -10,6 +10,8 @@
 //! - [`cpu`]: per-sample CPU stages; rejects go to the error stream;
 //! - [`device`]: device stages on a dedicated thread, fed through bounded
 //!   channels with `try_send`/`try_recv`, waking the operator by `SyncActivator`;
+//! - [`allreduce`]: the gradient all-reduce between replicas (reduce-scatter
+//!   and all-gather over timely exchanges, fixed summation order);
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
 //! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
 //!   name, pipeline files;
@@ -18,6 +20,7 @@
 //! Domain computations built on this engine live with their domain: CIDEr-D
 //! document frequencies in [`crate::reward::cider_df`], the reward cache's
 //! antijoin in [`crate::reward::cache_join`].
+pub mod allreduce;
 pub mod batch;
 pub mod builtin;
 pub mod cpu;

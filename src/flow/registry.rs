@@ -15,10 +15,15 @@ use super::builtin;
 use super::device::DeviceStageCtor;
 use super::error::FlowError;
 use super::pipeline::{Pipeline, StageSpec};
+use super::source::ResumePoint;
 use super::stage::{CpuStage, DeviceStage};
 
 type CpuFactory = Arc<dyn Fn(&StageSpec) -> Result<Box<dyn CpuStage>, FlowError> + Send + Sync>;
 type DeviceFactory = Arc<dyn Fn(&StageSpec) -> Result<DeviceStageCtor, FlowError> + Send + Sync>;
+/// Where a resumable stage's latest checkpoint stands (see
+/// [`Registry::set_resume_reader`]).
+pub type ResumeReader =
+    Arc<dyn Fn(&StageSpec) -> Result<Option<ResumePoint>, FlowError> + Send + Sync>;
 
 /// Stage types by name.
 #[derive(Clone, Default)]
@@ -29,6 +34,8 @@ pub struct Registry {
     resumable: BTreeSet<String>,
     /// Device stage types with a `device` setting ([`crate::device::DeviceName`]).
     placed: BTreeSet<String>,
+    /// Reads a resumable stage's latest checkpoint: where its sources resume.
+    resume_reader: Option<ResumeReader>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -122,6 +129,27 @@ impl Registry {
                 spec.settings
                     .insert("device".into(), toml::Value::String(device.clone()));
             }
+        }
+    }
+
+    /// How to read where a resumable stage's latest checkpoint stands (its
+    /// last batch and every source worker's cursor): a run whose resumable
+    /// stages all resume starts its sources there
+    /// ([`super::source::resume_point`]). Without a reader, sources start at
+    /// the beginning and resumed stages skip the batches they have trained on.
+    pub fn set_resume_reader(
+        &mut self,
+        reader: impl Fn(&StageSpec) -> Result<Option<ResumePoint>, FlowError> + Send + Sync + 'static,
+    ) {
+        self.resume_reader = Some(Arc::new(reader));
+    }
+
+    /// Where the latest checkpoint of resumable stage `spec` stands (`None`:
+    /// no checkpoint, or no reader set).
+    pub fn read_resume_point(&self, spec: &StageSpec) -> Result<Option<ResumePoint>, FlowError> {
+        match &self.resume_reader {
+            Some(read) => read(spec),
+            None => Ok(None),
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! Source (worker w of W) ─► Cpu[stage]… ─► exchange to device owner ─► Device[..]
+//!      │ │ marks (batch, worker, cursor) ─► to every device owner ────────►│
 //!      │ skips                │ rejects                                   │ reports
 //!      └──────────────► errors ─► exchange to worker 0 ─► counts          └─► exchange to 0 ─► metrics sink ─► probe
 //! ```
@@ -16,18 +17,21 @@ use timely::dataflow::operators::{Concatenate, Exchange, Inspect, OkErr, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::{CommunicationConfig, WorkerConfig};
 
+use super::allreduce::AllReduceExt;
 use super::batch::{BatchReport, Sample, StageError};
 use super::cpu::CpuStageExt;
-use super::device::{owner_of_key, DeviceSpec, DeviceStageExt};
+use super::device::{owner_of_key, DeviceSpec, DeviceStageExt, ReplicaSpec};
 use super::error::FlowError;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
-use super::source::{shard_source, SourceBatching};
+use super::source::{
+    marked_shard_source, marks_to_devices, open_source, resume_point, ResumePoint, SourceBatching,
+};
 use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
-use crate::data::{ShardIndex, ShardSource};
+use crate::data::ShardIndex;
 use crate::device::DeviceName;
 
 /// How to run a pipeline.
@@ -100,6 +104,7 @@ pub fn run(
         name: "pipeline",
         what,
     })?;
+    check_replicas(pipeline)?;
     let mut placed = pipeline.clone();
     registry.place_stages(&mut placed);
     let pipeline = &placed;
@@ -115,6 +120,7 @@ pub fn run(
     // rows would score or train one image as the other. Only the key column
     // is read.
     index.check_unique_keys()?;
+    let resume = Arc::new(resume_point(pipeline, registry)?);
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());
@@ -123,6 +129,14 @@ pub fn run(
         .progress
         .then(|| crate::progress::bar(index.num_rows(), "pipeline", "images"));
 
+    // Worker w of a process with T threads is thread w mod T of its process
+    // (timely numbers workers process by process).
+    let threads_per_process = match &opts.communication {
+        CommunicationConfig::Thread => 1,
+        CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => *n,
+        CommunicationConfig::Cluster { threads, .. } => *threads,
+    }
+    .max(1);
     let config = timely::Config {
         communication: opts.communication.clone(),
         worker: WorkerConfig::default(),
@@ -144,6 +158,8 @@ pub fn run(
                 run_dir.clone(),
                 progress.clone(),
                 keep.then(|| reports.clone()),
+                &resume,
+                threads_per_process,
             )
         })
         .map_err(FlowError::Timely)?
@@ -180,6 +196,39 @@ fn check_devices(flow: &FlowConfig) -> Result<(), FlowError> {
     Ok(())
 }
 
+/// Device stage types that train a model without replicas. With
+/// `flow.devices > 1` each device owner would build its own trainer and train
+/// its own model on its share of the keys (every one writing the same
+/// `out/`), so such a pipeline is refused. (`train_captioner` trains replicas
+/// whose gradients are all-reduced: [`super::allreduce`].)
+pub const UNREPLICATED_TRAINING_STAGES: &[&str] = &["train_evaluator"];
+
+/// Refuses a pipeline whose training stage would run as independent models on
+/// several devices (see [`UNREPLICATED_TRAINING_STAGES`]).
+fn check_replicas(pipeline: &Pipeline) -> Result<(), FlowError> {
+    let devices = pipeline.flow.devices;
+    if devices <= 1 {
+        return Ok(());
+    }
+    match pipeline
+        .device
+        .iter()
+        .find(|s| UNREPLICATED_TRAINING_STAGES.contains(&s.type_name.as_str()))
+    {
+        Some(stage) => Err(FlowError::Config {
+            name: "flow.devices",
+            what: format!(
+                "stage `{}` (type `{}`) does not train replicas over {devices} devices yet \
+                 (each device would train its own model on part of the data); set \
+                 `flow.devices = 1` (other workers still read and decode)",
+                stage.name(),
+                stage.type_name
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_and_run(
     worker: &mut timely::worker::Worker,
@@ -191,6 +240,8 @@ fn build_and_run(
     run_dir: Option<PathBuf>,
     progress: Option<indicatif::ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
+    resume: &Option<ResumePoint>,
+    threads_per_process: usize,
 ) {
     let me = worker.index();
     let peers = worker.peers();
@@ -203,16 +254,17 @@ fn build_and_run(
         });
     }
     let devices = devices.min(peers);
-    let src = match ShardSource::new(
+    let (src, first) = match open_source(
         index.clone(),
         pipeline.source.source_config(),
         me as u32,
         peers as u32,
+        resume.as_ref(),
     ) {
-        Ok(s) => Some(s),
+        Ok((s, first)) => (Some(s), first),
         Err(e) => {
-            state.fail(e.into());
-            None
+            state.fail(e);
+            (None, 0)
         }
     };
     let cpu: Vec<(String, Box<dyn CpuStage>)> = pipeline
@@ -226,6 +278,13 @@ fn build_and_run(
             (spec.name().to_owned(), stage)
         })
         .collect();
+    // Replicas: worker d's device thread receives its reduced gradients here.
+    let (reduced_tx, reduced_rx) = if me < devices && devices > 1 {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let device_spec = if me < devices {
         let mut stages = Vec::new();
         for spec in &pipeline.device {
@@ -240,6 +299,12 @@ fn build_and_run(
             stages,
             channel_depth: flow.channel_depth,
             keep_keys: reports.is_some(),
+            replica: reduced_rx.map(|reduced| ReplicaSpec {
+                index: me,
+                local_index: me % threads_per_process,
+                replicas: devices,
+                reduced,
+            }),
         })
     } else {
         None
@@ -262,10 +327,11 @@ fn build_and_run(
         max_in_flight: flow.max_in_flight,
     };
     worker.dataflow::<u64, _, _>(|scope| {
-        let records = shard_source(
+        let (records, marks) = marked_shard_source(
             scope,
             src,
             settings,
+            first,
             probe.clone(),
             telemetry.clone(),
             state.clone(),
@@ -278,9 +344,15 @@ fn build_and_run(
             samples = oks;
             errors.push(errs);
         }
-        let reports = samples
+        let (reports, gradients) = samples
             .exchange(move |s: &Sample| owner_of_key(&s.key, devices))
-            .device_stage(device_spec, telemetry.clone(), state.clone());
+            .device_stage(
+                marks_to_devices(marks, devices),
+                device_spec,
+                telemetry.clone(),
+                state.clone(),
+            );
+        gradients.all_reduce(devices, reduced_tx, state.clone());
         let error_sink = sink.clone();
         scope
             .concatenate(errors)

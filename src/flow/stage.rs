@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::batch::{BatchTime, Sample};
+use crate::data::Cursor;
 
 /// Why a sample (or a whole device batch) was rejected: a short, stable
 /// label (`reason`, a `&'static str`, so runs count per `(stage, reason)`
@@ -80,12 +81,22 @@ pub trait CpuStage: 'static {
 
 /// One batch as a device sees it: the union of every worker's share of batch
 /// `time`, sorted by `(worker, seq)` so the order does not depend on arrival.
+///
+/// Every device owner gets a batch for every time some source emitted, so
+/// `samples` may be empty (none of the batch's keys belong to this device, or
+/// all its rows were skipped or rejected): a stage must take no optimizer
+/// step on an empty share it does not reduce with others, and must not fail.
 #[derive(Debug, Default)]
 pub struct DeviceBatch {
     pub time: BatchTime,
     pub samples: Vec<Sample>,
     /// Numbers to report for this batch (written to the metrics log).
     pub metrics: BTreeMap<String, f64>,
+    /// Every source worker's data cursor right after its part of this batch
+    /// (for a worker that emitted nothing at `time`: after its last batch
+    /// before it), sorted by worker; a worker absent here has emitted no
+    /// row yet. What a checkpoint after this batch records.
+    pub cursors: Vec<Cursor>,
 }
 
 /// A stage on a device thread. Constructed on that thread by its registered

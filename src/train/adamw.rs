@@ -111,6 +111,92 @@ impl AdamW {
         self.slots.iter().map(|s| s.param.grad()).collect()
     }
 
+    /// Multiply every defined gradient by `factor` (accumulation's 1/N).
+    pub fn scale_grads(&mut self, factor: f64) {
+        tch::no_grad(|| {
+            for s in &self.slots {
+                let mut g = s.param.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(factor);
+                }
+            }
+        });
+    }
+
+    /// Give every optimised parameter a gradient (zeros where no backward
+    /// reached it), so that replicas exchange gradients of the same layout
+    /// and every replica updates the same parameters.
+    pub fn define_grads(&mut self) -> Result<(), TrainError> {
+        let missing: Vec<&Tensor> = self
+            .slots
+            .iter()
+            .map(|s| &s.param)
+            .filter(|p| !p.grad().defined())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // d(0 · Σ p)/dp = 0: a zero gradient of the parameter's shape, kind
+        // and device, made by autograd itself.
+        let mut zero = Tensor::f_zeros([], (Kind::Float, missing[0].device()))?;
+        for p in missing {
+            zero = zero.f_add(&p.f_sum(Kind::Float)?.f_mul_scalar(0.0)?)?;
+        }
+        zero.f_backward()?;
+        Ok(())
+    }
+
+    /// Every gradient in slot order, flattened into one f32 vector (an
+    /// undefined gradient is zeros), on the CPU. Length: the parameter count.
+    pub fn flat_grads(&self) -> Result<Vec<f32>, TrainError> {
+        let mut out = Vec::with_capacity(self.num_params());
+        for s in &self.slots {
+            let g = s.param.grad();
+            if !g.defined() {
+                out.resize(out.len() + s.param.numel(), 0.0);
+                continue;
+            }
+            let flat = g
+                .f_flatten(0, -1)?
+                .f_to_kind(Kind::Float)?
+                .f_to_device(tch::Device::Cpu)?;
+            out.extend(Vec::<f32>::try_from(&flat)?);
+        }
+        Ok(out)
+    }
+
+    /// Overwrite every gradient with `flat` (the layout of
+    /// [`AdamW::flat_grads`]); every gradient must be defined
+    /// ([`AdamW::define_grads`]). Errors when the length is not the
+    /// parameter count.
+    pub fn set_flat_grads(&mut self, flat: &[f32]) -> Result<(), TrainError> {
+        if flat.len() != self.num_params() {
+            return Err(TrainError::Shape {
+                what: "flat gradient",
+                detail: format!("{} values for {} parameters", flat.len(), self.num_params()),
+            });
+        }
+        tch::no_grad(|| -> Result<(), TrainError> {
+            let mut offset = 0;
+            for s in &self.slots {
+                let n = s.param.numel();
+                let mut g = s.param.grad();
+                let src = Tensor::from_slice(&flat[offset..offset + n])
+                    .f_view(g.size().as_slice())?
+                    .f_to_device(g.device())?
+                    .f_to_kind(g.kind())?;
+                g.f_copy_(&src)?;
+                offset += n;
+            }
+            Ok(())
+        })
+    }
+
+    /// Number of optimised scalars (the length of [`AdamW::flat_grads`]).
+    pub fn num_params(&self) -> usize {
+        self.slots.iter().map(|s| s.param.numel()).sum()
+    }
+
     /// Global L2 norm of all gradients, before clipping; scales them down to
     /// `max_norm` when larger (as `torch.nn.utils.clip_grad_norm_`).
     pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {

@@ -59,8 +59,9 @@ pub struct CaptionTrainConfig {
     pub temperature: f64,
     pub seed: u64,
     /// Micro-batches (pipeline batches) per optimizer step; each micro-batch
-    /// loss is weighted 1/N, so a step follows the mean of the N micro-batch
-    /// losses. `schedule.total_steps`, the step count and checkpoints count
+    /// is weighted by its normalizer units (XE: target tokens; otherwise
+    /// images), so a step follows the mean over the whole cycle
+    /// ([`crate::train::step`]). `schedule.total_steps`, the step count and checkpoints count
     /// optimizer steps. Default 1.
     #[serde(default = "one_batch")]
     pub accumulate: u32,
@@ -292,14 +293,27 @@ impl CaptionTrainer {
     /// Backward of a micro-batch loss and, at the end of an accumulation
     /// cycle, the update. A skipped fp16 step still counts as a step, so the
     /// schedule and `total_steps` advance as with PyTorch's `GradScaler`.
-    pub(crate) fn apply(&mut self, loss: &Tensor, stats: &mut StepStats) -> Result<(), TrainError> {
+    /// `count`: the loss's normalizer units (images; target tokens for XE).
+    pub(crate) fn apply(
+        &mut self,
+        loss: &Tensor,
+        count: f64,
+        stats: &mut StepStats,
+    ) -> Result<(), TrainError> {
         let lr = self.cfg.schedule.lr_at(self.step);
         stats.loss = loss.double_value(&[]);
         stats.lr = lr;
         if let Some(scale) = self.stepper.loss_scale() {
             stats.extra.insert("train/loss_scale".into(), scale);
         }
-        match self.stepper.backward(loss, lr)? {
+        let update = self.stepper.backward(loss, count, lr)?;
+        self.record(update, stats);
+        Ok(())
+    }
+
+    /// Count an optimizer step and report it in `stats`.
+    fn record(&mut self, update: Option<Update>, stats: &mut StepStats) {
+        match update {
             None => {}
             Some(update) => {
                 self.step += 1;
@@ -310,7 +324,20 @@ impl CaptionTrainer {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// A micro-batch in which this replica has no image (replicas only): it
+    /// contributes nothing and takes part in the all-reduce, so every replica
+    /// takes the same step ([`Stepper::backward_empty`]).
+    pub fn step_empty(&mut self) -> Result<StepStats, TrainError> {
+        let lr = self.cfg.schedule.lr_at(self.step);
+        let mut stats = StepStats {
+            lr,
+            ..Default::default()
+        };
+        let update = self.stepper.backward_empty(lr)?;
+        self.record(update, &mut stats);
+        Ok(stats)
     }
 
     /// One micro-batch on images `pixels` `[b, 3, H, W]` with keys `keys` (the
@@ -355,7 +382,7 @@ impl CaptionTrainer {
         }
         // Forward passes under autocast; backward and the update outside it.
         let precision = self.cfg.precision;
-        let (loss, mut stats) = precision.autocast(|| match self.cfg.objective {
+        let (loss, count, mut stats) = precision.autocast(|| match self.cfg.objective {
             Objective::Xe => self.xe_loss(features, references),
             Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, features, references),
             Objective::DicoOffline => Err(TrainError::Setting {
@@ -364,15 +391,16 @@ impl CaptionTrainer {
                 reason: "offline DiCO reads its candidates from a reward cache: use `offline_step`",
             }),
         })?;
-        self.apply(&loss, &mut stats)?;
+        self.apply(&loss, count, &mut stats)?;
         Ok(stats)
     }
 
+    /// The XE loss, its target-token count and statistics.
     fn xe_loss(
         &mut self,
         features: &Tensor,
         references: &[Vec<String>],
-    ) -> Result<(Tensor, StepStats), TrainError> {
+    ) -> Result<(Tensor, f64, StepStats), TrainError> {
         if references.iter().any(Vec::is_empty) {
             return Err(TrainError::Shape {
                 what: "xe step",
@@ -388,7 +416,9 @@ impl CaptionTrainer {
         let (inputs, mask) = self.policy.teacher_forcing_inputs(&tokens)?;
         let logits = self.policy.logits(&memory, &inputs)?; // [b, L, V]
         let loss = xe_loss(&logits, &tokens, &mask, self.cfg.label_smoothing)?;
-        Ok((loss, StepStats::default()))
+        // The loss's normalizer: kept target tokens (EOS included, pad not).
+        let count = mask.f_sum(Kind::Int64)?.int64_value(&[]) as f64;
+        Ok((loss, count, StepStats::default()))
     }
 
     fn rl_loss(
@@ -397,7 +427,7 @@ impl CaptionTrainer {
         pixels: &Tensor,
         features: &Tensor,
         references: &[Vec<String>],
-    ) -> Result<(Tensor, StepStats), TrainError> {
+    ) -> Result<(Tensor, f64, StepStats), TrainError> {
         let k = self.cfg.candidates;
         let memory = self.policy.encode(features)?;
         let decoding = match self.cfg.objective {
@@ -459,7 +489,8 @@ impl CaptionTrainer {
             extra,
             ..Default::default()
         };
-        Ok((loss, stats))
+        // DiCO and SCST average over images.
+        Ok((loss, keys.len() as f64, stats))
     }
 
     /// Greedy captions for images `pixels` `[b, 3, H, W]`.

@@ -44,7 +44,10 @@ pub struct TrainState {
     /// a training stage refuses to resume from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_batch: Option<u64>,
-    /// One cursor per data worker.
+    /// Every source worker's data cursor right after `last_batch`, sorted by
+    /// worker (a worker that has emitted no row has none): a resumed run
+    /// starts each source there. Empty in checkpoints written outside a
+    /// dataflow and by older versions, which resume by reading from the start.
     pub cursors: Vec<Cursor>,
     /// The training RNG (sampling, dropout seeds) after `step`.
     pub rng: Rng,

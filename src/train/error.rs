@@ -21,6 +21,10 @@ pub enum TrainError {
     /// A checkpoint or state file could not be read or written.
     #[error("{path}: {what}")]
     State { path: PathBuf, what: String },
+    /// The gradient all-reduce between replicas could not complete
+    /// ([`crate::train::step::GradientReduce`]).
+    #[error("gradient all-reduce: {0}")]
+    AllReduce(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

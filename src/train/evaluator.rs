@@ -51,8 +51,8 @@ pub struct ContrastiveConfig {
     pub grad_clip: Option<f64>,
     pub seed: u64,
     /// Micro-batches per optimizer step (default 1). The contrastive loss
-    /// takes its negatives within each micro-batch; the step follows the mean
-    /// of the micro-batch losses.
+    /// takes its negatives within each micro-batch; the step follows the
+    /// micro-batch losses weighted by their image counts ([`crate::train::step`]).
     #[serde(default = "one_batch")]
     pub accumulate: u32,
     /// `"fp32"` (default) or `"fp16"` (CUDA autocast + dynamic loss scaling).
@@ -203,7 +203,9 @@ impl ContrastiveTrainer {
             loss_scale: self.stepper.loss_scale().unwrap_or(1.0),
             ..Default::default()
         };
-        if let Some(update) = self.stepper.backward(&loss, lr)? {
+        // The loss averages over the batch's images (both directions).
+        let count = pixels.size()[0] as f64;
+        if let Some(update) = self.stepper.backward(&loss, count, lr)? {
             // A skipped fp16 step still counts, as with PyTorch's GradScaler.
             self.step += 1;
             stats.optimizer_step = true;

@@ -99,7 +99,7 @@ impl CaptionTrainer {
             };
             Ok((out.loss, stats))
         })?;
-        self.apply(&loss, &mut stats)?;
+        self.apply(&loss, b as f64, &mut stats)?; // mean over images
         Ok(stats)
     }
 }

@@ -11,9 +11,16 @@
 //! would be wrong whenever a batch makes no step — all of its rows skipped
 //! (failed downloads, undecodable images), too few for the contrastive loss,
 //! no cached candidates — and would train one batch twice and never reach
-//! the last. The data order is a function of the seed, so the batches a
-//! resumed run sees at times up to `last_batch` are exactly those the
-//! checkpoint has seen. Checkpoints are only taken right after an optimizer
+//! the last. Each checkpoint also holds every source worker's data cursor
+//! after `last_batch` ([`TrainState::cursors`]), and a resumed run starts
+//! its sources there, at time `last_batch + 1` ([`read_resume_point`],
+//! `flow::source::resume_point`): nothing before the checkpoint is read
+//! again. Skipping at the device ([`StageCheckpoints::already_trained`]) is
+//! still needed where the sources start earlier: checkpoints without cursors
+//! (older versions; the data order is a function of the seed, so the batches
+//! up to `last_batch` are exactly those the checkpoint has seen) and
+//! pipelines whose resuming stages have checkpoints at different batches.
+//! Checkpoints are only taken right after an optimizer
 //! step (accumulated gradients are not saved): a crash in the middle of an
 //! accumulation cycle loses its micro-batches, which come after
 //! `last_batch` and are recomputed by the resumed run.
@@ -23,6 +30,9 @@ use std::path::{Path, PathBuf};
 
 use tch::nn::VarStore;
 
+use crate::data::Cursor;
+use crate::flow::source::ResumePoint;
+use crate::flow::{FlowError, StageSpec};
 use crate::rng::Rng;
 use crate::train::checkpoint::{BestSoFar, Checkpointer, TrainState};
 use crate::train::error::TrainError;
@@ -34,6 +44,35 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The latest complete checkpoint of a stage writing to `out`, if any.
 pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>, TrainError> {
     Checkpointer::new(out.join(CHECKPOINTS_DIR), 1, None).latest()
+}
+
+/// Where the latest checkpoint of the resumable stage `spec` stands (its
+/// `out` setting names the stage's directory): its last batch and every
+/// source worker's cursor after it, what the flow engine starts the sources
+/// from ([`crate::flow::source::resume_point`]). `None` when the stage has no
+/// checkpoint yet, or its checkpoint records no last batch (the stage itself
+/// then refuses to resume, with the reason).
+///
+/// Errors: [`FlowError::Config`] when the checkpoint's `state.json` cannot
+/// be read.
+pub fn read_resume_point(spec: &StageSpec) -> Result<Option<ResumePoint>, FlowError> {
+    let Some(out) = spec.settings.get("out").and_then(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    let config_err = |e: TrainError| FlowError::Config {
+        name: "resume",
+        what: format!("stage `{}`: {e}", spec.name()),
+    };
+    let Some(dir) = latest_checkpoint(Path::new(out)).map_err(config_err)? else {
+        return Ok(None);
+    };
+    let state = Checkpointer::read_state(&dir).map_err(config_err)?;
+    Ok(state.last_batch.map(|after| ResumePoint {
+        stage: spec.name().to_owned(),
+        checkpoint: dir,
+        after,
+        cursors: state.cursors,
+    }))
 }
 
 /// A trainer's resumable state, borrowed: weights, the optimizer step path
@@ -99,15 +138,17 @@ pub trait Resumable {
         config: String,
         metrics: BTreeMap<String, f64>,
     ) -> Result<PathBuf, TrainError> {
-        self.checkpoint_after_batch(ck, None, config, metrics, None)
+        self.checkpoint_after_batch(ck, None, &[], config, metrics, None)
     }
     /// [`Resumable::checkpoint`], recording `last_batch`: the dataflow time
-    /// of the last batch consumed (see [`TrainState::last_batch`]) and the
+    /// of the last batch consumed (see [`TrainState::last_batch`]), every
+    /// source worker's data cursor after it ([`TrainState::cursors`]) and the
     /// best validation result so far ([`TrainState::best`]).
     fn checkpoint_after_batch(
         &self,
         ck: &Checkpointer,
         last_batch: Option<u64>,
+        cursors: &[Cursor],
         config: String,
         metrics: BTreeMap<String, f64>,
         best: Option<BestSoFar>,
@@ -116,6 +157,7 @@ pub trait Resumable {
         let state = TrainerState {
             step,
             last_batch,
+            cursors: cursors.to_vec(),
             rng,
             config,
             metrics,
@@ -205,13 +247,16 @@ impl StageCheckpoints {
 
     /// After the trainer has consumed batch `time`: write a checkpoint if one
     /// is due (right after every `every`-th optimizer step), recording
-    /// `time` as its last batch. `config` is the stage's settings as TOML;
-    /// `metrics` the step's; `best` the best validation result so far.
-    /// Returns the checkpoint written, if one was.
+    /// `time` as its last batch and `cursors` (the batch's
+    /// [`crate::flow::DeviceBatch::cursors`]) as where every source stands.
+    /// `config` is the stage's settings as TOML; `metrics` the step's;
+    /// `best` the best validation result so far. Returns the checkpoint
+    /// written, if one was.
     pub fn after_batch<T: Resumable>(
         &self,
         trainer: &T,
         time: u64,
+        cursors: &[Cursor],
         config: impl FnOnce() -> String,
         metrics: &BTreeMap<String, f64>,
         best: Option<&BestSoFar>,
@@ -222,6 +267,7 @@ impl StageCheckpoints {
             let dir = trainer.checkpoint_after_batch(
                 &self.checkpointer,
                 Some(time),
+                cursors,
                 config(),
                 metrics.clone(),
                 best.cloned(),

@@ -1,12 +1,31 @@
 //! One optimizer step, shared by the trainers: accumulate micro-batch
 //! gradients, unscale them (fp16), clip, step AdamW.
 //!
-//! With `accumulate = N`, each micro-batch's loss is multiplied by 1/N before
-//! backward and the gradients add up, so the step follows the gradient of the
-//! *mean of the N micro-batch losses* (each micro-batch loss being whatever
-//! its objective averages, e.g. the per-token mean of XE within that
-//! micro-batch). Clipping and the AdamW update happen once, on the summed
-//! gradient, after the N-th micro-batch.
+//! Each micro-batch loss is the mean of its objective over the micro-batch's
+//! *normalizer units* (`count`: images for DiCO, SCST and offline DiCO,
+//! target tokens for XE, images for the contrastive loss). The step follows
+//! the gradient of the mean over every unit of the cycle, as one big batch
+//! would:
+//!
+//! ```text
+//! g = Σ_m (n_m / N) · g_m,   N = Σ_m n_m
+//! ```
+//!
+//! where g_m is the gradient of micro-batch m's mean loss and n_m its count
+//! (weighting by counts, not 1/accumulate: a mean of means over-weights short
+//! micro-batches; the bug transformers fixed with `num_items_in_batch`). With
+//! `accumulate > 1` each loss is multiplied by `n_m` before backward and the
+//! summed gradient by `1/N` after the last micro-batch; with `accumulate = 1`
+//! the loss is multiplied by the loss scale alone, exactly as before counts
+//! were weighed (same float operations, same bits).
+//!
+//! With replicas ([`GradientReduce`], `flow.devices > 1`), replica r's
+//! gradient g_r over its N_r units is combined the same way,
+//! `g = Σ_r (N_r / N) · g_r` with `N = Σ_r N_r` (see `crate::flow::allreduce`),
+//! and every replica applies the identical update. Clipping, the fp16
+//! non-finite check and the AdamW update happen once, on the combined
+//! gradient, after the cycle's last micro-batch: a step is skipped on every
+//! replica or on none.
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -49,14 +68,43 @@ pub enum Update {
     Skipped,
 }
 
+/// Combines this replica's gradient with every other replica's (the
+/// gradient all-reduce of `crate::flow::allreduce`).
+pub trait GradientReduce {
+    /// `grad` is this replica's gradient (every optimised parameter in
+    /// [`AdamW`] slot order, flattened, f32) of its mean loss over `count`
+    /// normalizer units (0 for a replica without samples: `grad` is zeros).
+    /// Returns `(N, g)`: N = Σ_r count_r over every replica and
+    /// g = Σ_r (count_r / N) · grad_r, identical on every replica (all zeros
+    /// when N = 0). Blocks until every replica has contributed.
+    ///
+    /// Errors: [`TrainError::AllReduce`] when the run stops or the exchange
+    /// ends before the result comes back.
+    fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError>;
+}
+
 /// Owns the optimizer and the accumulation and loss-scaling state.
-#[derive(Debug)]
 pub struct Stepper {
     pub opt: AdamW,
     cfg: StepConfig,
     /// Micro-batches whose gradients are accumulated but not yet applied.
     pending: u32,
+    /// Normalizer units of those micro-batches.
+    pending_count: f64,
     scaler: Option<LossScaler>,
+    /// The all-reduce with the other replicas, if any.
+    reducer: Option<Box<dyn GradientReduce>>,
+}
+
+impl std::fmt::Debug for Stepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stepper")
+            .field("opt", &self.opt)
+            .field("cfg", &self.cfg)
+            .field("pending", &self.pending)
+            .field("replicated", &self.reducer.is_some())
+            .finish()
+    }
 }
 
 impl Stepper {
@@ -76,8 +124,21 @@ impl Stepper {
             opt,
             cfg,
             pending: 0,
+            pending_count: 0.0,
             scaler,
+            reducer: None,
         })
+    }
+
+    /// Combine gradients with other replicas through `reducer` before every
+    /// update (see the module docs).
+    pub fn set_reducer(&mut self, reducer: Box<dyn GradientReduce>) {
+        self.reducer = Some(reducer);
+    }
+
+    /// Whether updates are all-reduced with other replicas.
+    pub fn replicated(&self) -> bool {
+        self.reducer.is_some()
     }
 
     /// Micro-batches per optimizer step.
@@ -109,20 +170,63 @@ impl Stepper {
         }
     }
 
-    /// Backward of one micro-batch `loss`; after the N-th micro-batch, update
-    /// with learning rate `lr` and say how. `None` while accumulating.
-    pub fn backward(&mut self, loss: &Tensor, lr: f64) -> Result<Option<Update>, TrainError> {
+    /// Backward of one micro-batch `loss`, the mean of its objective over
+    /// `count` normalizer units (images, or target tokens for XE); after the
+    /// N-th micro-batch, update with learning rate `lr` and say how. `None`
+    /// while accumulating (or when no replica had any unit in the cycle).
+    pub fn backward(
+        &mut self,
+        loss: &Tensor,
+        count: f64,
+        lr: f64,
+    ) -> Result<Option<Update>, TrainError> {
+        self.begin_micro_batch();
+        let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
+        let factor = if self.cfg.accumulate == 1 {
+            scale / self.cfg.accumulate as f64
+        } else {
+            scale * count
+        };
+        loss.f_mul_scalar(factor)?.f_backward()?;
+        self.pending_count += count;
+        self.end_micro_batch(lr)
+    }
+
+    /// A micro-batch in which this replica has no sample: it adds nothing to
+    /// the gradient but takes part in the cycle (and in the all-reduce at its
+    /// end), so that every replica applies the same update.
+    pub fn backward_empty(&mut self, lr: f64) -> Result<Option<Update>, TrainError> {
+        self.begin_micro_batch();
+        self.end_micro_batch(lr)
+    }
+
+    fn begin_micro_batch(&mut self) {
         if self.pending == 0 {
             self.opt.zero_grad();
+            self.pending_count = 0.0;
         }
-        let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
-        loss.f_mul_scalar(scale / self.cfg.accumulate as f64)?
-            .f_backward()?;
+    }
+
+    fn end_micro_batch(&mut self, lr: f64) -> Result<Option<Update>, TrainError> {
         self.pending += 1;
         if self.pending < self.cfg.accumulate {
             return Ok(None);
         }
         self.pending = 0;
+        if self.cfg.accumulate > 1 && self.pending_count > 0.0 {
+            self.opt.scale_grads(1.0 / self.pending_count);
+        }
+        if let Some(reducer) = self.reducer.as_mut() {
+            self.opt.define_grads()?;
+            let flat = self.opt.flat_grads()?;
+            let (total, reduced) = reducer.all_reduce(self.pending_count, flat)?;
+            if total <= 0.0 {
+                // No replica had a sample in this cycle: nothing to learn from.
+                self.opt.zero_grad();
+                return Ok(None);
+            }
+            self.opt.set_flat_grads(&reduced)?;
+        }
         if let Some(scaler) = self.scaler.as_mut() {
             let non_finite = scaler.unscale(&self.opt.grads());
             scaler.update(non_finite);
@@ -145,6 +249,8 @@ pub struct TrainerState {
     /// The dataflow time of the last batch the trainer has consumed (see
     /// [`TrainState::last_batch`]); `None` outside a dataflow.
     pub last_batch: Option<u64>,
+    /// Every source worker's data cursor after `last_batch` ([`TrainState::cursors`]).
+    pub cursors: Vec<crate::data::Cursor>,
     pub rng: crate::rng::Rng,
     pub config: String,
     pub metrics: std::collections::BTreeMap<String, f64>,
@@ -175,7 +281,7 @@ impl Stepper {
         let full = TrainState {
             step: state.step,
             last_batch: state.last_batch,
-            cursors: Vec::new(),
+            cursors: state.cursors,
             rng: state.rng,
             config: state.config,
             metrics: state.metrics,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceName;
+use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
@@ -72,9 +73,9 @@ pub struct CaptionerStageSettings {
     /// Checkpoints kept (the most recent).
     #[serde(default = "default_keep_last")]
     pub keep_last: usize,
-    /// Continue from the latest checkpoint in `out/checkpoints`, if any. The
-    /// data order is a function of the seed, so the stage skips the batches
-    /// the checkpoint has already seen and goes on bit-identically.
+    /// Continue from the latest checkpoint in `out/checkpoints`, if any: the
+    /// sources start right after its last batch, at its data cursors, and
+    /// the run goes on bit-identically (docs/training.md).
     #[serde(default)]
     pub resume: bool,
     /// Validate every N steps on a val split, log `val/*` values and keep
@@ -146,6 +147,9 @@ pub struct CaptionerStage {
     settings: CaptionerStageSettings,
     checkpoints: StageCheckpoints,
     validator: Option<Validator>,
+    /// This stage's replica index and count (`flow.devices`; 0 of 1 without
+    /// replicas). Only replica 0 validates, writes checkpoints and weights.
+    replica: (usize, usize),
     /// Validation values not yet logged: a batch line holds one validation,
     /// so when the step-0 validation and the first step's share a batch
     /// (`every = 1`), the later one goes into the next batch's line (with
@@ -155,6 +159,19 @@ pub struct CaptionerStage {
 
 fn step_failed(e: crate::train::TrainError) -> StageFailure {
     StageFailure::new("captioner step failed").with_detail(e)
+}
+
+/// Where every replica writes its final weights as `replica-K.safetensors`
+/// (tests and audits of the all-reduce: replicas must be bit-identical).
+static REPLICA_WEIGHTS_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Have every replica of later `train_captioner` runs in this process write
+/// its final weights to `dir/replica-K.safetensors` (`None`: stop). For tests
+/// and audits; replica 0 still writes `out/` as always.
+pub fn write_replica_weights_to(dir: Option<PathBuf>) {
+    *REPLICA_WEIGHTS_DIR
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = dir;
 }
 
 /// Adds validation `values` to the batch's metrics, or queues them when the
@@ -174,7 +191,13 @@ fn log_validation(
 impl CaptionerStage {
     pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
         let err = build_err("train_captioner");
-        let device = device_of("train_captioner", s.device)?;
+        let link = take_replica_link("train_captioner")?;
+        // Replica d of a process runs on the d-th device from the stage's.
+        let device_name = match (s.device, &link) {
+            (DeviceName::Cuda(k), Some(l)) => DeviceName::Cuda(k + l.local_index()),
+            (d, _) => d,
+        };
+        let device = device_of("train_captioner", device_name)?;
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
@@ -187,6 +210,7 @@ impl CaptionerStage {
         )
         .map_err(|e| err(e.to_string()))?;
         let has_reward = reward.is_some();
+        let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
         let mut trainer = CaptionTrainer::new(
             &s.captioner,
             text,
@@ -197,8 +221,11 @@ impl CaptionerStage {
             device,
         )
         .map_err(|e| err(e.to_string()))?;
+        if let Some(link) = link {
+            trainer.stepper.set_reducer(Box::new(link));
+        }
         let mut validator = match &s.validation {
-            Some(v) => Some(
+            Some(v) if replica.0 == 0 => Some(
                 Validator::try_new(
                     v.clone(),
                     &StageContext {
@@ -210,7 +237,7 @@ impl CaptionerStage {
                 )
                 .map_err(|e| err(e.to_string()))?,
             ),
-            None => None,
+            _ => None,
         };
         let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
         resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
@@ -229,6 +256,7 @@ impl CaptionerStage {
             settings: s,
             checkpoints,
             validator,
+            replica,
             unlogged: Default::default(),
         })
     }
@@ -243,7 +271,37 @@ impl CaptionerStage {
 
 impl DeviceStage for CaptionerStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        if batch.samples.is_empty()
+        if self.replica.1 == 1 {
+            return self.process_batch(batch);
+        }
+        // A replica that rejected a batch without taking part in its
+        // all-reduce would leave the others waiting: every failure stops the run.
+        self.process_batch(batch)
+            .map_err(|f| StageFailure { fatal: true, ..f })
+    }
+
+    fn finish(&mut self) -> Result<(), StageFailure> {
+        let dir = REPLICA_WEIGHTS_DIR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(dir) = dir {
+            let path = dir.join(format!("replica-{}.safetensors", self.replica.0));
+            self.trainer
+                .save_weights(&path)
+                .map_err(|e| StageFailure::new("replica weights not written").with_detail(e))?;
+        }
+        if self.replica.0 != 0 {
+            return Ok(()); // replica 0 writes the outputs
+        }
+        self.write_outputs()
+    }
+}
+
+impl CaptionerStage {
+    fn process_batch(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        let replicated = self.replica.1 > 1;
+        if (batch.samples.is_empty() && !replicated)
             || self.checkpoints.already_trained(batch.time)
             || self.trainer.step_count() >= self.settings.train.schedule.total_steps
         {
@@ -286,7 +344,7 @@ impl DeviceStage for CaptionerStage {
                     .metrics
                     .insert("cache/incomplete".into(), incomplete as f64);
                 if samples.is_empty() {
-                    return Ok(());
+                    return self.step_without_samples(batch);
                 }
                 let (pixels, _, _) = sample_tensors(&samples)?;
                 let features = precision
@@ -297,6 +355,7 @@ impl DeviceStage for CaptionerStage {
                     .offline_step_on_features(&features, &candidates);
                 (pixels, features, s, samples.len())
             }
+            None if batch.samples.is_empty() => return self.step_without_samples(batch),
             None => {
                 let (pixels, keys, caps) = batch_tensors(batch)?;
                 let features = precision
@@ -351,11 +410,49 @@ impl DeviceStage for CaptionerStage {
                 log_validation(batch, &mut self.unlogged, values);
             }
         }
+        self.after_step(batch)
+    }
+
+    /// A batch in which this replica has no sample (replicas only; without
+    /// replicas such a batch is not a step): it takes part in the step's
+    /// all-reduce with nothing to add.
+    fn step_without_samples(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if self.replica.1 == 1 {
+            return Ok(());
+        }
+        let s = self.trainer.step_empty().map_err(step_failed)?;
+        batch.metrics.insert("train/samples".into(), 0.0);
+        batch.metrics.insert("train/lr".into(), s.lr);
+        if s.optimizer_step && !s.skipped_step {
+            batch.metrics.insert("train/grad_norm".into(), s.grad_norm);
+        }
+        if s.skipped_step {
+            batch.metrics.insert("train/skipped_step".into(), 1.0);
+        }
+        if let Some(v) = self.validator.as_mut() {
+            let step = self.trainer.step_count();
+            let total_steps = self.settings.train.schedule.total_steps;
+            if s.optimizer_step && v.due(step, total_steps) {
+                let values = v
+                    .validate(&mut self.trainer, step)
+                    .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
+                log_validation(batch, &mut self.unlogged, values);
+            }
+        }
+        self.after_step(batch)
+    }
+
+    /// Checkpoints (replica 0 only) after a trained batch.
+    fn after_step(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if self.replica.0 != 0 {
+            return Ok(());
+        }
         let written = self
             .checkpoints
             .after_batch(
                 &self.trainer,
                 batch.time,
+                &batch.cursors,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
                 self.validator.as_ref().and_then(Validator::best),
@@ -368,7 +465,8 @@ impl DeviceStage for CaptionerStage {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), StageFailure> {
+    /// `out/model.safetensors` (or the validator's choice) and `out/captioner.json`.
+    fn write_outputs(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
         std::fs::create_dir_all(out).map_err(|e| {
             StageFailure::new("output directory not writable")

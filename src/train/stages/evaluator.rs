@@ -100,6 +100,7 @@ impl DeviceStage for EvaluatorStage {
             .after_batch(
                 &self.trainer,
                 batch.time,
+                &batch.cursors,
                 || toml::to_string(&self.settings).unwrap_or_default(),
                 &batch.metrics,
                 None,

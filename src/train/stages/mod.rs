@@ -52,6 +52,7 @@ pub fn register(r: &mut Registry) {
     });
     r.declare_resumable("train_evaluator");
     r.declare_resumable("train_captioner");
+    r.set_resume_reader(crate::train::resumable::read_resume_point);
     for placed in [
         "train_evaluator",
         "train_captioner",

@@ -1,0 +1,448 @@
+//! The gradient all-reduce between replicas, over timely's exchange channels.
+//!
+//! With `flow.devices = R > 1`, worker r (r < R) owns replica r of the trained
+//! model. For each optimizer step, at the dataflow time t of the batch that
+//! ends the step's cycle:
+//!
+//! 1. **Contribute.** Replica r's device thread flattens its gradient g_r (the
+//!    gradient of its mean loss over its `n_r` normalizer units: images, or
+//!    target tokens for XE; `n_r = 0` and zeros for a replica without samples)
+//!    and hands it to its device operator ([`ReplicaLink`], a channel); the
+//!    thread then blocks on the reply channel. Only the device thread blocks:
+//!    the timely worker keeps stepping.
+//! 2. **Reduce-scatter.** The operator cuts g_r into chunks of [`CHUNK_LEN`]
+//!    values and emits them at time t; chunk c goes, through a timely
+//!    exchange, to worker `c mod R`, which waits for chunk c of every replica
+//!    and combines them **in replica index order**:
+//!    `N = Σ_r n_r` and `g[c] = Σ_{r=0}^{R-1} (n_r / N) · g_r[c]`, accumulated
+//!    in f64 from r = 0 upwards and rounded to f32 once (all zeros when
+//!    N = 0). The order and the rounding do not depend on arrival, so every run
+//!    and every replica gets the same bits.
+//! 3. **All-gather.** The reduced chunk is sent, through a second exchange, to
+//!    every replica; replica r's gather operator assembles the chunks of time t
+//!    and hands `(N, g)` to its device thread, which applies it (clipping and
+//!    the fp16 non-finite check on the reduced gradient, then AdamW:
+//!    `crate::train::step`), so every replica takes the identical step.
+//!
+//! Each replica moves `2 · P · 4 · (R − 1) / R` bytes per step for P
+//! parameters (what it sends away in the scatter and receives in the gather),
+//! as a ring all-reduce does.
+//!
+//! The path back to the device thread is a channel, not a dataflow edge: the
+//! graph has no cycle, so progress tracking is the plain one. The device
+//! operator holds its capability for t until the device thread has finished
+//! batch t, which it can only do after the all-reduce of t; the reduce and
+//! gather operators never wait on a frontier (they count replicas and
+//! chunks), so they make progress while the device operators hold t.
+//!
+//! The replica's handle reaches a training stage through the device thread:
+//! the thread offers it before building its stages and the stage takes it in
+//! its constructor ([`take_replica_link`]); only one stage per pipeline may.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Capability, Exchange, Inspect, Operator};
+use timely::dataflow::Stream;
+use timely::scheduling::SyncActivator;
+
+use super::batch::BatchTime;
+use super::error::FlowError;
+use super::state::RunState;
+use crate::train::error::TrainError;
+use crate::train::step::GradientReduce;
+
+/// Values per chunk of the reduce-scatter (256 KiB of f32).
+pub const CHUNK_LEN: usize = 1 << 16;
+
+/// How often a device thread waiting for its reduced gradient checks whether
+/// the run is stopping.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// One chunk of one replica's gradient, on its way to the chunk's owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradChunk {
+    pub time: BatchTime,
+    pub replica: u32,
+    pub chunk: u32,
+    pub chunks: u32,
+    /// The replica's normalizer units `n_r`.
+    pub count: f64,
+    pub values: Vec<f32>,
+}
+
+/// One reduced chunk, on its way to replica `dest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReducedChunk {
+    pub time: BatchTime,
+    pub dest: u32,
+    pub chunk: u32,
+    pub chunks: u32,
+    /// `N = Σ_r n_r`.
+    pub total: f64,
+    pub values: Vec<f32>,
+}
+
+/// A replica's gradient for time `time`, from its device thread to its operator.
+#[derive(Debug)]
+pub struct Contribution {
+    pub time: BatchTime,
+    pub count: f64,
+    pub grad: Vec<f32>,
+}
+
+/// The reduced gradient of time `time`, from the gather operator to the device thread.
+#[derive(Debug)]
+pub struct Reduced {
+    pub time: BatchTime,
+    pub total: f64,
+    pub grad: Vec<f32>,
+}
+
+/// Cuts `c` into the chunks replica `replica` sends (at least one, so that a
+/// model without parameters still takes part).
+pub fn split(c: Contribution, replica: u32) -> Vec<GradChunk> {
+    let chunks = c.grad.len().div_ceil(CHUNK_LEN).max(1);
+    let mut out = Vec::with_capacity(chunks);
+    for i in 0..chunks {
+        let lo = (i * CHUNK_LEN).min(c.grad.len());
+        let hi = ((i + 1) * CHUNK_LEN).min(c.grad.len());
+        out.push(GradChunk {
+            time: c.time,
+            replica,
+            chunk: i as u32,
+            chunks: chunks as u32,
+            count: c.count,
+            values: c.grad[lo..hi].to_vec(),
+        });
+    }
+    out
+}
+
+/// `(N, Σ_r (n_r / N) · values_r)` of one chunk, `parts` in replica index
+/// order; the sum runs in f64 from replica 0 upwards and is rounded to f32
+/// once. All zeros when `N = 0`.
+pub fn reduce(parts: &[GradChunk]) -> (f64, Vec<f32>) {
+    let len = parts.first().map_or(0, |p| p.values.len());
+    let total: f64 = parts.iter().map(|p| p.count).sum();
+    if total <= 0.0 {
+        return (0.0, vec![0.0; len]);
+    }
+    let mut acc = vec![0f64; len];
+    for p in parts {
+        let w = p.count / total;
+        if w == 0.0 {
+            continue;
+        }
+        for (a, v) in acc.iter_mut().zip(&p.values) {
+            *a += w * *v as f64;
+        }
+    }
+    (total, acc.into_iter().map(|a| a as f32).collect())
+}
+
+/// A replica's end of the all-reduce, held by its training stage's stepper
+/// (it implements [`GradientReduce`]).
+pub struct ReplicaLink {
+    index: usize,
+    local_index: usize,
+    replicas: usize,
+    /// The batch the device thread is processing (set by the device loop).
+    time: Arc<AtomicU64>,
+    contributions: Sender<Contribution>,
+    reduced: Receiver<Reduced>,
+    activator: SyncActivator,
+    state: Arc<RunState>,
+}
+
+impl std::fmt::Debug for ReplicaLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaLink")
+            .field("index", &self.index)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+impl ReplicaLink {
+    pub(crate) fn new(
+        (index, local_index): (usize, usize),
+        replicas: usize,
+        time: Arc<AtomicU64>,
+        contributions: Sender<Contribution>,
+        reduced: Receiver<Reduced>,
+        activator: SyncActivator,
+        state: Arc<RunState>,
+    ) -> Self {
+        Self {
+            index,
+            local_index,
+            replicas,
+            time,
+            contributions,
+            reduced,
+            activator,
+            state,
+        }
+    }
+
+    /// This replica's index (0 writes weights, logs and checkpoints).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// This replica's index among the replicas of its process: replica d of
+    /// a process places its models on `cuda:K + d` when the stage names
+    /// `cuda:K` (each machine numbers its own GPUs).
+    pub fn local_index(&self) -> usize {
+        self.local_index
+    }
+
+    /// Number of replicas.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+}
+
+impl GradientReduce for ReplicaLink {
+    fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError> {
+        let time = self.time.load(Ordering::SeqCst);
+        let len = grad.len();
+        self.contributions
+            .send(Contribution { time, count, grad })
+            .map_err(|_| {
+                TrainError::AllReduce(format!(
+                    "batch {time}: the device operator is gone (the run is stopping)"
+                ))
+            })?;
+        let _ = self.activator.activate();
+        loop {
+            match self.reduced.recv_timeout(WAIT_POLL) {
+                Ok(r) if r.time == time && r.grad.len() == len => return Ok((r.total, r.grad)),
+                Ok(r) => {
+                    return Err(TrainError::AllReduce(format!(
+                        "replica {} waited for batch {time} ({len} values) and received \
+                         batch {} ({} values): the replicas are out of step",
+                        self.index,
+                        r.time,
+                        r.grad.len()
+                    )))
+                }
+                Err(RecvTimeoutError::Timeout) if self.state.aborted() => {
+                    return Err(TrainError::AllReduce(format!(
+                        "batch {time}: the run stopped before every replica contributed"
+                    )))
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(TrainError::AllReduce(format!(
+                        "batch {time}: the dataflow ended before the reduced gradient came back"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The link the device thread offers to the stage it is building, and
+    /// whether a stage has taken it.
+    static OFFERED: RefCell<(Option<ReplicaLink>, bool)> = const { RefCell::new((None, false)) };
+}
+
+/// Offer `link` to the stages built next on this (device) thread.
+pub(crate) fn offer_replica_link(link: Option<ReplicaLink>) {
+    OFFERED.with(|o| *o.borrow_mut() = (link, false));
+}
+
+/// Withdraw an offered link no stage took.
+pub(crate) fn withdraw_replica_link() {
+    OFFERED.with(|o| *o.borrow_mut() = (None, false));
+}
+
+/// For a training stage's constructor, on its device thread: the link to the
+/// other replicas when the pipeline has `flow.devices > 1`, `None` with one
+/// device. Errors when another stage of the pipeline has already taken it
+/// (only one stage per pipeline can train replicas).
+pub fn take_replica_link(stage: &str) -> Result<Option<ReplicaLink>, FlowError> {
+    OFFERED.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.1 {
+            return Err(FlowError::StageSetup {
+                stage: stage.to_owned(),
+                message: "another stage of this pipeline already trains replicas over \
+                          `flow.devices`; only one training stage per pipeline can: split the \
+                          pipeline, or set `flow.devices = 1`"
+                    .into(),
+            });
+        }
+        let link = o.0.take();
+        o.1 = link.is_some();
+        Ok(link)
+    })
+}
+
+/// Streams of gradient chunks from the replicas' device operators.
+pub trait AllReduceExt {
+    /// Reduce-scatter the chunks among `replicas` workers, all-gather the
+    /// results, and deliver each complete reduced gradient on `deliver` (this
+    /// worker's replica; `None` on a worker without one).
+    fn all_reduce(self, replicas: usize, deliver: Option<Sender<Reduced>>, state: Arc<RunState>);
+}
+
+impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
+    fn all_reduce(self, replicas: usize, deliver: Option<Sender<Reduced>>, state: Arc<RunState>) {
+        let r = replicas.max(1);
+        let reduced = self
+            .exchange(move |c: &GradChunk| c.chunk as u64 % r as u64)
+            .unary::<CapacityContainerBuilder<Vec<ReducedChunk>>, _, _, _>(
+                Pipeline,
+                "AllReduce[reduce-scatter]",
+                move |_cap, _info| {
+                    type Parts = (Capability<BatchTime>, Vec<Option<GradChunk>>);
+                    let mut parts: BTreeMap<(BatchTime, u32), Parts> = BTreeMap::new();
+                    move |input, output| {
+                        let port = output.output_index();
+                        input.for_each_stamp(|cap, data| {
+                            let Some(cap) = cap.retain_least(port) else {
+                                return;
+                            };
+                            for d in data {
+                                for c in d.drain(..) {
+                                    let entry = parts
+                                        .entry((c.time, c.chunk))
+                                        .or_insert_with(|| (cap.clone(), vec![None; r]));
+                                    let slot = c.replica as usize;
+                                    if slot < r {
+                                        entry.1[slot] = Some(c);
+                                    }
+                                }
+                            }
+                        });
+                        let complete: Vec<(BatchTime, u32)> = parts
+                            .iter()
+                            .filter(|(_, (_, v))| v.iter().all(Option::is_some))
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for key in complete {
+                            let Some((cap, v)) = parts.remove(&key) else {
+                                continue;
+                            };
+                            let v: Vec<GradChunk> = v.into_iter().flatten().collect();
+                            let chunks = v[0].chunks;
+                            let (total, values) = reduce(&v);
+                            let mut session = output.session(&cap);
+                            for dest in 0..r as u32 {
+                                session.give(ReducedChunk {
+                                    time: key.0,
+                                    dest,
+                                    chunk: key.1,
+                                    chunks,
+                                    total,
+                                    values: values.clone(),
+                                });
+                            }
+                        }
+                    }
+                },
+            );
+        let gathered: RefCell<BTreeMap<BatchTime, Vec<Option<Vec<f32>>>>> = Default::default();
+        reduced
+            .exchange(|c: &ReducedChunk| c.dest as u64)
+            .inspect(move |c: &ReducedChunk| {
+                let Some(deliver) = deliver.as_ref() else {
+                    return;
+                };
+                let mut gathered = gathered.borrow_mut();
+                let slots = gathered
+                    .entry(c.time)
+                    .or_insert_with(|| vec![None; c.chunks as usize]);
+                if let Some(slot) = slots.get_mut(c.chunk as usize) {
+                    *slot = Some(c.values.clone());
+                }
+                if slots.iter().all(Option::is_some) {
+                    let slots = gathered.remove(&c.time).unwrap_or_default();
+                    let grad: Vec<f32> = slots.into_iter().flatten().flatten().collect();
+                    let reduced = Reduced {
+                        time: c.time,
+                        total: c.total,
+                        grad,
+                    };
+                    if deliver.send(reduced).is_err() && !state.aborted() {
+                        state.fail(FlowError::DeviceThread {
+                            device: format!("replica {}", c.dest),
+                            message: format!(
+                                "the device thread ended before the reduced gradient of batch \
+                                 {} arrived",
+                                c.time
+                            ),
+                        });
+                    }
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(replica: u32, count: f64, values: Vec<f32>) -> GradChunk {
+        GradChunk {
+            time: 0,
+            replica,
+            chunk: 0,
+            chunks: 1,
+            count,
+            values,
+        }
+    }
+
+    #[test]
+    fn reduce_weights_by_counts_and_skips_empty_replicas() {
+        let (n, g) = reduce(&[
+            chunk(0, 3.0, vec![1.0, 2.0]),
+            chunk(1, 1.0, vec![5.0, -2.0]),
+        ]);
+        assert_eq!(n, 4.0);
+        assert_eq!(g, vec![0.75 + 1.25, 1.5 - 0.5]);
+        let (n, g) = reduce(&[
+            chunk(0, 0.0, vec![0.0, 0.0]),
+            chunk(1, 2.0, vec![5.0, -2.0]),
+        ]);
+        assert_eq!((n, g), (2.0, vec![5.0, -2.0]));
+        let (n, g) = reduce(&[chunk(0, 0.0, vec![0.0]), chunk(1, 0.0, vec![0.0])]);
+        assert_eq!((n, g), (0.0, vec![0.0]));
+    }
+
+    #[test]
+    fn split_cuts_fixed_chunks_and_keeps_one_for_nothing() {
+        let c = Contribution {
+            time: 4,
+            count: 2.0,
+            grad: (0..CHUNK_LEN + 3).map(|i| i as f32).collect(),
+        };
+        let parts = split(c, 1);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].values, vec![65536.0, 65537.0, 65538.0]);
+        assert!(parts
+            .iter()
+            .all(|p| p.chunks == 2 && p.replica == 1 && p.time == 4));
+        let empty = split(
+            Contribution {
+                time: 0,
+                count: 0.0,
+                grad: vec![],
+            },
+            0,
+        );
+        assert_eq!(empty.len(), 1);
+    }
+}

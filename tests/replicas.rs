@@ -1,0 +1,333 @@
+//! Training on several devices (`flow.devices = 2`, two worker threads):
+//! 2 replicas × b images per batch end with the weights of 1 replica × 2b
+//! images of the same samples, after XE steps and after DiCO steps, and the
+//! two replicas are bit-identical to each other. A training stage that
+//! cannot train replicas is refused at start, before any data is read or any
+//! output written.
+//!
+//! Tolerance: the replicated update sums each replica's mean gradient
+//! weighted by its share (n_r / N) instead of one mean over all samples, so
+//! float sums run in another order (and the forward passes run on other
+//! batch sizes); the weights agree to 1e-5 (parameters are O(0.1), AdamW
+//! with eps 1e-3 turns relative gradient differences of ~1e-6 into weight
+//! differences far below that; a replica that trained on its half alone
+//! would be off by ~lr per step, 1e-3).
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::clip::save_tiny_clip;
+use common::train::{
+    captioner_pipeline, stage_settings, train_config, world_with_vocab, write_vocab, CrashAt,
+};
+
+use dicoflow::data::world::{generate_row, WorldSpec};
+use dicoflow::data::{ShardWriter, ShardWriterConfig};
+use dicoflow::flow::{run, DeviceStage, FlowError, RunOptions, StageSpec};
+use dicoflow::model::captioner::Vocab;
+use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
+use dicoflow::train::stages::captioner::write_replica_weights_to;
+use dicoflow::train::stages::{register, CaptionerStageSettings, WEIGHTS_FILE};
+use dicoflow::train::{AdamWConfig, Schedule};
+use tch::Tensor;
+
+/// Runs take turns: libtorch's CPU thread pool is shared, and the replica
+/// weights hook is process-wide.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Images in the training split.
+const IMAGES: usize = 32;
+
+/// The world's 32 training images, a word vocabulary and a random tiny CLIP
+/// (the frozen backbone) under `root`.
+fn setup(root: &Path) -> Vocab {
+    let spec = WorldSpec {
+        train: 32,
+        val: 1,
+        test: 1,
+        rows_per_shard: 32,
+        rows_per_row_group: 8,
+        ..Default::default()
+    };
+    let vocab = world_with_vocab(root, &spec, 32);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
+    vocab
+}
+
+fn registry() -> dicoflow::flow::Registry {
+    let mut reg = dicoflow::flow::Registry::with_builtins();
+    register(&mut reg);
+    reg
+}
+
+#[test]
+fn training_stage_without_replicas_refuses_two_devices() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let schedule = Schedule {
+        lr: 1e-3,
+        total_steps: 2,
+        ..Default::default()
+    };
+    let train = train_config(Objective::Xe, schedule, 2, 5);
+    let s = stage_settings(root, "out", &vocab, train);
+    let mut pipeline = captioner_pipeline(root, &s, vec![]);
+    pipeline.flow.devices = 2;
+    // The evaluator stage does not train replicas yet.
+    let mut evaluator = pipeline;
+    evaluator.device = vec![StageSpec::new("train_evaluator")];
+    let err = run(&evaluator, &registry(), &RunOptions::threads(2)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FlowError::Config {
+                name: "flow.devices",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("flow.devices = 1"), "{text}");
+    assert!(!root.join("out").exists(), "nothing is written");
+}
+
+/// The world's first `IMAGES` training rows with one reference caption each
+/// (XE draws one reference per image from the trainer's RNG, in batch order:
+/// with one caption the draw cannot depend on how a batch is split), a word
+/// vocabulary and a random tiny CLIP (backbone and evaluator) under `root`.
+fn setup_one_caption(root: &Path) -> Vocab {
+    let spec = WorldSpec::default();
+    let cfg = ShardWriterConfig {
+        rows_per_shard: IMAGES,
+        rows_per_row_group: 8,
+        ..Default::default()
+    };
+    let mut w = ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
+    let mut captions = Vec::new();
+    for i in 0..IMAGES {
+        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
+        row.captions.truncate(1);
+        row.extra.clear();
+        captions.push(row.captions[0].clone());
+        w.push(row).unwrap();
+    }
+    w.finish().unwrap();
+    let vocab = Vocab::build(&captions, 1, None);
+    write_vocab(root, &vocab);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
+    vocab
+}
+
+/// `objective` for `epochs` epochs of 4 batches (2 workers × 4 images),
+/// one optimizer step per batch, AdamW with eps 1e-3 (see the module docs).
+fn settings(
+    root: &Path,
+    out: &str,
+    vocab: &Vocab,
+    objective: Objective,
+    steps: u64,
+) -> CaptionerStageSettings {
+    let schedule = Schedule {
+        lr: 1e-3,
+        total_steps: steps,
+        ..Default::default()
+    };
+    let train = CaptionTrainConfig {
+        optimizer: AdamWConfig {
+            lr: 1e-3,
+            eps: 1e-3,
+            ..Default::default()
+        },
+        ..train_config(objective, schedule, 2, 5)
+    };
+    let mut s = stage_settings(root, out, vocab, train);
+    if objective == Objective::Dico {
+        s.init = Some(root.join("xe-b4-1").join(WEIGHTS_FILE));
+        s.evaluator = Some(root.join("clip.safetensors"));
+    }
+    s
+}
+
+/// Trains with `s` on 2 worker threads, `batch` images per worker per batch
+/// and `devices` devices; with 2, every replica also writes its weights
+/// under `root/replicas-OUT/`. Returns the images each device trained on, per
+/// batch and device.
+fn train(
+    root: &Path,
+    s: &CaptionerStageSettings,
+    batch: usize,
+    devices: usize,
+    epochs: u64,
+) -> Vec<(u64, u32, f64)> {
+    let mut pipeline = captioner_pipeline(root, s, vec![]);
+    pipeline.flow.batch_size = batch;
+    pipeline.flow.devices = devices;
+    pipeline.source.epochs = epochs;
+    let replicas = replica_dir(root, s);
+    std::fs::create_dir_all(&replicas).unwrap();
+    write_replica_weights_to((devices > 1).then(|| replicas.clone()));
+    let opts = RunOptions {
+        keep_reports: true,
+        ..RunOptions::threads(2)
+    };
+    let result = run(&pipeline, &registry(), &opts);
+    write_replica_weights_to(None);
+    result
+        .unwrap()
+        .reports
+        .iter()
+        .map(|r| {
+            let n = r.metrics.get("train/samples").copied().unwrap_or(-1.0);
+            (r.time, r.device, n)
+        })
+        .collect()
+}
+
+fn replica_dir(root: &Path, s: &CaptionerStageSettings) -> std::path::PathBuf {
+    let out = s.out.file_name().unwrap().to_string_lossy().into_owned();
+    root.join(format!("replicas-{out}"))
+}
+
+fn read(path: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Largest absolute difference between two weight files (same names).
+fn max_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+fn bit_identical(a: &Path, b: &Path) {
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs between replicas");
+    }
+}
+
+/// Runs `objective` with `batch` images per worker per batch on 1 and on 2
+/// devices, compares, and returns what each replica trained on per batch.
+fn compare(
+    root: &Path,
+    vocab: &Vocab,
+    objective: Objective,
+    batch: usize,
+    epochs: u64,
+) -> Vec<(u64, u32, f64)> {
+    let name = format!("{objective:?}-b{batch}").to_lowercase();
+    let steps = (IMAGES / (2 * batch)) as u64 * epochs;
+    let one = settings(root, &format!("{name}-1"), vocab, objective, steps);
+    let two = settings(root, &format!("{name}-2"), vocab, objective, steps);
+    train(root, &one, batch, 1, epochs);
+    let shares = train(root, &two, batch, 2, epochs);
+    let w1 = one.out.join(WEIGHTS_FILE);
+    let w2 = two.out.join(WEIGHTS_FILE);
+    let replicas = replica_dir(root, &two);
+    let (r0, r1) = (
+        replicas.join("replica-0.safetensors"),
+        replicas.join("replica-1.safetensors"),
+    );
+    bit_identical(&r0, &r1);
+    bit_identical(&r0, &w2);
+    let d = max_diff(&w1, &w2);
+    assert!(d < 1e-5, "{name}: 2 replicas differ from 1 device by {d}");
+    // The comparison has something to compare: training moved the weights.
+    let start = match objective {
+        Objective::Xe => None,
+        _ => one.init.clone(),
+    };
+    if let Some(start) = start {
+        let moved = max_diff(&start, &w1);
+        assert!(moved > 1e-4, "{name} did not move the weights ({moved})");
+    }
+    shares
+}
+
+#[test]
+fn two_replicas_take_the_steps_of_one_device_on_the_whole_batch() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup_one_caption(root);
+    // XE for 2 epochs (8 steps), then DiCO from the 1-device XE weights for
+    // 1 epoch (4 steps).
+    compare(root, &vocab, Objective::Xe, 4, 2);
+    compare(root, &vocab, Objective::Dico, 4, 1);
+}
+
+#[test]
+fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup_one_caption(root);
+    // One image per worker per batch: the two images of a batch often belong
+    // to the same device, leaving the other replica with none.
+    let shares = compare(root, &vocab, Objective::Xe, 1, 1);
+    let empty = shares.iter().filter(|(_, _, n)| *n == 0.0).count();
+    assert!(empty > 0, "no replica went without samples: {shares:?}");
+    assert_eq!(
+        shares.len(),
+        2 * IMAGES / 2,
+        "every replica reports every batch"
+    );
+}
+
+#[test]
+fn a_replicated_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup_one_caption(root);
+    let with = |out: &str| CaptionerStageSettings {
+        checkpoint_every: 1,
+        keep_last: 3,
+        resume: true,
+        ..settings(root, out, &vocab, Objective::Xe, 8)
+    };
+    let mut reg = registry();
+    reg.register_device("crash", |_: toml::Table| {
+        Ok(Box::new(CrashAt(5)) as Box<dyn DeviceStage>)
+    });
+    let pipeline = |s: &CaptionerStageSettings, crash: bool| {
+        let extra = if crash {
+            vec![StageSpec::new("crash")]
+        } else {
+            vec![]
+        };
+        let mut p = captioner_pipeline(root, s, extra);
+        p.flow.batch_size = 4;
+        p.flow.devices = 2;
+        p.source.epochs = 2;
+        p
+    };
+    let opts = RunOptions::threads(2);
+    let full = with("full");
+    run(&pipeline(&full, false), &reg, &opts).unwrap();
+    let cut = with("cut");
+    assert!(run(&pipeline(&cut, true), &reg, &opts).is_err());
+    assert!(!cut.out.join(WEIGHTS_FILE).exists());
+    assert!(cut.out.join("checkpoints").read_dir().unwrap().count() > 0);
+    let keep = RunOptions {
+        keep_reports: true,
+        ..RunOptions::threads(2)
+    };
+    let resumed = run(&pipeline(&cut, false), &reg, &keep).unwrap();
+    // The crash came at batch 5 of 8 (after its step): the resumed run
+    // starts after the latest checkpoint, not from the beginning.
+    let first = resumed.reports.iter().map(|r| r.time).min().unwrap();
+    assert!(first >= 4, "resumed at batch {first}");
+    bit_identical(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
+}
