@@ -90,3 +90,40 @@ pub fn local_devices(comm: &timely::CommunicationConfig, devices: usize) -> usiz
     let first = threads * process;
     devices.saturating_sub(first).min(threads)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timely::CommunicationConfig;
+
+    fn cluster(threads: usize, process: usize) -> CommunicationConfig {
+        CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses: vec![String::new(); 2],
+            report: false,
+            zerocopy: false,
+        }
+    }
+
+    #[test]
+    fn local_devices_counts_this_process_s_device_owners() {
+        assert_eq!(local_devices(&CommunicationConfig::Thread, 1), 1);
+        assert_eq!(local_devices(&CommunicationConfig::Process(4), 2), 2);
+        // Workers 0..2 in process 0, 2..4 in process 1.
+        assert_eq!(local_devices(&cluster(2, 0), 3), 2);
+        assert_eq!(local_devices(&cluster(2, 1), 3), 1);
+        assert_eq!(local_devices(&cluster(2, 1), 1), 0);
+    }
+
+    #[test]
+    fn the_sources_stop_once_every_local_device_is_done() {
+        let state = RunState::default();
+        state.expect_devices(2);
+        state.device_done();
+        assert!(!state.stop_requested());
+        state.device_done();
+        assert!(state.stop_requested());
+        assert!(!state.aborted());
+    }
+}
