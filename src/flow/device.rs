@@ -208,6 +208,7 @@ fn device_loop(
         }
     }
     withdraw_replica_link();
+    let mut done = false;
     loop {
         let waiting = Instant::now();
         let Ok(mut batch) = jobs.recv() else { break };
@@ -249,6 +250,10 @@ fn device_loop(
             }
         }
         device_metrics.record(items, busy.elapsed());
+        if !done && !stages.is_empty() && stages.iter().all(|(_, s)| s.done()) {
+            done = true;
+            state.device_done();
+        }
         if replies.send(Reply::Done { batch, errors }).is_err() {
             break; // the operator is gone
         }

@@ -29,7 +29,7 @@ use super::source::{
     marked_shard_source, marks_to_devices, open_source, resume_point, ResumePoint, SourceBatching,
 };
 use super::stage::{CpuStage, StageFailure};
-use super::state::RunState;
+use super::state::{local_devices, RunState};
 use super::telemetry::{Snapshot, Telemetry};
 use crate::data::ShardIndex;
 use crate::device::DeviceName;
@@ -124,6 +124,7 @@ pub fn run(
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());
+    state.expect_devices(local_devices(&opts.communication, pipeline.flow.devices));
     let reports = Arc::new(Mutex::new(Vec::new()));
     let progress = opts
         .progress

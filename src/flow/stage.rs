@@ -107,6 +107,14 @@ pub trait DeviceStage {
     /// the run goes on. A panic stops the run with an error naming the stage.
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure>;
 
+    /// Whether the stage needs no further batch (a trainer that has taken
+    /// all its steps). When every stage of every device of a process is
+    /// done, its sources stop reading (nothing is decoded for nothing); the
+    /// batches already in flight still reach the stages. Default: never.
+    fn done(&self) -> bool {
+        false
+    }
+
     /// Called once on the device thread after the last batch of a run that did
     /// not fail: write final results (weights, files). An error fails the run.
     fn finish(&mut self) -> Result<(), StageFailure> {

@@ -1,8 +1,13 @@
 //! `caption`: greedy captions of every image plus evaluator scores, appended
 //! to a JSONL file (one `{"key", "caption", "references"[, "score"]}` per image).
+//! With several devices (threads of one process) each captions its share of
+//! every batch into the same file, so the lines are those of a one-device
+//! run, in another order. Processes of a cluster must not share the file:
+//! give each its own `out`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,11 +48,46 @@ pub struct CaptionStageSettings {
     pub device: DeviceName,
 }
 
-/// Captions every image and scores it with the evaluator.
+/// The JSONL output, shared by the device threads of one process that
+/// caption into the same file: each device writes its disjoint share, whole
+/// batches at a time, so the file holds the same lines as a one-device run
+/// (in another order). The first device to open it creates (truncates) it;
+/// the others of the same run find it open here.
+type SharedOut = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+
+/// Outputs open in this process, by path, with how many stages use them.
+static OPEN: Mutex<Vec<(PathBuf, SharedOut, usize)>> = Mutex::new(Vec::new());
+
+fn open_shared(path: &Path) -> std::io::Result<SharedOut> {
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(entry) = open.iter_mut().find(|(p, _, _)| p == path) {
+        entry.2 += 1;
+        return Ok(entry.1.clone());
+    }
+    let file = std::fs::File::create(path)?;
+    let out = Arc::new(Mutex::new(std::io::BufWriter::new(file)));
+    open.push((path.to_path_buf(), out.clone(), 1));
+    Ok(out)
+}
+
+/// One user of `path` is done with it; the last one closes it.
+fn release_shared(path: &Path) {
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = open.iter().position(|(p, _, _)| p == path) {
+        open[i].2 -= 1;
+        if open[i].2 == 0 {
+            open.remove(i);
+        }
+    }
+}
+
+/// Captions every image and scores it with the evaluator. With several
+/// devices in a process, each captions its share into the same file.
 pub struct CaptionStage {
     trainer: CaptionTrainer,
     scorer: Option<ClipScorer>,
-    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    out: Option<SharedOut>,
 }
 
 impl CaptionStage {
@@ -90,12 +130,12 @@ impl CaptionStage {
         if let Some(dir) = s.out.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         }
-        let file =
-            std::fs::File::create(&s.out).map_err(|e| err(format!("{}: {e}", s.out.display())))?;
+        let out = open_shared(&s.out).map_err(|e| err(format!("{}: {e}", s.out.display())))?;
         Ok(Self {
             trainer,
             scorer,
-            out: std::io::BufWriter::new(file),
+            path: s.out,
+            out: Some(out),
         })
     }
 }
@@ -121,17 +161,24 @@ impl DeviceStage for CaptionStage {
             }
             None => None,
         };
+        let mut lines = String::new();
         for (i, (k, c)) in keys.iter().zip(&captions).enumerate() {
             let mut line = serde_json::json!({"key": k, "caption": c, "references": references[i]});
             if let Some(scores) = &scores {
                 line["score"] = serde_json::json!(scores[i]);
             }
-            writeln!(self.out, "{line}")
-                .map_err(|e| StageFailure::new("captions not written").with_detail(e))?;
+            lines.push_str(&line.to_string());
+            lines.push('\n');
         }
-        self.out
-            .flush()
+        let out = self
+            .out
+            .as_ref()
+            .ok_or_else(|| StageFailure::new("captions not written").with_detail("closed"))?;
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        out.write_all(lines.as_bytes())
+            .and_then(|()| out.flush())
             .map_err(|e| StageFailure::new("captions not written").with_detail(e))?;
+        drop(out);
         if let Some(scores) = &scores {
             let sum: f64 = scores.iter().map(|&s| s as f64).sum();
             batch
@@ -142,8 +189,21 @@ impl DeviceStage for CaptionStage {
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
-        self.out
-            .flush()
-            .map_err(|e| StageFailure::new("captions not written").with_detail(e))
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
+        let flushed = out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        drop(out);
+        release_shared(&self.path);
+        flushed.map_err(|e| StageFailure::new("captions not written").with_detail(e))
+    }
+}
+
+impl Drop for CaptionStage {
+    /// A stage dropped without `finish` (a failed run) lets go of the file.
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            release_shared(&self.path);
+        }
     }
 }

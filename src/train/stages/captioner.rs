@@ -280,6 +280,11 @@ impl DeviceStage for CaptionerStage {
             .map_err(|f| StageFailure { fatal: true, ..f })
     }
 
+    /// Done once the schedule's `total_steps` are taken: the sources stop.
+    fn done(&self) -> bool {
+        self.trainer.step_count() >= self.settings.train.schedule.total_steps
+    }
+
     fn finish(&mut self) -> Result<(), StageFailure> {
         let dir = REPLICA_WEIGHTS_DIR
             .lock()

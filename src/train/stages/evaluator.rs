@@ -109,6 +109,11 @@ impl DeviceStage for EvaluatorStage {
             .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))
     }
 
+    /// Done once the schedule's `total_steps` are taken: the sources stop.
+    fn done(&self) -> bool {
+        self.trainer.step_count() >= self.settings.train.schedule.total_steps
+    }
+
     fn finish(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
         std::fs::create_dir_all(out).map_err(|e| {

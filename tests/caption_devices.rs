@@ -1,0 +1,91 @@
+//! `caption` over 2 devices (threads): each device captions its share of
+//! every batch into the one output file, which then holds exactly the lines
+//! of a one-device run.
+mod common;
+
+use std::path::Path;
+
+use common::clip::save_tiny_clip;
+use common::train::{
+    captioner_pipeline, stage_settings, train_config, world_pipeline, world_with_vocab,
+};
+use dicoflow::data::world::WorldSpec;
+use dicoflow::flow::{run, Registry, RunOptions, StageSpec};
+use dicoflow::model::clip::ClipConfig;
+use dicoflow::train::captioning::Objective;
+use dicoflow::train::stages::{register, WEIGHTS_FILE};
+use dicoflow::train::Schedule;
+
+fn sorted_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn two_devices_caption_the_same_lines_as_one() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let spec = WorldSpec {
+        train: 40,
+        val: 1,
+        test: 1,
+        rows_per_shard: 20,
+        rows_per_row_group: 4,
+        ..Default::default()
+    };
+    let vocab = world_with_vocab(root, &spec, 40);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
+    let mut reg = Registry::with_builtins();
+    register(&mut reg);
+    // A captioner after two XE steps.
+    let schedule = Schedule {
+        lr: 1e-3,
+        total_steps: 2,
+        ..Default::default()
+    };
+    let trained = stage_settings(
+        root,
+        "xe",
+        &vocab,
+        train_config(Objective::Xe, schedule, 2, 5),
+    );
+    run(
+        &captioner_pipeline(root, &trained, vec![]),
+        &reg,
+        &RunOptions::threads(1),
+    )
+    .unwrap();
+    let caption = |out: &str| {
+        let mut s = toml::Table::new();
+        s.insert(
+            "captioner".into(),
+            toml::Value::try_from(&trained.captioner).unwrap(),
+        );
+        let path = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned());
+        s.insert("weights".into(), path(&trained.out.join(WEIGHTS_FILE)));
+        s.insert("vocab".into(), path(&root.join("vocab.json")));
+        s.insert("backbone".into(), path(&root.join("clip.safetensors")));
+        s.insert(
+            "backbone_config".into(),
+            toml::Value::try_from(ClipConfig::tiny()).unwrap(),
+        );
+        s.insert("out".into(), path(&root.join(out)));
+        vec![StageSpec::new("caption").with_settings(s)]
+    };
+    let one = world_pipeline(root, 4, caption("one.jsonl"));
+    run(&one, &reg, &RunOptions::threads(1)).unwrap();
+    let mut two = world_pipeline(root, 4, caption("two.jsonl"));
+    two.flow.devices = 2;
+    run(&two, &reg, &RunOptions::threads(2)).unwrap();
+    let (a, b) = (
+        sorted_lines(&root.join("one.jsonl")),
+        sorted_lines(&root.join("two.jsonl")),
+    );
+    assert_eq!(a.len(), 40);
+    assert_eq!(a, b);
+}
