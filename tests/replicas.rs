@@ -286,48 +286,42 @@ fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
 }
 
 #[test]
-fn a_replicated_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+fn resuming_a_replicated_run_is_refused() {
+    // A resumed 2-replica run did not always reproduce the uninterrupted run's
+    // weights (docs/distributed.md), so resuming one is refused, not inexact.
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup_one_caption(root);
-    let with = |out: &str| CaptionerStageSettings {
+    let cut = CaptionerStageSettings {
         checkpoint_every: 1,
         keep_last: 3,
         resume: true,
-        ..settings(root, out, &vocab, Objective::Xe, 8)
+        ..settings(root, "cut", &vocab, Objective::Xe, 8)
     };
     let mut reg = registry();
     reg.register_device("crash", |_: toml::Table| {
         Ok(Box::new(CrashAt(5)) as Box<dyn DeviceStage>)
     });
-    let pipeline = |s: &CaptionerStageSettings, crash: bool| {
+    let pipeline = |crash: bool| {
         let extra = if crash {
             vec![StageSpec::new("crash")]
         } else {
             vec![]
         };
-        let mut p = captioner_pipeline(root, s, extra);
+        let mut p = captioner_pipeline(root, &cut, extra);
         p.flow.batch_size = 4;
         p.flow.devices = 2;
         p.source.epochs = 2;
         p
     };
     let opts = RunOptions::threads(2);
-    let full = with("full");
-    run(&pipeline(&full, false), &reg, &opts).unwrap();
-    let cut = with("cut");
-    assert!(run(&pipeline(&cut, true), &reg, &opts).is_err());
-    assert!(!cut.out.join(WEIGHTS_FILE).exists());
+    assert!(run(&pipeline(true), &reg, &opts).is_err());
     assert!(cut.out.join("checkpoints").read_dir().unwrap().count() > 0);
-    let keep = RunOptions {
-        keep_reports: true,
-        ..RunOptions::threads(2)
-    };
-    let resumed = run(&pipeline(&cut, false), &reg, &keep).unwrap();
-    // The crash came at batch 5 of 8 (after its step): the resumed run
-    // starts after the latest checkpoint, not from the beginning.
-    let first = resumed.reports.iter().map(|r| r.time).min().unwrap();
-    assert!(first >= 4, "resumed at batch {first}");
-    bit_identical(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
+    let err = run(&pipeline(false), &reg, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("not supported yet") && err.contains("without --resume"),
+        "{err}"
+    );
+    assert!(!cut.out.join(WEIGHTS_FILE).exists());
 }

@@ -549,3 +549,28 @@ fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
     let report = cache_rewards(&w, &s).unwrap();
     assert_eq!((report.finished, report.written), (2, 0));
 }
+
+#[test]
+fn several_devices_are_refused_before_anything_is_written() {
+    // Each device would write its own copy of the part (the last to finish
+    // wins, losing the others' rows), so two devices are refused at start.
+    let w = world();
+    let s = settings(&w);
+    let mut p = pipeline(
+        &w,
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(&s).unwrap()),
+    );
+    p.flow.devices = 2;
+    let err = run(
+        &p,
+        &dicoflow::train::stages::registry(),
+        &RunOptions::threads(2),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("reward_cache") && text.contains("flow.devices = 1"),
+        "{text}"
+    );
+    assert!(!s.out.exists(), "refused before anything was written");
+}

@@ -36,6 +36,8 @@ pub struct Registry {
     placed: BTreeSet<String>,
     /// Reads a resumable stage's latest checkpoint: where its sources resume.
     resume_reader: Option<ResumeReader>,
+    /// Device stage types that cannot run on several devices yet, with why.
+    single_device: BTreeMap<String, &'static str>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -45,6 +47,7 @@ impl std::fmt::Debug for Registry {
             .field("device", &self.device.keys().collect::<Vec<_>>())
             .field("resumable", &self.resumable)
             .field("placed", &self.placed)
+            .field("single_device", &self.single_device)
             .finish()
     }
 }
@@ -112,6 +115,14 @@ impl Registry {
     /// ([`Registry::place_stages`]): the device is then written once, in `[flow]`.
     pub fn declare_device_setting(&mut self, type_name: &str) {
         self.placed.insert(type_name.to_owned());
+    }
+
+    /// Declare that device stage type `type_name` cannot run with
+    /// `flow.devices > 1` (each device would build its own copy: a trainer its
+    /// own model, a writer its own file). `why` says what would go wrong;
+    /// [`Registry::check`] refuses such a pipeline before anything is read.
+    pub fn declare_single_device(&mut self, type_name: &str, why: &'static str) {
+        self.single_device.insert(type_name.to_owned(), why);
     }
 
     /// Whether device stage type `type_name` has a `device` setting.
@@ -212,8 +223,26 @@ impl Registry {
         factory(spec)
     }
 
-    /// Check that every stage of `pipeline` exists and accepts its settings.
+    /// Check that every stage of `pipeline` exists and accepts its settings,
+    /// and that no stage declared single-device
+    /// ([`Registry::declare_single_device`]) runs with `flow.devices > 1`.
     pub fn check(&self, pipeline: &Pipeline) -> Result<(), FlowError> {
+        let devices = pipeline.flow.devices;
+        if devices > 1 {
+            for s in &pipeline.device {
+                if let Some(why) = self.single_device.get(&s.type_name) {
+                    return Err(FlowError::Config {
+                        name: "flow.devices",
+                        what: format!(
+                            "stage `{}` (type `{}`) does not run on {devices} devices yet: {why}; \
+                             set `flow.devices = 1` (other workers still read and decode)",
+                            s.name(),
+                            s.type_name
+                        ),
+                    });
+                }
+            }
+        }
         for s in &pipeline.cpu {
             self.build_cpu(s)?;
         }

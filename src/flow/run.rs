@@ -104,7 +104,6 @@ pub fn run(
         name: "pipeline",
         what,
     })?;
-    check_replicas(pipeline)?;
     let mut placed = pipeline.clone();
     registry.place_stages(&mut placed);
     let pipeline = &placed;
@@ -195,39 +194,6 @@ fn check_devices(flow: &FlowConfig) -> Result<(), FlowError> {
         })?;
     }
     Ok(())
-}
-
-/// Device stage types that train a model without replicas. With
-/// `flow.devices > 1` each device owner would build its own trainer and train
-/// its own model on its share of the keys (every one writing the same
-/// `out/`), so such a pipeline is refused. (`train_captioner` trains replicas
-/// whose gradients are all-reduced: [`super::allreduce`].)
-pub const UNREPLICATED_TRAINING_STAGES: &[&str] = &["train_evaluator"];
-
-/// Refuses a pipeline whose training stage would run as independent models on
-/// several devices (see [`UNREPLICATED_TRAINING_STAGES`]).
-fn check_replicas(pipeline: &Pipeline) -> Result<(), FlowError> {
-    let devices = pipeline.flow.devices;
-    if devices <= 1 {
-        return Ok(());
-    }
-    match pipeline
-        .device
-        .iter()
-        .find(|s| UNREPLICATED_TRAINING_STAGES.contains(&s.type_name.as_str()))
-    {
-        Some(stage) => Err(FlowError::Config {
-            name: "flow.devices",
-            what: format!(
-                "stage `{}` (type `{}`) does not train replicas over {devices} devices yet \
-                 (each device would train its own model on part of the data); set \
-                 `flow.devices = 1` (other workers still read and decode)",
-                stage.name(),
-                stage.type_name
-            ),
-        }),
-        None => Ok(()),
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
