@@ -1,35 +1,15 @@
 //! Contrastive training of a tiny CLIP on the synthetic world learns to match
 //! images with their captions (held-out retrieval well above chance).
-use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
-use dicoflow::image::{PreprocessConfig, Preprocessor};
+mod common;
+
 use dicoflow::model::clip::ClipConfig;
-use dicoflow::rng::Rng;
 use dicoflow::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use dicoflow::train::{AdamWConfig, Precision, Schedule};
 use tch::{Device, Tensor};
 
 fn world_batch(seed: u64, n: usize) -> (Tensor, Vec<Vec<String>>) {
-    let cfg = WorldConfig::default();
-    let mut pre = Preprocessor::new(PreprocessConfig {
-        size: 32,
-        ..Default::default()
-    });
-    let mut pixels = Vec::new();
-    let mut caps = Vec::new();
-    for i in 0..n {
-        let mut rng = Rng::derive(seed, &[i as u64]);
-        let scene = sample_scene(&mut rng, &cfg);
-        let img = render(&scene, &cfg);
-        let hwc = pre.resize_crop(&img).unwrap();
-        let mut chw = Vec::new();
-        pre.normalize_into(&hwc, &mut chw);
-        pixels.extend(chw);
-        caps.push(reference_captions(&scene, &mut rng, 5));
-    }
-    (
-        Tensor::from_slice(&pixels).view([n as i64, 3, 32, 32]),
-        caps,
-    )
+    let w = common::train::pixel_world(n, seed);
+    (w.pixels, w.refs)
 }
 
 #[test]

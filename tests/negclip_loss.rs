@@ -1,10 +1,9 @@
 //! Hard negative captions in contrastive training: the loss equals NegCLIP's as
 //! PyTorch computes it (tests/fixtures/negclip/make_negclip.py), and the
 //! evaluator trainer puts the swapped captions into its loss.
-use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
-use dicoflow::image::{PreprocessConfig, Preprocessor};
+mod common;
+
 use dicoflow::model::clip::ClipConfig;
-use dicoflow::rng::Rng;
 use dicoflow::train::contrastive::clip_contrastive_loss_with_negatives;
 use dicoflow::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use dicoflow::train::hard_negatives::HardNegativesConfig;
@@ -65,27 +64,9 @@ fn loss_and_accuracy_equal_negclip_in_pytorch() {
     assert!(err.to_string().contains("[m, 4]"), "{err}");
 }
 
-fn world_batch(n: usize) -> (Tensor, Vec<Vec<String>>) {
-    let cfg = WorldConfig::default();
-    let mut pre = Preprocessor::new(PreprocessConfig {
-        size: 32,
-        ..Default::default()
-    });
-    let mut pixels = Vec::new();
-    let mut caps = Vec::new();
-    for i in 0..n {
-        let mut rng = Rng::derive(5, &[i as u64]);
-        let scene = sample_scene(&mut rng, &cfg);
-        let hwc = pre.resize_crop(&render(&scene, &cfg)).unwrap();
-        let mut chw = Vec::new();
-        pre.normalize_into(&hwc, &mut chw);
-        pixels.extend(chw);
-        caps.push(reference_captions(&scene, &mut rng, 5));
-    }
-    (
-        Tensor::from_slice(&pixels).view([n as i64, 3, 32, 32]),
-        caps,
-    )
+fn world_batch(seed: u64, n: usize) -> (Tensor, Vec<Vec<String>>) {
+    let w = common::train::pixel_world(n, seed);
+    (w.pixels, w.refs)
 }
 
 fn trainer(hard_negatives: Option<HardNegativesConfig>) -> ContrastiveTrainer {
@@ -111,7 +92,7 @@ fn trainer(hard_negatives: Option<HardNegativesConfig>) -> ContrastiveTrainer {
 
 #[test]
 fn the_trainer_adds_swapped_captions_to_the_image_to_text_side() {
-    let (px, caps) = world_batch(8);
+    let (px, caps) = world_batch(5, 8);
     let swap = vec![
         vec!["red", "green", "blue", "yellow", "purple|violet", "orange"],
         vec![

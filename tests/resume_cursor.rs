@@ -9,15 +9,12 @@ mod common;
 
 use std::path::Path;
 
-use common::clip::save_tiny_clip;
-use common::train::{captioner_pipeline, stage_settings, train_config, world_with_vocab, CrashAt};
-use dicoflow::data::world::WorldSpec;
+use common::train::{captioner_pipeline, stage_settings, train_config, CrashAt};
 use dicoflow::flow::{run, DeviceStage, FlowError, Registry, RunOptions, RunSummary, StageSpec};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::train::captioning::Objective;
 use dicoflow::train::stages::{register, CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{Checkpointer, Schedule};
-use tch::Tensor;
 
 /// Runs take turns: libtorch's global RNG and thread pool are shared.
 static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -26,17 +23,7 @@ static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const ROWS: usize = 64;
 
 fn setup(root: &Path) -> Vocab {
-    let spec = WorldSpec {
-        train: ROWS,
-        val: 1,
-        test: 1,
-        rows_per_shard: 32,
-        rows_per_row_group: 8,
-        ..Default::default()
-    };
-    let vocab = world_with_vocab(root, &spec, ROWS);
-    save_tiny_clip(&root.join("clip.safetensors"), 1);
-    vocab
+    common::train::small_world(root, ROWS, 32)
 }
 
 /// XE over one epoch (one step per batch), a checkpoint after every step.
@@ -74,21 +61,6 @@ fn crash_at(t: u64) -> Vec<StageSpec> {
     let mut s = toml::Table::new();
     s.insert("at".into(), toml::Value::Integer(t as i64));
     vec![StageSpec::new("crash").with_settings(s)]
-}
-
-fn same_weights(a: &Path, b: &Path) {
-    let read = |p: &Path| -> Vec<(String, Tensor)> {
-        let mut v = Tensor::read_safetensors(p.join(WEIGHTS_FILE)).unwrap();
-        v.sort_by(|x, y| x.0.cmp(&y.0));
-        v
-    };
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs after resume");
-    }
 }
 
 fn items(s: &RunSummary, stage: &str) -> u64 {
@@ -136,7 +108,7 @@ fn crash_late_and_resume(workers: usize) {
     assert_eq!(items(&s, "source"), rest);
     assert_eq!(items(&s, "preprocess"), rest);
     assert_eq!(s.telemetry.samples, rest);
-    same_weights(&straight.out, &resumed.out);
+    common::train::assert_same_weights(&straight.out, &resumed.out);
 }
 
 #[test]
@@ -196,5 +168,5 @@ fn a_checkpoint_without_cursors_reads_from_the_start_and_skips() {
     std::fs::write(&state_file, state.to_string()).unwrap();
     let s = run(&captioner_pipeline(root, &old, vec![]), &reg, &opts).unwrap();
     assert_eq!(items(&s, "source"), ROWS as u64);
-    same_weights(&straight.out, &old.out);
+    common::train::assert_same_weights(&straight.out, &old.out);
 }

@@ -3,9 +3,7 @@
 //! decoded; the stage still writes its weights and the run succeeds.
 mod common;
 
-use common::clip::save_tiny_clip;
-use common::train::{captioner_pipeline, stage_settings, train_config, world_with_vocab};
-use dicoflow::data::world::WorldSpec;
+use common::train::{captioner_pipeline, stage_settings, train_config};
 use dicoflow::flow::{run, Registry, RunOptions, StageSpec};
 use dicoflow::train::captioning::Objective;
 use dicoflow::train::stages::{register, WEIGHTS_FILE};
@@ -17,16 +15,7 @@ const ROWS: usize = 96;
 fn the_sources_stop_once_the_trainer_has_taken_its_steps() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let spec = WorldSpec {
-        train: ROWS,
-        val: 1,
-        test: 1,
-        rows_per_shard: 32,
-        rows_per_row_group: 8,
-        ..Default::default()
-    };
-    let vocab = world_with_vocab(root, &spec, ROWS);
-    save_tiny_clip(&root.join("clip.safetensors"), 1);
+    let vocab = common::train::small_world(root, ROWS, 32);
     let schedule = Schedule {
         lr: 1e-3,
         total_steps: 2,

@@ -9,9 +9,7 @@ mod common;
 
 use common::clip::save_tiny_clip;
 use common::dicoflow;
-use common::train::{
-    captioner_pipeline, stage_settings, train_config, world_with_vocab, write_vocab, CrashAt,
-};
+use common::train::{captioner_pipeline, stage_settings, train_config, write_vocab, CrashAt};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,7 +27,6 @@ use dicoflow::train::stages::{
     register, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
 };
 use dicoflow::train::{AdamWConfig, Checkpointer, Precision, Schedule};
-use tch::Tensor;
 
 /// Runs in this process take turns: model initialisation seeds libtorch's
 /// global RNG, and two trainings sharing libtorch's CPU thread pool split
@@ -83,33 +80,7 @@ fn write_vocab_and_backbone(root: &Path, vocab: Vocab) -> Vocab {
 /// The world's 48 training images, a word vocabulary and a random tiny CLIP
 /// (the frozen backbone) under `root`.
 fn setup(root: &Path) -> Vocab {
-    let spec = WorldSpec {
-        train: 48,
-        val: 1,
-        test: 1,
-        rows_per_shard: 48,
-        rows_per_row_group: 8,
-        ..Default::default()
-    };
-    let vocab = world_with_vocab(root, &spec, 48);
-    save_tiny_clip(&root.join("clip.safetensors"), 1);
-    vocab
-}
-
-fn same_weights(a: &Path, b: &Path) {
-    let read = |p: &Path| -> std::collections::BTreeMap<String, Tensor> {
-        Tensor::read_safetensors(p.join(WEIGHTS_FILE))
-            .unwrap()
-            .into_iter()
-            .collect()
-    };
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs after resume");
-    }
+    common::train::small_world(root, 48, 48)
 }
 
 #[test]
@@ -156,7 +127,7 @@ fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_st
         Some(checkpoints.path_for(latest_step))
     );
     run(&pipeline(root, &interrupted, false), &reg, &opts).unwrap();
-    same_weights(&straight.out, &interrupted.out);
+    common::train::assert_same_weights(&straight.out, &interrupted.out);
 }
 
 fn evaluator_settings(root: &Path, out: &str) -> EvaluatorStageSettings {
@@ -227,7 +198,7 @@ fn resumed_evaluator_training_is_bit_identical() {
     assert_eq!(set.len(), 1, "only the training stage resumes");
     assert!(resumed.cpu[0].settings.get("resume").is_none());
     run(&resumed, &reg, &opts).unwrap();
-    same_weights(&straight.out, &interrupted.out);
+    common::train::assert_same_weights(&straight.out, &interrupted.out);
     // Checkpoints 4 and 6 were written after the resume; keep_last = 2.
     let left: Vec<String> = std::fs::read_dir(&ck)
         .unwrap()
@@ -322,7 +293,7 @@ fn train_resume_continues_a_killed_run_bit_identically() {
         stderr.contains("resume: stage `train_captioner` from"),
         "{stderr}"
     );
-    same_weights(&root.join("straight"), &root.join("killed"));
+    common::train::assert_same_weights(&root.join("straight"), &root.join("killed"));
 
     // No checkpoint yet: a notice, then training from scratch.
     let fresh = pipeline_file(root, &vocab, "fresh");
@@ -338,7 +309,7 @@ fn train_resume_continues_a_killed_run_bit_identically() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("starts from scratch"), "{stderr}");
-    same_weights(&root.join("straight"), &root.join("fresh"));
+    common::train::assert_same_weights(&root.join("straight"), &root.join("fresh"));
 
     // A pipeline with nothing to resume says so instead of ignoring the flag.
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
@@ -509,7 +480,7 @@ fn failed_batch_crash_and_resume(
         &opts("log-resumed"),
     )
     .unwrap();
-    same_weights(&straight.out, &interrupted.out);
+    common::train::assert_same_weights(&straight.out, &interrupted.out);
 
     // Direct count: every batch but the failed one trained on its 4 images,
     // once — before the checkpoint or after the resume, never both.

@@ -235,3 +235,37 @@ pub fn tiny_trainer(
     )
     .unwrap()
 }
+
+/// The world's first `rows` training images (`rows_per_shard` per shard, 8 per
+/// row group, one val and one test image), a word vocabulary and a random
+/// tiny CLIP (seed 1, the frozen backbone) at `root/clip.safetensors`.
+pub fn small_world(root: &Path, rows: usize, rows_per_shard: usize) -> Vocab {
+    let spec = WorldSpec {
+        train: rows,
+        val: 1,
+        test: 1,
+        rows_per_shard,
+        rows_per_row_group: 8,
+        ..Default::default()
+    };
+    let vocab = world_with_vocab(root, &spec, rows);
+    super::clip::save_tiny_clip(&root.join("clip.safetensors"), 1);
+    vocab
+}
+
+/// Asserts that the `model.safetensors` in folders `a` and `b` hold the same
+/// tensors, bit for bit.
+pub fn assert_same_weights(a: &Path, b: &Path) {
+    let read = |p: &Path| -> std::collections::BTreeMap<String, Tensor> {
+        Tensor::read_safetensors(p.join(dicoflow::train::stages::WEIGHTS_FILE))
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs");
+    }
+}

@@ -425,15 +425,7 @@ impl CaptionerStage {
         for (k, v) in s.extra {
             batch.metrics.insert(k, v);
         }
-        if let Some(v) = self.validator.as_mut() {
-            let step = self.trainer.step_count();
-            if s.optimizer_step && v.due(step, total_steps) {
-                let values = v
-                    .validate(&mut self.trainer, step)
-                    .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
-                log_validation(batch, &mut self.unlogged, values);
-            }
-        }
+        self.validate_if_due(batch, s.optimizer_step)?;
         self.after_step(batch)
     }
 
@@ -453,17 +445,28 @@ impl CaptionerStage {
         if s.skipped_step {
             batch.metrics.insert("train/skipped_step".into(), 1.0);
         }
+        self.validate_if_due(batch, s.optimizer_step)?;
+        self.after_step(batch)
+    }
+
+    /// Validation after an optimizer step when its cadence says so (replica 0
+    /// only: the others have no validator), logged with `batch`.
+    fn validate_if_due(
+        &mut self,
+        batch: &mut DeviceBatch,
+        optimizer_step: bool,
+    ) -> Result<(), StageFailure> {
+        let total_steps = self.settings.train.schedule.total_steps;
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
-            let total_steps = self.settings.train.schedule.total_steps;
-            if s.optimizer_step && v.due(step, total_steps) {
+            if optimizer_step && v.due(step, total_steps) {
                 let values = v
                     .validate(&mut self.trainer, step)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
         }
-        self.after_step(batch)
+        Ok(())
     }
 
     /// Checkpoints (replica 0 only) after a trained batch.
