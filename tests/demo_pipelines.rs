@@ -2,6 +2,8 @@
 //! with the demo's paths, seeds and step counts filled in, is a valid
 //! pipeline whose stages accept their settings; and model configs given by
 //! the path of the JSON file a stage writes are read from that file.
+mod common;
+
 use std::path::Path;
 
 use dicoflow::cli::demo::{caption_with, fill_phase, load_phase, Fill, Phase};
@@ -170,4 +172,31 @@ fn pipelines_dir_without_a_phase_file_is_refused_with_its_name() {
     let err = load_phase(Phase::Scst, Some(tmp.path())).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("scst.toml"), "{msg}");
+}
+
+#[test]
+fn demo_checks_every_phase_file_before_writing_anything() {
+    // A folder of edited copies missing a late phase's file fails at once,
+    // before the world is written or a phase is trained.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mine");
+    std::fs::create_dir_all(&dir).unwrap();
+    for phase in Phase::ALL {
+        if phase != Phase::Scst {
+            let name = format!("{}.toml", phase.name());
+            std::fs::write(dir.join(name), phase.embedded()).unwrap();
+        }
+    }
+    let out = tmp.path().join("run");
+    let o = common::dicoflow_command()
+        .args(["demo", "--train", "40", "--out"])
+        .arg(&out)
+        .arg("--pipelines")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("scst.toml"), "{err}");
+    assert!(!out.join("data").exists(), "the world was written first");
 }

@@ -529,6 +529,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let w = args.workers.max(1);
+    // Every phase file parses before anything is written or trained, so an
+    // edited copy with a mistake in a late phase fails now, not an hour in.
+    for phase in Phase::ALL {
+        load_phase(phase, args.pipelines.as_deref())?;
+    }
 
     println!("[1/{PHASES}] synthetic world -> {}", data.display());
     let total = (spec.train + spec.val + spec.test) as u64;
