@@ -573,4 +573,20 @@ fn several_devices_are_refused_before_anything_is_written() {
         "{text}"
     );
     assert!(!s.out.exists(), "refused before anything was written");
+    // `cache-rewards` refuses it before hashing the weights or recording
+    // its inputs in the cache folder.
+    let file = w.root.join("two_devices.toml");
+    std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
+    let err = run_cache_rewards(&CacheRewardsArgs {
+        pipeline: file,
+        data: None,
+        out: None,
+        run_dir: w.root.join("runs"),
+        workers: 2,
+        quiet: true,
+    })
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("flow.devices = 1"), "{text}");
+    assert!(!s.out.exists(), "refused before anything was written");
 }

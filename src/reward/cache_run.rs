@@ -55,6 +55,10 @@ pub enum CacheRunError {
     /// The dataflow that finds the missing keys failed.
     #[error(transparent)]
     Join(#[from] FlowError),
+    /// The pipeline's stages refuse their settings (e.g. `reward_cache` on
+    /// several devices), found before anything is hashed or written.
+    #[error("the pipeline cannot run")]
+    Pipeline(#[source] Box<FlowError>),
     /// The run that scores one shard failed.
     #[error("caching rewards for {}", shard.display())]
     Run {
@@ -130,6 +134,9 @@ pub fn cache_rewards(
         .clone()
         .try_into()
         .map_err(CacheRunError::Settings)?;
+    registry
+        .check(&pipeline)
+        .map_err(|e| CacheRunError::Pipeline(Box::new(e)))?;
     let data = pipeline
         .source
         .path
