@@ -327,7 +327,7 @@ impl CaptionerStage {
         let replicated = self.replica.1 > 1;
         if (batch.samples.is_empty() && !replicated)
             || self.checkpoints.already_trained(batch.time)
-            || self.trainer.step_count() >= self.settings.train.schedule.total_steps
+            || self.done()
         {
             return Ok(());
         }

@@ -67,10 +67,7 @@ impl EvaluatorStage {
 
 impl DeviceStage for EvaluatorStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        if batch.samples.len() < 2
-            || self.checkpoints.already_trained(batch.time)
-            || self.trainer.step_count() >= self.settings.train.schedule.total_steps
-        {
+        if batch.samples.len() < 2 || self.checkpoints.already_trained(batch.time) || self.done() {
             return Ok(()); // contrastive loss needs negatives; extra batches past the schedule pass
         }
         let (pixels, _, caps) = batch_tensors(batch)?;
