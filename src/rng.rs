@@ -78,15 +78,45 @@ impl Rng {
     }
 }
 
-/// Run `init` right after seeding libtorch's global generator with `seed`,
-/// holding a process-wide lock: model initialisation draws from that one
-/// generator, so two models initialised at once on different threads would
-/// otherwise interleave their draws and depend on timing.
-pub fn with_torch_seed<T>(seed: u64, init: impl FnOnce() -> T) -> T {
+/// Run `build` while holding the lock on libtorch's global generator.
+///
+/// Model constructors ([`crate::model::captioner::Captioner::new`], the CLIP
+/// towers) draw their random initial values from that one process-wide
+/// generator, also when the weights are loaded from a file right after. Every
+/// constructor takes this lock, and [`with_torch_seed`] holds it from the
+/// seeding to the end of the initialisation, so no other thread draws in
+/// between: a seeded model gets the same weights whatever is built at the same
+/// time on other threads (replicas build their models at once). Reentrant on
+/// one thread, so a constructor can call another.
+pub fn with_torch_rng<T>(build: impl FnOnce() -> T) -> T {
     static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    thread_local! {
+        static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if HOLDING.with(|h| h.get()) {
+        return build();
+    }
+    /// Clears the flag before the lock is released, also on a panic.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            HOLDING.with(|h| h.set(false));
+        }
+    }
     let _held = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed as i64);
-    init()
+    HOLDING.with(|h| h.set(true));
+    let _release = Release;
+    build()
+}
+
+/// Run `init` right after seeding libtorch's global generator with `seed`,
+/// holding its lock throughout ([`with_torch_rng`]): the initial weights are
+/// a function of `seed` alone.
+pub fn with_torch_seed<T>(seed: u64, init: impl FnOnce() -> T) -> T {
+    with_torch_rng(|| {
+        tch::manual_seed(seed as i64);
+        init()
+    })
 }
 
 #[cfg(test)]
@@ -125,5 +155,60 @@ mod tests {
         assert_ne!(v, (0..100).collect::<Vec<_>>());
         v.sort();
         assert_eq!(v, (0..100).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(test)]
+mod torch_rng_tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use tch::{nn, Device};
+
+    use super::with_torch_seed;
+    use crate::model::captioner::{Backbone, Captioner, CaptionerConfig};
+    use crate::model::clip::ClipConfig;
+
+    fn seeded_captioner() -> Vec<tch::Tensor> {
+        with_torch_seed(7, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _model = Captioner::new(vs.root(), &CaptionerConfig::tiny()).unwrap();
+            let mut vars: Vec<_> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars.into_iter().map(|(_, t)| t.detach().copy()).collect()
+        })
+    }
+
+    /// Replicas build their models at once on their own threads: a model
+    /// built without a seed (its weights loaded right after) on one thread
+    /// must not draw from libtorch's generator in the middle of a seeded
+    /// initialisation on another, or two replicas start from different
+    /// weights depending on timing.
+    #[test]
+    fn seeded_inits_do_not_depend_on_models_built_on_other_threads() {
+        let expected = seeded_captioner();
+        let stop = Arc::new(AtomicBool::new(false));
+        let other = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut built = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    Backbone::new(&ClipConfig::tiny_test(), Device::Cpu).unwrap();
+                    built += 1;
+                }
+                built
+            })
+        };
+        let mut differing = 0;
+        for _ in 0..40 {
+            let got = seeded_captioner();
+            if got.iter().zip(&expected).any(|(a, b)| !a.equal(b)) {
+                differing += 1;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        let built = other.join().unwrap();
+        assert!(built > 0, "the other thread built no model");
+        assert_eq!(differing, 0, "{differing} of 40 seeded inits differed");
     }
 }

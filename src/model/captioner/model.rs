@@ -17,13 +17,17 @@ pub struct Captioner {
 }
 
 impl Captioner {
-    /// Creates the variables under `p` (`p / "encoder"`, `p / "decoder"`).
+    /// Creates the variables under `p` (`p / "encoder"`, `p / "decoder"`),
+    /// randomly initialised from libtorch's generator under its lock
+    /// ([`crate::rng::with_torch_rng`]).
     pub fn new(p: nn::Path, cfg: &CaptionerConfig) -> Result<Self, ModelError> {
         cfg.validate()?;
-        Ok(Self {
-            encoder: Encoder::new(&p / "encoder", cfg),
-            decoder: Decoder::new(&p / "decoder", cfg),
-            config: cfg.clone(),
+        crate::rng::with_torch_rng(|| {
+            Ok(Self {
+                encoder: Encoder::new(&p / "encoder", cfg),
+                decoder: Decoder::new(&p / "decoder", cfg),
+                config: cfg.clone(),
+            })
         })
     }
 

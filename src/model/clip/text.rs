@@ -24,8 +24,14 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    /// Creates the tower's variables under `p` (normally the model root).
+    /// Creates the tower's variables under `p` (normally the model root),
+    /// randomly initialised from libtorch's generator under its lock
+    /// ([`crate::rng::with_torch_rng`]).
     pub fn new(p: nn::Path, cfg: &ClipConfig) -> Result<Self, ModelError> {
+        crate::rng::with_torch_rng(|| Self::build(p, cfg))
+    }
+
+    fn build(p: nn::Path, cfg: &ClipConfig) -> Result<Self, ModelError> {
         cfg.validate()?;
         let t = &cfg.text;
         let randn = |stdev| nn::Init::Randn { mean: 0.0, stdev };

@@ -38,8 +38,14 @@ pub struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    /// Creates the tower's variables under `p` (normally `root / "visual"`).
+    /// Creates the tower's variables under `p` (normally `root / "visual"`),
+    /// randomly initialised from libtorch's generator under its lock
+    /// ([`crate::rng::with_torch_rng`]).
     pub fn new(p: nn::Path, cfg: &ClipConfig) -> Result<Self, ModelError> {
+        crate::rng::with_torch_rng(|| Self::build(p, cfg))
+    }
+
+    fn build(p: nn::Path, cfg: &ClipConfig) -> Result<Self, ModelError> {
         cfg.validate()?;
         let v = &cfg.vision;
         let scale = (v.width as f64).powf(-0.5);
