@@ -100,6 +100,9 @@ struct DeviceLink {
 impl DeviceLink {
     /// Close the job channel and wait for the thread, which then has nothing
     /// left to do (every batch sent has been answered, or it has failed).
+    /// A failure the thread reported and the operator has not read yet (a
+    /// stage that could not be built, in a run with no batch for this
+    /// device) still fails the run.
     fn shut_down(&mut self, device: &str, state: &RunState) {
         self.jobs = None;
         if let Some(handle) = self.thread.take() {
@@ -108,6 +111,11 @@ impl DeviceLink {
                     device: device.to_owned(),
                     message: panic_message(&*panic),
                 });
+            }
+        }
+        while let Ok(reply) = self.replies.try_recv() {
+            if let Reply::Failed(err) = reply {
+                state.fail(err);
             }
         }
     }
