@@ -38,6 +38,8 @@ fn state(step: u64, score: f64) -> TrainState {
             value: score,
             step,
         }),
+        // And the number of replicas that trained to it.
+        replicas: 2,
     }
 }
 

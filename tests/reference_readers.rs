@@ -333,6 +333,7 @@ fn weights_and_checkpoints_are_read_by_safetensors() {
         metrics: BTreeMap::new(),
         loss_scale: None,
         best: None,
+        replicas: 1,
     };
     let ck = Checkpointer::new(dir.path().join("checkpoints"), 1, None)
         .save(&vs, &opt, &state)

@@ -212,6 +212,10 @@ impl ReplicaLink {
 }
 
 impl GradientReduce for ReplicaLink {
+    fn replicas(&self) -> usize {
+        self.replicas
+    }
+
     fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError> {
         let time = self.time.load(Ordering::SeqCst);
         let len = grad.len();

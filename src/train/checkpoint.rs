@@ -64,6 +64,20 @@ pub struct TrainState {
     /// uninterrupted run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best: Option<BestSoFar>,
+    /// Replicas that trained to this step (`flow.devices` of a training
+    /// stage with replicas, docs/distributed.md); absent means 1. A resume
+    /// on another number is refused: the updates would be summed in another
+    /// order.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// The best validation value seen so far, and when.

@@ -81,6 +81,9 @@ pub trait GradientReduce {
     /// Errors: [`TrainError::AllReduce`] when the run stops or the exchange
     /// ends before the result comes back.
     fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError>;
+
+    /// Number of replicas taking part (this one included).
+    fn replicas(&self) -> usize;
 }
 
 /// Owns the optimizer and the accumulation and loss-scaling state.
@@ -139,6 +142,11 @@ impl Stepper {
     /// Whether updates are all-reduced with other replicas.
     pub fn replicated(&self) -> bool {
         self.reducer.is_some()
+    }
+
+    /// Replicas taking the same updates (1 without a reducer).
+    pub fn replicas(&self) -> usize {
+        self.reducer.as_ref().map_or(1, |r| r.replicas())
     }
 
     /// Micro-batches per optimizer step.
@@ -287,16 +295,35 @@ impl Stepper {
             metrics: state.metrics,
             loss_scale: self.scaler_state(),
             best: state.best,
+            replicas: self.replicas() as u64,
         };
         ck.save(vs, &self.opt, &full)
     }
 
     /// Load checkpoint `dir` into `vs`, the optimizer and the loss scaler.
+    ///
+    /// Errors: [`TrainError::State`] when the checkpoint was trained on
+    /// another number of replicas ([`TrainState::replicas`]): the updates
+    /// would go on in another summation order, so the run could not continue
+    /// exactly as it would have.
     pub fn load_checkpoint(
         &mut self,
         vs: &mut tch::nn::VarStore,
         dir: &std::path::Path,
     ) -> Result<TrainState, TrainError> {
+        let saved = Checkpointer::read_state(dir)?.replicas;
+        let now = self.replicas() as u64;
+        if saved != now {
+            return Err(TrainError::State {
+                path: dir.to_path_buf(),
+                what: format!(
+                    "the checkpoint was trained on {saved} device(s) (flow.devices) and this \
+                     run has {now}: a resume continues exactly only on as many; set \
+                     flow.devices = {saved}, or start again without --resume (move the \
+                     checkpoints directory away)"
+                ),
+            });
+        }
         let state = Checkpointer::load(dir, vs, &mut self.opt)?;
         self.restore_scaler(state.loss_scale);
         Ok(state)

@@ -240,25 +240,6 @@ impl CaptionerStage {
             _ => None,
         };
         let mut checkpoints = StageCheckpoints::new(&s.out, s.checkpoint_every, s.keep_last);
-        // A resumed run of several replicas did not always end with the
-        // weights of an uninterrupted one in tests (docs/distributed.md), so
-        // it is refused rather than resumed inexactly.
-        if replica.1 > 1 && s.resume {
-            let latest = crate::train::resumable::latest_checkpoint(&s.out)
-                .map_err(|e| err(e.to_string()))?;
-            if let Some(dir) = latest {
-                return Err(err(format!(
-                    "resuming a run trained on {} devices is not supported yet ({} exists): \
-                     start it again without --resume (move {} away), or train with \
-                     flow.devices = 1",
-                    replica.1,
-                    dir.display(),
-                    s.out
-                        .join(crate::train::resumable::CHECKPOINTS_DIR)
-                        .display()
-                )));
-            }
-        }
         resume_if_asked("train_captioner", s.resume, &mut checkpoints, &mut trainer)?;
         if let Some(v) = validator.as_mut() {
             if checkpoints.resumed_after().is_some() {
