@@ -293,6 +293,23 @@ impl ShardSource {
         &self.index
     }
 
+    /// Rows (samples plus skips) that `worker` of `num_workers` reads in
+    /// `epoch` of `index` under `cfg`: the lengths of the row groups the
+    /// epoch's shuffle assigns it.
+    pub fn rows_in_epoch(
+        index: &ShardIndex,
+        cfg: &SourceConfig,
+        epoch: u64,
+        worker: u32,
+        num_workers: u32,
+    ) -> u64 {
+        Self::shuffler_for(index, cfg, epoch, worker, num_workers.max(1))
+            .plan
+            .iter()
+            .map(|&(s, g)| index.row_group_len(s, g) as u64)
+            .sum()
+    }
+
     /// Rows this worker gets per epoch (samples plus skips).
     pub fn rows_per_epoch(&self) -> u64 {
         self.shuffler

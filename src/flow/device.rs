@@ -34,6 +34,7 @@ use super::allreduce::{
 };
 use super::batch::{BatchMark, BatchReport, BatchTime, Sample, StageError};
 use super::error::{panic_message, FlowError};
+use super::length::{offer_run_length, RunLength};
 use super::stage::{DeviceBatch, DeviceStage};
 use super::state::RunState;
 use super::telemetry::{StageKind, StageMetrics, Telemetry};
@@ -54,6 +55,9 @@ pub struct DeviceSpec {
     pub keep_keys: bool,
     /// This device's place among the replicas (`flow.devices > 1`).
     pub replica: Option<ReplicaSpec>,
+    /// The run's length, offered to the stages while they are built
+    /// ([`super::length::run_length`]).
+    pub length: Option<RunLength>,
 }
 
 /// Replica `index` of `replicas`, and where its reduced gradients arrive
@@ -136,6 +140,7 @@ fn spawn_device(
         .map(|(name, _)| telemetry.stage(name, StageKind::Device))
         .collect();
     let stages = spec.stages;
+    let length = spec.length;
     let time = Arc::new(AtomicU64::new(0));
     let (replica, link, contributions) = match spec.replica {
         Some(r) => {
@@ -162,6 +167,7 @@ fn spawn_device(
                 device_metrics,
                 (job_rx, reply_tx),
                 (link, time),
+                length,
                 activator,
                 &state,
             )
@@ -190,6 +196,7 @@ fn device_loop(
     device_metrics: Arc<StageMetrics>,
     (jobs, replies): (Receiver<DeviceBatch>, Sender<Reply>),
     (link, time): (Option<ReplicaLink>, Arc<AtomicU64>),
+    length: Option<RunLength>,
     activator: SyncActivator,
     state: &RunState,
 ) {
@@ -199,6 +206,7 @@ fn device_loop(
     };
     let mut stages = Vec::new();
     offer_replica_link(link);
+    offer_run_length(length);
     for (name, ctor) in ctors {
         match catch_unwind(AssertUnwindSafe(ctor)) {
             Ok(Ok(stage)) => stages.push((name, stage)),
@@ -216,6 +224,7 @@ fn device_loop(
         }
     }
     withdraw_replica_link();
+    offer_run_length(None);
     let mut done = false;
     loop {
         let waiting = Instant::now();

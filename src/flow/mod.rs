@@ -12,6 +12,8 @@
 //!   channels with `try_send`/`try_recv`, waking the operator by `SyncActivator`;
 //! - [`allreduce`]: the gradient all-reduce between replicas (reduce-scatter
 //!   and all-gather over timely exchanges, fixed summation order);
+//! - [`length`]: the batch times a run's sources emit (training stages
+//!   take their step count from `source.epochs`);
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
 //! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
 //!   name, pipeline files;
@@ -26,6 +28,7 @@ pub mod builtin;
 pub mod cpu;
 pub mod device;
 pub mod error;
+pub mod length;
 pub mod pipeline;
 pub mod registry;
 pub mod run;

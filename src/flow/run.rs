@@ -22,6 +22,7 @@ use super::batch::{BatchReport, Sample, StageError};
 use super::cpu::CpuStageExt;
 use super::device::{owner_of_key, DeviceSpec, DeviceStageExt, ReplicaSpec};
 use super::error::FlowError;
+use super::length::RunLength;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
@@ -272,6 +273,12 @@ fn build_and_run(
                 replicas: devices,
                 reduced,
             }),
+            length: Some(RunLength::new(
+                index.clone(),
+                pipeline.source.source_config(),
+                peers as u32,
+                flow.batch_size,
+            )),
         })
     } else {
         None

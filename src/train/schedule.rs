@@ -22,6 +22,9 @@ pub struct Schedule {
     pub lr: f64,
     /// Share of `total_steps` spent warming up linearly from 0 (XE in the paper: 5%).
     pub warmup_fraction: f64,
+    /// Optimizer steps of the whole run. 0 (the default) in a training
+    /// stage: the steps that `source.epochs` epochs give, computed when the
+    /// stage is built (`crate::train::stages::setup::resolve_total_steps`).
     pub total_steps: u64,
     pub decay: Decay,
 }
@@ -31,7 +34,7 @@ impl Default for Schedule {
         Self {
             lr: 1e-3,
             warmup_fraction: 0.0,
-            total_steps: 1,
+            total_steps: 0,
             decay: Decay::Constant,
         }
     }

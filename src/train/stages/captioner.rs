@@ -16,8 +16,8 @@ use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, load_text, resume_if_asked,
-    WEIGHTS_FILE,
+    build_err, default_device, default_keep_last, device_of, load_text, resolve_total_steps,
+    resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::{batch_tensors, sample_tensors};
 use crate::train::validation::{StageContext, ValidationSettings, Validator};
@@ -189,7 +189,7 @@ fn log_validation(
 }
 
 impl CaptionerStage {
-    pub fn try_new(s: CaptionerStageSettings) -> Result<Self, FlowError> {
+    pub fn try_new(mut s: CaptionerStageSettings) -> Result<Self, FlowError> {
         let err = build_err("train_captioner");
         let link = take_replica_link("train_captioner")?;
         // Replica d of a process runs on the d-th device from the stage's.
@@ -198,6 +198,7 @@ impl CaptionerStage {
             (d, _) => d,
         };
         let device = device_of("train_captioner", device_name)?;
+        resolve_total_steps("train_captioner", &mut s.train.schedule, s.train.accumulate)?;
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;

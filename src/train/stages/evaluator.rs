@@ -10,7 +10,8 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, resume_if_asked, WEIGHTS_FILE,
+    build_err, default_device, default_keep_last, device_of, resolve_total_steps, resume_if_asked,
+    WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -45,8 +46,13 @@ pub struct EvaluatorStage {
 }
 
 impl EvaluatorStage {
-    pub fn try_new(settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
+    pub fn try_new(mut settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
         let device = device_of("train_evaluator", settings.device)?;
+        resolve_total_steps(
+            "train_evaluator",
+            &mut settings.train.schedule,
+            settings.train.accumulate,
+        )?;
         let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
         let mut checkpoints =

@@ -86,3 +86,66 @@ pub(crate) fn resume_if_asked<T: Resumable>(
     }
     Ok(())
 }
+
+/// Sets `schedule.total_steps` of a training stage from the run's data, or
+/// checks it against the data: with `total_steps = 0` (the default) it
+/// becomes the optimizer steps that `source.epochs` epochs give, ⌊B /
+/// `accumulate`⌋ for the B batch times the sources emit
+/// ([`crate::flow::length::RunLength::batches`]); a `total_steps` that
+/// needs more batches than the epochs give is refused, naming the epochs it
+/// needs. (A batch all of whose rows are skipped makes no step on one device,
+/// so a run can end a few steps short of the count; replicas step on every
+/// batch.) A stage built outside a dataflow run keeps a set `total_steps`
+/// and refuses 0.
+///
+/// Errors: [`FlowError::StageSetup`] as above.
+pub(crate) fn resolve_total_steps(
+    stage: &'static str,
+    schedule: &mut crate::train::Schedule,
+    accumulate: u32,
+) -> Result<(), FlowError> {
+    let err = build_err(stage);
+    let accumulate = u64::from(accumulate.max(1));
+    let length = crate::flow::length::run_length();
+    let Some(batches) = length.as_ref().and_then(|l| l.batches()) else {
+        if schedule.total_steps == 0 {
+            return Err(err(
+                "train.schedule.total_steps is 0 (from the epochs), but this stage is built \
+                 outside a pipeline run with a finite source.epochs: set total_steps"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    };
+    let length = length.expect("batches come from a run length");
+    let epochs = length.epochs().unwrap_or(0);
+    let available = batches / accumulate;
+    if schedule.total_steps == 0 {
+        if available == 0 {
+            return Err(err(format!(
+                "source.epochs = {epochs} gives {batches} batch(es), fewer than one optimizer \
+                 step of accumulate = {accumulate}: raise source.epochs"
+            )));
+        }
+        schedule.total_steps = available;
+        tracing::info!(
+            "{stage}: {available} optimizer steps ({batches} batches of source.epochs = {epochs})"
+        );
+        return Ok(());
+    }
+    let needed = schedule.total_steps.saturating_mul(accumulate);
+    if needed > batches {
+        let hint = match length.epochs_for(needed) {
+            Some(e) => format!("set source.epochs = {e}"),
+            None => "add data or epochs".into(),
+        };
+        return Err(err(format!(
+            "train.schedule.total_steps = {} needs {needed} batches (accumulate = \
+             {accumulate}), but source.epochs = {epochs} gives {batches} with these shards, \
+             this batch_size and this many workers: {hint}, or set total_steps <= \
+             {available}, or remove total_steps to train for the epochs",
+            schedule.total_steps
+        )));
+    }
+    Ok(())
+}
