@@ -166,8 +166,7 @@ fn spawn_device(
                 stage_metrics,
                 device_metrics,
                 (job_rx, reply_tx),
-                (link, time),
-                length,
+                (link, time, length),
                 activator,
                 &state,
             )
@@ -195,8 +194,7 @@ fn device_loop(
     stage_metrics: Vec<Arc<StageMetrics>>,
     device_metrics: Arc<StageMetrics>,
     (jobs, replies): (Receiver<DeviceBatch>, Sender<Reply>),
-    (link, time): (Option<ReplicaLink>, Arc<AtomicU64>),
-    length: Option<RunLength>,
+    (link, time, length): (Option<ReplicaLink>, Arc<AtomicU64>, Option<RunLength>),
     activator: SyncActivator,
     state: &RunState,
 ) {
