@@ -186,7 +186,8 @@ fn spawn_device(
 
 /// The device thread: build the stages here, then run every batch through
 /// them. A replica's link is offered to the stages while they are built
-/// ([`super::allreduce::take_replica_link`]); `time` tells it which batch is
+/// ([`super::allreduce::take_replica_link`]), and so is the run's length
+/// ([`super::length::run_length`]); `time` tells the link which batch is
 /// being processed.
 #[allow(clippy::type_complexity)]
 fn device_loop(
