@@ -165,13 +165,18 @@ fn step_failed(e: crate::train::TrainError) -> StageFailure {
 /// (tests and audits of the all-reduce: replicas must be bit-identical).
 static REPLICA_WEIGHTS_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
-/// Have every replica of later `train_captioner` runs in this process write
-/// its final weights to `dir/replica-K.safetensors` (`None`: stop). For tests
-/// and audits; replica 0 still writes `out/` as always.
+/// Have every replica of later `train_captioner` (and `train_evaluator`) runs
+/// in this process write its final weights to `dir/replica-K.safetensors`
+/// (`None`: stop). For tests and audits; replica 0 still writes `out/` as always.
 pub fn write_replica_weights_to(dir: Option<PathBuf>) {
     *REPLICA_WEIGHTS_DIR
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = dir;
+}
+
+/// The directory of [`write_replica_weights_to`], if set.
+pub(crate) fn replica_weights_dir() -> Option<PathBuf> {
+    REPLICA_WEIGHTS_DIR.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Adds validation `values` to the batch's metrics, or queues them when the

@@ -62,6 +62,37 @@ pub(crate) fn load_text(vocab: Option<&Path>) -> Result<CaptionText, String> {
     Ok(CaptionText::Words(v.reindexed()))
 }
 
+/// Refuses to resume a run trained on `replicas > 1` devices when `resume`
+/// is set and `out/checkpoints` holds a checkpoint: a resumed replicated run
+/// did not always end with the weights of an uninterrupted one in tests
+/// (docs/distributed.md), so it is refused rather than resumed inexactly.
+///
+/// # Errors
+/// [`FlowError::Config`] naming the checkpoint and what to do.
+pub(crate) fn refuse_replicated_resume(
+    stage: &'static str,
+    out: &Path,
+    resume: bool,
+    replicas: usize,
+) -> Result<(), FlowError> {
+    if replicas <= 1 || !resume {
+        return Ok(());
+    }
+    let err = build_err(stage);
+    let latest =
+        crate::train::resumable::latest_checkpoint(out).map_err(|e| err(e.to_string()))?;
+    match latest {
+        None => Ok(()),
+        Some(dir) => Err(err(format!(
+            "resuming a run trained on {replicas} devices is not supported yet ({} exists): \
+             start it again without --resume (move {} away), or train with \
+             flow.devices = 1",
+            dir.display(),
+            out.join(crate::train::resumable::CHECKPOINTS_DIR).display()
+        ))),
+    }
+}
+
 /// Restore `trainer` from the latest checkpoint if `resume` is set.
 pub(crate) fn resume_if_asked<T: Resumable>(
     stage: &'static str,
