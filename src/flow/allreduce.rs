@@ -69,7 +69,7 @@ use super::batch::BatchTime;
 use super::error::FlowError;
 use super::state::RunState;
 use crate::train::error::TrainError;
-use crate::train::step::{GradientReduce, Gathered, RowGather};
+use crate::train::step::{Gathered, GradientReduce, RowGather};
 
 /// Values per chunk of the reduce-scatter (256 KiB of f32).
 pub const CHUNK_LEN: usize = 1 << 16;
@@ -204,7 +204,10 @@ pub fn reduce_sum(parts: &[GradChunk]) -> (f64, Vec<f32>) {
 /// concatenated, every part's (n_r, length))`.
 pub fn concat(parts: &[GradChunk]) -> (f64, Vec<f32>, Vec<(f64, u64)>) {
     let total: f64 = parts.iter().map(|p| p.count).sum();
-    let values = parts.iter().flat_map(|p| p.values.iter().copied()).collect();
+    let values = parts
+        .iter()
+        .flat_map(|p| p.values.iter().copied())
+        .collect();
     let lens = parts
         .iter()
         .map(|p| (p.count, p.values.len() as u64))
@@ -607,6 +610,63 @@ mod tests {
         assert_eq!((n, g), (2.0, vec![5.0, -2.0]));
         let (n, g) = reduce(&[chunk(0, 0.0, vec![0.0]), chunk(1, 0.0, vec![0.0])]);
         assert_eq!((n, g), (0.0, vec![0.0]));
+    }
+
+    #[test]
+    fn sum_weighs_every_replica_one_and_gather_concatenates_in_replica_order() {
+        let parts = [
+            chunk(0, 3.0, vec![1.0, 2.0]),
+            chunk(1, 0.0, vec![0.0, 0.0]),
+            chunk(2, 1.0, vec![5.0, -2.5]),
+        ];
+        let (n, g) = reduce_sum(&parts);
+        assert_eq!((n, g), (4.0, vec![6.0, -0.5]));
+        // Rounded once from the f64 sum: 1 + 2^-24 + 2^-24 is 1 + 2^-23 in
+        // f64, where two f32 additions would each round back to 1.
+        let tiny = 2f32.powi(-24);
+        let (_, g) = reduce_sum(&[
+            chunk(0, 1.0, vec![1.0]),
+            chunk(1, 1.0, vec![tiny]),
+            chunk(2, 1.0, vec![tiny]),
+        ]);
+        assert_eq!(g, vec![1.0 + 2.0 * tiny]);
+        let rows = [
+            chunk(0, 2.0, vec![1.0, 2.0, 3.0, 4.0]),
+            chunk(1, 0.0, vec![]),
+            chunk(2, 1.0, vec![5.0, 6.0]),
+        ];
+        let (n, values, lens) = concat(&rows);
+        assert_eq!(n, 3.0);
+        assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(lens, vec![(2.0, 4), (0.0, 0), (1.0, 2)]);
+    }
+
+    #[test]
+    fn a_gather_sends_its_rows_whole_to_every_replica_under_its_tag() {
+        let c = Contribution {
+            time: 7,
+            combine: Combine::Gather,
+            replicas: 3,
+            count: 1.0,
+            grad: vec![0.5; CHUNK_LEN + 1],
+        };
+        let parts = split(c, 2);
+        assert_eq!(parts.len(), 3);
+        for (dest, p) in parts.iter().enumerate() {
+            // `chunk` is the destination: the exchange routes it to that worker.
+            assert_eq!((p.chunk, p.chunks, p.replica), (dest as u32, 3, 2));
+            assert_eq!((p.time, p.combine), (7, Combine::Gather));
+            assert_eq!(p.values.len(), CHUNK_LEN + 1);
+        }
+        // A replica without samples still sends (empty rows) to everyone.
+        let empty = Contribution {
+            time: 7,
+            combine: Combine::Gather,
+            replicas: 2,
+            count: 0.0,
+            grad: vec![],
+        };
+        assert_eq!(split(empty, 0).len(), 2);
     }
 
     #[test]

@@ -412,9 +412,10 @@ impl ContrastiveTrainer {
         } else {
             self.clip.logit_scale.detach()
         };
-        let (loss, accuracy) = self.cfg.precision.autocast(|| {
-            clip_contrastive_loss_with_negatives(&img, &txt, neg.as_ref(), &scale)
-        })?;
+        let (loss, accuracy) = self
+            .cfg
+            .precision
+            .autocast(|| clip_contrastive_loss_with_negatives(&img, &txt, neg.as_ref(), &scale))?;
         self.finish_step(&loss, accuracy, global as f64, lr)
             .map(Some)
     }

@@ -91,11 +91,8 @@ pub trait GradientReduce {
     /// `crate::train::evaluator`).
     ///
     /// Errors: as `all_reduce`.
-    fn all_reduce_sum(
-        &mut self,
-        count: f64,
-        grad: Vec<f32>,
-    ) -> Result<(f64, Vec<f32>), TrainError>;
+    fn all_reduce_sum(&mut self, count: f64, grad: Vec<f32>)
+        -> Result<(f64, Vec<f32>), TrainError>;
 }
 
 /// One replica's part of an all-gather ([`RowGather`]).

@@ -176,7 +176,10 @@ pub fn write_replica_weights_to(dir: Option<PathBuf>) {
 
 /// The directory of [`write_replica_weights_to`], if set.
 pub(crate) fn replica_weights_dir() -> Option<PathBuf> {
-    REPLICA_WEIGHTS_DIR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    REPLICA_WEIGHTS_DIR
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// Adds validation `values` to the batch's metrics, or queues them when the

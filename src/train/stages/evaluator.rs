@@ -13,11 +13,11 @@ use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
+use crate::train::stages::captioner::replica_weights_dir;
 use crate::train::stages::setup::{
     build_err, default_device, default_keep_last, device_of, refuse_replicated_resume,
     resume_if_asked, WEIGHTS_FILE,
 };
-use crate::train::stages::captioner::replica_weights_dir;
 use crate::train::stages::tensors::batch_tensors;
 
 /// Settings of `train_evaluator`.
@@ -70,12 +70,7 @@ impl EvaluatorStage {
         }
         let mut checkpoints =
             StageCheckpoints::new(&settings.out, settings.checkpoint_every, settings.keep_last);
-        refuse_replicated_resume(
-            "train_evaluator",
-            &settings.out,
-            settings.resume,
-            replica.1,
-        )?;
+        refuse_replicated_resume("train_evaluator", &settings.out, settings.resume, replica.1)?;
         resume_if_asked(
             "train_evaluator",
             settings.resume,

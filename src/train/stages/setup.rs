@@ -79,8 +79,7 @@ pub(crate) fn refuse_replicated_resume(
         return Ok(());
     }
     let err = build_err(stage);
-    let latest =
-        crate::train::resumable::latest_checkpoint(out).map_err(|e| err(e.to_string()))?;
+    let latest = crate::train::resumable::latest_checkpoint(out).map_err(|e| err(e.to_string()))?;
     match latest {
         None => Ok(()),
         Some(dir) => Err(err(format!(
