@@ -13,10 +13,9 @@ use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
-use crate::train::stages::captioner::replica_weights_dir;
 use crate::train::stages::setup::{
     build_err, default_device, default_keep_last, device_of, refuse_replicated_resume,
-    resume_if_asked, WEIGHTS_FILE,
+    replica_weights_dir, resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
