@@ -75,10 +75,10 @@ fn training_stage_without_replicas_refuses_two_devices() {
     let s = stage_settings(root, "out", &vocab, train);
     let mut pipeline = captioner_pipeline(root, &s, vec![]);
     pipeline.flow.devices = 2;
-    // The evaluator stage does not train replicas yet.
-    let mut evaluator = pipeline;
-    evaluator.device = vec![StageSpec::new("train_evaluator")];
-    let err = run(&evaluator, &registry(), &RunOptions::threads(2)).unwrap_err();
+    // The reward cache stage does not train replicas.
+    let mut cache = pipeline;
+    cache.device = vec![StageSpec::new("reward_cache")];
+    let err = run(&cache, &registry(), &RunOptions::threads(2)).unwrap_err();
     assert!(
         matches!(
             err,

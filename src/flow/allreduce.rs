@@ -35,6 +35,18 @@
 //! gather operators never wait on a frontier (they count replicas and
 //! chunks), so they make progress while the device operators hold t.
 //!
+//! **Other combinations.** The same two exchanges carry, tagged with a
+//! [`Combine`] so that messages of one batch time never mix:
+//! - [`Combine::Sum`]: `g[c] = Σ_r g_r[c]` (weights 1, same order and
+//!   rounding), for losses whose gradient is the sum of the replicas' partial
+//!   gradients (the contrastive loss with gathered negatives);
+//! - [`Combine::Gather`]: an all-gather of f32 rows. Replica r sends its rows
+//!   (and its count n_r) once to every replica (message `chunk` = the
+//!   destination); each replica concatenates them in replica index order and
+//!   hands the parts to its device thread ([`ReplicaLink::all_gather`]). Each
+//!   replica sends `(R − 1) · 4 · L_r` bytes for its `L_r` values and receives
+//!   the others'. At most one gather per replica per batch time.
+//!
 //! The replica's handle reaches a training stage through the device thread:
 //! the thread offers it before building its stages and the stage takes it in
 //! its constructor ([`take_replica_link`]); only one stage per pipeline may.
@@ -57,7 +69,7 @@ use super::batch::BatchTime;
 use super::error::FlowError;
 use super::state::RunState;
 use crate::train::error::TrainError;
-use crate::train::step::GradientReduce;
+use crate::train::step::{Gathered, GradientReduce, RowGather};
 
 /// Values per chunk of the reduce-scatter (256 KiB of f32).
 pub const CHUNK_LEN: usize = 1 << 16;
@@ -66,10 +78,29 @@ pub const CHUNK_LEN: usize = 1 << 16;
 /// the run is stopping.
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
-/// One chunk of one replica's gradient, on its way to the chunk's owner.
+/// How the replicas' contributions of one batch time are combined. Part of
+/// every message, so a gather and a reduction of the same time are never
+/// confused.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum Combine {
+    /// `Σ_r (n_r / N) · g_r` (the mean gradient over every replica's units).
+    #[default]
+    Mean,
+    /// `Σ_r g_r` (weights 1).
+    Sum,
+    /// Every replica's values, concatenated in replica index order.
+    Gather,
+}
+
+/// One chunk of one replica's gradient, on its way to the chunk's owner (for
+/// [`Combine::Gather`]: the replica's whole rows, `chunk` = the destination
+/// replica, `chunks` = the number of replicas).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GradChunk {
     pub time: BatchTime,
+    pub combine: Combine,
     pub replica: u32,
     pub chunk: u32,
     pub chunks: u32,
@@ -82,33 +113,60 @@ pub struct GradChunk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReducedChunk {
     pub time: BatchTime,
+    pub combine: Combine,
     pub dest: u32,
     pub chunk: u32,
     pub chunks: u32,
     /// `N = Σ_r n_r`.
     pub total: f64,
     pub values: Vec<f32>,
+    /// [`Combine::Gather`]: every replica's `(n_r, number of values)`, in
+    /// replica order (empty for reductions).
+    pub parts: Vec<(f64, u64)>,
 }
 
-/// A replica's gradient for time `time`, from its device thread to its operator.
+/// A replica's gradient (or rows to gather) for time `time`, from its device
+/// thread to its operator.
 #[derive(Debug)]
 pub struct Contribution {
     pub time: BatchTime,
+    pub combine: Combine,
+    /// Number of replicas (a gather sends one copy to each).
+    pub replicas: u32,
     pub count: f64,
     pub grad: Vec<f32>,
 }
 
-/// The reduced gradient of time `time`, from the gather operator to the device thread.
+/// The reduced gradient (or gathered rows) of time `time`, from the gather
+/// operator to the device thread.
 #[derive(Debug)]
 pub struct Reduced {
     pub time: BatchTime,
+    pub combine: Combine,
     pub total: f64,
     pub grad: Vec<f32>,
+    /// [`Combine::Gather`]: every replica's `(n_r, number of values)`.
+    pub parts: Vec<(f64, u64)>,
 }
 
 /// Cuts `c` into the chunks replica `replica` sends (at least one, so that a
-/// model without parameters still takes part).
+/// model without parameters still takes part); a gather's rows go whole, one
+/// copy per replica.
 pub fn split(c: Contribution, replica: u32) -> Vec<GradChunk> {
+    if c.combine == Combine::Gather {
+        let copies = c.replicas.max(1);
+        return (0..copies)
+            .map(|dest| GradChunk {
+                time: c.time,
+                combine: Combine::Gather,
+                replica,
+                chunk: dest,
+                chunks: copies,
+                count: c.count,
+                values: c.grad.clone(),
+            })
+            .collect();
+    }
     let chunks = c.grad.len().div_ceil(CHUNK_LEN).max(1);
     let mut out = Vec::with_capacity(chunks);
     for i in 0..chunks {
@@ -116,6 +174,7 @@ pub fn split(c: Contribution, replica: u32) -> Vec<GradChunk> {
         let hi = ((i + 1) * CHUNK_LEN).min(c.grad.len());
         out.push(GradChunk {
             time: c.time,
+            combine: c.combine,
             replica,
             chunk: i as u32,
             chunks: chunks as u32,
@@ -124,6 +183,36 @@ pub fn split(c: Contribution, replica: u32) -> Vec<GradChunk> {
         });
     }
     out
+}
+
+/// `(N, Σ_r values_r)` of one chunk, `parts` in replica index order: the
+/// [`Combine::Sum`] of [`reduce`], in f64 from replica 0 upwards, rounded to
+/// f32 once. `N = Σ_r n_r`.
+pub fn reduce_sum(parts: &[GradChunk]) -> (f64, Vec<f32>) {
+    let len = parts.first().map_or(0, |p| p.values.len());
+    let total: f64 = parts.iter().map(|p| p.count).sum();
+    let mut acc = vec![0f64; len];
+    for p in parts {
+        for (a, v) in acc.iter_mut().zip(&p.values) {
+            *a += *v as f64;
+        }
+    }
+    (total, acc.into_iter().map(|a| a as f32).collect())
+}
+
+/// [`Combine::Gather`] of `parts` (replica index order): `(N, the values
+/// concatenated, every part's (n_r, length))`.
+pub fn concat(parts: &[GradChunk]) -> (f64, Vec<f32>, Vec<(f64, u64)>) {
+    let total: f64 = parts.iter().map(|p| p.count).sum();
+    let values = parts
+        .iter()
+        .flat_map(|p| p.values.iter().copied())
+        .collect();
+    let lens = parts
+        .iter()
+        .map(|p| (p.count, p.values.len() as u64))
+        .collect();
+    (total, values, lens)
 }
 
 /// `(N, Σ_r (n_r / N) · values_r)` of one chunk, `parts` in replica index
@@ -149,7 +238,10 @@ pub fn reduce(parts: &[GradChunk]) -> (f64, Vec<f32>) {
 }
 
 /// A replica's end of the all-reduce, held by its training stage's stepper
-/// (it implements [`GradientReduce`]).
+/// (it implements [`GradientReduce`] and [`RowGather`]). A clone shares the
+/// channels: a stage may hand one to its stepper and one to its trainer, used
+/// one call at a time from the device thread.
+#[derive(Clone)]
 pub struct ReplicaLink {
     index: usize,
     local_index: usize,
@@ -211,16 +303,26 @@ impl ReplicaLink {
     }
 }
 
-impl GradientReduce for ReplicaLink {
-    fn replicas(&self) -> usize {
-        self.replicas
-    }
-
-    fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError> {
+impl ReplicaLink {
+    /// Sends this replica's `values` for the current batch time, combined as
+    /// `combine`, and waits (polling the run's stop flag every [`WAIT_POLL`])
+    /// for the result of every replica's.
+    fn combine(
+        &mut self,
+        combine: Combine,
+        count: f64,
+        values: Vec<f32>,
+    ) -> Result<Reduced, TrainError> {
         let time = self.time.load(Ordering::SeqCst);
-        let len = grad.len();
+        let len = values.len();
         self.contributions
-            .send(Contribution { time, count, grad })
+            .send(Contribution {
+                time,
+                combine,
+                replicas: self.replicas as u32,
+                count,
+                grad: values,
+            })
             .map_err(|_| {
                 TrainError::AllReduce(format!(
                     "batch {time}: the device operator is gone (the run is stopping)"
@@ -229,12 +331,20 @@ impl GradientReduce for ReplicaLink {
         let _ = self.activator.activate();
         loop {
             match self.reduced.recv_timeout(WAIT_POLL) {
-                Ok(r) if r.time == time && r.grad.len() == len => return Ok((r.total, r.grad)),
+                Ok(r)
+                    if r.time == time
+                        && r.combine == combine
+                        && (combine == Combine::Gather || r.grad.len() == len) =>
+                {
+                    return Ok(r)
+                }
                 Ok(r) => {
                     return Err(TrainError::AllReduce(format!(
-                        "replica {} waited for batch {time} ({len} values) and received \
-                         batch {} ({} values): the replicas are out of step",
+                        "replica {} waited for the {combine:?} of batch {time} ({len} values) \
+                         and received the {:?} of batch {} ({} values): the replicas are out \
+                         of step",
                         self.index,
+                        r.combine,
                         r.time,
                         r.grad.len()
                     )))
@@ -247,11 +357,66 @@ impl GradientReduce for ReplicaLink {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(TrainError::AllReduce(format!(
-                        "batch {time}: the dataflow ended before the reduced gradient came back"
+                        "batch {time}: the dataflow ended before the combined values came back"
                     )))
                 }
             }
         }
+    }
+}
+
+impl GradientReduce for ReplicaLink {
+    fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError> {
+        let r = self.combine(Combine::Mean, count, grad)?;
+        Ok((r.total, r.grad))
+    }
+
+    fn all_reduce_sum(
+        &mut self,
+        count: f64,
+        grad: Vec<f32>,
+    ) -> Result<(f64, Vec<f32>), TrainError> {
+        let r = self.combine(Combine::Sum, count, grad)?;
+        Ok((r.total, r.grad))
+    }
+}
+
+impl RowGather for ReplicaLink {
+    fn replica(&self) -> usize {
+        self.index
+    }
+
+    fn all_gather(&mut self, count: f64, rows: Vec<f32>) -> Result<Vec<Gathered>, TrainError> {
+        let r = self.combine(Combine::Gather, count, rows)?;
+        let mut out = Vec::with_capacity(r.parts.len());
+        let mut at = 0usize;
+        for (count, len) in r.parts {
+            let len = len as usize;
+            let Some(values) = r.grad.get(at..at + len) else {
+                return Err(TrainError::AllReduce(format!(
+                    "batch {}: the gathered rows are shorter than their parts say",
+                    r.time
+                )));
+            };
+            out.push(Gathered {
+                count,
+                values: values.to_vec(),
+            });
+            at += len;
+        }
+        if out.len() != self.replicas {
+            return Err(TrainError::AllReduce(format!(
+                "batch {}: gathered {} parts for {} replicas",
+                r.time,
+                out.len(),
+                self.replicas
+            )));
+        }
+        Ok(out)
     }
 }
 
@@ -311,7 +476,7 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                 "AllReduce[reduce-scatter]",
                 move |_cap, _info| {
                     type Parts = (Capability<BatchTime>, Vec<Option<GradChunk>>);
-                    let mut parts: BTreeMap<(BatchTime, u32), Parts> = BTreeMap::new();
+                    let mut parts: BTreeMap<(BatchTime, Combine, u32), Parts> = BTreeMap::new();
                     move |input, output| {
                         let port = output.output_index();
                         input.for_each_stamp(|cap, data| {
@@ -321,7 +486,7 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                             for d in data {
                                 for c in d.drain(..) {
                                     let entry = parts
-                                        .entry((c.time, c.chunk))
+                                        .entry((c.time, c.combine, c.chunk))
                                         .or_insert_with(|| (cap.clone(), vec![None; r]));
                                     let slot = c.replica as usize;
                                     if slot < r {
@@ -330,7 +495,7 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                                 }
                             }
                         });
-                        let complete: Vec<(BatchTime, u32)> = parts
+                        let complete: Vec<(BatchTime, Combine, u32)> = parts
                             .iter()
                             .filter(|(_, (_, v))| v.iter().all(Option::is_some))
                             .map(|(k, _)| *k)
@@ -340,24 +505,46 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                                 continue;
                             };
                             let v: Vec<GradChunk> = v.into_iter().flatten().collect();
-                            let chunks = v[0].chunks;
-                            let (total, values) = reduce(&v);
+                            let (time, combine, chunk) = key;
                             let mut session = output.session(&cap);
+                            if combine == Combine::Gather {
+                                // Every replica's rows for replica `chunk`.
+                                let (total, values, parts) = concat(&v);
+                                session.give(ReducedChunk {
+                                    time,
+                                    combine,
+                                    dest: chunk,
+                                    chunk: 0,
+                                    chunks: 1,
+                                    total,
+                                    values,
+                                    parts,
+                                });
+                                continue;
+                            }
+                            let chunks = v[0].chunks;
+                            let (total, values) = match combine {
+                                Combine::Sum => reduce_sum(&v),
+                                _ => reduce(&v),
+                            };
                             for dest in 0..r as u32 {
                                 session.give(ReducedChunk {
-                                    time: key.0,
+                                    time,
+                                    combine,
                                     dest,
-                                    chunk: key.1,
+                                    chunk,
                                     chunks,
                                     total,
                                     values: values.clone(),
+                                    parts: Vec::new(),
                                 });
                             }
                         }
                     }
                 },
             );
-        let gathered: RefCell<BTreeMap<BatchTime, Vec<Option<Vec<f32>>>>> = Default::default();
+        type Slots = Vec<Option<Vec<f32>>>;
+        let gathered: RefCell<BTreeMap<(BatchTime, Combine), Slots>> = Default::default();
         reduced
             .exchange(|c: &ReducedChunk| c.dest as u64)
             .inspect(move |c: &ReducedChunk| {
@@ -366,18 +553,20 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                 };
                 let mut gathered = gathered.borrow_mut();
                 let slots = gathered
-                    .entry(c.time)
+                    .entry((c.time, c.combine))
                     .or_insert_with(|| vec![None; c.chunks as usize]);
                 if let Some(slot) = slots.get_mut(c.chunk as usize) {
                     *slot = Some(c.values.clone());
                 }
                 if slots.iter().all(Option::is_some) {
-                    let slots = gathered.remove(&c.time).unwrap_or_default();
+                    let slots = gathered.remove(&(c.time, c.combine)).unwrap_or_default();
                     let grad: Vec<f32> = slots.into_iter().flatten().flatten().collect();
                     let reduced = Reduced {
                         time: c.time,
+                        combine: c.combine,
                         total: c.total,
                         grad,
+                        parts: c.parts.clone(),
                     };
                     if deliver.send(reduced).is_err() && !state.aborted() {
                         state.fail(FlowError::DeviceThread {
@@ -401,6 +590,7 @@ mod tests {
     fn chunk(replica: u32, count: f64, values: Vec<f32>) -> GradChunk {
         GradChunk {
             time: 0,
+            combine: Combine::Mean,
             replica,
             chunk: 0,
             chunks: 1,
@@ -427,9 +617,68 @@ mod tests {
     }
 
     #[test]
+    fn sum_weighs_every_replica_one_and_gather_concatenates_in_replica_order() {
+        let parts = [
+            chunk(0, 3.0, vec![1.0, 2.0]),
+            chunk(1, 0.0, vec![0.0, 0.0]),
+            chunk(2, 1.0, vec![5.0, -2.5]),
+        ];
+        let (n, g) = reduce_sum(&parts);
+        assert_eq!((n, g), (4.0, vec![6.0, -0.5]));
+        // Rounded once from the f64 sum: 1 + 2^-24 + 2^-24 is 1 + 2^-23 in
+        // f64, where two f32 additions would each round back to 1.
+        let tiny = 2f32.powi(-24);
+        let (_, g) = reduce_sum(&[
+            chunk(0, 1.0, vec![1.0]),
+            chunk(1, 1.0, vec![tiny]),
+            chunk(2, 1.0, vec![tiny]),
+        ]);
+        assert_eq!(g, vec![1.0 + 2.0 * tiny]);
+        let rows = [
+            chunk(0, 2.0, vec![1.0, 2.0, 3.0, 4.0]),
+            chunk(1, 0.0, vec![]),
+            chunk(2, 1.0, vec![5.0, 6.0]),
+        ];
+        let (n, values, lens) = concat(&rows);
+        assert_eq!(n, 3.0);
+        assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(lens, vec![(2.0, 4), (0.0, 0), (1.0, 2)]);
+    }
+
+    #[test]
+    fn a_gather_sends_its_rows_whole_to_every_replica_under_its_tag() {
+        let c = Contribution {
+            time: 7,
+            combine: Combine::Gather,
+            replicas: 3,
+            count: 1.0,
+            grad: vec![0.5; CHUNK_LEN + 1],
+        };
+        let parts = split(c, 2);
+        assert_eq!(parts.len(), 3);
+        for (dest, p) in parts.iter().enumerate() {
+            // `chunk` is the destination: the exchange routes it to that worker.
+            assert_eq!((p.chunk, p.chunks, p.replica), (dest as u32, 3, 2));
+            assert_eq!((p.time, p.combine), (7, Combine::Gather));
+            assert_eq!(p.values.len(), CHUNK_LEN + 1);
+        }
+        // A replica without samples still sends (empty rows) to everyone.
+        let empty = Contribution {
+            time: 7,
+            combine: Combine::Gather,
+            replicas: 2,
+            count: 0.0,
+            grad: vec![],
+        };
+        assert_eq!(split(empty, 0).len(), 2);
+    }
+
+    #[test]
     fn split_cuts_fixed_chunks_and_keeps_one_for_nothing() {
         let c = Contribution {
             time: 4,
+            combine: Combine::Mean,
+            replicas: 2,
             count: 2.0,
             grad: (0..CHUNK_LEN + 3).map(|i| i as f32).collect(),
         };
@@ -442,6 +691,8 @@ mod tests {
         let empty = split(
             Contribution {
                 time: 0,
+                combine: Combine::Sum,
+                replicas: 2,
                 count: 0.0,
                 grad: vec![],
             },

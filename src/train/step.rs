@@ -22,7 +22,9 @@
 //! With replicas ([`GradientReduce`], `flow.devices > 1`), replica r's
 //! gradient g_r over its N_r units is combined the same way,
 //! `g = Σ_r (N_r / N) · g_r` with `N = Σ_r N_r` (see `crate::flow::allreduce`),
-//! and every replica applies the identical update. Clipping, the fp16
+//! and every replica applies the identical update (or, for a loss over the
+//! global batch of which each replica backpropagates its part,
+//! `g = Σ_r g_r`: [`Stepper::set_summing_reducer`]). Clipping, the fp16
 //! non-finite check and the AdamW update happen once, on the combined
 //! gradient, after the cycle's last micro-batch: a step is skipped on every
 //! replica or on none.
@@ -84,6 +86,42 @@ pub trait GradientReduce {
 
     /// Number of replicas taking part (this one included).
     fn replicas(&self) -> usize;
+
+    /// As [`GradientReduce::all_reduce`] with weights 1: returns
+    /// `(Σ_r count_r, Σ_r grad_r)`, the sum in replica order in f64, rounded
+    /// to f32 once. For losses whose gradient is the sum of each replica's
+    /// partial gradient of one global loss (gathered negatives,
+    /// `crate::train::evaluator`).
+    ///
+    /// Errors: as `all_reduce`.
+    fn all_reduce_sum(&mut self, count: f64, grad: Vec<f32>)
+        -> Result<(f64, Vec<f32>), TrainError>;
+}
+
+/// One replica's part of an all-gather ([`RowGather`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gathered {
+    /// The replica's count (its samples in the batch).
+    pub count: f64,
+    /// Its rows, flattened (f32).
+    pub values: Vec<f32>,
+}
+
+/// Gathers every replica's rows for the current batch (the all-gather of
+/// `crate::flow::allreduce`): what a loss over the global batch needs, such
+/// as the contrastive loss with negatives from every replica.
+pub trait RowGather {
+    /// This replica's index (0 ..).
+    fn replica(&self) -> usize;
+
+    /// Sends `rows` (this replica's, flattened, any length; `count` its
+    /// samples) and returns every replica's, in replica index order
+    /// (this replica's included). Blocks until all have arrived. At most once
+    /// per batch time.
+    ///
+    /// Errors: [`TrainError::AllReduce`] when the run stops or the exchange
+    /// ends before the rows come back.
+    fn all_gather(&mut self, count: f64, rows: Vec<f32>) -> Result<Vec<Gathered>, TrainError>;
 }
 
 /// Owns the optimizer and the accumulation and loss-scaling state.
@@ -97,6 +135,9 @@ pub struct Stepper {
     scaler: Option<LossScaler>,
     /// The all-reduce with the other replicas, if any.
     reducer: Option<Box<dyn GradientReduce>>,
+    /// The reducer sums the replicas' gradients (weights 1) instead of
+    /// weighting them by their counts ([`Stepper::set_summing_reducer`]).
+    summing: bool,
 }
 
 impl std::fmt::Debug for Stepper {
@@ -130,6 +171,7 @@ impl Stepper {
             pending_count: 0.0,
             scaler,
             reducer: None,
+            summing: false,
         })
     }
 
@@ -137,6 +179,18 @@ impl Stepper {
     /// update (see the module docs).
     pub fn set_reducer(&mut self, reducer: Box<dyn GradientReduce>) {
         self.reducer = Some(reducer);
+    }
+
+    /// Combine gradients with other replicas through `reducer` by their
+    /// plain sum, `g = Σ_r g_r`: for a loss over the global batch of which
+    /// each replica backpropagates its own part (gathered negatives). Every
+    /// replica then passes [`Stepper::backward`] the *global* count of the
+    /// micro-batch (the same on every replica), so that accumulation weighs
+    /// micro-batches as one device would, and a cycle whose global count is
+    /// 0 makes no update.
+    pub fn set_summing_reducer(&mut self, reducer: Box<dyn GradientReduce>) {
+        self.reducer = Some(reducer);
+        self.summing = true;
     }
 
     /// Whether updates are all-reduced with other replicas.
@@ -208,6 +262,21 @@ impl Stepper {
         self.end_micro_batch(lr)
     }
 
+    /// A micro-batch of `count` normalizer units of which this replica
+    /// backpropagates nothing (with [`Stepper::set_summing_reducer`]: a
+    /// replica without samples whose part of the global loss has no gradient
+    /// here): counted like [`Stepper::backward`], and the cycle's all-reduce
+    /// takes its zeros.
+    pub fn backward_counted_empty(
+        &mut self,
+        count: f64,
+        lr: f64,
+    ) -> Result<Option<Update>, TrainError> {
+        self.begin_micro_batch();
+        self.pending_count += count;
+        self.end_micro_batch(lr)
+    }
+
     fn begin_micro_batch(&mut self) {
         if self.pending == 0 {
             self.opt.zero_grad();
@@ -227,7 +296,12 @@ impl Stepper {
         if let Some(reducer) = self.reducer.as_mut() {
             self.opt.define_grads()?;
             let flat = self.opt.flat_grads()?;
-            let (total, reduced) = reducer.all_reduce(self.pending_count, flat)?;
+            let (total, reduced) = if self.summing {
+                let (_, g) = reducer.all_reduce_sum(self.pending_count, flat)?;
+                (self.pending_count, g) // the global count, the same everywhere
+            } else {
+                reducer.all_reduce(self.pending_count, flat)?
+            };
             if total <= 0.0 {
                 // No replica had a sample in this cycle: nothing to learn from.
                 self.opt.zero_grad();

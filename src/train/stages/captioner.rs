@@ -15,9 +15,10 @@ use crate::reward::{Reward, RewardCache, RewardSettings};
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
 use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
+pub use crate::train::stages::setup::write_replica_weights_to;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, load_text, resolve_total_steps,
-    resume_if_asked, WEIGHTS_FILE,
+    build_err, default_device, default_keep_last, device_of, load_text, replica_weights_dir,
+    resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::{batch_tensors, sample_tensors};
 use crate::train::validation::{StageContext, ValidationSettings, Validator};
@@ -161,19 +162,6 @@ fn step_failed(e: crate::train::TrainError) -> StageFailure {
     StageFailure::new("captioner step failed").with_detail(e)
 }
 
-/// Where every replica writes its final weights as `replica-K.safetensors`
-/// (tests and audits of the all-reduce: replicas must be bit-identical).
-static REPLICA_WEIGHTS_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
-
-/// Have every replica of later `train_captioner` runs in this process write
-/// its final weights to `dir/replica-K.safetensors` (`None`: stop). For tests
-/// and audits; replica 0 still writes `out/` as always.
-pub fn write_replica_weights_to(dir: Option<PathBuf>) {
-    *REPLICA_WEIGHTS_DIR
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = dir;
-}
-
 /// Adds validation `values` to the batch's metrics, or queues them when the
 /// batch already carries a validation.
 fn log_validation(
@@ -287,11 +275,7 @@ impl DeviceStage for CaptionerStage {
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
-        let dir = REPLICA_WEIGHTS_DIR
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(dir) = dir {
+        if let Some(dir) = replica_weights_dir() {
             let path = dir.join(format!("replica-{}.safetensors", self.replica.0));
             self.trainer
                 .save_weights(&path)

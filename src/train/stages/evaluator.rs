@@ -1,17 +1,21 @@
 //! `train_evaluator`: contrastive CLIP training ([`ContrastiveTrainer`]) as a
-//! device stage.
+//! device stage. With `flow.devices = R > 1` every device owner holds a
+//! replica that trains with negatives gathered from every replica
+//! ([`ContrastiveTrainer::step_replica`], docs/distributed.md); replica 0
+//! alone writes checkpoints and weights.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceName;
+use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, resolve_total_steps, resume_if_asked,
-    WEIGHTS_FILE,
+    build_err, default_device, default_keep_last, device_of, replica_weights_dir,
+    resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -43,18 +47,31 @@ pub struct EvaluatorStage {
     trainer: ContrastiveTrainer,
     settings: EvaluatorStageSettings,
     checkpoints: StageCheckpoints,
+    /// This stage's replica index and count (`flow.devices`; 0 of 1 without
+    /// replicas). Only replica 0 writes checkpoints and weights.
+    replica: (usize, usize),
 }
 
 impl EvaluatorStage {
     pub fn try_new(mut settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
-        let device = device_of("train_evaluator", settings.device)?;
+        let link = take_replica_link("train_evaluator")?;
+        // Replica d of a process runs on the d-th device from the stage's.
+        let device_name = match (settings.device, &link) {
+            (DeviceName::Cuda(k), Some(l)) => DeviceName::Cuda(k + l.local_index()),
+            (d, _) => d,
+        };
+        let device = device_of("train_evaluator", device_name)?;
         resolve_total_steps(
             "train_evaluator",
             &mut settings.train.schedule,
             settings.train.accumulate,
         )?;
+        let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
         let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
+        if let Some(link) = link {
+            trainer.set_replicas(Box::new(link.clone()), Box::new(link));
+        }
         let mut checkpoints =
             StageCheckpoints::new(&settings.out, settings.checkpoint_every, settings.keep_last);
         resume_if_asked(
@@ -67,20 +84,38 @@ impl EvaluatorStage {
             trainer,
             settings,
             checkpoints,
+            replica,
         })
     }
-}
 
-impl DeviceStage for EvaluatorStage {
-    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        if batch.samples.len() < 2 || self.checkpoints.already_trained(batch.time) || self.done() {
+    /// One batch: a step on its images (a replica steps on every batch, its
+    /// share possibly empty, with the others).
+    fn process_batch(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        let replicated = self.replica.1 > 1;
+        if (batch.samples.len() < 2 && !replicated)
+            || self.checkpoints.already_trained(batch.time)
+            || self.done()
+        {
             return Ok(()); // contrastive loss needs negatives; extra batches past the schedule pass
         }
-        let (pixels, _, caps) = batch_tensors(batch)?;
-        let s = self
-            .trainer
-            .step(&pixels, &caps)
-            .map_err(|e| StageFailure::new("evaluator step failed").with_detail(e))?;
+        let failed = |e| StageFailure::new("evaluator step failed").with_detail(e);
+        let s = if replicated {
+            let tensors = match batch.samples.is_empty() {
+                true => None,
+                false => Some(batch_tensors(batch)?),
+            };
+            let input = tensors.as_ref().map(|(p, _, c)| (p, c.as_slice()));
+            batch
+                .metrics
+                .insert("evaluator/samples".into(), batch.samples.len() as f64);
+            match self.trainer.step_replica(input).map_err(failed)? {
+                Some(s) => s,
+                None => return Ok(()), // fewer than 2 images in the whole batch
+            }
+        } else {
+            let (pixels, _, caps) = batch_tensors(batch)?;
+            self.trainer.step(&pixels, &caps).map_err(failed)?
+        };
         for (k, v) in [
             ("evaluator/loss", s.loss),
             ("evaluator/accuracy", s.accuracy),
@@ -99,6 +134,9 @@ impl DeviceStage for EvaluatorStage {
                 .metrics
                 .insert("evaluator/loss_scale".into(), s.loss_scale);
         }
+        if self.replica.0 != 0 {
+            return Ok(()); // replica 0 writes the checkpoints
+        }
         self.checkpoints
             .after_batch(
                 &self.trainer,
@@ -111,6 +149,19 @@ impl DeviceStage for EvaluatorStage {
             .map(|_| ())
             .map_err(|e| StageFailure::fatal("checkpoint failed").with_detail(e))
     }
+}
+
+impl DeviceStage for EvaluatorStage {
+    fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
+        if self.replica.1 == 1 {
+            return self.process_batch(batch);
+        }
+        // A replica that rejected a batch without taking part in its gather
+        // and all-reduce would leave the others waiting: every failure stops
+        // the run.
+        self.process_batch(batch)
+            .map_err(|f| StageFailure { fatal: true, ..f })
+    }
 
     /// Done once the schedule's `total_steps` are taken: the sources stop.
     fn done(&self) -> bool {
@@ -118,6 +169,14 @@ impl DeviceStage for EvaluatorStage {
     }
 
     fn finish(&mut self) -> Result<(), StageFailure> {
+        if let Some(dir) = replica_weights_dir() {
+            let path = dir.join(format!("replica-{}.safetensors", self.replica.0));
+            crate::model::weights::save_safetensors(&self.trainer.vs, &path)
+                .map_err(|e| StageFailure::new("replica weights not written").with_detail(e))?;
+        }
+        if self.replica.0 != 0 {
+            return Ok(()); // replica 0 writes the outputs
+        }
         let out = &self.settings.out;
         std::fs::create_dir_all(out).map_err(|e| {
             StageFailure::new("output directory not writable")

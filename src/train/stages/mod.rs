@@ -52,11 +52,6 @@ pub fn register(r: &mut Registry) {
     });
     r.declare_resumable("train_evaluator");
     r.declare_single_device(
-        "train_evaluator",
-        "each device would train its own model on part of the data (replicas with \
-         gathered negatives are not built yet)",
-    );
-    r.declare_single_device(
         "reward_cache",
         "each device would write its own copy of the cache part, and the last \
          finished wins",

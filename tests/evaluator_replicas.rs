@@ -1,0 +1,322 @@
+//! `train_evaluator` on several devices (`flow.devices = 2`, two worker
+//! threads), with negatives gathered from every replica: 2 replicas × b
+//! images per batch end with the weights of 1 device × 2b images of the same
+//! samples, the replicas are bit-identical, every replica logs the loss of
+//! the whole batch (the one device's), a replica without samples in a
+//! batch neither hangs nor changes the result, and a crashed replicated run
+//! resumes to the uninterrupted one's weights.
+//!
+//! Tolerance: weights within 1e-5 (observed: 1.2e-7, one f32 ulp at 1).
+//! The replicated gradient is the f64 sum of each replica's partial gradient
+//! of the global loss, where one device lets autograd sum over every row at
+//! once; the global batch's rows come in replica order instead of batch order
+//! (the loss is the same function of them, its float sums run in another
+//! order), and the encoders run on other batch sizes. AdamW runs with eps 1,
+//! so that its update stays proportional to the gradient (a gradient off by
+//! a factor, such as the mean of the replicas' gradients instead of their
+//! sum, moves the weights by 7e-3 to 2e-2 away from one device's here).
+//! That the loss uses every replica's negatives shows in the logged loss:
+//! the whole batch's, the same bits on both replicas (`tests/evaluator_gather.rs`
+//! also checks it against the loss over one replica's images alone).
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::train::{world_pipeline, CrashAt};
+use dicoflow::data::world::{generate_row, WorldSpec};
+use dicoflow::data::{ShardWriter, ShardWriterConfig};
+use dicoflow::flow::{run, DeviceStage, RunOptions, StageSpec};
+use dicoflow::model::clip::ClipConfig;
+use dicoflow::model::weights::save_safetensors;
+use dicoflow::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
+use dicoflow::train::hard_negatives::HardNegativesConfig;
+use dicoflow::train::stages::captioner::write_replica_weights_to;
+use dicoflow::train::stages::{register, EvaluatorStageSettings, WEIGHTS_FILE};
+use dicoflow::train::{AdamWConfig, Precision, Schedule};
+use tch::{Device, Tensor};
+
+/// Runs take turns: libtorch's CPU thread pool is shared, and the replica
+/// weights hook is process-wide.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Images in the training split.
+const IMAGES: usize = 32;
+
+/// The world's first `IMAGES` training rows with one reference caption each
+/// (a caption is drawn per image from the trainer's generator in batch order:
+/// with one caption the draw cannot depend on how a batch is split).
+fn setup(root: &Path) {
+    let spec = WorldSpec::default();
+    let cfg = ShardWriterConfig {
+        rows_per_shard: IMAGES,
+        rows_per_row_group: 8,
+        ..Default::default()
+    };
+    let mut w = ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
+    for i in 0..IMAGES {
+        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
+        row.captions.truncate(1);
+        row.extra.clear();
+        w.push(row).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// The world's colour and shape words as swap classes.
+pub fn world_swaps() -> HardNegativesConfig {
+    let swap = [
+        vec!["red", "green", "blue", "yellow", "purple|violet", "orange"],
+        vec![
+            "circle|ball",
+            "square|box",
+            "triangle",
+            "diamond|rhombus",
+            "cross",
+        ],
+    ];
+    HardNegativesConfig {
+        per_caption: 2,
+        swap: swap
+            .iter()
+            .map(|c| c.iter().map(|w| w.to_string()).collect())
+            .collect(),
+    }
+}
+
+/// A tiny CLIP trained for `steps` steps, AdamW with eps 1 and no clipping
+/// (see the module docs), writing to `root/out`.
+fn settings(root: &Path, out: &str, steps: u64, negatives: bool) -> EvaluatorStageSettings {
+    let clip = ClipConfig::tiny();
+    EvaluatorStageSettings {
+        train: ContrastiveConfig {
+            context_length: clip.text.context_length as usize,
+            clip,
+            optimizer: AdamWConfig {
+                lr: 1e-2,
+                eps: 1.0,
+                ..Default::default()
+            },
+            schedule: Schedule {
+                lr: 1e-2,
+                total_steps: steps,
+                ..Default::default()
+            },
+            grad_clip: None,
+            seed: 4,
+            accumulate: 1,
+            precision: Precision::Fp32,
+            hard_negatives: negatives.then(world_swaps),
+        },
+        out: root.join(out),
+        device: dicoflow::device::DeviceName::Cpu,
+        checkpoint_every: 0,
+        keep_last: 1,
+        resume: false,
+    }
+}
+
+fn registry() -> dicoflow::flow::Registry {
+    let mut reg = dicoflow::flow::Registry::with_builtins();
+    register(&mut reg);
+    reg
+}
+
+fn replica_dir(s: &EvaluatorStageSettings) -> PathBuf {
+    let out = s.out.file_name().unwrap().to_string_lossy().into_owned();
+    s.out.parent().unwrap().join(format!("replicas-{out}"))
+}
+
+/// One batch report: time, device, samples the device had, logged loss.
+type Report = (u64, u32, f64, Option<f64>);
+
+/// Trains `s` on 2 worker threads, `batch` images per worker per batch, on
+/// `devices` devices (with 2, each replica also writes its weights).
+fn train(root: &Path, s: &EvaluatorStageSettings, batch: usize, devices: usize) -> Vec<Report> {
+    let spec = StageSpec::new("train_evaluator").with_settings(toml::Table::try_from(s).unwrap());
+    let mut pipeline = world_pipeline(root, batch, vec![spec]);
+    pipeline.flow.devices = devices;
+    pipeline.source.epochs = 1;
+    let replicas = replica_dir(s);
+    std::fs::create_dir_all(&replicas).unwrap();
+    write_replica_weights_to((devices > 1).then(|| replicas.clone()));
+    let opts = RunOptions {
+        keep_reports: true,
+        ..RunOptions::threads(2)
+    };
+    let result = run(&pipeline, &registry(), &opts);
+    write_replica_weights_to(None);
+    result
+        .unwrap()
+        .reports
+        .iter()
+        .map(|r| {
+            let loss = r.metrics.get("evaluator/loss").copied();
+            (r.time, r.device, r.samples as f64, loss)
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Largest absolute difference between two weight files (same names).
+fn max_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+fn bit_identical(a: &Path, b: &Path) {
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs");
+    }
+}
+
+/// Trains with `batch` images per worker per batch on 1 and on 2 devices,
+/// compares weights and logged losses, and returns the 2-device reports.
+fn compare(root: &Path, name: &str, batch: usize, negatives: bool) -> Vec<Report> {
+    let steps = (IMAGES / (2 * batch)) as u64;
+    let one = settings(root, &format!("{name}-1"), steps, negatives);
+    let two = settings(root, &format!("{name}-2"), steps, negatives);
+    let single = train(root, &one, batch, 1);
+    let replicated = train(root, &two, batch, 2);
+    let replicas = replica_dir(&two);
+    let (r0, r1) = (
+        replicas.join("replica-0.safetensors"),
+        replicas.join("replica-1.safetensors"),
+    );
+    bit_identical(&r0, &r1);
+    bit_identical(&r0, &two.out.join(WEIGHTS_FILE));
+    assert!(
+        !replicas.join("replica-2.safetensors").exists() && !one.out.join("checkpoints").exists()
+    );
+    let d = max_diff(&one.out.join(WEIGHTS_FILE), &two.out.join(WEIGHTS_FILE));
+    eprintln!("{name}: 2 replicas differ from 1 device by {d}");
+    assert!(d < 1e-5, "{name}: 2 replicas differ from 1 device by {d}");
+    // Every replica logs the loss of the whole batch: the same bits on both,
+    // the one device's value (its weights differ from the replicas' by float
+    // rounding only, so the losses agree to 1e-5).
+    let by_time = |reports: &[Report]| {
+        let mut m: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for (t, _, _, loss) in reports {
+            m.entry(*t).or_default().extend(loss);
+        }
+        m
+    };
+    let (single, rep) = (by_time(&single), by_time(&replicated));
+    assert_eq!(single.len(), steps as usize);
+    assert_eq!(
+        single.keys().collect::<Vec<_>>(),
+        rep.keys().collect::<Vec<_>>()
+    );
+    for (t, losses) in &rep {
+        assert_eq!(losses.len(), 2, "batch {t}: both replicas log a loss");
+        assert_eq!(losses[0], losses[1], "batch {t}: replicas log one loss");
+        let want = single[t][0];
+        assert!(
+            (losses[0] - want).abs() < 1e-5,
+            "batch {t}: replicas' loss {} against one device's {want}",
+            losses[0]
+        );
+    }
+    // Training moved the weights far more than the tolerance.
+    let start = root.join(format!("{name}-start.safetensors"));
+    let init = ContrastiveTrainer::new(one.train.clone(), Device::Cpu).unwrap();
+    save_safetensors(&init.vs, &start).unwrap();
+    let moved = max_diff(&start, &one.out.join(WEIGHTS_FILE));
+    eprintln!("{name}: training moved the weights by {moved}");
+    assert!(moved > 1e-3, "{name} did not move the weights ({moved})");
+    replicated
+}
+
+#[test]
+fn two_replicas_with_gathered_negatives_take_the_steps_of_one_device() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    setup(root);
+    // 4 batches of 2 workers × 4 images, with 2 hard negatives per caption.
+    let reports = compare(root, "negatives", 4, true);
+    let shares: Vec<f64> = reports.iter().map(|r| r.2).collect();
+    assert!(
+        shares.iter().all(|&n| n < 8.0),
+        "each replica trains on part of the batch: {shares:?}"
+    );
+}
+
+#[test]
+fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    setup(root);
+    // One image per worker per batch: the two images of a batch often belong
+    // to the same device, leaving the other replica with none.
+    let reports = compare(root, "empty", 1, false);
+    let empty = reports.iter().filter(|r| r.2 == 0.0).count();
+    assert!(empty > 0, "no replica went without samples: {reports:?}");
+    assert_eq!(reports.len(), IMAGES, "every replica reports every batch");
+}
+
+/// A replicated evaluator run (hard negatives on) that crashed after batch
+/// `k` resumes on both replicas to the uninterrupted run's weights, bit for
+/// bit, for every `k` of its 4 batches.
+#[test]
+fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    setup(root);
+    let mut reg = registry();
+    for k in 0..4u64 {
+        reg.register_device(&format!("crash-at-{k}"), move |_: toml::Table| {
+            Ok(Box::new(CrashAt(k)) as Box<dyn DeviceStage>)
+        });
+    }
+    let with = |out: &str| EvaluatorStageSettings {
+        checkpoint_every: 1,
+        keep_last: 2,
+        resume: true,
+        ..settings(root, out, 4, true)
+    };
+    let pipeline = |s: &EvaluatorStageSettings, crash: Option<u64>| {
+        let mut device = vec![
+            StageSpec::new("train_evaluator").with_settings(toml::Table::try_from(s).unwrap())
+        ];
+        device.extend(crash.map(|k| StageSpec::new(&format!("crash-at-{k}"))));
+        let mut p = world_pipeline(root, 4, device);
+        p.flow.devices = 2;
+        p
+    };
+    let opts = RunOptions::threads(2);
+    let full = with("full");
+    run(&pipeline(&full, None), &reg, &opts).unwrap();
+    for k in 0..4u64 {
+        let cut = with(&format!("cut-{k}"));
+        assert!(run(&pipeline(&cut, Some(k)), &reg, &opts).is_err());
+        assert!(!cut.out.join(WEIGHTS_FILE).exists());
+        let replicas = replica_dir(&cut);
+        std::fs::create_dir_all(&replicas).unwrap();
+        write_replica_weights_to(Some(replicas.clone()));
+        let resumed = run(&pipeline(&cut, None), &reg, &opts);
+        write_replica_weights_to(None);
+        resumed.unwrap();
+        bit_identical(
+            &replicas.join("replica-0.safetensors"),
+            &replicas.join("replica-1.safetensors"),
+        );
+        let d = max_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
+        assert_eq!(d, 0.0, "crash after batch {k}");
+    }
+}
