@@ -63,6 +63,22 @@ pub enum FlowError {
     #[error("timely dataflow: {0}")]
     Timely(String),
 
+    /// The connection to another process of a cluster run broke: it exited,
+    /// crashed or was killed (`super::peers`).
+    #[error(
+        "lost process {process} of the cluster ({address}: {detail}): it exited or was killed, \
+         and the run cannot go on without it; stop every process, then start them all again \
+         with the same command (with --resume to continue from the latest checkpoint)"
+    )]
+    PeerLost {
+        /// The lost process's index (`-p`).
+        process: usize,
+        /// Its address in the hostfile.
+        address: String,
+        /// What the connection reported.
+        detail: String,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -12,6 +12,8 @@
 //!   channels with `try_send`/`try_recv`, waking the operator by `SyncActivator`;
 //! - [`allreduce`]: the gradient all-reduce between replicas (reduce-scatter
 //!   and all-gather over timely exchanges, fixed summation order);
+//! - `peers`: a lost process of a cluster run stops the others with
+//!   [`FlowError::PeerLost`];
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
 //! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
 //!   name, pipeline files;
@@ -26,6 +28,7 @@ pub mod builtin;
 pub mod cpu;
 pub mod device;
 pub mod error;
+mod peers;
 pub mod pipeline;
 pub mod registry;
 pub mod run;
