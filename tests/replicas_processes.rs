@@ -370,3 +370,50 @@ fn when_one_process_is_killed_the_other_stops_with_a_clear_error() {
         assert!(!s.out.join(WEIGHTS_FILE).exists());
     }
 }
+
+#[test]
+fn when_one_process_fails_the_other_stops_with_its_error() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let s = settings(root, "out", &vocab, 4000, 2);
+    let good = pipeline_file(root, "long", &s, 2, 1000);
+    // Process 1's replica cannot start: its initial weights are missing. Its
+    // process stays up while its run drains; process 0 must not wait for its
+    // gradients.
+    let broken = CaptionerStageSettings {
+        init: Some(root.join("missing.safetensors")),
+        ..s.clone()
+    };
+    let broken = pipeline_file(root, "broken", &broken, 2, 1000);
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let hosts = hostfile(root);
+        let children = vec![
+            spawn(root, &good, "p0", &process_args(&hosts, 0)),
+            spawn(root, &broken, "p1", &process_args(&hosts, 1)),
+        ];
+        let outs = wait_all(children, Duration::from_secs(120));
+        let lines: Vec<String> = outs
+            .iter()
+            .map(|o| stderr(o).lines().last().unwrap_or_default().to_owned())
+            .collect();
+        last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
+        if lines.iter().any(|l| l.contains("timely dataflow")) {
+            continue; // the cluster did not form (a port race): try again
+        }
+        assert!(outs.iter().all(|o| !o.status.success()), "{last}");
+        assert!(
+            lines[0].starts_with("error: ")
+                && lines[0].contains("process 1 of the cluster failed")
+                && lines[0].contains("missing.safetensors"),
+            "{last}"
+        );
+        assert!(lines[1].contains("missing.safetensors"), "{last}");
+        assert!(!last.contains("panicked"), "{last}");
+        assert!(!s.out.join(WEIGHTS_FILE).exists());
+        return;
+    }
+    panic!("the 2-process run failed to connect twice:\n{last}");
+}

@@ -79,6 +79,18 @@ pub enum FlowError {
         detail: String,
     },
 
+    /// Another process of a cluster run failed (with `message`) and told
+    /// this one, which stopped too (`super::peers`).
+    #[error(
+        "process {process} of the cluster failed: {message}; the run was stopped in every process"
+    )]
+    PeerFailed {
+        /// The failed process's index (`-p`).
+        process: usize,
+        /// Its error.
+        message: String,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

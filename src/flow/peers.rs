@@ -23,7 +23,15 @@
 //! catches the main thread's panic at the join ([`join_workers`]) and returns
 //! the recorded error.
 //!
-//! What this covers: a peer process that exits, crashes or is killed while
+//! A process that fails with an error (a stage error, a bad file) stays up
+//! while its run drains, so its peers would never learn of it from the
+//! connections, and would wait for its replica's gradient forever. So every
+//! worker of a cluster run also runs [`failure_notices`]: when its process's
+//! run fails, it sends the error to every worker of the other processes, which
+//! record [`FlowError::PeerFailed`] and stop as well; every process then drains
+//! as one process does after a failure.
+//!
+//! What the hook covers: a peer process that exits, crashes or is killed while
 //! its machine stays up (the kernel closes its sockets, so the reads here end
 //! at once). A peer machine that vanishes without closing its connections
 //! (power loss, a network partition) is not detected: timely sets no timeout
@@ -32,11 +40,22 @@
 use std::panic::PanicHookInfo;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::{Exchange, Inspect};
+use timely::dataflow::{ProbeHandle, Scope};
 use timely::CommunicationConfig;
 
+use super::batch::BatchTime;
 use super::error::{panic_message, FlowError};
 use super::state::RunState;
+
+/// How often a worker of a cluster run checks whether its process's run has
+/// failed (and, at the end, whether the run is done).
+const NOTICE_POLL: Duration = Duration::from_millis(50);
 
 /// Prefix of the panics of timely's communication threads (timely keeps it
 /// stable for callers that look for it, `timely_communication::...::tcp`).
@@ -112,6 +131,80 @@ pub(crate) fn join_workers(
             Vec::new()
         }
     }
+}
+
+/// A process's failure, on its way to worker `dest` of another process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FailureNotice {
+    dest: u64,
+    process: u64,
+    message: String,
+}
+
+/// The failure this process would tell its peers about: its own, not one
+/// it learned from them (a lost peer cannot be told, and a failed one knows).
+fn own_failure(state: &RunState) -> Option<String> {
+    state.with_failure(|f| match f {
+        None | Some(FlowError::PeerLost { .. } | FlowError::PeerFailed { .. }) => None,
+        Some(e) => Some(e.to_string()),
+    })
+}
+
+/// Builds, on every worker of a cluster run with `threads` workers per
+/// process, the operators that send this process's failure to every worker
+/// of the other processes and record theirs in `state` (see the module
+/// docs). The sending operator polls `state` every [`NOTICE_POLL`] and lets
+/// go of its capability once `probe` (the end of the graph) is done, so a
+/// run that ends well ends at most one poll later.
+pub(crate) fn failure_notices(
+    scope: Scope<'_, BatchTime>,
+    threads: usize,
+    probe: ProbeHandle<BatchTime>,
+    state: Arc<RunState>,
+) {
+    let me = scope.index();
+    let peers = scope.peers();
+    let threads = threads.max(1);
+    let process = me / threads;
+    let sender_state = state.clone();
+    source::<_, CapacityContainerBuilder<Vec<FailureNotice>>, _, _>(
+        scope,
+        "FailureNotices",
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut cap = Some(cap);
+            move |output| {
+                let Some(c) = cap.as_ref() else { return };
+                if probe.with_frontier(|f| f.is_empty()) {
+                    cap = None;
+                    return;
+                }
+                if sender_state.aborted() {
+                    if let Some(message) = own_failure(&sender_state) {
+                        let mut session = output.session(c);
+                        for dest in (0..peers).filter(|w| w / threads != process) {
+                            session.give(FailureNotice {
+                                dest: dest as u64,
+                                process: process as u64,
+                                message: message.clone(),
+                            });
+                        }
+                    }
+                    // Told once (or nothing to tell); the run drains.
+                    cap = None;
+                    return;
+                }
+                activator.activate_after(NOTICE_POLL);
+            }
+        },
+    )
+    .exchange(|n: &FailureNotice| n.dest)
+    .inspect(move |n: &FailureNotice| {
+        state.fail(FlowError::PeerFailed {
+            process: n.process as usize,
+            message: n.message.clone(),
+        });
+    });
 }
 
 fn install_hook() {

@@ -322,6 +322,9 @@ fn build_and_run(
                 state.clone(),
             );
         gradients.all_reduce(devices, reduced_tx, state.clone());
+        if peers > threads_per_process {
+            peers::failure_notices(scope, threads_per_process, probe.clone(), state.clone());
+        }
         let error_sink = sink.clone();
         scope
             .concatenate(errors)
