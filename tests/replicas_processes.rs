@@ -8,7 +8,9 @@
 //! - when one process is killed (SIGKILL) during a replicated run, the other
 //!   one exits within seconds with a one-line error naming the lost process,
 //!   whichever of the two was killed, and the checkpoint process 0 wrote
-//!   before the kill is complete.
+//!   before the kill is complete;
+//! - when one process fails with an error, the other one stops too, with
+//!   that error, instead of waiting for the failed replica's gradients.
 //!
 //! Every process reads the same shards and writes the same `out/` (one
 //! temporary directory); ports are on 127.0.0.1 and every wait is bounded

@@ -1,6 +1,7 @@
-//! Losing a process of a cluster run (timely's `-n/-p/-H` mode): the run in
-//! every other process stops with [`FlowError::PeerLost`] instead of a cascade
-//! of panics.
+//! When a process of a cluster run (timely's `-n/-p/-H` mode) dies or fails,
+//! the run in every other process stops with an error that names it
+//! ([`FlowError::PeerLost`], [`FlowError::PeerFailed`]) instead of a cascade
+//! of panics or a wait without end.
 //!
 //! Why a panic hook: timely's communication threads (`timely:recv-K`,
 //! `timely:send-K`, one pair per remote process K) report a broken connection
