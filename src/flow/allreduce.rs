@@ -469,6 +469,7 @@ pub trait AllReduceExt {
 impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
     fn all_reduce(self, replicas: usize, deliver: Option<Sender<Reduced>>, state: Arc<RunState>) {
         let r = replicas.max(1);
+        let reduce_state = state.clone();
         let reduced = self
             .exchange(move |c: &GradChunk| c.chunk as u64 % r as u64)
             .unary::<CapacityContainerBuilder<Vec<ReducedChunk>>, _, _, _>(
@@ -495,6 +496,13 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                                 }
                             }
                         });
+                        // A stopping run may never bring the missing chunks
+                        // (a replica failed, or a process): let go of the
+                        // waiting ones so the graph can drain.
+                        if reduce_state.aborted() {
+                            parts.clear();
+                            return;
+                        }
                         let complete: Vec<(BatchTime, Combine, u32)> = parts
                             .iter()
                             .filter(|(_, (_, v))| v.iter().all(Option::is_some))

@@ -63,6 +63,34 @@ pub enum FlowError {
     #[error("timely dataflow: {0}")]
     Timely(String),
 
+    /// The connection to another process of a cluster run broke: it exited,
+    /// crashed or was killed (`super::peers`).
+    #[error(
+        "lost process {process} of the cluster ({address}: {detail}): it exited or was killed, \
+         and the run cannot go on without it; stop every process, then start them all again \
+         with the same command (with --resume to continue from the latest checkpoint)"
+    )]
+    PeerLost {
+        /// The lost process's index (`-p`).
+        process: usize,
+        /// Its address in the hostfile.
+        address: String,
+        /// What the connection reported.
+        detail: String,
+    },
+
+    /// Another process of a cluster run failed (with `message`) and told
+    /// this one, which stopped too (`super::peers`).
+    #[error(
+        "process {process} of the cluster failed: {message}; the run was stopped in every process"
+    )]
+    PeerFailed {
+        /// The failed process's index (`-p`).
+        process: usize,
+        /// Its error.
+        message: String,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -14,6 +14,8 @@
 //!   and all-gather over timely exchanges, fixed summation order);
 //! - [`length`]: the batch times a run's sources emit (training stages
 //!   take their step count from `source.epochs`);
+//! - `peers`: a lost process of a cluster run stops the others with
+//!   [`FlowError::PeerLost`];
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
 //! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
 //!   name, pipeline files;
@@ -29,6 +31,7 @@ pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod length;
+mod peers;
 pub mod pipeline;
 pub mod registry;
 pub mod run;

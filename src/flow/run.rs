@@ -23,6 +23,7 @@ use super::cpu::CpuStageExt;
 use super::device::{owner_of_key, DeviceSpec, DeviceStageExt, ReplicaSpec};
 use super::error::FlowError;
 use super::length::RunLength;
+use super::peers;
 use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
@@ -146,6 +147,8 @@ pub fn run(
     let registry = Arc::new(registry.clone());
     let run_dir = opts.run_dir.clone();
     let keep = opts.keep_reports;
+    // In cluster mode, a lost process becomes this run's error.
+    let peer_watch = peers::watch(&opts.communication, &state);
     let guards = {
         let (telemetry, state, reports) = (telemetry.clone(), state.clone(), reports.clone());
         timely::execute(config, move |worker| {
@@ -165,11 +168,10 @@ pub fn run(
         })
         .map_err(FlowError::Timely)?
     };
-    for r in guards.join() {
-        if let Err(panic) = r {
-            state.fail(FlowError::Timely(format!("a worker panicked: {panic}")));
-        }
+    for panic in peers::join_workers(|| guards.join(), &state) {
+        state.fail(FlowError::Timely(format!("a worker panicked: {panic}")));
     }
+    drop(peer_watch);
     if let Some(err) = state.take_failure() {
         return Err(err);
     }
@@ -327,6 +329,9 @@ fn build_and_run(
                 state.clone(),
             );
         gradients.all_reduce(devices, reduced_tx, state.clone());
+        if peers > threads_per_process {
+            peers::failure_notices(scope, threads_per_process, probe.clone(), state.clone());
+        }
         let error_sink = sink.clone();
         scope
             .concatenate(errors)

@@ -65,6 +65,15 @@ impl RunState {
         self.stop.load(Ordering::SeqCst)
     }
 
+    /// Calls `f` with the first fatal error, if any, leaving it in place.
+    pub fn with_failure<R>(&self, f: impl FnOnce(Option<&FlowError>) -> R) -> R {
+        f(self
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref())
+    }
+
     /// The first fatal error, if any.
     pub fn take_failure(&self) -> Option<FlowError> {
         self.failure

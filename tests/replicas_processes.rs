@@ -1,0 +1,453 @@
+//! Replicas over 2 processes on loopback (timely's cluster mode, 1 worker
+//! each), through the `dicoflow` binary:
+//!
+//! - an XE run with `flow.devices = 2` ends with the weights of the same run
+//!   on 2 worker threads of one process, bit for bit (same replicas, same
+//!   all-reduce order), and with those of 1 device × the whole batch within
+//!   the tolerance of tests/replicas.rs (1e-5, see its module docs);
+//! - when one process is killed (SIGKILL) during a replicated run, the other
+//!   one exits within seconds with a one-line error naming the lost process,
+//!   whichever of the two was killed, and the checkpoint process 0 wrote
+//!   before the kill is complete; the same command on both processes with
+//!   `resume` then ends with the uninterrupted run's weights, bit for bit;
+//! - when one process fails with an error, the other one stops too, with
+//!   that error, instead of waiting for the failed replica's gradients.
+//!
+//! Every process reads the same shards and writes the same `out/` (one
+//! temporary directory); ports are on 127.0.0.1 and every wait is bounded
+//! (children are killed on timeout).
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::clip::save_tiny_clip;
+use common::train::{captioner_pipeline, stage_settings, train_config, write_vocab};
+
+use dicoflow::data::world::{generate_row, WorldSpec};
+use dicoflow::data::{ShardWriter, ShardWriterConfig};
+use dicoflow::model::captioner::Vocab;
+use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
+use dicoflow::train::resumable::latest_checkpoint;
+use dicoflow::train::stages::{CaptionerStageSettings, WEIGHTS_FILE};
+use dicoflow::train::{AdamWConfig, Schedule};
+use tch::Tensor;
+
+/// The runs take turns: each one spawns 2 processes that share the CPUs, and
+/// the kill test measures how long the survivor takes to exit.
+static ONE_TEST_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Images in the training split.
+const IMAGES: usize = 32;
+
+/// How long a run that should finish may take.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// How long the survivor of a kill may take to exit.
+const EXIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// The world's first `IMAGES` training rows with one reference caption each
+/// (as tests/replicas.rs: with one caption, XE's reference draw cannot depend
+/// on how a batch is split), a word vocabulary and a random tiny CLIP
+/// backbone under `root`.
+fn setup(root: &Path) -> Vocab {
+    let spec = WorldSpec::default();
+    let cfg = ShardWriterConfig {
+        rows_per_shard: IMAGES,
+        rows_per_row_group: 8,
+        ..Default::default()
+    };
+    let mut w = ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
+    let mut captions = Vec::new();
+    for i in 0..IMAGES {
+        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
+        row.captions.truncate(1);
+        row.extra.clear();
+        captions.push(row.captions[0].clone());
+        w.push(row).unwrap();
+    }
+    w.finish().unwrap();
+    let vocab = Vocab::build(&captions, 1, None);
+    write_vocab(root, &vocab);
+    save_tiny_clip(&root.join("clip.safetensors"), 1);
+    vocab
+}
+
+/// XE writing to `root/out`, `steps` optimizer steps, AdamW with eps 1e-3
+/// (tests/replicas.rs), a checkpoint every `checkpoint_every` steps (0: none).
+fn settings(
+    root: &Path,
+    out: &str,
+    vocab: &Vocab,
+    steps: u64,
+    checkpoint_every: u64,
+) -> CaptionerStageSettings {
+    let schedule = Schedule {
+        lr: 1e-3,
+        total_steps: steps,
+        ..Default::default()
+    };
+    let train = CaptionTrainConfig {
+        optimizer: AdamWConfig {
+            lr: 1e-3,
+            eps: 1e-3,
+            ..Default::default()
+        },
+        ..train_config(Objective::Xe, schedule, 2, 5)
+    };
+    CaptionerStageSettings {
+        checkpoint_every,
+        keep_last: 2,
+        ..stage_settings(root, out, vocab, train)
+    }
+}
+
+/// Writes the pipeline file `root/NAME.toml`: `s` on `devices` devices,
+/// 4 images per worker per batch, `epochs` epochs.
+fn pipeline_file(
+    root: &Path,
+    name: &str,
+    s: &CaptionerStageSettings,
+    devices: usize,
+    epochs: u64,
+) -> PathBuf {
+    let mut p = captioner_pipeline(root, s, vec![]);
+    p.flow.batch_size = 4;
+    p.flow.devices = devices;
+    p.source.epochs = epochs;
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&p).unwrap()).unwrap();
+    path
+}
+
+/// `dicoflow train` of `pipeline` with `cluster` arguments, logging to
+/// `root/run-NAME`.
+fn spawn(root: &Path, pipeline: &Path, name: &str, cluster: &[String]) -> Child {
+    common::dicoflow_command()
+        .args(["train", "--quiet", "--pipeline"])
+        .arg(pipeline)
+        .arg("--run-dir")
+        .arg(root.join(format!("run-{name}")))
+        .args(cluster)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The arguments of process `p` of 2, 1 worker each, on `hostfile`.
+fn process_args(hostfile: &Path, p: usize) -> Vec<String> {
+    ["-w", "1", "-n", "2", "-p", &p.to_string(), "-H"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([hostfile.to_string_lossy().into_owned()])
+        .collect()
+}
+
+/// A hostfile for 2 processes on ports the OS has just handed out (and taken
+/// back): free with high probability.
+fn hostfile(root: &Path) -> PathBuf {
+    let listeners: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hosts: String = listeners
+        .iter()
+        .map(|l| format!("127.0.0.1:{}\n", l.local_addr().unwrap().port()))
+        .collect();
+    let path = root.join("hosts");
+    std::fs::write(&path, hosts).unwrap();
+    path
+}
+
+/// Kills every child and panics with `why`.
+fn kill_all(children: &mut [Child], why: String) -> ! {
+    for c in children.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    panic!("{why}");
+}
+
+/// Waits for every child, at most `limit` in all.
+fn wait_all(mut children: Vec<Child>, limit: Duration) -> Vec<Output> {
+    let start = Instant::now();
+    loop {
+        if children.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
+            return children
+                .into_iter()
+                .map(|c| c.wait_with_output().unwrap())
+                .collect();
+        }
+        if start.elapsed() > limit {
+            kill_all(
+                &mut children,
+                format!("the processes did not finish within {limit:?}"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `pipeline` on 2 processes; a port taken between choosing it and
+/// binding it makes the connection fail, so a failed run is tried once more.
+fn run_two_processes(root: &Path, pipeline: &Path) {
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let hosts = hostfile(root);
+        let children = vec![
+            spawn(root, pipeline, "p0", &process_args(&hosts, 0)),
+            spawn(root, pipeline, "p1", &process_args(&hosts, 1)),
+        ];
+        let outs = wait_all(children, RUN_LIMIT);
+        if outs.iter().all(|o| o.status.success()) {
+            return;
+        }
+        last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
+    }
+    panic!("the 2-process run failed twice:\n{last}");
+}
+
+/// Runs `pipeline` on 2 worker threads of one process.
+fn run_two_threads(root: &Path, pipeline: &Path, name: &str) {
+    let child = spawn(root, pipeline, name, &["-w".into(), "2".into()]);
+    let out = wait_all(vec![child], RUN_LIMIT).remove(0);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+}
+
+fn read(path: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Largest absolute difference between two weight files with the same names.
+fn max_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn two_processes_train_the_replicas_of_two_threads_bit_for_bit() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    // 2 epochs of 4 batches of 2 workers × 4 images: 8 XE steps.
+    let steps = 8;
+    let runs = ["one", "threads", "processes"].map(|name| {
+        let s = settings(root, name, &vocab, steps, 0);
+        let devices = if name == "one" { 1 } else { 2 };
+        (
+            s.out.join(WEIGHTS_FILE),
+            pipeline_file(root, name, &s, devices, 2),
+        )
+    });
+    run_two_threads(root, &runs[0].1, "one");
+    run_two_threads(root, &runs[1].1, "threads");
+    run_two_processes(root, &runs[2].1);
+
+    let (one, threads, processes) = (&runs[0].0, &runs[1].0, &runs[2].0);
+    let (a, b) = (read(threads), read(processes));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert!(
+            t.equal(&b[name]),
+            "{name} differs between 2 threads and 2 processes by {}",
+            (t - &b[name]).abs().max().double_value(&[])
+        );
+    }
+    let d = max_diff(one, processes);
+    assert!(d < 1e-5, "2 processes differ from 1 device by {d}");
+    // The comparison has something to compare: a run on other batches
+    // (1 epoch, so 4 steps) ends elsewhere.
+    let short = settings(root, "short", &vocab, steps / 2, 0);
+    let file = pipeline_file(root, "short", &short, 1, 1);
+    run_two_threads(root, &file, "short");
+    let moved = max_diff(&short.out.join(WEIGHTS_FILE), one);
+    assert!(
+        moved > 1e-4,
+        "4 more steps moved the weights by only {moved}"
+    );
+}
+
+/// Starts a long replicated run on 2 processes, waits for process 0's first
+/// checkpoint, kills process `victim` with SIGKILL and returns the
+/// survivor's output and how long it took to exit after the kill.
+fn kill_one(root: &Path, out: &Path, pipeline: &Path, victim: usize) -> (Output, Duration) {
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let hosts = hostfile(root);
+        let mut children = vec![
+            spawn(root, pipeline, "p0", &process_args(&hosts, 0)),
+            spawn(root, pipeline, "p1", &process_args(&hosts, 1)),
+        ];
+        let start = Instant::now();
+        let progressed = loop {
+            if latest_checkpoint(out).unwrap().is_some() {
+                break true;
+            }
+            if children.iter_mut().any(|c| c.try_wait().unwrap().is_some()) {
+                break false;
+            }
+            if start.elapsed() > RUN_LIMIT {
+                kill_all(&mut children, format!("no checkpoint within {RUN_LIMIT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if !progressed {
+            // A process ended before any checkpoint: a port race (retry) or a
+            // failure (shown if it happens twice).
+            let outs = wait_all(children, RUN_LIMIT);
+            last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
+            continue;
+        }
+        let mut victim_child = children.remove(victim);
+        let survivor = children.remove(0);
+        victim_child.kill().unwrap();
+        let killed = Instant::now();
+        victim_child.wait().unwrap();
+        let out = wait_all(vec![survivor], EXIT_LIMIT + Duration::from_secs(30)).remove(0);
+        return (out, killed.elapsed());
+    }
+    panic!("the 2-process run ended before its first checkpoint, twice:\n{last}");
+}
+
+/// The survivor of a kill exited in time, with a failure status and a
+/// one-line error that names the lost process and says what to do.
+fn check_survivor(out: &Output, took: Duration, victim: usize) {
+    let text = stderr(out);
+    assert!(took < EXIT_LIMIT, "the survivor took {took:?}:\n{text}");
+    assert!(!out.status.success(), "the survivor succeeded:\n{text}");
+    assert!(
+        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+        "{text}"
+    );
+    let line = text.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: ")
+            && line.contains(&format!("process {victim} "))
+            && line.contains("lost")
+            && line.contains("--resume"),
+        "{text}"
+    );
+}
+
+/// The latest checkpoint process 0 wrote before the kill is complete: its
+/// weights, optimizer state and state file read back.
+fn check_checkpoint(out: &Path) {
+    let dir = latest_checkpoint(out).unwrap().expect("a checkpoint");
+    let weights = read(&dir.join("model.safetensors"));
+    assert!(!weights.is_empty());
+    assert!(!read(&dir.join("optimizer.safetensors")).is_empty());
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    assert!(state.is_object());
+}
+
+#[test]
+fn when_one_process_is_killed_the_other_stops_with_a_clear_error() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for victim in [1, 0] {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let vocab = setup(root);
+        // Long enough to be killed in the middle: 1000 epochs of 4 steps, a
+        // checkpoint every 2 steps.
+        let s = settings(root, "out", &vocab, 4000, 2);
+        let file = pipeline_file(root, "long", &s, 2, 1000);
+        let (out, took) = kill_one(root, &s.out, &file, victim);
+        check_survivor(&out, took, victim);
+        check_checkpoint(&s.out);
+        assert!(!s.out.join(WEIGHTS_FILE).exists());
+    }
+}
+
+/// Kill -9 of process 1 in the middle of a replicated run, then the same
+/// command on both processes with `resume`: the run continues from process
+/// 0's latest checkpoint to the weights of an uninterrupted run, bit for bit.
+#[test]
+fn after_a_kill_both_processes_resume_to_the_uninterrupted_weights() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    // 40 epochs of 4 steps, a checkpoint every 2 steps; killed right after
+    // the first checkpoint.
+    let resumable = |out: &str| CaptionerStageSettings {
+        resume: true,
+        ..settings(root, out, &vocab, 160, 2)
+    };
+    let cut = resumable("cut");
+    let cut_file = pipeline_file(root, "cut", &cut, 2, 40);
+    let (out, took) = kill_one(root, &cut.out, &cut_file, 1);
+    check_survivor(&out, took, 1);
+    assert!(!cut.out.join(WEIGHTS_FILE).exists());
+    run_two_processes(root, &cut_file);
+    let full = resumable("full");
+    let full_file = pipeline_file(root, "full", &full, 2, 40);
+    run_two_processes(root, &full_file);
+    let d = max_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
+    assert_eq!(
+        d, 0.0,
+        "the resumed run ends {d} away from the uninterrupted one"
+    );
+}
+
+#[test]
+fn when_one_process_fails_the_other_stops_with_its_error() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = setup(root);
+    let s = settings(root, "out", &vocab, 4000, 2);
+    let good = pipeline_file(root, "long", &s, 2, 1000);
+    // Process 1's replica cannot start: its initial weights are missing. Its
+    // process stays up while its run drains; process 0 must not wait for its
+    // gradients.
+    let broken = CaptionerStageSettings {
+        init: Some(root.join("missing.safetensors")),
+        ..s.clone()
+    };
+    let broken = pipeline_file(root, "broken", &broken, 2, 1000);
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let hosts = hostfile(root);
+        let children = vec![
+            spawn(root, &good, "p0", &process_args(&hosts, 0)),
+            spawn(root, &broken, "p1", &process_args(&hosts, 1)),
+        ];
+        let outs = wait_all(children, Duration::from_secs(120));
+        let lines: Vec<String> = outs
+            .iter()
+            .map(|o| stderr(o).lines().last().unwrap_or_default().to_owned())
+            .collect();
+        last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
+        if lines.iter().any(|l| l.contains("timely dataflow")) {
+            continue; // the cluster did not form (a port race): try again
+        }
+        assert!(outs.iter().all(|o| !o.status.success()), "{last}");
+        assert!(
+            lines[0].starts_with("error: ")
+                && lines[0].contains("process 1 of the cluster failed")
+                && lines[0].contains("missing.safetensors"),
+            "{last}"
+        );
+        assert!(lines[1].contains("missing.safetensors"), "{last}");
+        assert!(!last.contains("panicked"), "{last}");
+        assert!(!s.out.join(WEIGHTS_FILE).exists());
+        return;
+    }
+    panic!("the 2-process run failed to connect twice:\n{last}");
+}
