@@ -27,6 +27,7 @@ use anyhow::Context;
 
 use crate::data::world::{generate_row, write_world, WorldSpec};
 use crate::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
+use crate::flow::length::RunLength;
 use crate::flow::{self, Pipeline, RunOptions};
 use crate::metrics::quality::{caption_quality, CaptionQuality};
 use crate::model::captioner::Vocab;
@@ -248,8 +249,7 @@ pub fn fill_phase(phase: Phase, mut p: Pipeline, fill: &Fill) -> anyhow::Result<
             &data,
             fill.workers,
             p.flow.batch_size,
-            p.source.epochs,
-            p.source.seed,
+            p.source.source_config(),
         )?)
     } else {
         None
@@ -380,29 +380,17 @@ fn add_to_int(table: &mut toml::Table, path: &[&str], n: u64) -> anyhow::Result<
     Ok(())
 }
 
-/// Batches a run of `epochs` over `data` produces with `workers` × `batch` rows.
-fn steps_for(
-    data: &Path,
-    workers: u32,
-    batch: usize,
-    epochs: u64,
-    seed: u64,
-) -> anyhow::Result<u64> {
+/// Batches a run over `data` produces with `workers` × `batch` rows under
+/// `source` ([`RunLength`], what a training stage without `total_steps`
+/// would take).
+fn steps_for(data: &Path, workers: u32, batch: usize, source: SourceConfig) -> anyhow::Result<u64> {
     let index = Arc::new(
         ShardIndex::open(data, &LayoutOptions::default())
             .with_context(|| format!("counting the rows of {}", data.display()))?,
     );
-    let cfg = SourceConfig {
-        seed,
-        ..Default::default()
-    };
-    let mut steps = 0;
-    for w in 0..workers {
-        let rows =
-            ShardSource::new(index.clone(), cfg.clone(), w, workers)?.rows_per_epoch() * epochs;
-        steps = steps.max(rows.div_ceil(batch as u64));
-    }
-    Ok(steps)
+    RunLength::new(index, source, workers, batch)
+        .batches()
+        .context("the demo's sources have a finite number of epochs")
 }
 
 /// A string setting of the first device stage.
