@@ -383,20 +383,20 @@ fn after_a_kill_both_processes_resume_to_the_uninterrupted_weights() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup(root);
-    // 40 epochs of 4 steps, a checkpoint every 2 steps; killed right after
+    // 10 epochs of 4 steps, a checkpoint every 2 steps; killed right after
     // the first checkpoint.
     let resumable = |out: &str| CaptionerStageSettings {
         resume: true,
-        ..settings(root, out, &vocab, 160, 2)
+        ..settings(root, out, &vocab, 40, 2)
     };
     let cut = resumable("cut");
-    let cut_file = pipeline_file(root, "cut", &cut, 2, 40);
+    let cut_file = pipeline_file(root, "cut", &cut, 2, 10);
     let (out, took) = kill_one(root, &cut.out, &cut_file, 1);
     check_survivor(&out, took, 1);
     assert!(!cut.out.join(WEIGHTS_FILE).exists());
     run_two_processes(root, &cut_file);
     let full = resumable("full");
-    let full_file = pipeline_file(root, "full", &full, 2, 40);
+    let full_file = pipeline_file(root, "full", &full, 2, 10);
     run_two_processes(root, &full_file);
     let d = max_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
     assert_eq!(
