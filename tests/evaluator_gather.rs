@@ -86,16 +86,6 @@ impl GradientReduce for Link {
 fn config(negatives: bool) -> ContrastiveConfig {
     let mut clip = ClipConfig::tiny();
     clip.text.context_length = 32;
-    let swap = [
-        vec!["red", "green", "blue", "yellow", "purple|violet", "orange"],
-        vec![
-            "circle|ball",
-            "square|box",
-            "triangle",
-            "diamond|rhombus",
-            "cross",
-        ],
-    ];
     ContrastiveConfig {
         clip,
         // eps 1 keeps AdamW's update proportional to the gradient, so that a
@@ -118,10 +108,7 @@ fn config(negatives: bool) -> ContrastiveConfig {
         precision: Precision::Fp32,
         hard_negatives: negatives.then(|| dicoflow::train::hard_negatives::HardNegativesConfig {
             per_caption: 2,
-            swap: swap
-                .iter()
-                .map(|c| c.iter().map(|w| w.to_string()).collect())
-                .collect(),
+            swap: common::train::world_swap_classes(),
         }),
     }
 }

@@ -23,9 +23,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::train::{world_pipeline, CrashAt};
-use dicoflow::data::world::{generate_row, WorldSpec};
-use dicoflow::data::{ShardWriter, ShardWriterConfig};
+use common::train::{
+    assert_same_weight_file, max_weight_diff, one_caption_world, world_pipeline,
+    world_swap_classes, CrashAt,
+};
 use dicoflow::flow::{run, DeviceStage, RunOptions, StageSpec};
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::model::weights::save_safetensors;
@@ -34,7 +35,7 @@ use dicoflow::train::hard_negatives::HardNegativesConfig;
 use dicoflow::train::stages::captioner::write_replica_weights_to;
 use dicoflow::train::stages::{register, EvaluatorStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, Precision, Schedule};
-use tch::{Device, Tensor};
+use tch::Device;
 
 /// Runs take turns: libtorch's CPU thread pool is shared, and the replica
 /// weights hook is process-wide.
@@ -43,44 +44,11 @@ static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Images in the training split.
 const IMAGES: usize = 32;
 
-/// The world's first `IMAGES` training rows with one reference caption each
-/// (a caption is drawn per image from the trainer's generator in batch order:
-/// with one caption the draw cannot depend on how a batch is split).
-fn setup(root: &Path) {
-    let spec = WorldSpec::default();
-    let cfg = ShardWriterConfig {
-        rows_per_shard: IMAGES,
-        rows_per_row_group: 8,
-        ..Default::default()
-    };
-    let mut w = ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
-    for i in 0..IMAGES {
-        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
-        row.captions.truncate(1);
-        row.extra.clear();
-        w.push(row).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 /// The world's colour and shape words as swap classes.
 pub fn world_swaps() -> HardNegativesConfig {
-    let swap = [
-        vec!["red", "green", "blue", "yellow", "purple|violet", "orange"],
-        vec![
-            "circle|ball",
-            "square|box",
-            "triangle",
-            "diamond|rhombus",
-            "cross",
-        ],
-    ];
     HardNegativesConfig {
         per_caption: 2,
-        swap: swap
-            .iter()
-            .map(|c| c.iter().map(|w| w.to_string()).collect())
-            .collect(),
+        swap: world_swap_classes(),
     }
 }
 
@@ -157,32 +125,6 @@ fn train(root: &Path, s: &EvaluatorStageSettings, batch: usize, devices: usize) 
         .collect()
 }
 
-fn read(path: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-/// Largest absolute difference between two weight files (same names).
-fn max_diff(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
-}
-
-fn bit_identical(a: &Path, b: &Path) {
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs");
-    }
-}
-
 /// Trains with `batch` images per worker per batch on 1 and on 2 devices,
 /// compares weights and logged losses, and returns the 2-device reports.
 fn compare(root: &Path, name: &str, batch: usize, negatives: bool) -> Vec<Report> {
@@ -196,12 +138,12 @@ fn compare(root: &Path, name: &str, batch: usize, negatives: bool) -> Vec<Report
         replicas.join("replica-0.safetensors"),
         replicas.join("replica-1.safetensors"),
     );
-    bit_identical(&r0, &r1);
-    bit_identical(&r0, &two.out.join(WEIGHTS_FILE));
+    assert_same_weight_file(&r0, &r1);
+    assert_same_weight_file(&r0, &two.out.join(WEIGHTS_FILE));
     assert!(
         !replicas.join("replica-2.safetensors").exists() && !one.out.join("checkpoints").exists()
     );
-    let d = max_diff(&one.out.join(WEIGHTS_FILE), &two.out.join(WEIGHTS_FILE));
+    let d = max_weight_diff(&one.out.join(WEIGHTS_FILE), &two.out.join(WEIGHTS_FILE));
     eprintln!("{name}: 2 replicas differ from 1 device by {d}");
     assert!(d < 1e-5, "{name}: 2 replicas differ from 1 device by {d}");
     // Every replica logs the loss of the whole batch: the same bits on both,
@@ -234,7 +176,7 @@ fn compare(root: &Path, name: &str, batch: usize, negatives: bool) -> Vec<Report
     let start = root.join(format!("{name}-start.safetensors"));
     let init = ContrastiveTrainer::new(one.train.clone(), Device::Cpu).unwrap();
     save_safetensors(&init.vs, &start).unwrap();
-    let moved = max_diff(&start, &one.out.join(WEIGHTS_FILE));
+    let moved = max_weight_diff(&start, &one.out.join(WEIGHTS_FILE));
     eprintln!("{name}: training moved the weights by {moved}");
     assert!(moved > 1e-3, "{name} did not move the weights ({moved})");
     replicated
@@ -245,7 +187,7 @@ fn two_replicas_with_gathered_negatives_take_the_steps_of_one_device() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    setup(root);
+    one_caption_world(root, IMAGES);
     // 4 batches of 2 workers × 4 images, with 2 hard negatives per caption.
     let reports = compare(root, "negatives", 4, true);
     let shares: Vec<f64> = reports.iter().map(|r| r.2).collect();
@@ -260,7 +202,7 @@ fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    setup(root);
+    one_caption_world(root, IMAGES);
     // One image per worker per batch: the two images of a batch often belong
     // to the same device, leaving the other replica with none.
     let reports = compare(root, "empty", 1, false);
@@ -277,7 +219,7 @@ fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    setup(root);
+    one_caption_world(root, IMAGES);
     let mut reg = registry();
     for k in 0..4u64 {
         reg.register_device(&format!("crash-at-{k}"), move |_: toml::Table| {
@@ -312,11 +254,11 @@ fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         let resumed = run(&pipeline(&cut, None), &reg, &opts);
         write_replica_weights_to(None);
         resumed.unwrap();
-        bit_identical(
+        assert_same_weight_file(
             &replicas.join("replica-0.safetensors"),
             &replicas.join("replica-1.safetensors"),
         );
-        let d = max_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
+        let d = max_weight_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
         assert_eq!(d, 0.0, "crash after batch {k}");
     }
 }

@@ -93,19 +93,7 @@ fn trainer(hard_negatives: Option<HardNegativesConfig>) -> ContrastiveTrainer {
 #[test]
 fn the_trainer_adds_swapped_captions_to_the_image_to_text_side() {
     let (px, caps) = world_batch(5, 8);
-    let swap = vec![
-        vec!["red", "green", "blue", "yellow", "purple|violet", "orange"],
-        vec![
-            "circle|ball",
-            "square|box",
-            "triangle",
-            "diamond|rhombus",
-            "cross",
-        ],
-    ]
-    .into_iter()
-    .map(|c| c.into_iter().map(String::from).collect())
-    .collect();
+    let swap = common::train::world_swap_classes();
     let hn = HardNegativesConfig {
         per_caption: 3,
         swap,

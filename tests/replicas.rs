@@ -14,23 +14,21 @@
 //! would be off by ~lr per step, 1e-3).
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::clip::save_tiny_clip;
 use common::train::{
-    captioner_pipeline, stage_settings, train_config, world_with_vocab, write_vocab, CrashAt,
+    assert_same_weight_file, captioner_pipeline, max_weight_diff, one_caption_world,
+    stage_settings, train_config, world_with_vocab, CrashAt,
 };
 
-use dicoflow::data::world::{generate_row, WorldSpec};
-use dicoflow::data::{ShardWriter, ShardWriterConfig};
+use dicoflow::data::world::WorldSpec;
 use dicoflow::flow::{run, DeviceStage, FlowError, RunOptions, StageSpec};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
 use dicoflow::train::stages::captioner::write_replica_weights_to;
 use dicoflow::train::stages::{register, CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, Schedule};
-use tch::Tensor;
 
 /// Runs take turns: libtorch's CPU thread pool is shared, and the replica
 /// weights hook is process-wide.
@@ -92,33 +90,6 @@ fn training_stage_without_replicas_refuses_two_devices() {
     let text = err.to_string();
     assert!(text.contains("flow.devices = 1"), "{text}");
     assert!(!root.join("out").exists(), "nothing is written");
-}
-
-/// The world's first `IMAGES` training rows with one reference caption each
-/// (XE draws one reference per image from the trainer's RNG, in batch order:
-/// with one caption the draw cannot depend on how a batch is split), a word
-/// vocabulary and a random tiny CLIP (backbone and evaluator) under `root`.
-fn setup_one_caption(root: &Path) -> Vocab {
-    let spec = WorldSpec::default();
-    let cfg = ShardWriterConfig {
-        rows_per_shard: IMAGES,
-        rows_per_row_group: 8,
-        ..Default::default()
-    };
-    let mut w = ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
-    let mut captions = Vec::new();
-    for i in 0..IMAGES {
-        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
-        row.captions.truncate(1);
-        row.extra.clear();
-        captions.push(row.captions[0].clone());
-        w.push(row).unwrap();
-    }
-    w.finish().unwrap();
-    let vocab = Vocab::build(&captions, 1, None);
-    write_vocab(root, &vocab);
-    save_tiny_clip(&root.join("clip.safetensors"), 1);
-    vocab
 }
 
 /// `objective` for `epochs` epochs of 4 batches (2 workers × 4 images),
@@ -191,32 +162,6 @@ fn replica_dir(root: &Path, s: &CaptionerStageSettings) -> std::path::PathBuf {
     root.join(format!("replicas-{out}"))
 }
 
-fn read(path: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-/// Largest absolute difference between two weight files (same names).
-fn max_diff(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
-}
-
-fn bit_identical(a: &Path, b: &Path) {
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs between replicas");
-    }
-}
-
 /// Runs `objective` with `batch` images per worker per batch on 1 and on 2
 /// devices, compares, and returns what each replica trained on per batch.
 fn compare(
@@ -239,9 +184,9 @@ fn compare(
         replicas.join("replica-0.safetensors"),
         replicas.join("replica-1.safetensors"),
     );
-    bit_identical(&r0, &r1);
-    bit_identical(&r0, &w2);
-    let d = max_diff(&w1, &w2);
+    assert_same_weight_file(&r0, &r1);
+    assert_same_weight_file(&r0, &w2);
+    let d = max_weight_diff(&w1, &w2);
     assert!(d < 1e-5, "{name}: 2 replicas differ from 1 device by {d}");
     // The comparison has something to compare: training moved the weights.
     let start = match objective {
@@ -249,7 +194,7 @@ fn compare(
         _ => one.init.clone(),
     };
     if let Some(start) = start {
-        let moved = max_diff(&start, &w1);
+        let moved = max_weight_diff(&start, &w1);
         assert!(moved > 1e-4, "{name} did not move the weights ({moved})");
     }
     shares
@@ -260,7 +205,7 @@ fn two_replicas_take_the_steps_of_one_device_on_the_whole_batch() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup_one_caption(root);
+    let vocab = one_caption_world(root, IMAGES);
     // XE for 2 epochs (8 steps), then DiCO from the 1-device XE weights for
     // 1 epoch (4 steps).
     compare(root, &vocab, Objective::Xe, 4, 2);
@@ -272,7 +217,7 @@ fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup_one_caption(root);
+    let vocab = one_caption_world(root, IMAGES);
     // One image per worker per batch: the two images of a batch often belong
     // to the same device, leaving the other replica with none.
     let shares = compare(root, &vocab, Objective::Xe, 1, 1);
@@ -296,7 +241,7 @@ fn a_replicated_run_resumes_to_the_weights_of_an_uninterrupted_one_from_every_ba
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup_one_caption(root);
+    let vocab = one_caption_world(root, IMAGES);
     let with = |out: &str| CaptionerStageSettings {
         checkpoint_every: 1,
         keep_last: 2,
@@ -342,12 +287,12 @@ fn a_replicated_run_resumes_to_the_weights_of_an_uninterrupted_one_from_every_ba
             first.is_none_or(|t| t > k),
             "crash at {k}: resumed at {first:?}"
         );
-        bit_identical(
+        assert_same_weight_file(
             &replicas.join("replica-0.safetensors"),
             &replicas.join("replica-1.safetensors"),
         );
         let (a, b) = (full.out.join(WEIGHTS_FILE), cut.out.join(WEIGHTS_FILE));
-        assert_eq!(max_diff(&a, &b), 0.0, "crash after batch {k}");
+        assert_eq!(max_weight_diff(&a, &b), 0.0, "crash after batch {k}");
     }
     // On one device the updates would be summed in another order: refused,
     // with what to do.

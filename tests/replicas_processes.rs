@@ -18,23 +18,21 @@
 //! (children are killed on timeout).
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::clip::save_tiny_clip;
-use common::train::{captioner_pipeline, stage_settings, train_config, write_vocab};
+use common::train::{
+    captioner_pipeline, max_weight_diff, one_caption_world, read_weights, stage_settings,
+    train_config,
+};
 
-use dicoflow::data::world::{generate_row, WorldSpec};
-use dicoflow::data::{ShardWriter, ShardWriterConfig};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
 use dicoflow::train::resumable::latest_checkpoint;
 use dicoflow::train::stages::{CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, Schedule};
-use tch::Tensor;
 
 /// The runs take turns: each one spawns 2 processes that share the CPUs, and
 /// the kill test measures how long the survivor takes to exit.
@@ -48,33 +46,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// How long the survivor of a kill may take to exit.
 const EXIT_LIMIT: Duration = Duration::from_secs(20);
-
-/// The world's first `IMAGES` training rows with one reference caption each
-/// (as tests/replicas.rs: with one caption, XE's reference draw cannot depend
-/// on how a batch is split), a word vocabulary and a random tiny CLIP
-/// backbone under `root`.
-fn setup(root: &Path) -> Vocab {
-    let spec = WorldSpec::default();
-    let cfg = ShardWriterConfig {
-        rows_per_shard: IMAGES,
-        rows_per_row_group: 8,
-        ..Default::default()
-    };
-    let mut w = ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
-    let mut captions = Vec::new();
-    for i in 0..IMAGES {
-        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
-        row.captions.truncate(1);
-        row.extra.clear();
-        captions.push(row.captions[0].clone());
-        w.push(row).unwrap();
-    }
-    w.finish().unwrap();
-    let vocab = Vocab::build(&captions, 1, None);
-    write_vocab(root, &vocab);
-    save_tiny_clip(&root.join("clip.safetensors"), 1);
-    vocab
-}
 
 /// XE writing to `root/out`, `steps` optimizer steps, AdamW with eps 1e-3
 /// (tests/replicas.rs), a checkpoint every `checkpoint_every` steps (0: none).
@@ -221,29 +192,12 @@ fn run_two_threads(root: &Path, pipeline: &Path, name: &str) {
     assert!(out.status.success(), "{name}: {}", stderr(&out));
 }
 
-fn read(path: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-/// Largest absolute difference between two weight files with the same names.
-fn max_diff(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (read(a), read(b));
-    assert!(!a.is_empty());
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
-        .fold(0.0, f64::max)
-}
-
 #[test]
 fn two_processes_train_the_replicas_of_two_threads_bit_for_bit() {
     let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup(root);
+    let vocab = one_caption_world(root, IMAGES);
     // 2 epochs of 4 batches of 2 workers × 4 images: 8 XE steps.
     let steps = 8;
     let runs = ["one", "threads", "processes"].map(|name| {
@@ -259,7 +213,7 @@ fn two_processes_train_the_replicas_of_two_threads_bit_for_bit() {
     run_two_processes(root, &runs[2].1);
 
     let (one, threads, processes) = (&runs[0].0, &runs[1].0, &runs[2].0);
-    let (a, b) = (read(threads), read(processes));
+    let (a, b) = (read_weights(threads), read_weights(processes));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, t) in &a {
         assert!(
@@ -268,14 +222,14 @@ fn two_processes_train_the_replicas_of_two_threads_bit_for_bit() {
             (t - &b[name]).abs().max().double_value(&[])
         );
     }
-    let d = max_diff(one, processes);
+    let d = max_weight_diff(one, processes);
     assert!(d < 1e-5, "2 processes differ from 1 device by {d}");
     // The comparison has something to compare: a run on other batches
     // (1 epoch, so 4 steps) ends elsewhere.
     let short = settings(root, "short", &vocab, steps / 2, 0);
     let file = pipeline_file(root, "short", &short, 1, 1);
     run_two_threads(root, &file, "short");
-    let moved = max_diff(&short.out.join(WEIGHTS_FILE), one);
+    let moved = max_weight_diff(&short.out.join(WEIGHTS_FILE), one);
     assert!(
         moved > 1e-4,
         "4 more steps moved the weights by only {moved}"
@@ -348,9 +302,9 @@ fn check_survivor(out: &Output, took: Duration, victim: usize) {
 /// weights, optimizer state and state file read back.
 fn check_checkpoint(out: &Path) {
     let dir = latest_checkpoint(out).unwrap().expect("a checkpoint");
-    let weights = read(&dir.join("model.safetensors"));
+    let weights = read_weights(&dir.join("model.safetensors"));
     assert!(!weights.is_empty());
-    assert!(!read(&dir.join("optimizer.safetensors")).is_empty());
+    assert!(!read_weights(&dir.join("optimizer.safetensors")).is_empty());
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
     assert!(state.is_object());
@@ -362,7 +316,7 @@ fn when_one_process_is_killed_the_other_stops_with_a_clear_error() {
     for victim in [1, 0] {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
-        let vocab = setup(root);
+        let vocab = one_caption_world(root, IMAGES);
         // Long enough to be killed in the middle: 1000 epochs of 4 steps, a
         // checkpoint every 2 steps.
         let s = settings(root, "out", &vocab, 4000, 2);
@@ -382,7 +336,7 @@ fn after_a_kill_both_processes_resume_to_the_uninterrupted_weights() {
     let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup(root);
+    let vocab = one_caption_world(root, IMAGES);
     // 10 epochs of 4 steps, a checkpoint every 2 steps; killed right after
     // the first checkpoint.
     let resumable = |out: &str| CaptionerStageSettings {
@@ -398,7 +352,7 @@ fn after_a_kill_both_processes_resume_to_the_uninterrupted_weights() {
     let full = resumable("full");
     let full_file = pipeline_file(root, "full", &full, 2, 10);
     run_two_processes(root, &full_file);
-    let d = max_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
+    let d = max_weight_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
     assert_eq!(
         d, 0.0,
         "the resumed run ends {d} away from the uninterrupted one"
@@ -410,7 +364,7 @@ fn when_one_process_fails_the_other_stops_with_its_error() {
     let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let vocab = setup(root);
+    let vocab = one_caption_world(root, IMAGES);
     let s = settings(root, "out", &vocab, 4000, 2);
     let good = pipeline_file(root, "long", &s, 2, 1000);
     // Process 1's replica cannot start: its initial weights are missing. Its

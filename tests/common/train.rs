@@ -253,19 +253,90 @@ pub fn small_world(root: &Path, rows: usize, rows_per_shard: usize) -> Vocab {
     vocab
 }
 
+/// The tensors of a safetensors file, by name.
+pub fn read_weights(path: &Path) -> std::collections::BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Asserts that weight files `a` and `b` hold the same tensors, bit for bit.
+pub fn assert_same_weight_file(a: &Path, b: &Path) {
+    let (ta, tb) = (read_weights(a), read_weights(b));
+    assert!(!ta.is_empty(), "{} holds no tensor", a.display());
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for (name, t) in &ta {
+        assert!(
+            t.equal(&tb[name]),
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
 /// Asserts that the `model.safetensors` in folders `a` and `b` hold the same
 /// tensors, bit for bit.
 pub fn assert_same_weights(a: &Path, b: &Path) {
-    let read = |p: &Path| -> std::collections::BTreeMap<String, Tensor> {
-        Tensor::read_safetensors(p.join(dicoflow::train::stages::WEIGHTS_FILE))
-            .unwrap()
-            .into_iter()
-            .collect()
-    };
-    let (a, b) = (read(a), read(b));
+    let file = dicoflow::train::stages::WEIGHTS_FILE;
+    assert_same_weight_file(&a.join(file), &b.join(file));
+}
+
+/// Largest absolute difference between two weight files with the same names.
+pub fn max_weight_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (read_weights(a), read_weights(b));
     assert!(!a.is_empty());
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs");
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// The world's first `images` training rows with one reference caption each
+/// under `root/data/train` (row groups of 8), a word vocabulary of those
+/// captions (`root/vocab.json`) and a random tiny CLIP
+/// (`root/clip.safetensors`, seed 1). With one caption per image, a caption
+/// drawn per image from a trainer's generator cannot depend on how a batch
+/// is split among replicas.
+pub fn one_caption_world(root: &Path, images: usize) -> Vocab {
+    let spec = WorldSpec::default();
+    let cfg = dicoflow::data::ShardWriterConfig {
+        rows_per_shard: images,
+        rows_per_row_group: 8,
+        ..Default::default()
+    };
+    let mut w =
+        dicoflow::data::ShardWriter::try_new(&root.join("data/train"), "part", cfg).unwrap();
+    let mut captions = Vec::new();
+    for i in 0..images {
+        let (_, mut row) = generate_row(&spec, 0, i).unwrap();
+        row.captions.truncate(1);
+        row.extra.clear();
+        captions.push(row.captions[0].clone());
+        w.push(row).unwrap();
     }
+    w.finish().unwrap();
+    let vocab = Vocab::build(&captions, 1, None);
+    write_vocab(root, &vocab);
+    super::clip::save_tiny_clip(&root.join("clip.safetensors"), 1);
+    vocab
+}
+
+/// The synthetic world's colour and shape words as swap classes (hard
+/// negatives: `train.hard_negatives.swap`).
+pub fn world_swap_classes() -> Vec<Vec<String>> {
+    [
+        vec!["red", "green", "blue", "yellow", "purple|violet", "orange"],
+        vec![
+            "circle|ball",
+            "square|box",
+            "triangle",
+            "diamond|rhombus",
+            "cross",
+        ],
+    ]
+    .iter()
+    .map(|c| c.iter().map(|w| w.to_string()).collect())
+    .collect()
 }
