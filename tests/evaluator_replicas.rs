@@ -24,15 +24,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::train::{
-    assert_same_weight_file, max_weight_diff, one_caption_world, world_pipeline,
-    world_swap_classes, CrashAt,
+    assert_same_weight_file, max_weight_diff, one_caption_world, run_keeping_replicas,
+    world_pipeline, world_swap_classes, CrashAt,
 };
 use dicoflow::flow::{run, DeviceStage, RunOptions, StageSpec};
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::model::weights::save_safetensors;
 use dicoflow::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use dicoflow::train::hard_negatives::HardNegativesConfig;
-use dicoflow::train::stages::captioner::write_replica_weights_to;
 use dicoflow::train::stages::{register, EvaluatorStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, Precision, Schedule};
 use tch::Device;
@@ -106,16 +105,7 @@ fn train(root: &Path, s: &EvaluatorStageSettings, batch: usize, devices: usize) 
     pipeline.flow.devices = devices;
     pipeline.source.epochs = 1;
     let replicas = replica_dir(s);
-    std::fs::create_dir_all(&replicas).unwrap();
-    write_replica_weights_to((devices > 1).then(|| replicas.clone()));
-    let opts = RunOptions {
-        keep_reports: true,
-        ..RunOptions::threads(2)
-    };
-    let result = run(&pipeline, &registry(), &opts);
-    write_replica_weights_to(None);
-    result
-        .unwrap()
+    run_keeping_replicas(&pipeline, &registry(), (devices > 1).then_some(&*replicas))
         .reports
         .iter()
         .map(|r| {
@@ -249,11 +239,7 @@ fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         assert!(run(&pipeline(&cut, Some(k)), &reg, &opts).is_err());
         assert!(!cut.out.join(WEIGHTS_FILE).exists());
         let replicas = replica_dir(&cut);
-        std::fs::create_dir_all(&replicas).unwrap();
-        write_replica_weights_to(Some(replicas.clone()));
-        let resumed = run(&pipeline(&cut, None), &reg, &opts);
-        write_replica_weights_to(None);
-        resumed.unwrap();
+        run_keeping_replicas(&pipeline(&cut, None), &reg, Some(&replicas));
         assert_same_weight_file(
             &replicas.join("replica-0.safetensors"),
             &replicas.join("replica-1.safetensors"),

@@ -19,16 +19,16 @@ use std::path::Path;
 use common::clip::save_tiny_clip;
 use common::train::{
     assert_same_weight_file, captioner_pipeline, max_weight_diff, one_caption_world,
-    stage_settings, train_config, world_with_vocab, CrashAt,
+    replica_train_config, run_keeping_replicas, stage_settings, train_config, world_with_vocab,
+    CrashAt,
 };
 
 use dicoflow::data::world::WorldSpec;
 use dicoflow::flow::{run, DeviceStage, FlowError, RunOptions, StageSpec};
 use dicoflow::model::captioner::Vocab;
-use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
-use dicoflow::train::stages::captioner::write_replica_weights_to;
+use dicoflow::train::captioning::Objective;
 use dicoflow::train::stages::{register, CaptionerStageSettings, WEIGHTS_FILE};
-use dicoflow::train::{AdamWConfig, Schedule};
+use dicoflow::train::Schedule;
 
 /// Runs take turns: libtorch's CPU thread pool is shared, and the replica
 /// weights hook is process-wide.
@@ -101,19 +101,7 @@ fn settings(
     objective: Objective,
     steps: u64,
 ) -> CaptionerStageSettings {
-    let schedule = Schedule {
-        lr: 1e-3,
-        total_steps: steps,
-        ..Default::default()
-    };
-    let train = CaptionTrainConfig {
-        optimizer: AdamWConfig {
-            lr: 1e-3,
-            eps: 1e-3,
-            ..Default::default()
-        },
-        ..train_config(objective, schedule, 2, 5)
-    };
+    let train = replica_train_config(objective, steps);
     let mut s = stage_settings(root, out, vocab, train);
     if objective == Objective::Dico {
         s.init = Some(root.join("xe-b4-1").join(WEIGHTS_FILE));
@@ -138,16 +126,7 @@ fn train(
     pipeline.flow.devices = devices;
     pipeline.source.epochs = epochs;
     let replicas = replica_dir(root, s);
-    std::fs::create_dir_all(&replicas).unwrap();
-    write_replica_weights_to((devices > 1).then(|| replicas.clone()));
-    let opts = RunOptions {
-        keep_reports: true,
-        ..RunOptions::threads(2)
-    };
-    let result = run(&pipeline, &registry(), &opts);
-    write_replica_weights_to(None);
-    result
-        .unwrap()
+    run_keeping_replicas(&pipeline, &registry(), (devices > 1).then_some(&*replicas))
         .reports
         .iter()
         .map(|r| {
@@ -272,15 +251,7 @@ fn a_replicated_run_resumes_to_the_weights_of_an_uninterrupted_one_from_every_ba
         assert!(run(&pipeline(&cut, Some(k)), &reg, &opts).is_err());
         assert!(!cut.out.join(WEIGHTS_FILE).exists());
         let replicas = replica_dir(root, &cut);
-        std::fs::create_dir_all(&replicas).unwrap();
-        write_replica_weights_to(Some(replicas.clone()));
-        let keep = RunOptions {
-            keep_reports: true,
-            ..RunOptions::threads(2)
-        };
-        let resumed = run(&pipeline(&cut, None), &reg, &keep);
-        write_replica_weights_to(None);
-        let resumed = resumed.unwrap();
+        let resumed = run_keeping_replicas(&pipeline(&cut, None), &reg, Some(&replicas));
         // Nothing before the checkpoint is trained again.
         let first = resumed.reports.iter().map(|r| r.time).min();
         assert!(

@@ -24,15 +24,14 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::train::{
-    captioner_pipeline, max_weight_diff, one_caption_world, read_weights, stage_settings,
-    train_config,
+    captioner_pipeline, max_weight_diff, one_caption_world, read_weights, replica_train_config,
+    stage_settings,
 };
 
 use dicoflow::model::captioner::Vocab;
-use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
+use dicoflow::train::captioning::Objective;
 use dicoflow::train::resumable::latest_checkpoint;
 use dicoflow::train::stages::{CaptionerStageSettings, WEIGHTS_FILE};
-use dicoflow::train::{AdamWConfig, Schedule};
 
 /// The runs take turns: each one spawns 2 processes that share the CPUs, and
 /// the kill test measures how long the survivor takes to exit.
@@ -56,19 +55,7 @@ fn settings(
     steps: u64,
     checkpoint_every: u64,
 ) -> CaptionerStageSettings {
-    let schedule = Schedule {
-        lr: 1e-3,
-        total_steps: steps,
-        ..Default::default()
-    };
-    let train = CaptionTrainConfig {
-        optimizer: AdamWConfig {
-            lr: 1e-3,
-            eps: 1e-3,
-            ..Default::default()
-        },
-        ..train_config(Objective::Xe, schedule, 2, 5)
-    };
+    let train = replica_train_config(Objective::Xe, steps);
     CaptionerStageSettings {
         checkpoint_every,
         keep_last: 2,

@@ -340,3 +340,44 @@ pub fn world_swap_classes() -> Vec<Vec<String>> {
     .map(|c| c.iter().map(|w| w.to_string()).collect())
     .collect()
 }
+
+/// A tiny captioner's `objective` training for `total_steps` steps at lr
+/// 1e-3, AdamW with eps 1e-3 (replica tests: relative gradient differences
+/// of float rounding stay far below their weight tolerance).
+pub fn replica_train_config(objective: Objective, total_steps: u64) -> CaptionTrainConfig {
+    let schedule = Schedule {
+        lr: 1e-3,
+        total_steps,
+        ..Default::default()
+    };
+    CaptionTrainConfig {
+        optimizer: AdamWConfig {
+            lr: 1e-3,
+            eps: 1e-3,
+            ..Default::default()
+        },
+        ..train_config(objective, schedule, 2, 5)
+    }
+}
+
+/// Runs `pipeline` on 2 worker threads keeping its batch reports; with
+/// `replicas_dir`, every replica also writes its final weights there as
+/// `replica-K.safetensors`.
+pub fn run_keeping_replicas(
+    pipeline: &Pipeline,
+    registry: &dicoflow::flow::Registry,
+    replicas_dir: Option<&Path>,
+) -> dicoflow::flow::RunSummary {
+    use dicoflow::train::stages::captioner::write_replica_weights_to;
+    if let Some(dir) = replicas_dir {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    write_replica_weights_to(replicas_dir.map(Path::to_path_buf));
+    let opts = dicoflow::flow::RunOptions {
+        keep_reports: true,
+        ..dicoflow::flow::RunOptions::threads(2)
+    };
+    let result = dicoflow::flow::run(pipeline, registry, &opts);
+    write_replica_weights_to(None);
+    result.unwrap()
+}
