@@ -234,8 +234,12 @@ struct Measured {
     images_per_s: f64,
     /// Median seconds between the ends of consecutive batch times.
     step_s: f64,
-    /// Median `train/allreduce_s` over every replica's steps.
-    allreduce_s: f64,
+    /// Median over steps of the shortest `train/allreduce_s` of the
+    /// replicas (the exchange and reduction alone).
+    allreduce_min_s: f64,
+    /// Median over steps of the longest (also waiting for the slower
+    /// replica's step).
+    allreduce_max_s: f64,
     steps: usize,
 }
 
@@ -261,14 +265,26 @@ fn measure(lines: &[Line]) -> Measured {
         .skip(WARM_UP)
         .map(|w| w[1].1 - w[0].1)
         .collect();
-    let allreduce: Vec<f64> = lines
-        .iter()
-        .filter_map(|l| l.metrics.get("train/allreduce_s").copied())
-        .collect();
+    // Per batch time, the replicas' waits: the last replica to hand its
+    // gradient over waits least, for the exchange and the reduction alone;
+    // the first waits also for the others to finish their step.
+    let mut waits: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.time >= WARM_UP as u64) {
+        if let Some(&w) = l.metrics.get("train/allreduce_s") {
+            waits.entry(l.time).or_default().push(w);
+        }
+    }
+    let least = waits
+        .values()
+        .map(|w| w.iter().copied().fold(f64::INFINITY, f64::min));
+    let most = waits
+        .values()
+        .map(|w| w.iter().copied().fold(0.0, f64::max));
     Measured {
         images_per_s: images as f64 / (end - start),
         step_s: median(steps),
-        allreduce_s: median(allreduce),
+        allreduce_min_s: median(least.collect()),
+        allreduce_max_s: median(most.collect()),
         steps: times.len(),
     }
 }
@@ -303,8 +319,9 @@ fn train(reps: usize, xe_images: usize, dico_images: usize) {
                 let m = measure(&log(&run_dir));
                 println!(
                     "{name} devices={devices} rep {rep}: {:.1} images/s, step {:.3} s, \
-                     all-reduce {:.4} s, {} batches, run {wall:.1} s",
-                    m.images_per_s, m.step_s, m.allreduce_s, m.steps
+                     all-reduce wait {:.4} s (shortest replica) {:.4} s (longest), \
+                     {} batches, run {wall:.1} s",
+                    m.images_per_s, m.step_s, m.allreduce_min_s, m.allreduce_max_s, m.steps
                 );
                 results.entry(devices).or_default().push(m);
             }
@@ -312,16 +329,18 @@ fn train(reps: usize, xe_images: usize, dico_images: usize) {
         for (devices, ms) in &results {
             let ips = median(ms.iter().map(|m| m.images_per_s).collect());
             let step = median(ms.iter().map(|m| m.step_s).collect());
-            let ar = median(ms.iter().map(|m| m.allreduce_s).collect());
+            let least = median(ms.iter().map(|m| m.allreduce_min_s).collect());
+            let most = median(ms.iter().map(|m| m.allreduce_max_s).collect());
             let all: Vec<String> = ms
                 .iter()
                 .map(|m| format!("{:.1}", m.images_per_s))
                 .collect();
             println!(
                 "{name} devices={devices}: median {ips:.1} images/s ({}), step {step:.3} s, \
-                 all-reduce {ar:.4} s ({:.1} % of the step)",
+                 all-reduce wait {least:.4} s shortest ({:.1} % of the step), \
+                 {most:.4} s longest",
                 all.join(", "),
-                100.0 * ar / step
+                100.0 * least / step
             );
         }
     }
