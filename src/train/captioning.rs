@@ -311,8 +311,12 @@ impl CaptionTrainer {
         Ok(())
     }
 
-    /// Count an optimizer step and report it in `stats`.
+    /// Count an optimizer step and report it in `stats` (with replicas, also
+    /// the all-reduce's wait as `train/allreduce_s`, seconds).
     fn record(&mut self, update: Option<Update>, stats: &mut StepStats) {
+        if let Some(seconds) = self.stepper.take_allreduce_seconds() {
+            stats.extra.insert("train/allreduce_s".into(), seconds);
+        }
         match update {
             None => {}
             Some(update) => {

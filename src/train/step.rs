@@ -138,6 +138,9 @@ pub struct Stepper {
     /// The reducer sums the replicas' gradients (weights 1) instead of
     /// weighting them by their counts ([`Stepper::set_summing_reducer`]).
     summing: bool,
+    /// Wall-clock time of the last all-reduce, until taken
+    /// ([`Stepper::take_allreduce_seconds`]).
+    last_allreduce: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Stepper {
@@ -172,6 +175,7 @@ impl Stepper {
             scaler,
             reducer: None,
             summing: false,
+            last_allreduce: None,
         })
     }
 
@@ -201,6 +205,15 @@ impl Stepper {
     /// Replicas taking the same updates (1 without a reducer).
     pub fn replicas(&self) -> usize {
         self.reducer.as_ref().map_or(1, |r| r.replicas())
+    }
+
+    /// Seconds this replica's thread waited in the last all-reduce, from
+    /// handing its flattened gradient to the reducer to getting the combined
+    /// one back (the exchange, and waiting for the slowest replica to
+    /// contribute); `None` without a reducer, and after it was taken once.
+    /// Logged by the captioner's stage as `train/allreduce_s`.
+    pub fn take_allreduce_seconds(&mut self) -> Option<f64> {
+        self.last_allreduce.take().map(|d| d.as_secs_f64())
     }
 
     /// Micro-batches per optimizer step.
@@ -296,12 +309,14 @@ impl Stepper {
         if let Some(reducer) = self.reducer.as_mut() {
             self.opt.define_grads()?;
             let flat = self.opt.flat_grads()?;
+            let waited = std::time::Instant::now();
             let (total, reduced) = if self.summing {
                 let (_, g) = reducer.all_reduce_sum(self.pending_count, flat)?;
                 (self.pending_count, g) // the global count, the same everywhere
             } else {
                 reducer.all_reduce(self.pending_count, flat)?
             };
+            self.last_allreduce = Some(waited.elapsed());
             if total <= 0.0 {
                 // No replica had a sample in this cycle: nothing to learn from.
                 self.opt.zero_grad();
@@ -401,5 +416,74 @@ impl Stepper {
         let state = Checkpointer::load(dir, vs, &mut self.opt)?;
         self.restore_scaler(state.loss_scale);
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::adamw::AdamWConfig;
+    use std::time::Duration;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
+
+    /// A reducer of one replica that takes `delay` to answer.
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl GradientReduce for Slow {
+        fn all_reduce(
+            &mut self,
+            count: f64,
+            grad: Vec<f32>,
+        ) -> Result<(f64, Vec<f32>), TrainError> {
+            std::thread::sleep(self.delay);
+            Ok((count, grad))
+        }
+        fn replicas(&self) -> usize {
+            1
+        }
+        fn all_reduce_sum(
+            &mut self,
+            count: f64,
+            grad: Vec<f32>,
+        ) -> Result<(f64, Vec<f32>), TrainError> {
+            self.all_reduce(count, grad)
+        }
+    }
+
+    fn stepper() -> (VarStore, Stepper) {
+        let vs = VarStore::new(Device::Cpu);
+        let _w = vs.root().ones("w", &[3]);
+        let opt = AdamW::new(&vs, AdamWConfig::default());
+        let s = Stepper::new(opt, StepConfig::default()).expect("stepper");
+        (vs, s)
+    }
+
+    fn loss(vs: &VarStore) -> Tensor {
+        let w = vs.variables()["w"].shallow_clone();
+        (&w * &w).sum(Kind::Float)
+    }
+
+    #[test]
+    fn allreduce_wait_is_timed_once_per_step() {
+        let (vs, mut s) = stepper();
+        s.set_reducer(Box::new(Slow {
+            delay: Duration::from_millis(30),
+        }));
+        assert_eq!(s.take_allreduce_seconds(), None);
+        let update = s.backward(&loss(&vs), 1.0, 1e-3).expect("step");
+        assert!(matches!(update, Some(Update::Applied { .. })));
+        let waited = s.take_allreduce_seconds().expect("timed");
+        assert!((0.03..5.0).contains(&waited), "{waited}");
+        assert_eq!(s.take_allreduce_seconds(), None, "taken once");
+    }
+
+    #[test]
+    fn no_allreduce_time_without_replicas() {
+        let (vs, mut s) = stepper();
+        s.backward(&loss(&vs), 1.0, 1e-3).expect("step");
+        assert_eq!(s.take_allreduce_seconds(), None);
     }
 }

@@ -411,6 +411,7 @@ impl CaptionerStage {
         if s.skipped_step {
             batch.metrics.insert("train/skipped_step".into(), 1.0);
         }
+        batch.metrics.extend(s.extra);
         self.validate_if_due(batch, s.optimizer_step)?;
         self.after_step(batch)
     }
