@@ -62,6 +62,10 @@ impl GradientReduce for Link {
         2
     }
 
+    fn index(&self) -> usize {
+        self.replica
+    }
+
     fn all_reduce(&mut self, _: f64, _: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError> {
         unreachable!("gathered negatives sum the replicas' gradients")
     }

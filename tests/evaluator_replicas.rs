@@ -201,15 +201,16 @@ fn a_replica_without_samples_in_a_batch_takes_part_and_changes_nothing() {
     assert_eq!(reports.len(), IMAGES, "every replica reports every batch");
 }
 
-/// A replicated evaluator run (hard negatives on) that crashed after batch
-/// `k` resumes on both replicas to the uninterrupted run's weights, bit for
+/// A replicated evaluator run (hard negatives on, several captions per
+/// image) that crashed after batch `k` resumes on both replicas to the uninterrupted run's weights, bit for
 /// bit, for every `k` of its 4 batches.
 #[test]
 fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    one_caption_world(root, IMAGES);
+    // 5 captions per image: each replica draws one per image of its share.
+    common::train::small_world(root, IMAGES, IMAGES);
     let mut reg = registry();
     for k in 0..4u64 {
         reg.register_device(&format!("crash-at-{k}"), move |_: toml::Table| {

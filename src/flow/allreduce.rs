@@ -370,6 +370,10 @@ impl GradientReduce for ReplicaLink {
         self.replicas
     }
 
+    fn index(&self) -> usize {
+        self.index
+    }
+
     fn all_reduce(&mut self, count: f64, grad: Vec<f32>) -> Result<(f64, Vec<f32>), TrainError> {
         let r = self.combine(Combine::Mean, count, grad)?;
         Ok((r.total, r.grad))

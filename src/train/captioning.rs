@@ -384,6 +384,9 @@ impl CaptionTrainer {
                 ),
             });
         }
+        if let Some(rng) = self.stepper.replica_rng(self.cfg.seed, 0xCA, self.step) {
+            self.rng = rng;
+        }
         // Forward passes under autocast; backward and the update outside it.
         let precision = self.cfg.precision;
         let (loss, count, mut stats) = precision.autocast(|| match self.cfg.objective {

@@ -342,6 +342,9 @@ impl ContrastiveTrainer {
                 reason: "this trainer is not a replica: call set_replicas first, or step",
             });
         }
+        if let Some(rng) = self.stepper.replica_rng(self.cfg.seed, 0xC0, self.step) {
+            self.rng = rng;
+        }
         let d = self.cfg.clip.embed_dim;
         let device = self.vs.device();
         let lr = self.cfg.schedule.lr_at(self.step);

@@ -87,6 +87,9 @@ pub trait GradientReduce {
     /// Number of replicas taking part (this one included).
     fn replicas(&self) -> usize;
 
+    /// This replica's index (0 ..).
+    fn index(&self) -> usize;
+
     /// As [`GradientReduce::all_reduce`] with weights 1: returns
     /// `(Σ_r count_r, Σ_r grad_r)`, the sum in replica order in f64, rounded
     /// to f32 once. For losses whose gradient is the sum of each replica's
@@ -205,6 +208,23 @@ impl Stepper {
     /// Replicas taking the same updates (1 without a reducer).
     pub fn replicas(&self) -> usize {
         self.reducer.as_ref().map_or(1, |r| r.replicas())
+    }
+
+    /// This replica's index, `None` without a reducer.
+    pub fn replica_index(&self) -> Option<usize> {
+        self.reducer.as_ref().map(|r| r.index())
+    }
+
+    /// The generator a replica's trainer draws from in the micro-batch about
+    /// to run (`None` without replicas: the trainer keeps its own stream).
+    /// Replicas draw as many numbers as their share of a batch asks for, so
+    /// their generators would drift apart, and a checkpoint (replica 0's)
+    /// holds only one: each replica instead restarts from the seed, `tag`,
+    /// the step, the micro-batch and its index, which a resumed run
+    /// reproduces exactly.
+    pub fn replica_rng(&self, seed: u64, tag: u64, step: u64) -> Option<crate::rng::Rng> {
+        self.replica_index()
+            .map(|r| crate::rng::Rng::derive(seed, &[tag, step, u64::from(self.pending), r as u64]))
     }
 
     /// Seconds this replica's thread waited in the last all-reduce, from
@@ -443,6 +463,9 @@ mod tests {
         }
         fn replicas(&self) -> usize {
             1
+        }
+        fn index(&self) -> usize {
+            0
         }
         fn all_reduce_sum(
             &mut self,
