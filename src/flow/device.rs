@@ -99,6 +99,9 @@ struct DeviceLink {
     /// The replica index chunks are sent under.
     replica: u32,
     thread: Option<JoinHandle<()>>,
+    /// The device's name and the run's state, for a link dropped mid-run.
+    device: String,
+    state: Arc<RunState>,
 }
 
 impl DeviceLink {
@@ -122,6 +125,29 @@ impl DeviceLink {
                 state.fail(err);
             }
         }
+    }
+}
+
+impl Drop for DeviceLink {
+    /// A link dropped before [`DeviceLink::shut_down`] (a worker that stops
+    /// in the middle of a run, e.g. on a lost peer process): the run has
+    /// failed, and the device thread must not outlive it, or the process
+    /// exits while the thread still runs libtorch (a crash in libtorch's
+    /// exit-time destructors). Marks the run failed (so the thread skips
+    /// `finish` and writes nothing), closes its channels and waits for it: it
+    /// ends after its current batch (a replica waiting for its reduced
+    /// gradient sees the abort flag within `allreduce::WAIT_POLL`).
+    fn drop(&mut self) {
+        let Some(handle) = self.thread.take() else {
+            return;
+        };
+        self.state.fail(FlowError::DeviceThread {
+            device: self.device.clone(),
+            message: "the dataflow stopped before the device finished its batches".into(),
+        });
+        self.jobs = None;
+        self.replies = crossbeam_channel::never();
+        let _ = handle.join();
     }
 }
 
@@ -158,6 +184,7 @@ fn spawn_device(
         }
         None => (0, None, None),
     };
+    let (device_name, link_state) = (spec.device.clone(), state.clone());
     let thread = std::thread::Builder::new()
         .name(format!("device-{}", spec.device))
         .spawn(move || {
@@ -181,6 +208,8 @@ fn spawn_device(
         contributions,
         replica,
         thread: Some(thread),
+        device: device_name,
+        state: link_state,
     })
 }
 
