@@ -315,3 +315,56 @@ fn telemetry_counts_items_per_stage() {
         "{text}"
     );
 }
+
+/// `RUN_DIR/metrics.jsonl` is changed only by a run's first batch line: a
+/// run that fails before it (here a device stage that cannot be built)
+/// leaves the earlier log as it was; a resumed run appends; another run
+/// replaces it.
+#[test]
+fn a_run_that_fails_at_start_leaves_the_metrics_log_and_a_resumed_one_appends() {
+    use dicoflow::flow::sink::{MetricsSink, METRICS_FILE};
+    let data = tempfile::tempdir().unwrap();
+    dataset(data.path(), 24, 4, &[]);
+    let runs = tempfile::tempdir().unwrap();
+    let log = runs.path().join(METRICS_FILE);
+    let opts = RunOptions {
+        run_dir: Some(runs.path().to_path_buf()),
+        ..RunOptions::threads(1)
+    };
+    let mut reg = Registry::with_builtins();
+    run(&pipeline(data.path(), 4, 2), &reg, &opts).unwrap();
+    let first = std::fs::read_to_string(&log).unwrap();
+    // 6 batches and the summary.
+    assert_eq!(first.lines().count(), 7, "{first}");
+
+    reg.register_device("unbuildable", |_: toml::Table| {
+        Err::<Box<dyn DeviceStage>, _>(FlowError::StageSetup {
+            stage: "unbuildable".into(),
+            message: "no such model".into(),
+        })
+    });
+    let mut broken = pipeline(data.path(), 4, 2);
+    broken.device.push(StageSpec::new("unbuildable"));
+    assert!(run(&broken, &reg, &opts).is_err());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), first);
+
+    // A resumed run's lines follow the earlier ones.
+    let telemetry = std::sync::Arc::new(dicoflow::flow::telemetry::Telemetry::default());
+    let mut sink = MetricsSink::try_new(telemetry, Some(runs.path()), None, None, true).unwrap();
+    sink.on_report(&dicoflow::flow::BatchReport {
+        time: 6,
+        device: 0,
+        keys: vec![],
+        samples: 4,
+        metrics: BTreeMap::new(),
+        errors: vec![],
+    });
+    sink.finish();
+    let appended = std::fs::read_to_string(&log).unwrap();
+    assert!(appended.starts_with(&first), "{appended}");
+    assert_eq!(appended.lines().count(), 9);
+
+    // Another run replaces the log.
+    run(&pipeline(data.path(), 4, 2), &reg, &opts).unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 7);
+}

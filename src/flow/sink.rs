@@ -2,7 +2,7 @@
 //! exchanged to): error counts by stage and reason, the JSONL metrics log, the
 //! progress bar and the kept reports.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,17 +22,29 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub struct MetricsSink {
     telemetry: Arc<Telemetry>,
     log: Option<BufWriter<File>>,
+    /// Whether the log's earlier lines are still to be dropped (a run that
+    /// does not resume replaces them, at its first line).
+    replace: bool,
     progress: Option<ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
+    /// Whether this run has written a line.
+    wrote: bool,
 }
 
 impl MetricsSink {
     /// A sink writing `run_dir/metrics.jsonl` if a run directory is given.
+    /// The file is opened at once (an unwritable one fails the run at start)
+    /// but changed only by the run's first batch line: a run that fails before
+    /// its first batch leaves an earlier log as it was; a resumed run
+    /// (`resumed`) appends to it, so the curve goes on past the crash; any
+    /// other run replaces it. A run without a batch line writes nothing (not
+    /// even its summary).
     pub fn try_new(
         telemetry: Arc<Telemetry>,
         run_dir: Option<&Path>,
         progress: Option<ProgressBar>,
         reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
+        resumed: bool,
     ) -> Result<Self, FlowError> {
         let log = match run_dir {
             Some(dir) => {
@@ -41,15 +53,20 @@ impl MetricsSink {
                     source,
                 };
                 std::fs::create_dir_all(dir).map_err(io)?;
-                Some(BufWriter::new(
-                    File::create(dir.join(METRICS_FILE)).map_err(io)?,
-                ))
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(METRICS_FILE))
+                    .map_err(io)?;
+                Some(BufWriter::new(file))
             }
             None => None,
         };
         Ok(Self {
             telemetry,
             log,
+            replace: !resumed,
+            wrote: false,
             progress,
             reports,
         })
@@ -85,7 +102,17 @@ impl MetricsSink {
                 "errors": snap.errors,
                 "max_in_flight": snap.max_in_flight,
             });
-            let ok = writeln!(log, "{line}").and_then(|_| log.flush());
+            // The first line of a run that does not resume replaces the
+            // earlier log (the file is in append mode: writes go to its end).
+            let replace = std::mem::take(&mut self.replace);
+            let ok = if replace {
+                log.get_ref().set_len(0)
+            } else {
+                Ok(())
+            }
+            .and_then(|_| writeln!(log, "{line}"))
+            .and_then(|_| log.flush());
+            self.wrote = true;
             if let Err(e) = ok {
                 tracing::warn!("metrics log: {e}; no further lines are written");
                 self.log = None;
@@ -100,7 +127,7 @@ impl MetricsSink {
 
     /// Append the final summary line.
     pub fn finish(&mut self) {
-        if let Some(log) = &mut self.log {
+        if let (Some(log), true) = (&mut self.log, self.wrote) {
             let line = json!({ "summary": self.telemetry.snapshot() });
             let _ = writeln!(log, "{line}").and_then(|_| log.flush());
         }
