@@ -17,8 +17,8 @@ use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
 pub use crate::train::stages::setup::write_replica_weights_to;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, load_text, replica_weights_dir,
-    resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
+    build_err, default_device, default_keep_last, device_of, fatal_if_replicated, load_text,
+    replica_weights_dir, resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::{batch_tensors, sample_tensors};
 use crate::train::validation::{StageContext, ValidationSettings, Validator};
@@ -260,13 +260,8 @@ impl CaptionerStage {
 
 impl DeviceStage for CaptionerStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        if self.replica.1 == 1 {
-            return self.process_batch(batch);
-        }
-        // A replica that rejected a batch without taking part in its
-        // all-reduce would leave the others waiting: every failure stops the run.
-        self.process_batch(batch)
-            .map_err(|f| StageFailure { fatal: true, ..f })
+        let result = self.process_batch(batch);
+        fatal_if_replicated(self.replica.1, result)
     }
 
     /// Done once the schedule's `total_steps` are taken: the sources stop.

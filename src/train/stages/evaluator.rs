@@ -14,8 +14,8 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, replica_weights_dir,
-    resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
+    build_err, default_device, default_keep_last, device_of, fatal_if_replicated,
+    replica_weights_dir, resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -153,14 +153,8 @@ impl EvaluatorStage {
 
 impl DeviceStage for EvaluatorStage {
     fn process(&mut self, batch: &mut DeviceBatch) -> Result<(), StageFailure> {
-        if self.replica.1 == 1 {
-            return self.process_batch(batch);
-        }
-        // A replica that rejected a batch without taking part in its gather
-        // and all-reduce would leave the others waiting: every failure stops
-        // the run.
-        self.process_batch(batch)
-            .map_err(|f| StageFailure { fatal: true, ..f })
+        let result = self.process_batch(batch);
+        fatal_if_replicated(self.replica.1, result)
     }
 
     /// Done once the schedule's `total_steps` are taken: the sources stop.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tch::Device;
 
 use crate::device::DeviceName;
-use crate::flow::FlowError;
+use crate::flow::{FlowError, StageFailure};
 use crate::model::captioner::{CaptionText, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
 use crate::reward::{ClipScorer, ScoreConfig};
@@ -82,6 +82,21 @@ pub(crate) fn replica_weights_dir() -> Option<PathBuf> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
+}
+
+/// A training stage's result for a batch, on one of `replicas` devices: with
+/// replicas every failure is fatal, since a replica that rejected a batch
+/// without taking part in its all-reduce (or gather) would leave the others
+/// waiting.
+pub(crate) fn fatal_if_replicated(
+    replicas: usize,
+    result: Result<(), StageFailure>,
+) -> Result<(), StageFailure> {
+    if replicas > 1 {
+        result.map_err(|f| StageFailure { fatal: true, ..f })
+    } else {
+        result
+    }
 }
 
 /// Restore `trainer` from the latest checkpoint if `resume` is set.
