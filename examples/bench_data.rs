@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use dicoflow::data::{LayoutOptions, ShardIndex, ShardSource, SourceConfig, SourceItem};
-use dicoflow::image::parallel::preprocess_parallel;
 use dicoflow::image::{decode, decode_rgb, PreprocessConfig, Preprocessor, DEFAULT_MAX_PIXELS};
 use dicoflow::rng::Rng;
 use image::codecs::jpeg::JpegEncoder;
@@ -142,27 +141,50 @@ fn process_cpu_seconds() -> f64 {
 }
 
 /// Full path: (images/s wall clock, images per CPU-second of the whole process).
+/// `threads` workers each read their share of the shards (worker w of W, as
+/// the flow's sources do), decode and preprocess, and send the pixels through
+/// a bounded channel (16 images per worker) to one consumer on this thread.
 fn full_path(index: &Arc<ShardIndex>, threads: u32) -> anyhow::Result<(f64, f64)> {
     let cpu0 = process_cpu_seconds();
-    let mut n = 0u64;
-    let stats = preprocess_parallel(
-        index.clone(),
-        &SourceConfig::default(),
-        &PreprocessConfig::default(),
-        threads,
-        |p| {
-            std::hint::black_box(&p.pixels);
+    let start = Instant::now();
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<f32>>(16 * threads as usize);
+    let (n, skipped) = std::thread::scope(|s| -> anyhow::Result<(u64, u64)> {
+        let workers: Vec<_> = (0..threads)
+            .map(|w| {
+                let (index, tx) = (index.clone(), tx.clone());
+                s.spawn(move || -> anyhow::Result<u64> {
+                    let mut src = ShardSource::new(index, SourceConfig::default(), w, threads)?;
+                    let mut pre = Preprocessor::new(PreprocessConfig::default());
+                    let mut skipped = 0;
+                    while let Some(item) = src.next_item()? {
+                        match item {
+                            SourceItem::Sample(s) => match pre.process(&s.image) {
+                                Ok(pixels) => tx.send(pixels)?,
+                                Err(_) => skipped += 1,
+                            },
+                            SourceItem::Skipped(_) => skipped += 1,
+                        }
+                    }
+                    Ok(skipped)
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut n = 0u64;
+        for pixels in rx.iter() {
+            std::hint::black_box(&pixels);
             n += 1;
-        },
-        |_| {},
-    )?;
-    anyhow::ensure!(
-        stats.skipped.total() == 0,
-        "unexpected skips: {}",
-        stats.skipped
-    );
+        }
+        let mut skipped = 0;
+        for w in workers {
+            skipped += w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        }
+        Ok((n, skipped))
+    })?;
+    anyhow::ensure!(skipped == 0, "unexpected skips: {skipped}");
+    let elapsed = start.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu0;
-    Ok((n as f64 / stats.elapsed.as_secs_f64(), n as f64 / cpu))
+    Ok((n as f64 / elapsed, n as f64 / cpu))
 }
 
 /// This thread's CPU time in seconds (Linux `/proc/thread-self/schedstat`,

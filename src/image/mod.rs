@@ -1,7 +1,6 @@
 //! Image decoding and CLIP preprocessing (CPU stage), pixel for pixel as Pillow.
 pub mod decode;
 pub mod jpeg;
-pub mod parallel;
 pub mod preprocess;
 pub mod resample;
 
