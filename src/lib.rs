@@ -2,8 +2,29 @@
 //! over sharded Parquet datasets, as a timely dataflow.
 //!
 //! Modules follow the data path: [`data`] (shards → samples), [`image`]
-//! (decode + CLIP preprocessing), [`text`] (CLIP BPE tokenizer), [`model`]
-//! (CLIP in tch, weight loading).
+//! (decode + CLIP preprocessing), [`flow`] (the dataflow engine and its
+//! stages), [`model`] (CLIP and the captioner in tch, weight loading),
+//! [`reward`] (CLIP-S / PAC-S, CIDEr-D, the reward cache), [`train`]
+//! (objectives, optimizer, checkpoints, the training stages), [`metrics`]
+//! (the COCO caption metrics), [`report`] (charts and tables of runs).
+//!
+//! The types most programs need are re-exported here:
+//!
+//! - read data: [`ShardIndex`] + [`SourceConfig`] → [`ShardSource`], whose
+//!   items are [`RawSample`]s or counted [`SkipRecord`]s;
+//! - preprocess images as the official CLIP code does: [`Preprocessor`];
+//! - run a pipeline file: [`Pipeline`], [`Registry`] (built-in stages and
+//!   your own), [`run()`] with [`RunOptions`];
+//! - write a stage: [`CpuStage`] / [`DeviceStage`], failing a sample or a
+//!   batch with [`StageFailure`];
+//! - score captions: [`ClipScorer`]; train a captioner or an evaluator:
+//!   [`train::captioning`], [`train::evaluator`].
+//!
+//! Each layer has its own error type ([`Error`], [`FlowError`],
+//! [`ModelError`], [`RewardError`], [`TrainError`]); docs/architecture.md
+//! maps the modules. [`cli`] is the `dicoflow` command's front end, public
+//! for that binary and its tests, not a library API.
+#[doc(hidden)]
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -19,4 +40,15 @@ pub mod rng;
 pub mod text;
 pub mod train;
 
+pub use data::{RawSample, ShardIndex, ShardSource, SkipRecord, SourceConfig, SourceItem};
+pub use device::DeviceName;
 pub use error::{Error, Result};
+pub use flow::{
+    run, CpuStage, DeviceStage, FlowError, Pipeline, Registry, RunOptions, RunSummary, StageFailure,
+};
+pub use image::{PreprocessConfig, Preprocessor};
+pub use model::captioner::{Captioner, CaptionerConfig};
+pub use model::clip::{Clip, ClipConfig};
+pub use model::ModelError;
+pub use reward::{ClipScorer, RewardCache, RewardError};
+pub use train::TrainError;

@@ -72,7 +72,7 @@ pub struct CocoConvertReport {
 ///
 /// Errors: `out` already holds files and `opts.overwrite` is false. The shards
 /// are written beside `out` and swapped in whole when every split is done
-/// ([`crate::data::output`]), so `out` never mixes two conversions.
+/// (`data::output`), so `out` never mixes two conversions.
 pub fn convert_karpathy(
     karpathy_json: &Path,
     images: &Path,

@@ -1,18 +1,18 @@
 //! The data plane: Parquet shards in, raw samples out.
 //!
-//! - [`shards`]: find shards, index their row groups (footers only);
-//! - [`layout`]: which columns hold image, captions, key, status;
-//! - [`source`]: a worker's deterministic, shuffled, resumable row stream;
+//! - `shards`: find shards, index their row groups (footers only);
+//! - `layout`: which columns hold image, captions, key, status;
+//! - `source`: a worker's deterministic, shuffled, resumable row stream;
 //! - [`writer`]: write shards in dicoflow's layout;
-//! - [`output`]: write a dataset folder whole (refuse or replace, never mix);
-//! - [`sample`]: samples and counted skip records.
+//! - `output`: write a dataset folder whole (refuse or replace, never mix);
+//! - `sample`: samples and counted skip records.
 pub mod coco;
 pub mod inspect;
-pub mod layout;
-pub mod output;
-pub mod sample;
-pub mod shards;
-pub mod source;
+pub(crate) mod layout;
+pub(crate) mod output;
+pub(crate) mod sample;
+pub(crate) mod shards;
+pub(crate) mod source;
 pub mod synth;
 pub mod world;
 pub mod writer;

@@ -102,11 +102,6 @@ impl Staging {
         &self.tmp
     }
 
-    /// The folder the files will be in after the commit.
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
     /// `path` under [`Staging::dir`] as it will be named under the target.
     pub fn final_path(&self, path: &Path) -> PathBuf {
         match path.strip_prefix(&self.tmp) {

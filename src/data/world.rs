@@ -96,7 +96,7 @@ pub const WORLD_METADATA: &str = "dicoflow.world";
 ///
 /// Errors: `out` holds anything else and `overwrite` is false. With
 /// `overwrite`, the whole folder is replaced at once (see
-/// [`crate::data::output`]): never a mix of two worlds or splits.
+/// `data::output`): never a mix of two worlds or splits.
 pub fn write_world(
     out: &Path,
     spec: &WorldSpec,

@@ -5,10 +5,10 @@
 //!   to the device owner ─► device stage (one thread per device) ─► metrics sink ─► probe
 //! ```
 //!
-//! - [`source`]: worker w of W reads its shard stream, batch t at time t, and
+//! - `source`: worker w of W reads its shard stream, batch t at time t, and
 //!   holds back while the probe shows batch t − K unfinished;
-//! - [`cpu`]: per-sample CPU stages; rejects go to the error stream;
-//! - [`device`]: device stages on a dedicated thread, fed through bounded
+//! - `cpu`: per-sample CPU stages; rejects go to the error stream;
+//! - `device`: device stages on a dedicated thread, fed through bounded
 //!   channels with `try_send`/`try_recv`, waking the operator by `SyncActivator`;
 //! - [`allreduce`]: the gradient all-reduce between replicas (reduce-scatter
 //!   and all-gather over timely exchanges, fixed summation order);
@@ -17,7 +17,7 @@
 //! - `peers`: a lost process of a cluster run stops the others with
 //!   [`FlowError::PeerLost`];
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
-//! - [`stage`], [`registry`], [`pipeline`]: the Stage API, stage types by
+//! - `stage`, `registry`, `pipeline`: the Stage API, stage types by
 //!   name, pipeline files;
 //! - [`telemetry`]: per-stage counters and the summary table.
 //!
@@ -25,20 +25,20 @@
 //! document frequencies in [`crate::reward::cider_df`], the reward cache's
 //! antijoin in [`crate::reward::cache_join`].
 pub mod allreduce;
-pub mod batch;
+pub(crate) mod batch;
 pub mod builtin;
-pub mod cpu;
-pub mod device;
-pub mod error;
+pub(crate) mod cpu;
+pub(crate) mod device;
+pub(crate) mod error;
 pub mod length;
 mod peers;
-pub mod pipeline;
-pub mod registry;
+pub(crate) mod pipeline;
+pub(crate) mod registry;
 pub mod run;
 pub mod sink;
-pub mod source;
-pub mod stage;
-pub mod state;
+pub(crate) mod source;
+pub(crate) mod stage;
+pub(crate) mod state;
 pub mod telemetry;
 
 pub use batch::{BatchReport, BatchTime, Sample, StageError};

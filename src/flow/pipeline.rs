@@ -42,7 +42,7 @@ pub const DEFAULT_CHANNEL_DEPTH: usize = 1;
 /// worker's [`crate::data::ShardSource`]. Here `epochs` is always finite.
 /// How rows are cut into batches is not here but in `[flow]`
 /// ([`FlowConfig`], handed to the source operator as
-/// [`super::source::SourceBatching`]).
+/// `flow::source::SourceBatching`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceSpec {

@@ -146,7 +146,7 @@ impl Registry {
     /// How to read where a resumable stage's latest checkpoint stands (its
     /// last batch and every source worker's cursor): a run whose resumable
     /// stages all resume starts its sources there
-    /// ([`super::source::resume_point`]). Without a reader, sources start at
+    /// (`flow::source::resume_point`). Without a reader, sources start at
     /// the beginning and resumed stages skip the batches they have trained on.
     pub fn set_resume_reader(
         &mut self,

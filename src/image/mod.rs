@@ -1,8 +1,8 @@
 //! Image decoding and CLIP preprocessing (CPU stage), pixel for pixel as Pillow.
-pub mod decode;
+pub(crate) mod decode;
 pub mod jpeg;
-pub mod preprocess;
-pub mod resample;
+pub(crate) mod preprocess;
+pub(crate) mod resample;
 
 pub use decode::{decode, decode_rgb, DecodedImage, PilMode, Samples, DEFAULT_MAX_PIXELS};
 pub use preprocess::{

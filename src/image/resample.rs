@@ -120,11 +120,6 @@ impl AxisTaps {
         }
     }
 
-    /// The kept output positions.
-    pub fn keep(&self) -> Range<usize> {
-        self.keep.clone()
-    }
-
     /// Source positions read by the kept outputs (empty if none).
     pub fn span(&self) -> Range<usize> {
         let lo = self

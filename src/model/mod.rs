@@ -4,7 +4,7 @@ pub mod captioner;
 pub mod clip;
 pub mod convert;
 pub mod decode;
-pub mod error;
+pub(crate) mod error;
 pub mod pickle;
 pub(crate) mod preset;
 pub mod pth;

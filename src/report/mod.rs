@@ -4,11 +4,11 @@
 //! font: no system fonts, native libraries or network) and the same chart as
 //! SVG.
 
-pub mod axis;
-pub mod canvas;
-pub mod metrics_log;
+pub(crate) mod axis;
+pub(crate) mod canvas;
+pub(crate) mod metrics_log;
 pub mod png_chart;
-pub mod svg_chart;
+pub(crate) mod svg_chart;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -7,11 +7,11 @@
 pub mod cache;
 pub mod cache_join;
 pub mod cache_run;
-pub mod choice;
-pub mod cider_d;
+pub(crate) mod choice;
+pub(crate) mod cider_d;
 pub mod cider_df;
 pub mod clip_score;
-pub mod error;
+pub(crate) mod error;
 
 pub use cache::{CacheEntry, CacheProvenance, PartWriter, RewardCache};
 pub use choice::{Reward, RewardSettings};

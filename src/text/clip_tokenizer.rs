@@ -5,7 +5,7 @@
 //! `<end_of_text>` (49407): 49 408 ids. The merges file ships in `datasets/clip/` and is
 //! compiled into the library ([`ClipTokenizer::openai`]).
 //!
-//! Encoding follows the reference exactly: text cleaning ([`super::clean::clean_lower`]),
+//! Encoding follows the reference exactly: text cleaning (`text::clean::clean_lower`),
 //! the reference word-split pattern, byte-to-unicode mapping, and greedy lowest-rank
 //! merges. Batches are `[n, context_length]` i64 rows `SOT tokens.. EOT 0 0 ..`; rows
 //! that are too long are cut to `context_length` and their last id is set to EOT.

@@ -1,6 +1,6 @@
 //! Text processing: CLIP BPE tokenization and the cleaning it applies.
 
-pub mod clean;
+pub(crate) mod clean;
 pub mod clip_tokenizer;
 mod html_entities;
 

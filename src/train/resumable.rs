@@ -49,7 +49,7 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>, TrainError> {
 /// Where the latest checkpoint of the resumable stage `spec` stands (its
 /// `out` setting names the stage's directory): its last batch and every
 /// source worker's cursor after it, what the flow engine starts the sources
-/// from ([`crate::flow::source::resume_point`]). `None` when the stage has no
+/// from (`flow::source::resume_point`). `None` when the stage has no
 /// checkpoint yet, or its checkpoint records no last batch (the stage itself
 /// then refuses to resume, with the reason).
 ///

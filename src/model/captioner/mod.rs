@@ -1,14 +1,14 @@
 //! The captioner of the paper: frozen CLIP vision backbone → Linear → transformer
 //! encoder → GPT-2-style decoder with cross-attention, plus its vocabularies.
 
-pub mod attention;
-pub mod backbone;
-pub mod config;
-pub mod decoder;
-pub mod encoder;
-pub mod model;
-pub mod text;
-pub mod vocab;
+pub(crate) mod attention;
+pub(crate) mod backbone;
+pub(crate) mod config;
+pub(crate) mod decoder;
+pub(crate) mod encoder;
+pub(crate) mod model;
+pub(crate) mod text;
+pub(crate) mod vocab;
 
 pub use backbone::Backbone;
 pub use config::{CaptionerConfig, TokenSpec, DEFAULT_MAX_LEN};

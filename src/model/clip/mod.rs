@@ -1,10 +1,10 @@
 //! CLIP (vision + text towers + learned temperature) with OpenAI state-dict names, so
 //! that `clip.load`, open_clip and PAC-S state dicts exported to safetensors load as is.
 
-pub mod config;
-pub mod layers;
-pub mod text;
-pub mod vision;
+pub(crate) mod config;
+pub(crate) mod layers;
+pub(crate) mod text;
+pub(crate) mod vision;
 
 use std::path::Path;
 

@@ -7,8 +7,8 @@
 //! `log_softmax` (temperature 1) over the generated tokens, EOS included: the same
 //! numbers [`Captioner::sequence_logprobs`] gives by teacher forcing.
 
-pub mod beam;
-pub mod sample;
+pub(crate) mod beam;
+pub(crate) mod sample;
 
 use tch::{Kind, Tensor};
 
