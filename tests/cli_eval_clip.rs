@@ -86,29 +86,25 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn eval_json(f: &Fixture, images: &Path, per_image: &Path) -> BTreeMap<String, f64> {
-    dicoflow_json(&[
-        "eval",
-        "--annotations",
-        s(&f.ann),
-        "--results",
-        s(&f.res),
+/// `args`, then the fixture's CLIP weights (tiny, on the CPU) and `images`.
+fn with_clip<'a>(f: &'a Fixture, images: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
+    let clip = [
         "--images",
         s(images),
         "--clip",
         s(&f.clip),
         "--clip-config",
         "tiny",
-        "--pac",
-        s(&f.pac),
-        "--pac-config",
-        "tiny",
-        "--device",
-        "cpu",
-        "--json",
-        "--per-image",
-        s(per_image),
-    ])
+    ];
+    [args, &clip[..], &["--device", "cpu"]].concat()
+}
+
+fn eval_json(f: &Fixture, images: &Path, per_image: &Path) -> BTreeMap<String, f64> {
+    let eval = ["eval", "--annotations", s(&f.ann), "--results", s(&f.res)];
+    let mut args = with_clip(f, images, &eval);
+    args.extend(["--pac", s(&f.pac), "--pac-config", "tiny"]);
+    args.extend(["--json", "--per-image", s(per_image)]);
+    dicoflow_json(&args)
 }
 
 /// `score` of the fixture with `weights` and `metric`; its JSON and per-image rows.
@@ -271,16 +267,7 @@ fn eval_refuses_half_given_clip_settings_and_spice() {
         assert!(err.contains("pass --images with --clip"), "{name}: {err}");
     }
     // A missing image is named, as `score` names it.
-    let err = run(&[
-        "--images",
-        s(&f.dir),
-        "--clip",
-        s(&f.clip),
-        "--clip-config",
-        "tiny",
-        "--device",
-        "cpu",
-    ]);
+    let err = run(&with_clip(&f, &f.dir, &[]));
     assert!(
         err.contains("not found or unreadable") && err.contains("`1`"),
         "{err}"
@@ -307,34 +294,19 @@ fn ids_1_and_string_1_are_refused_not_merged() {
     let (ann_path, res_path) = (f.dir.join("ann2.json"), f.dir.join("res2.json"));
     std::fs::write(&ann_path, ann.to_string()).unwrap();
     std::fs::write(&res_path, results.to_string()).unwrap();
-    let eval = dicoflow(&[
+    let eval = [
         "eval",
         "--annotations",
         s(&ann_path),
         "--results",
         s(&res_path),
-        "--images",
-        s(&f.images),
-        "--clip",
-        s(&f.clip),
-        "--clip-config",
-        "tiny",
-        "--device",
-        "cpu",
-    ]);
-    let score = dicoflow(&[
-        "score",
-        "--results",
-        s(&res_path),
-        "--images",
-        s(&f.images),
-        "--clip",
-        s(&f.clip),
-        "--clip-config",
-        "tiny",
-        "--device",
-        "cpu",
-    ]);
+    ];
+    let eval = dicoflow(&with_clip(&f, &f.images, &eval));
+    let score = dicoflow(&with_clip(
+        &f,
+        &f.images,
+        &["score", "--results", s(&res_path)],
+    ));
     // Results for the number alone: the annotations still name two images
     // by key '1', so the lookup could pick the other one's file.
     let one = f.dir.join("res_one.json");
@@ -343,21 +315,8 @@ fn ids_1_and_string_1_are_refused_not_merged() {
         json!([{"image_id": 1, "caption": "a red circle"}]).to_string(),
     )
     .unwrap();
-    let eval_one = dicoflow(&[
-        "eval",
-        "--annotations",
-        s(&ann_path),
-        "--results",
-        s(&one),
-        "--images",
-        s(&f.images),
-        "--clip",
-        s(&f.clip),
-        "--clip-config",
-        "tiny",
-        "--device",
-        "cpu",
-    ]);
+    let eval_one = ["eval", "--annotations", s(&ann_path), "--results", s(&one)];
+    let eval_one = dicoflow(&with_clip(&f, &f.images, &eval_one));
     for (what, out) in [
         ("eval", eval),
         ("eval, id 1 only", eval_one),

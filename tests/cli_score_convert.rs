@@ -19,6 +19,28 @@ fn fixture(name: &str) -> PathBuf {
     common::fixture("convert", name)
 }
 
+/// The library's CLIP-S scorer over `weights`, holding the embeddings of
+/// `images` (key, encoded image) preprocessed at 32 px as `score` does: the
+/// reference for the command's numbers.
+fn library_scorer(weights: &Path, cfg: &ClipConfig, images: &[(String, Vec<u8>)]) -> ClipScorer {
+    let (_vs, clip) = Clip::from_safetensors(weights, cfg, Device::Cpu).unwrap();
+    let mut scorer = ClipScorer::new(
+        clip,
+        ClipTokenizer::openai().unwrap(),
+        ScoreConfig::clip_s(),
+    );
+    let mut pre = Preprocessor::new(PreprocessConfig {
+        size: 32,
+        ..Default::default()
+    });
+    for (key, bytes) in images {
+        let px = pre.process(bytes).unwrap();
+        let t = Tensor::from_slice(&px).reshape([1, 3, 32, 32]);
+        scorer.add_images(&[key.clone()], &t).unwrap();
+    }
+    scorer
+}
+
 #[test]
 fn convert_weights_reads_torchscript_and_state_dicts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -145,23 +167,12 @@ fn score_command_matches_library() {
     assert_eq!(got.keys().collect::<Vec<_>>(), ["CLIP-S", "RefCLIP-S"]);
 
     // The same numbers through the library.
-    let (_vs, clip) = Clip::from_safetensors(&weights_path, &cfg, Device::Cpu).unwrap();
-    let mut scorer = ClipScorer::new(
-        clip,
-        ClipTokenizer::openai().unwrap(),
-        ScoreConfig::clip_s(),
-    );
-    let mut pre = Preprocessor::new(PreprocessConfig {
-        size: 32,
-        ..Default::default()
-    });
-    for (i, id) in ids.iter().enumerate() {
-        let px = pre
-            .process(&common::png(40 + 3 * i as u32, 36, i as u32))
-            .unwrap();
-        let t = Tensor::from_slice(&px).reshape([1, 3, 32, 32]);
-        scorer.add_images(&[id.to_string()], &t).unwrap();
-    }
+    let pngs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.to_string(), common::png(40 + 3 * i as u32, 36, i as u32)))
+        .collect();
+    let scorer = library_scorer(&weights_path, &cfg, &pngs);
     let per_key: BTreeMap<&str, Vec<&str>> = refs.iter().fold(BTreeMap::new(), |mut m, (k, c)| {
         m.entry(*k).or_insert_with(Vec::new).push(*c);
         m
@@ -256,23 +267,12 @@ fn score_finds_images_named_by_their_id_and_refuses_two_files_for_one_id() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got: BTreeMap<String, f64> = serde_json::from_slice(&o.stdout).unwrap();
 
-    let (_vs, clip) = Clip::from_safetensors(&weights_path, &cfg, Device::Cpu).unwrap();
-    let mut scorer = ClipScorer::new(
-        clip,
-        ClipTokenizer::openai().unwrap(),
-        ScoreConfig::clip_s(),
-    );
-    let mut pre = Preprocessor::new(PreprocessConfig {
-        size: 32,
-        ..Default::default()
-    });
-    for (i, id) in ids.iter().enumerate() {
-        let px = pre
-            .process(&common::png(30, 30 + i as u32, 7 * i as u32))
-            .unwrap();
-        let t = Tensor::from_slice(&px).reshape([1, 3, 32, 32]);
-        scorer.add_images(&[id.to_string()], &t).unwrap();
-    }
+    let pngs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.to_string(), common::png(30, 30 + i as u32, 7 * i as u32)))
+        .collect();
+    let scorer = library_scorer(&weights_path, &cfg, &pngs);
     let s = scorer.score(&ids, &captions).unwrap();
     let want = s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
     assert!((got["CLIP-S"] - want).abs() < 1e-5, "{got:?} vs {want}");

@@ -9,11 +9,13 @@ mod common;
 
 use std::path::Path;
 
-use common::train::{captioner_pipeline, stage_settings, train_config, CrashAt};
-use dicoflow::flow::{run, DeviceStage, FlowError, Registry, RunOptions, RunSummary, StageSpec};
+use common::train::{
+    captioner_pipeline, crash_stage, registry_with_crash, stage_settings, train_config,
+};
+use dicoflow::flow::{run, FlowError, RunOptions, RunSummary, StageSpec};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::train::captioning::Objective;
-use dicoflow::train::stages::{register, CaptionerStageSettings, WEIGHTS_FILE};
+use dicoflow::train::stages::{CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{Checkpointer, Schedule};
 
 /// Runs take turns: libtorch's global RNG and thread pool are shared.
@@ -47,20 +49,8 @@ fn settings(root: &Path, out: &str, vocab: &Vocab, steps: u64) -> CaptionerStage
     }
 }
 
-fn registry() -> Registry {
-    let mut reg = Registry::with_builtins();
-    register(&mut reg);
-    reg.register_device("crash", |at: toml::Table| {
-        let at = at["at"].as_integer().unwrap() as u64;
-        Ok(Box::new(CrashAt(at)) as Box<dyn DeviceStage>)
-    });
-    reg
-}
-
 fn crash_at(t: u64) -> Vec<StageSpec> {
-    let mut s = toml::Table::new();
-    s.insert("at".into(), toml::Value::Integer(t as i64));
-    vec![StageSpec::new("crash").with_settings(s)]
+    vec![crash_stage(t)]
 }
 
 fn items(s: &RunSummary, stage: &str) -> u64 {
@@ -76,7 +66,7 @@ fn crash_late_and_resume(workers: usize) {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup(root);
-    let reg = registry();
+    let reg = registry_with_crash();
     let opts = RunOptions::threads(workers);
     let batches = (ROWS / 8 / workers) as u64;
     let last = batches - 1;
@@ -127,7 +117,7 @@ fn a_resume_with_another_worker_count_is_refused_with_both_counts() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup(root);
-    let reg = registry();
+    let reg = registry_with_crash();
     let s = settings(root, "out", &vocab, 4);
     let p = captioner_pipeline(root, &s, crash_at(2));
     run(&p, &reg, &RunOptions::threads(2)).unwrap_err();
@@ -153,7 +143,7 @@ fn a_checkpoint_without_cursors_reads_from_the_start_and_skips() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup(root);
-    let reg = registry();
+    let reg = registry_with_crash();
     let opts = RunOptions::threads(1);
     let straight = settings(root, "straight", &vocab, 8);
     run(&captioner_pipeline(root, &straight, vec![]), &reg, &opts).unwrap();

@@ -9,7 +9,9 @@ mod common;
 
 use common::clip::save_tiny_clip;
 use common::dicoflow;
-use common::train::{captioner_pipeline, stage_settings, train_config, write_vocab, CrashAt};
+use common::train::{
+    captioner_pipeline, crash_stage, registry_with_crash, stage_settings, train_config, write_vocab,
+};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,14 +20,12 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BinaryArray, StringArray};
 use dicoflow::data::world::WorldSpec;
-use dicoflow::flow::{run, DeviceStage, FlowError, Pipeline, RunOptions, StageSpec};
+use dicoflow::flow::{run, FlowError, Pipeline, RunOptions, StageSpec};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::{CaptionTrainConfig, Objective};
 use dicoflow::train::evaluator::ContrastiveConfig;
-use dicoflow::train::stages::{
-    register, CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE,
-};
+use dicoflow::train::stages::{CaptionerStageSettings, EvaluatorStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, Checkpointer, Precision, Schedule};
 
 /// Runs in this process take turns: model initialisation seeds libtorch's
@@ -61,13 +61,9 @@ fn settings(
     }
 }
 
-fn pipeline(root: &Path, s: &CaptionerStageSettings, crash: bool) -> Pipeline {
-    let extra = if crash {
-        vec![StageSpec::new("crash")]
-    } else {
-        vec![]
-    };
-    captioner_pipeline(root, s, extra)
+/// The captioner pipeline of `s`, crashing at batch `crash` if given.
+fn pipeline(root: &Path, s: &CaptionerStageSettings, crash: Option<u64>) -> Pipeline {
+    captioner_pipeline(root, s, crash.map(crash_stage).into_iter().collect())
 }
 
 /// Writes `vocab` and a random tiny CLIP (the frozen backbone, seed 1) under `root`.
@@ -103,19 +99,15 @@ fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_st
     let root = root.path();
     let vocab = setup(root);
 
-    let mut reg = dicoflow::flow::Registry::with_builtins();
-    register(&mut reg);
-    reg.register_device("crash", |_: toml::Table| {
-        Ok(Box::new(CrashAt(4)) as Box<dyn DeviceStage>)
-    });
+    let reg = registry_with_crash();
     let opts = RunOptions::threads(1);
 
     // Uninterrupted.
     let straight = settings(root, "straight", &vocab, accumulate, checkpoint_every);
-    run(&pipeline(root, &straight, false), &reg, &opts).unwrap();
+    run(&pipeline(root, &straight, None), &reg, &opts).unwrap();
 
     let interrupted = settings(root, "interrupted", &vocab, accumulate, checkpoint_every);
-    let err = run(&pipeline(root, &interrupted, true), &reg, &opts).unwrap_err();
+    let err = run(&pipeline(root, &interrupted, Some(4)), &reg, &opts).unwrap_err();
     assert!(matches!(err, FlowError::StagePanicked { .. }), "{err}");
     assert!(
         !interrupted.out.join(WEIGHTS_FILE).exists(),
@@ -126,7 +118,7 @@ fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_st
         checkpoints.latest().unwrap(),
         Some(checkpoints.path_for(latest_step))
     );
-    run(&pipeline(root, &interrupted, false), &reg, &opts).unwrap();
+    run(&pipeline(root, &interrupted, None), &reg, &opts).unwrap();
     common::train::assert_same_weights(&straight.out, &interrupted.out);
 }
 
@@ -157,7 +149,7 @@ fn evaluator_settings(root: &Path, out: &str) -> EvaluatorStageSettings {
     }
 }
 
-fn evaluator_pipeline(root: &Path, s: &EvaluatorStageSettings, crash: bool) -> Pipeline {
+fn evaluator_pipeline(root: &Path, s: &EvaluatorStageSettings, crash: Option<u64>) -> Pipeline {
     let mut p = pipeline(
         root,
         &settings(root, "unused", &Vocab::build(&["a"], 1, None), 1, 3),
@@ -174,26 +166,27 @@ fn resumed_evaluator_training_is_bit_identical() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     setup(root);
-    let mut reg = dicoflow::flow::Registry::with_builtins();
-    register(&mut reg);
-    reg.register_device("crash", |_: toml::Table| {
-        Ok(Box::new(CrashAt(2)) as Box<dyn DeviceStage>)
-    });
+    let reg = registry_with_crash();
     let opts = RunOptions::threads(1);
 
     let straight = evaluator_settings(root, "straight");
-    run(&evaluator_pipeline(root, &straight, false), &reg, &opts).unwrap();
+    run(&evaluator_pipeline(root, &straight, None), &reg, &opts).unwrap();
 
     // Crash at batch 2 (step 2 checkpointed, step 3 trained but lost), then
     // resume as `train --resume` does: by the registry turning `resume` on.
     let interrupted = evaluator_settings(root, "interrupted");
-    let err = run(&evaluator_pipeline(root, &interrupted, true), &reg, &opts).unwrap_err();
+    let err = run(
+        &evaluator_pipeline(root, &interrupted, Some(2)),
+        &reg,
+        &opts,
+    )
+    .unwrap_err();
     assert!(matches!(err, FlowError::StagePanicked { .. }), "{err}");
     let ck = interrupted.out.join("checkpoints");
     assert!(ck.join("step-00000002/state.json").is_file());
     assert!(!ck.join("step-00000004").exists(), "crashed before step 4");
     assert!(!interrupted.out.join(WEIGHTS_FILE).exists());
-    let mut resumed = evaluator_pipeline(root, &interrupted, false);
+    let mut resumed = evaluator_pipeline(root, &interrupted, None);
     let set = reg.enable_resume(&mut resumed);
     assert_eq!(set.len(), 1, "only the training stage resumes");
     assert!(resumed.cpu[0].settings.get("resume").is_none());
@@ -214,7 +207,7 @@ fn resumed_evaluator_training_is_bit_identical() {
 fn pipeline_file(root: &Path, vocab: &Vocab, out: &str) -> std::path::PathBuf {
     let mut s = settings(root, out, vocab, 1, 3);
     s.resume = false;
-    let mut p = pipeline(root, &s, false);
+    let mut p = pipeline(root, &s, None);
     let mut delay = toml::Table::new();
     delay.insert("ms_per_batch".into(), toml::Value::Float(400.0));
     p.device.push(StageSpec::new("delay").with_settings(delay));
@@ -399,7 +392,7 @@ fn trained_per_batch(run_dir: &Path, until: u64) -> std::collections::BTreeMap<u
 }
 
 /// The failed-download dataset in file order, 4 rows per batch.
-fn i2d_pipeline(root: &Path, s: &CaptionerStageSettings, crash: bool) -> Pipeline {
+fn i2d_pipeline(root: &Path, s: &CaptionerStageSettings, crash: Option<u64>) -> Pipeline {
     let mut p = pipeline(root, s, crash);
     p.source.path = Some(root.join("i2d"));
     p.source.shuffle = false;
@@ -438,11 +431,7 @@ fn failed_batch_crash_and_resume(
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup_with_failed_batch(root);
-    let mut reg = dicoflow::flow::Registry::with_builtins();
-    register(&mut reg);
-    reg.register_device("crash", move |_: toml::Table| {
-        Ok(Box::new(CrashAt(crash_at)) as Box<dyn DeviceStage>)
-    });
+    let reg = registry_with_crash();
     let opts = |log: &str| RunOptions {
         run_dir: Some(root.join(log)),
         ..RunOptions::threads(1)
@@ -455,7 +444,7 @@ fn failed_batch_crash_and_resume(
 
     let straight = with_steps("straight");
     run(
-        &i2d_pipeline(root, &straight, false),
+        &i2d_pipeline(root, &straight, None),
         &reg,
         &opts("log-straight"),
     )
@@ -463,7 +452,7 @@ fn failed_batch_crash_and_resume(
 
     let interrupted = with_steps("interrupted");
     let err = run(
-        &i2d_pipeline(root, &interrupted, true),
+        &i2d_pipeline(root, &interrupted, Some(crash_at)),
         &reg,
         &opts("log-crashed"),
     )
@@ -475,7 +464,7 @@ fn failed_batch_crash_and_resume(
     let state = Checkpointer::read_state(&latest).unwrap();
     assert_eq!(state.last_batch, Some(latest_batch));
     run(
-        &i2d_pipeline(root, &interrupted, false),
+        &i2d_pipeline(root, &interrupted, None),
         &reg,
         &opts("log-resumed"),
     )
@@ -513,11 +502,10 @@ fn resume_refuses_a_checkpoint_without_its_last_batch() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup(root);
-    let mut reg = dicoflow::flow::Registry::with_builtins();
-    register(&mut reg);
+    let reg = registry_with_crash();
     let mut s = settings(root, "old", &vocab, 1, 3);
     s.resume = false;
-    run(&pipeline(root, &s, false), &reg, &RunOptions::threads(1)).unwrap();
+    run(&pipeline(root, &s, None), &reg, &RunOptions::threads(1)).unwrap();
     // A checkpoint as written before batch times were recorded.
     let dir = Checkpointer::new(s.out.join("checkpoints"), 5, None).path_for(6);
     let state_file = dir.join("state.json");
@@ -527,7 +515,7 @@ fn resume_refuses_a_checkpoint_without_its_last_batch() {
     state.as_object_mut().unwrap().remove("last_batch");
     std::fs::write(&state_file, state.to_string()).unwrap();
     s.resume = true;
-    let err = run(&pipeline(root, &s, false), &reg, &RunOptions::threads(1)).unwrap_err();
+    let err = run(&pipeline(root, &s, None), &reg, &RunOptions::threads(1)).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("does not record the last batch") && msg.contains("without `resume`"),
@@ -545,15 +533,14 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let vocab = setup(root);
-    let mut reg = dicoflow::flow::Registry::with_builtins();
-    register(&mut reg);
+    let reg = registry_with_crash();
     let mut s = settings(root, "blocked", &vocab, 1, 3);
     s.resume = false;
     // A file where the step-3 checkpoint's temporary directory goes.
     let ck = s.out.join("checkpoints");
     std::fs::create_dir_all(&ck).unwrap();
     std::fs::write(ck.join("step-00000003.tmp"), b"not a directory").unwrap();
-    let err = run(&pipeline(root, &s, false), &reg, &RunOptions::threads(1)).unwrap_err();
+    let err = run(&pipeline(root, &s, None), &reg, &RunOptions::threads(1)).unwrap_err();
     match &err {
         FlowError::StageFatal {
             stage,

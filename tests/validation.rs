@@ -9,18 +9,21 @@
 mod common;
 
 use common::clip::save_tiny_clip;
-use common::train::{captioner_pipeline, stage_settings, train_config, world_with_vocab, CrashAt};
+use common::train::{
+    captioner_pipeline, crash_stage, registry_with_crash, stage_settings, train_config,
+    world_with_vocab,
+};
 use common::{dicoflow_command, json_output};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dicoflow::data::world::WorldSpec;
-use dicoflow::flow::{run, DeviceStage, FlowError, Pipeline, Registry, RunOptions, StageSpec};
+use dicoflow::flow::{run, FlowError, Pipeline, RunOptions};
 use dicoflow::model::captioner::Vocab;
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::Objective;
-use dicoflow::train::stages::{register, CaptionerStage, CaptionerStageSettings, WEIGHTS_FILE};
+use dicoflow::train::stages::{CaptionerStage, CaptionerStageSettings, WEIGHTS_FILE};
 use dicoflow::train::validation::{Mode, ValidationSettings};
 use dicoflow::train::Schedule;
 use tch::Tensor;
@@ -88,29 +91,14 @@ fn settings(
 }
 
 fn pipeline(root: &Path, s: &CaptionerStageSettings, crash_at: Option<u64>) -> Pipeline {
-    let crash = crash_at.map(|t| {
-        let mut c = toml::Table::new();
-        c.insert("at".into(), toml::Value::Integer(t as i64));
-        StageSpec::new("crash").with_settings(c)
-    });
-    captioner_pipeline(root, s, crash.into_iter().collect())
-}
-
-fn registry() -> Registry {
-    let mut reg = Registry::with_builtins();
-    register(&mut reg);
-    reg.register_device("crash", |t: toml::Table| {
-        let at = t["at"].as_integer().unwrap() as u64;
-        Ok(Box::new(CrashAt(at)) as Box<dyn DeviceStage>)
-    });
-    reg
+    captioner_pipeline(root, s, crash_at.map(crash_stage).into_iter().collect())
 }
 
 /// Runs the pipeline, logging `metrics.jsonl` to `out`.
 fn train(root: &Path, s: &CaptionerStageSettings, crash_at: Option<u64>) -> Result<(), FlowError> {
     let mut opts = RunOptions::threads(1);
     opts.run_dir = Some(s.out.clone());
-    run(&pipeline(root, s, crash_at), &registry(), &opts).map(|_| ())
+    run(&pipeline(root, s, crash_at), &registry_with_crash(), &opts).map(|_| ())
 }
 
 /// The `val/*` values of every validation in `out/metrics.jsonl`, by step.

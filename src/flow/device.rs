@@ -25,7 +25,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError, TrySendError};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, OkErr, Operator};
+use timely::dataflow::operators::{Capability, InputCapability, OkErr, Operator};
 use timely::dataflow::Stream;
 use timely::scheduling::SyncActivator;
 
@@ -340,6 +340,29 @@ impl Part {
             marks: Vec::new(),
         }
     }
+
+    /// Moves an input's `data` at `cap`'s time into that time's part (into
+    /// the vector `field` picks); once the stage has `failed`, drops it.
+    fn stash<'a, T: 'a>(
+        pending: &mut BTreeMap<BatchTime, Part>,
+        failed: bool,
+        cap: InputCapability<BatchTime>,
+        port: usize,
+        data: impl Iterator<Item = &'a mut Vec<T>>,
+        field: impl Fn(&mut Part) -> &mut Vec<T>,
+    ) {
+        if failed {
+            data.for_each(|d| d.clear());
+            return;
+        }
+        let Some(cap) = cap.retain_least(port) else {
+            return;
+        };
+        let part = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
+        for d in data {
+            field(part).append(d);
+        }
+    }
 }
 
 /// The device that owns the sample with `key` among `devices` devices, as an
@@ -430,30 +453,10 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                 move |(input, frontier), (mark_input, mark_frontier), output| {
                     let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
-                        if failed {
-                            data.for_each(|d| d.clear());
-                            return;
-                        }
-                        let Some(cap) = cap.retain_least(port) else {
-                            return;
-                        };
-                        let entry = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
-                        for d in data {
-                            entry.samples.append(d);
-                        }
+                        Part::stash(&mut pending, failed, cap, port, data, |p| &mut p.samples)
                     });
                     mark_input.for_each_stamp(|cap, data| {
-                        if failed {
-                            data.for_each(|d| d.clear());
-                            return;
-                        }
-                        let Some(cap) = cap.retain_least(port) else {
-                            return;
-                        };
-                        let entry = pending.entry(*cap.time()).or_insert_with(|| Part::new(cap));
-                        for d in data {
-                            entry.marks.append(d);
-                        }
+                        Part::stash(&mut pending, failed, cap, port, data, |p| &mut p.marks)
                     });
                     let Some(dev) = link.as_mut() else { return };
                     // Batches both frontiers have passed are complete.

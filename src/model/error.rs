@@ -114,3 +114,29 @@ fn list(keys: &[String]) -> String {
     }
     s
 }
+
+/// `Ok` if the config field `field` is `v > 0`, else [`ModelError::InvalidConfig`].
+pub(crate) fn positive(field: &'static str, v: i64) -> Result<(), ModelError> {
+    if v > 0 {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidConfig {
+            field,
+            value: v.to_string(),
+            reason: "must be positive",
+        })
+    }
+}
+
+/// `Ok` if the config field `field` is `v >= 0`, else [`ModelError::InvalidConfig`].
+pub(crate) fn non_negative(field: &'static str, v: i64) -> Result<(), ModelError> {
+    if v >= 0 {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidConfig {
+            field,
+            value: v.to_string(),
+            reason: "must not be negative",
+        })
+    }
+}

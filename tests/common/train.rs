@@ -8,7 +8,7 @@ use std::path::Path;
 use dicoflow::data::synth::{reference_captions, render, sample_scene, WorldConfig};
 use dicoflow::data::world::{generate_row, write_world, WorldSpec};
 use dicoflow::flow::{
-    DeviceBatch, DeviceStage, FlowConfig, Pipeline, SourceSpec, StageFailure, StageSpec,
+    DeviceBatch, DeviceStage, FlowConfig, Pipeline, Registry, SourceSpec, StageFailure, StageSpec,
 };
 use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::captioner::{Backbone, CaptionerConfig, TokenSpec, Vocab};
@@ -17,7 +17,7 @@ use dicoflow::reward::{ClipScorer, ScoreConfig};
 use dicoflow::rng::Rng;
 use dicoflow::text::ClipTokenizer;
 use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use dicoflow::train::stages::CaptionerStageSettings;
+use dicoflow::train::stages::{register, CaptionerStageSettings};
 use dicoflow::train::{AdamWConfig, DicoConfig, Precision, Schedule};
 use tch::{Device, Tensor};
 
@@ -51,6 +51,25 @@ impl DeviceStage for CrashAt {
         assert!(batch.time != self.0, "simulated crash");
         Ok(())
     }
+}
+
+/// The built-in stages, the training stages and `crash`: [`CrashAt`] the
+/// batch of its setting `at` ([`crash_stage`]).
+pub fn registry_with_crash() -> Registry {
+    let mut reg = Registry::with_builtins();
+    register(&mut reg);
+    reg.register_device("crash", |t: toml::Table| {
+        let at = t["at"].as_integer().unwrap() as u64;
+        Ok(Box::new(CrashAt(at)) as Box<dyn DeviceStage>)
+    });
+    reg
+}
+
+/// The `crash` device stage of [`registry_with_crash`], crashing at batch `at`.
+pub fn crash_stage(at: u64) -> StageSpec {
+    let mut s = toml::Table::new();
+    s.insert("at".into(), toml::Value::Integer(at as i64));
+    StageSpec::new("crash").with_settings(s)
 }
 
 /// The captioner pipeline over `root/data/train` (source seed 3, batches

@@ -147,6 +147,29 @@ pub fn horizontal_row<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [
     horizontal_row_with::<B>(line, taps, out, has_avx2());
 }
 
+/// Runs the AVX2 kernel call `$call` and returns from the enclosing function
+/// if `$avx2` (the caller's choice, which must only be true where
+/// [`has_avx2`] is); does nothing otherwise, so the baseline loops after it run.
+/// The one place the kernels' `unsafe` calls are made.
+macro_rules! avx2_or_return {
+    ($avx2:expr, $call:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        if $avx2 {
+            assert!(
+                has_avx2(),
+                "the AVX2 kernel asked for on a CPU without AVX2"
+            );
+            #[allow(unsafe_code)]
+            // SAFETY: the CPU has AVX2 (`has_avx2`, detected at run time, checked above).
+            unsafe {
+                $call
+            };
+            return;
+        }
+        let _ = $avx2;
+    };
+}
+
 /// [`horizontal_row`] with the kernel chosen by the caller: AVX2 if `avx2`
 /// (which must only be true where [`has_avx2`] is), the baseline loops otherwise.
 fn horizontal_row_with<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [u8], avx2: bool) {
@@ -156,20 +179,7 @@ fn horizontal_row_with<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut 
         out.fill(clip8(HALF));
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        assert!(
-            has_avx2(),
-            "the AVX2 kernel asked for on a CPU without AVX2"
-        );
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 (`has_avx2`, detected at run time, checked above).
-        unsafe {
-            avx2::horizontal_row::<B>(line, taps, out)
-        };
-        return;
-    }
-    let _ = avx2;
+    avx2_or_return!(avx2, avx2::horizontal_row::<B>(line, taps, out));
     if B == 3 {
         return horizontal_row_rgb(line, taps, out);
     }
@@ -258,20 +268,10 @@ fn vertical_row_with(
     out: &mut [u8],
     avx2: bool,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        assert!(
-            has_avx2(),
-            "the AVX2 kernel asked for on a CPU without AVX2"
-        );
-        #[allow(unsafe_code)]
-        // SAFETY: the CPU has AVX2 (`has_avx2`, detected at run time, checked above).
-        unsafe {
-            avx2::vertical_row(src, stride, first, coeffs, acc, out)
-        };
-        return;
-    }
-    let _ = avx2;
+    avx2_or_return!(
+        avx2,
+        avx2::vertical_row(src, stride, first, coeffs, acc, out)
+    );
     vertical_row_body(src, stride, first, coeffs, acc, out);
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::model::clip::ClipConfig;
+use crate::model::error::{non_negative, positive};
 use crate::model::preset::impl_preset_serde;
 use crate::model::ModelError;
 use crate::text::clip_tokenizer::{EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE};
@@ -214,29 +215,5 @@ impl CaptionerConfig {
         let decoder =
             self.tokens.vocab_size * d + self.max_len * d + self.decoder_layers * dec_layer + ln;
         encoder + decoder
-    }
-}
-
-fn positive(field: &'static str, v: i64) -> Result<(), ModelError> {
-    if v > 0 {
-        Ok(())
-    } else {
-        Err(ModelError::InvalidConfig {
-            field,
-            value: v.to_string(),
-            reason: "must be positive",
-        })
-    }
-}
-
-fn non_negative(field: &'static str, v: i64) -> Result<(), ModelError> {
-    if v >= 0 {
-        Ok(())
-    } else {
-        Err(ModelError::InvalidConfig {
-            field,
-            value: v.to_string(),
-            reason: "must not be negative",
-        })
     }
 }

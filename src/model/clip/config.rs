@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::error::{non_negative, positive};
 use crate::model::preset::impl_preset_serde;
 use crate::model::ModelError;
 
@@ -226,30 +227,6 @@ impl ClipConfig {
 /// MLP hidden width as open_clip computes it: `int(width * mlp_ratio)`.
 pub(crate) fn mlp_width(width: i64, mlp_ratio: f64) -> i64 {
     (width as f64 * mlp_ratio) as i64
-}
-
-fn positive(field: &'static str, v: i64) -> Result<(), ModelError> {
-    if v > 0 {
-        Ok(())
-    } else {
-        Err(ModelError::InvalidConfig {
-            field,
-            value: v.to_string(),
-            reason: "must be positive",
-        })
-    }
-}
-
-fn non_negative(field: &'static str, v: i64) -> Result<(), ModelError> {
-    if v >= 0 {
-        Ok(())
-    } else {
-        Err(ModelError::InvalidConfig {
-            field,
-            value: v.to_string(),
-            reason: "must not be negative",
-        })
-    }
 }
 
 fn ratio(field: &'static str, width: i64, r: f64) -> Result<(), ModelError> {
