@@ -11,7 +11,9 @@
 //!   before the kill is complete; the same command on both processes with
 //!   `resume` then ends with the uninterrupted run's weights, bit for bit;
 //! - when one process fails with an error, the other one stops too, with
-//!   that error, instead of waiting for the failed replica's gradients.
+//!   that error, instead of waiting for the failed replica's gradients;
+//! - with 1 device, the process that owns none stops reading once the
+//!   trainer on the other one has taken its steps.
 //!
 //! Every process reads the same shards and writes the same `out/` (one
 //! temporary directory); ports are on 127.0.0.1 and every wait is bounded
@@ -153,9 +155,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs `pipeline` on 2 processes; a port taken between choosing it and
-/// binding it makes the connection fail, so a failed run is tried once more.
-fn run_two_processes(root: &Path, pipeline: &Path) {
+/// Runs `pipeline` on 2 processes and returns their outputs; a port taken
+/// between choosing it and binding it makes the connection fail, so a failed
+/// run is tried once more.
+fn run_two_processes(root: &Path, pipeline: &Path) -> Vec<Output> {
     let mut last = String::new();
     for _attempt in 0..2 {
         let hosts = hostfile(root);
@@ -165,7 +168,7 @@ fn run_two_processes(root: &Path, pipeline: &Path) {
         ];
         let outs = wait_all(children, RUN_LIMIT);
         if outs.iter().all(|o| o.status.success()) {
-            return;
+            return outs;
         }
         last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
     }
@@ -392,4 +395,36 @@ fn when_one_process_fails_the_other_stops_with_its_error() {
         return;
     }
     panic!("the 2-process run failed to connect twice:\n{last}");
+}
+
+/// The rows a run's source read, from the summary `train` prints.
+fn rows_read(out: &Output) -> u64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("source "))
+        .unwrap_or_else(|| panic!("no source line in the summary:\n{stdout}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_process_without_a_device_stops_reading_when_training_is_done() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = one_caption_world(root, IMAGES);
+    // 2 steps of 20 epochs: each process's share is 20 × 16 rows.
+    let s = settings(root, "out", &vocab, 2, 0);
+    let file = pipeline_file(root, "one-device", &s, 1, 20);
+    let outs = run_two_processes(root, &file);
+    assert!(s.out.join(WEIGHTS_FILE).exists());
+    let share = 20 * IMAGES as u64 / 2;
+    for (p, out) in outs.iter().enumerate() {
+        let read = rows_read(out);
+        // 2 batches trained, a few more in flight while the news travels.
+        assert!(
+            read <= share / 4,
+            "process {p} read {read} of its {share} rows after training was done"
+        );
+    }
 }

@@ -27,10 +27,14 @@
 //! A process that fails with an error (a stage error, a bad file) stays up
 //! while its run drains, so its peers would never learn of it from the
 //! connections, and would wait for its replica's gradient forever. So every
-//! worker of a cluster run also runs [`failure_notices`]: when its process's
+//! worker of a cluster run also runs [`notices`]: when its process's
 //! run fails, it sends the error to every worker of the other processes, which
 //! record [`FlowError::PeerFailed`] and stop as well; every process then drains
-//! as one process does after a failure.
+//! as one process does after a failure. The same notices carry the end of
+//! training: once a process's device owners are all done, it tells the
+//! others, and every process stops reading once all processes that own a
+//! device are done ([`RunState::process_done`]), including one that owns
+//! none and would otherwise read its whole share.
 //!
 //! What the hook covers: a peer process that exits, crashes or is killed while
 //! its machine stays up (the kernel closes its sockets, so the reads here end
@@ -134,12 +138,20 @@ pub(crate) fn join_workers(
     }
 }
 
-/// A process's failure, on its way to worker `dest` of another process.
+/// News from process `process`, on its way to worker `dest` of another process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct FailureNotice {
+struct Notice {
     dest: u64,
     process: u64,
-    message: String,
+    news: News,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum News {
+    /// The process's run failed with this error.
+    Failed(String),
+    /// The process's device owners have all done their training steps.
+    Done,
 }
 
 /// The failure this process would tell its peers about: its own, not one
@@ -152,12 +164,13 @@ fn own_failure(state: &RunState) -> Option<String> {
 }
 
 /// Builds, on every worker of a cluster run with `threads` workers per
-/// process, the operators that send this process's failure to every worker
-/// of the other processes and record theirs in `state` (see the module
-/// docs). The sending operator polls `state` every [`NOTICE_POLL`] and lets
-/// go of its capability once `probe` (the end of the graph) is done, so a
-/// run that ends well ends at most one poll later.
-pub(crate) fn failure_notices(
+/// process, the operators that send this process's failure, and the end of
+/// its training, to every worker of the other processes and record theirs
+/// in `state` (see the module docs). The sending operator polls `state`
+/// every [`NOTICE_POLL`] and lets go of its capability once `probe` (the end
+/// of the graph) is done, so a run that ends well ends at most one poll
+/// later.
+pub(crate) fn notices(
     scope: Scope<'_, BatchTime>,
     threads: usize,
     probe: ProbeHandle<BatchTime>,
@@ -168,43 +181,51 @@ pub(crate) fn failure_notices(
     let threads = threads.max(1);
     let process = me / threads;
     let sender_state = state.clone();
-    source::<_, CapacityContainerBuilder<Vec<FailureNotice>>, _, _>(
-        scope,
-        "FailureNotices",
-        move |cap, info| {
-            let activator = scope.activator_for(info.address);
-            let mut cap = Some(cap);
-            move |output| {
-                let Some(c) = cap.as_ref() else { return };
-                if probe.with_frontier(|f| f.is_empty()) {
-                    cap = None;
-                    return;
-                }
-                if sender_state.aborted() {
-                    if let Some(message) = own_failure(&sender_state) {
-                        let mut session = output.session(c);
-                        for dest in (0..peers).filter(|w| w / threads != process) {
-                            session.give(FailureNotice {
-                                dest: dest as u64,
-                                process: process as u64,
-                                message: message.clone(),
-                            });
-                        }
-                    }
-                    // Told once (or nothing to tell); the run drains.
-                    cap = None;
-                    return;
-                }
-                activator.activate_after(NOTICE_POLL);
+    // Only worker 0 of a process tells of its end of training: the others
+    // would repeat it.
+    let teller = me % threads == 0;
+    source::<_, CapacityContainerBuilder<Vec<Notice>>, _, _>(scope, "Notices", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(cap);
+        let mut told_done = !teller;
+        move |output| {
+            let Some(c) = cap.as_ref() else { return };
+            if probe.with_frontier(|f| f.is_empty()) {
+                cap = None;
+                return;
             }
-        },
-    )
-    .exchange(|n: &FailureNotice| n.dest)
-    .inspect(move |n: &FailureNotice| {
-        state.fail(FlowError::PeerFailed {
+            let mut tell = |news: News| {
+                let mut session = output.session(c);
+                for dest in (0..peers).filter(|w| w / threads != process) {
+                    session.give(Notice {
+                        dest: dest as u64,
+                        process: process as u64,
+                        news: news.clone(),
+                    });
+                }
+            };
+            if sender_state.aborted() {
+                if let Some(message) = own_failure(&sender_state) {
+                    tell(News::Failed(message));
+                }
+                // Told once (or nothing to tell); the run drains.
+                cap = None;
+                return;
+            }
+            if !told_done && sender_state.local_devices_done() {
+                tell(News::Done);
+                told_done = true;
+            }
+            activator.activate_after(NOTICE_POLL);
+        }
+    })
+    .exchange(|n: &Notice| n.dest)
+    .inspect(move |n: &Notice| match &n.news {
+        News::Failed(message) => state.fail(FlowError::PeerFailed {
             process: n.process as usize,
-            message: n.message.clone(),
-        });
+            message: message.clone(),
+        }),
+        News::Done => state.process_done(n.process as usize),
     });
 }
 

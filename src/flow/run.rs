@@ -31,7 +31,7 @@ use super::source::{
     marked_shard_source, marks_to_devices, open_source, resume_point, ResumePoint, SourceBatching,
 };
 use super::stage::{CpuStage, StageFailure};
-use super::state::{local_devices, RunState};
+use super::state::RunState;
 use super::telemetry::{Snapshot, Telemetry};
 use crate::data::ShardIndex;
 use crate::device::DeviceName;
@@ -125,7 +125,7 @@ pub fn run(
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());
-    state.expect_devices(local_devices(&opts.communication, pipeline.flow.devices));
+    state.expect_devices(&opts.communication, pipeline.flow.devices);
     let reports = Arc::new(Mutex::new(Vec::new()));
     let progress = opts
         .progress
@@ -337,7 +337,7 @@ fn build_and_run(
             );
         gradients.all_reduce(devices, reduced_tx, state.clone());
         if peers > threads_per_process {
-            peers::failure_notices(scope, threads_per_process, probe.clone(), state.clone());
+            peers::notices(scope, threads_per_process, probe.clone(), state.clone());
         }
         let error_sink = sink.clone();
         scope

@@ -1,10 +1,16 @@
 //! State shared by the workers of one process: the first fatal error and the
 //! abort flag that sources watch, so a failure anywhere drains the graph
 //! instead of hanging it; and the stop flag, raised when every training
-//! stage has done its steps, so the sources stop reading.
+//! stage of the run has done its steps, so the sources stop reading. In a
+//! cluster run that is every device owner of every process: a process
+//! learns of the others' from their notices (`super::peers`), so a process
+//! that owns no device stops reading too.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+use timely::CommunicationConfig;
 
 use super::error::FlowError;
 
@@ -16,6 +22,11 @@ pub struct RunState {
     /// Device owners in this process, and how many of them are done.
     local_devices: AtomicUsize,
     devices_done: AtomicUsize,
+    /// This process's index, the number of processes that own a device, and
+    /// those of them whose device owners are all done.
+    this_process: AtomicUsize,
+    device_processes: AtomicUsize,
+    processes_done: Mutex<BTreeSet<usize>>,
     failure: Mutex<Option<FlowError>>,
 }
 
@@ -45,17 +56,47 @@ impl RunState {
         }
     }
 
-    /// Set how many device owners this process runs ([`local_devices`]),
-    /// before the graph starts.
-    pub fn expect_devices(&self, n: usize) {
-        self.local_devices.store(n, Ordering::SeqCst);
+    /// Set, before the graph starts, where the run's `devices` device
+    /// owners are: how many this process runs ([`owners_in`]) and which
+    /// processes of `comm` run any.
+    pub fn expect_devices(&self, comm: &CommunicationConfig, devices: usize) {
+        let (threads, process, processes) = layout(comm);
+        let owning = (0..processes)
+            .filter(|&p| owners_in(p, threads, devices) > 0)
+            .count();
+        self.local_devices
+            .store(owners_in(process, threads, devices), Ordering::SeqCst);
+        self.this_process.store(process, Ordering::SeqCst);
+        self.device_processes.store(owning, Ordering::SeqCst);
     }
 
     /// One device owner's stages are all done ([`super::DeviceStage::done`]):
-    /// once every device owner of this process is, the sources stop.
+    /// once every device owner of this process is, so is this process
+    /// ([`RunState::process_done`]).
     pub fn device_done(&self) {
         let done = self.devices_done.fetch_add(1, Ordering::SeqCst) + 1;
         if done >= self.local_devices.load(Ordering::SeqCst) {
+            self.process_done(self.this_process.load(Ordering::SeqCst));
+        }
+    }
+
+    /// Whether this process owns devices and all of them are done (what it
+    /// tells the other processes of a cluster run).
+    pub fn local_devices_done(&self) -> bool {
+        let local = self.local_devices.load(Ordering::SeqCst);
+        local > 0 && self.devices_done.load(Ordering::SeqCst) >= local
+    }
+
+    /// Every device owner of process `process` is done (this one's, or
+    /// another's as its notice says): once every process that owns a device
+    /// is, the sources stop.
+    pub fn process_done(&self, process: usize) {
+        let mut done = self
+            .processes_done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        done.insert(process);
+        if done.len() >= self.device_processes.load(Ordering::SeqCst) {
             self.request_stop();
         }
     }
@@ -83,27 +124,36 @@ impl RunState {
     }
 }
 
-/// Device owners among this process's workers: workers `0..devices` own a
-/// device, and timely numbers a process's `threads` workers
-/// `process × threads ..`.
-pub fn local_devices(comm: &timely::CommunicationConfig, devices: usize) -> usize {
-    let (threads, process) = match comm {
-        timely::CommunicationConfig::Thread => (1, 0),
-        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
-            (*n, 0)
-        }
-        timely::CommunicationConfig::Cluster {
-            threads, process, ..
-        } => (*threads, *process),
-    };
-    let first = threads * process;
-    devices.saturating_sub(first).min(threads)
+/// Workers per process, this process's index and the number of processes of `comm`.
+fn layout(comm: &CommunicationConfig) -> (usize, usize, usize) {
+    match comm {
+        CommunicationConfig::Thread => (1, 0, 1),
+        CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => (*n, 0, 1),
+        CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses,
+            ..
+        } => (*threads, *process, addresses.len()),
+    }
+}
+
+/// Device owners among the workers of process `process` with `threads`
+/// workers each: workers `0..devices` own a device, and timely numbers a
+/// process's workers `process × threads ..`.
+fn owners_in(process: usize, threads: usize, devices: usize) -> usize {
+    devices.saturating_sub(threads * process).min(threads)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use timely::CommunicationConfig;
+
+    fn local_devices(comm: &CommunicationConfig, devices: usize) -> usize {
+        let (threads, process, _) = layout(comm);
+        owners_in(process, threads, devices)
+    }
 
     fn cluster(threads: usize, process: usize) -> CommunicationConfig {
         CommunicationConfig::Cluster {
@@ -128,11 +178,37 @@ mod tests {
     #[test]
     fn the_sources_stop_once_every_local_device_is_done() {
         let state = RunState::default();
-        state.expect_devices(2);
+        state.expect_devices(&CommunicationConfig::Process(2), 2);
         state.device_done();
         assert!(!state.stop_requested());
+        assert!(!state.local_devices_done());
         state.device_done();
         assert!(state.stop_requested());
         assert!(!state.aborted());
+    }
+
+    #[test]
+    fn in_a_cluster_the_sources_stop_once_every_process_s_devices_are_done() {
+        // 3 devices on 2 processes of 2 workers: both processes own devices.
+        let p0 = RunState::default();
+        p0.expect_devices(&cluster(2, 0), 3);
+        p0.device_done();
+        p0.device_done();
+        assert!(p0.local_devices_done());
+        assert!(!p0.stop_requested(), "process 1's device is not done");
+        p0.process_done(1);
+        assert!(p0.stop_requested());
+
+        // 1 device: process 1 owns none and stops on process 0's notice.
+        let p1 = RunState::default();
+        p1.expect_devices(&cluster(2, 1), 1);
+        assert!(!p1.local_devices_done(), "it has nothing to tell");
+        assert!(!p1.stop_requested());
+        p1.process_done(0);
+        assert!(p1.stop_requested());
+        let p0 = RunState::default();
+        p0.expect_devices(&cluster(2, 0), 1);
+        p0.device_done();
+        assert!(p0.stop_requested());
     }
 }
