@@ -16,8 +16,7 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
 use crate::reward::{ClipScorer, ScoreConfig};
-use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use crate::train::precision::Precision;
+use crate::train::policy::Policy;
 use crate::train::stages::setup::{build_err, default_device, device_of, load_scorer, load_text};
 use crate::train::stages::tensors::batch_tensors;
 
@@ -84,7 +83,7 @@ fn release_shared(path: &Path) {
 /// Captions every image and scores it with the evaluator. With several
 /// devices in a process, each captions its share into the same file.
 pub struct CaptionStage {
-    trainer: CaptionTrainer,
+    policy: Policy,
     scorer: Option<ClipScorer>,
     path: PathBuf,
     out: Option<SharedOut>,
@@ -97,29 +96,8 @@ impl CaptionStage {
         let text = load_text(s.vocab.as_deref()).map_err(&err)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(|e| err(e.to_string()))?;
-        let train = CaptionTrainConfig {
-            objective: Objective::Xe,
-            optimizer: Default::default(),
-            schedule: Default::default(),
-            grad_clip: None,
-            dico: Default::default(),
-            candidates: 1,
-            temperature: 1.0,
-            seed: 0,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        };
-        let trainer = CaptionTrainer::new(
-            &s.captioner,
-            text,
-            backbone,
-            Some(&s.weights),
-            None,
-            train,
-            device,
-        )
-        .map_err(|e| err(e.to_string()))?;
+        let policy = Policy::from_weights(&s.captioner, text, backbone, &s.weights, device)
+            .map_err(|e| err(e.to_string()))?;
         let evaluator_config = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
         let scorer = s
             .evaluator
@@ -132,7 +110,7 @@ impl CaptionStage {
         }
         let out = open_shared(&s.out).map_err(|e| err(format!("{}: {e}", s.out.display())))?;
         Ok(Self {
-            trainer,
+            policy,
             scorer,
             path: s.out,
             out: Some(out),
@@ -146,7 +124,7 @@ impl DeviceStage for CaptionStage {
             return Ok(());
         }
         let (pixels, keys, references) = batch_tensors(batch)?;
-        let captions = tch::no_grad(|| self.trainer.caption(&pixels))
+        let captions = tch::no_grad(|| self.policy.caption(&pixels))
             .map_err(|e| StageFailure::new("captioning failed").with_detail(e))?;
         let scores = match self.scorer.as_mut() {
             Some(scorer) => {

@@ -12,7 +12,7 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
 use crate::reward::{Reward, RewardCache, RewardSettings};
-use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective, ObjectiveInputs};
 use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
 pub use crate::train::stages::setup::write_replica_weights_to;
@@ -140,11 +140,9 @@ fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, 
     Ok(Some(cache))
 }
 
-/// Captioner training (XE, DiCO, SCST) as a device stage.
+/// Captioner training (XE, DiCO, SCST, offline DiCO) as a device stage.
 pub struct CaptionerStage {
     trainer: CaptionTrainer,
-    /// The candidates of `dico_offline`.
-    cache: Option<RewardCache>,
     settings: CaptionerStageSettings,
     checkpoints: StageCheckpoints,
     validator: Option<Validator>,
@@ -200,12 +198,16 @@ impl CaptionerStage {
         .map_err(|e| err(e.to_string()))?;
         let has_reward = reward.is_some();
         let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
-        let mut trainer = CaptionTrainer::new(
+        let inputs = ObjectiveInputs {
+            reward,
+            reward_cache: cache,
+        };
+        let mut trainer = CaptionTrainer::try_new(
             &s.captioner,
             text,
             backbone,
             s.init.as_deref(),
-            reward,
+            inputs,
             s.train.clone(),
             device,
         )
@@ -241,7 +243,6 @@ impl CaptionerStage {
         }
         Ok(Self {
             trainer,
-            cache,
             settings: s,
             checkpoints,
             validator,
@@ -273,6 +274,7 @@ impl DeviceStage for CaptionerStage {
         if let Some(dir) = replica_weights_dir() {
             let path = dir.join(format!("replica-{}.safetensors", self.replica.0));
             self.trainer
+                .policy
                 .save_weights(&path)
                 .map_err(|e| StageFailure::new("replica weights not written").with_detail(e))?;
         }
@@ -299,8 +301,9 @@ impl CaptionerStage {
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
             if step == 0 && v.due(0, total_steps) {
+                let (policy, reward) = self.trainer.policy_and_reward();
                 let values = v
-                    .validate(&mut self.trainer, 0)
+                    .validate(policy, reward, 0)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
@@ -308,18 +311,16 @@ impl CaptionerStage {
         // The frozen backbone runs once per batch: its features feed the
         // step (policy and reference) and the fluency captions.
         let precision = self.settings.train.precision;
-        let (pixels, features, s, trained) = match &self.cache {
+        let (pixels, keys, caps) = match self.trainer.reward_cache() {
             Some(cache) => {
+                // Offline DiCO trains on the images with all their candidates
+                // in the cache; the others are counted and left out.
                 let k = self.trainer.config().candidates as usize;
                 let mut samples = Vec::new();
-                let mut candidates = Vec::new();
                 let (mut missing, mut incomplete) = (0, 0);
                 for sample in &batch.samples {
                     match cache.get(&sample.key) {
-                        Some(c) if c.len() == k => {
-                            samples.push(sample);
-                            candidates.push(c);
-                        }
+                        Some(c) if c.len() == k => samples.push(sample),
                         Some(_) => incomplete += 1,
                         None => missing += 1,
                     }
@@ -331,34 +332,26 @@ impl CaptionerStage {
                 if samples.is_empty() {
                     return self.step_without_samples(batch);
                 }
-                let (pixels, _, _) = sample_tensors(&samples)?;
-                let features = precision
-                    .autocast(|| self.trainer.features(&pixels))
-                    .map_err(step_failed)?;
-                let s = self
-                    .trainer
-                    .offline_step_on_features(&features, &candidates);
-                (pixels, features, s, samples.len())
+                sample_tensors(&samples)?
             }
             None if batch.samples.is_empty() => return self.step_without_samples(batch),
-            None => {
-                let (pixels, keys, caps) = batch_tensors(batch)?;
-                let features = precision
-                    .autocast(|| self.trainer.features(&pixels))
-                    .map_err(step_failed)?;
-                let s = self
-                    .trainer
-                    .step_on_features(&keys, &pixels, &features, &caps);
-                (pixels, features, s, keys.len())
-            }
+            None => batch_tensors(batch)?,
         };
+        let trained = keys.len();
+        let features = precision
+            .autocast(|| self.trainer.policy.features(&pixels))
+            .map_err(step_failed)?;
+        let s = self
+            .trainer
+            .step_on_features(&keys, &pixels, &features, &caps);
         let s = s.map_err(step_failed)?;
         let every = self.settings.fluency_every.max(1);
         let due = s.optimizer_step && self.trainer.step_count() % every == 1 % every;
         if let (Some(judge), true) = (self.settings.fluency_judge, due) {
+            let policy = &self.trainer.policy;
             let captions = match self.trainer.features_for_captions(&features) {
-                Some(features) => self.trainer.caption_features(features),
-                None => self.trainer.caption(&pixels),
+                Some(features) => policy.caption_features(features),
+                None => policy.caption(&pixels),
             }
             .map_err(|e| StageFailure::new("greedy captions for fluency failed").with_detail(e))?;
             batch
@@ -422,8 +415,9 @@ impl CaptionerStage {
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
             if optimizer_step && v.due(step, total_steps) {
+                let (policy, reward) = self.trainer.policy_and_reward();
                 let values = v
-                    .validate(&mut self.trainer, step)
+                    .validate(policy, reward, step)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
@@ -463,8 +457,8 @@ impl CaptionerStage {
         })?;
         let weights = out.join(WEIGHTS_FILE);
         match &self.validator {
-            Some(v) => v.write_model(&self.trainer, &weights),
-            None => self.trainer.save_weights(&weights),
+            Some(v) => v.write_model(&self.trainer.policy, &weights),
+            None => self.trainer.policy.save_weights(&weights),
         }
         .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
         let cfg = serde_json::to_string_pretty(&self.settings.captioner).unwrap_or_default();
