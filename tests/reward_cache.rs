@@ -24,7 +24,7 @@ use dicoflow::reward::{ClipScorer, RewardCache, ScoreConfig};
 use dicoflow::text::ClipTokenizer;
 use dicoflow::train::captioning::{CaptionTrainer, Objective, ObjectiveInputs};
 use dicoflow::train::offline_dico::cached_candidates;
-use dicoflow::train::reward_cache_stage::RewardCacheSettings;
+use dicoflow::train::stages::RewardCacheSettings;
 use dicoflow::train::Schedule;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
@@ -436,7 +436,8 @@ fn offline_dico_first_step_equals_online_dico() {
 fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
     use dicoflow::data::RowAddr;
     use dicoflow::flow::Sample;
-    use dicoflow::train::reward_cache_stage::{provenance, RewardCacheStage};
+    use dicoflow::reward::cache_run::CacheStage;
+    use dicoflow::train::stages::RewardCacheStage;
     let w = world();
     let s = settings(&w);
     let sample = |key: &str, size: u32| Sample {
@@ -469,7 +470,7 @@ fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
     let err = stage.finish().unwrap_err().reason;
     assert!(err.contains("run again"), "{err}");
     assert!(!cache::part_path(&s.out, "all").exists(), "part sealed");
-    let kept = cache::present_keys(&s.out, "all", &provenance(&s).unwrap()).unwrap();
+    let kept = cache::present_keys(&s.out, "all", &s.provenance().unwrap()).unwrap();
     assert_eq!(
         kept,
         ["a", "b"].iter().map(|k| k.to_string()).collect(),

@@ -1,6 +1,9 @@
-//! Training objectives and optimisation: DiCO, SCST, the contrastive
+//! Training: the captioner's [`Policy`] (captioner, frozen backbone, caption
+//! text), its objectives ([`objective`]: XE, DiCO, SCST, offline DiCO), the
+//! trainer that steps them ([`captioning::CaptionTrainer`]), the contrastive
 //! evaluator loss, AdamW with checkpointable state, learning-rate schedules,
-//! gradient accumulation and fp16 loss scaling.
+//! gradient accumulation and fp16 loss scaling, and the training stages of
+//! the dataflow ([`stages`]).
 pub mod adamw;
 pub mod candidates;
 pub mod captioning;
@@ -23,9 +26,6 @@ pub mod stages;
 pub mod step;
 pub mod validation;
 pub mod xe;
-
-/// The `reward_cache` stage, at its former path.
-pub use stages::reward_cache as reward_cache_stage;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{BestBy, BestSoFar, Checkpointer, TrainState};

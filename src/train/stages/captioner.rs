@@ -11,14 +11,15 @@ use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
-use crate::reward::{Reward, RewardCache, RewardSettings};
+use crate::reward::{Reward, RewardCache, RewardError, RewardSettings};
 use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective, ObjectiveInputs};
 use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
 pub use crate::train::stages::setup::write_replica_weights_to;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, fatal_if_replicated, load_text,
-    replica_weights_dir, resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
+    build_failed, default_device, default_keep_last, device_of, fatal_if_replicated, load_text,
+    replica_weights_dir, resolve_total_steps, resume_if_asked, setting_err, StageBuildError,
+    WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::{batch_tensors, sample_tensors};
 use crate::train::validation::{StageContext, ValidationSettings, Validator};
@@ -92,43 +93,48 @@ fn default_fluency_every() -> u64 {
 
 /// The reward cache of `dico_offline` (checked against the settings), or
 /// `None` for the other objectives.
-fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, String> {
+///
+/// Errors: [`FlowError::Config`] for settings that do not go together or a
+/// cache made for another captioner; [`FlowError::StageBuild`] when the
+/// cache cannot be read.
+fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, FlowError> {
+    const STAGE: &str = "train_captioner";
+    let err = setting_err(STAGE);
     let offline = s.train.objective == Objective::DicoOffline;
-    match (&s.reward_cache, offline) {
+    let dir = match (&s.reward_cache, offline) {
         (None, false) => return Ok(None),
         (Some(_), false) => {
-            return Err(format!(
+            return Err(err(format!(
                 "`reward_cache` is only read by objective = \"dico_offline\" (this stage \
                  trains {:?})",
                 s.train.objective
-            ))
+            )))
         }
         (None, true) => {
-            return Err(
+            return Err(err(
                 "objective = \"dico_offline\" needs `reward_cache`: a directory made \
                         by `dicoflow cache-rewards`"
                     .into(),
-            )
+            ))
         }
         (Some(_), true) if s.evaluator.is_some() => {
-            return Err(
+            return Err(err(
                 "dico_offline reads its rewards from the cache: remove `evaluator` \
                         (it would only take memory)"
                     .into(),
-            )
+            ))
         }
-        (Some(_), true) => {}
-    }
-    let dir = s.reward_cache.as_ref().expect("checked above");
-    let cache = RewardCache::open(dir).map_err(|e| e.to_string())?;
+        (Some(dir), true) => dir,
+    };
+    let cache = RewardCache::open(dir).map_err(build_failed::<RewardError>(STAGE))?;
     if let Some(max) = cache.max_token() {
         if max as i64 >= s.captioner.tokens.vocab_size {
-            return Err(format!(
+            return Err(err(format!(
                 "{}: token id {max} is outside the captioner's vocabulary of {}: the cache \
                  was made for another captioner",
                 dir.display(),
                 s.captioner.tokens.vocab_size
-            ));
+            )));
         }
     }
     tracing::info!(
@@ -176,7 +182,7 @@ fn log_validation(
 
 impl CaptionerStage {
     pub fn try_new(mut s: CaptionerStageSettings) -> Result<Self, FlowError> {
-        let err = build_err("train_captioner");
+        let failed = build_failed::<StageBuildError>("train_captioner");
         let link = take_replica_link("train_captioner")?;
         // Replica d of a process runs on the d-th device from the stage's.
         let device_name = match (s.device, &link) {
@@ -185,17 +191,17 @@ impl CaptionerStage {
         };
         let device = device_of("train_captioner", device_name)?;
         resolve_total_steps("train_captioner", &mut s.train.schedule, s.train.accumulate)?;
-        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
+        let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| err(e.to_string()))?;
-        let cache = open_reward_cache(&s).map_err(&err)?;
+            .map_err(|e| failed(e.into()))?;
+        let cache = open_reward_cache(&s)?;
         let reward = Reward::load(
             s.reward.as_ref(),
             s.evaluator.as_deref(),
             s.evaluator_config.as_ref().unwrap_or(&s.backbone_config),
             device,
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
         let has_reward = reward.is_some();
         let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
         let inputs = ObjectiveInputs {
@@ -211,7 +217,7 @@ impl CaptionerStage {
             s.train.clone(),
             device,
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
         if let Some(link) = link {
             trainer.stepper.set_reducer(Box::new(link));
         }
@@ -226,7 +232,7 @@ impl CaptionerStage {
                         device,
                     },
                 )
-                .map_err(|e| err(e.to_string()))?,
+                .map_err(|e| failed(e.into()))?,
             ),
             _ => None,
         };
@@ -235,10 +241,10 @@ impl CaptionerStage {
         if let Some(v) = validator.as_mut() {
             if checkpoints.resumed_after().is_some() {
                 v.resume(checkpoints.resumed_best(), trainer.step_count())
-                    .map_err(|e| err(format!("resuming: {e}")))?;
+                    .map_err(|e| failed(StageBuildError::Resume(e)))?;
             } else {
                 v.start_fresh()
-                    .map_err(|e| err(format!("validation log: {e}")))?;
+                    .map_err(|e| failed(StageBuildError::ValidationLog(e)))?;
             }
         }
         Ok(Self {
