@@ -44,7 +44,7 @@ impl Candidates {
         decoding: Decoding,
         seed: u64,
     ) -> Result<Self, ModelError> {
-        let memory = memory.detach();
+        let memory = memory.f_detach()?;
         let decoded = match decoding {
             Decoding::Beam => beam_search(
                 policy,

@@ -233,10 +233,10 @@ impl RewardCacheStage {
         let device = self.policy.0.device();
         let k = self.settings.candidates;
         let (candidates, ref_lp) = tch::no_grad(|| -> Result<_, StageFailure> {
-            let feats = self
-                .backbone
-                .features(&pixels.to_device(device))
-                .map_err(fail("backbone"))?;
+            let pixels = pixels
+                .f_to_device(device)
+                .map_err(|e| StageFailure::new("backbone").with_detail(e))?;
+            let feats = self.backbone.features(&pixels).map_err(fail("backbone"))?;
             let policy = &self.policy.1;
             let memory = policy.encode(&feats).map_err(fail("encoder"))?;
             let seed = Rng::derive(self.settings.seed, &[time]).next_u64();
@@ -269,7 +269,10 @@ impl RewardCacheStage {
             .score(&image_keys, &texts)
             .map_err(|e| StageFailure::new("rewards failed").with_detail(e))?;
         self.scorer.clear_images();
-        let ref_lp = Vec::<f32>::try_from(&ref_lp.view([-1]).to_device(tch::Device::Cpu))
+        let ref_lp = ref_lp
+            .f_view([-1])
+            .and_then(|t| t.f_to_device(tch::Device::Cpu))
+            .and_then(|t| Vec::<f32>::try_from(&t))
             .map_err(|e| StageFailure::new("reference log-probs failed").with_detail(e))?;
         Ok(candidates
             .ids
