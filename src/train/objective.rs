@@ -460,3 +460,58 @@ impl TrainObjective {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(candidates: i64) -> ObjectiveSettings {
+        ObjectiveSettings {
+            label_smoothing: 0.0,
+            dico: DicoConfig::default(),
+            candidates,
+            temperature: 1.0,
+        }
+    }
+
+    fn refused(kind: Objective, candidates: i64, has_init: bool) -> (&'static str, String) {
+        match TrainObjective::try_new(
+            kind,
+            settings(candidates),
+            has_init,
+            None,
+            ObjectiveInputs::default(),
+        ) {
+            Err(TrainError::Setting { name, reason, .. }) => (name, reason.to_owned()),
+            Err(e) => panic!("{kind:?}: not a setting error: {e}"),
+            Ok(o) => panic!("{kind:?}: built {o:?} without what it needs"),
+        }
+    }
+
+    #[test]
+    fn each_objective_is_refused_without_what_it_needs() {
+        // XE needs nothing besides the policy.
+        let xe = TrainObjective::try_new(
+            Objective::Xe,
+            settings(1),
+            false,
+            None,
+            ObjectiveInputs::default(),
+        )
+        .unwrap();
+        assert_eq!(xe.kind(), Objective::Xe);
+        assert!(xe.reward_cache().is_none());
+        // DiCO and SCST: a reward first.
+        for kind in [Objective::Dico, Objective::Scst] {
+            let (name, reason) = refused(kind, 5, true);
+            assert_eq!(name, "reward", "{kind:?}");
+            assert!(reason.contains("evaluator"), "{reason}");
+        }
+        // Offline DiCO: the XE checkpoint, at least 2 candidates, the cache.
+        assert_eq!(refused(Objective::DicoOffline, 5, false).0, "init");
+        assert_eq!(refused(Objective::DicoOffline, 1, true).0, "candidates");
+        let (name, reason) = refused(Objective::DicoOffline, 5, true);
+        assert_eq!(name, "reward_cache");
+        assert!(reason.contains("cache-rewards"), "{reason}");
+    }
+}
