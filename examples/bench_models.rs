@@ -270,14 +270,14 @@ fn dico_step() {
         let range = s * BATCH..(s + 1) * BATCH;
         let batch = pixels.narrow(0, range.start as i64, BATCH as i64);
         let start = Instant::now();
-        let features = trainer.features(&batch).unwrap();
+        let features = trainer.policy.features(&batch).unwrap();
         let forward = start.elapsed().as_secs_f64();
         let stats = trainer
             .step_on_features(&keys[range.clone()], &batch, &features, &refs[range])
             .unwrap();
         let step = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        std::hint::black_box(trainer.caption_features(&features).unwrap());
+        std::hint::black_box(trainer.policy.caption_features(&features).unwrap());
         let greedy = start.elapsed().as_secs_f64();
         if let Some(reward) = trainer.reward_mut() {
             reward.clear_images();

@@ -205,7 +205,7 @@ fn tiny_bpe_captioner_learns_with_xe() {
     }
     assert!(last < 0.6 * first, "XE loss {first} -> {last}");
     // Captions come back as text of the CLIP vocabulary.
-    let captions = trainer.caption(&pixels).unwrap();
+    let captions = trainer.policy.caption(&pixels).unwrap();
     assert_eq!(captions.len(), 4);
 }
 

@@ -36,8 +36,8 @@ fn xe_then_dico_and_scst() {
     assert!(last < 0.6 * first, "XE loss {first} -> {last}");
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("xe.safetensors");
-    xe.save_weights(&weights).unwrap();
-    let captions = xe.caption(&w.pixels).unwrap();
+    xe.policy.save_weights(&weights).unwrap();
+    let captions = xe.policy.caption(&w.pixels).unwrap();
     assert_eq!(captions.len(), 16);
     assert!(captions.iter().all(|c| !c.is_empty()));
 

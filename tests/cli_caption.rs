@@ -11,8 +11,7 @@ use dicoflow::data::writer::{ShardRow, ShardWriter, ShardWriterConfig};
 use dicoflow::image::{PreprocessConfig, Preprocessor};
 use dicoflow::model::captioner::{Backbone, CaptionText, CaptionerConfig};
 use dicoflow::model::clip::ClipConfig;
-use dicoflow::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use dicoflow::train::precision::Precision;
+use dicoflow::train::Policy;
 use tch::{Device, Tensor};
 
 fn ok(o: &Output, what: &str) {
@@ -171,25 +170,11 @@ total_steps = 2
     let cfg = CaptionerConfig::from_json_file(&captioner_json).unwrap();
     let backbone =
         Backbone::from_clip_safetensors(&clip_file, &ClipConfig::tiny(), Device::Cpu).unwrap();
-    let trainer = CaptionTrainer::new(
+    let policy = Policy::from_weights(
         &cfg,
         CaptionText::clip_bpe().unwrap(),
         backbone,
-        Some(&weights),
-        None,
-        CaptionTrainConfig {
-            objective: Objective::Xe,
-            optimizer: Default::default(),
-            schedule: Default::default(),
-            grad_clip: None,
-            dico: Default::default(),
-            candidates: 1,
-            temperature: 1.0,
-            seed: 0,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        },
+        &weights,
         Device::Cpu,
     )
     .unwrap();
@@ -202,7 +187,7 @@ total_steps = 2
         flat.extend(pre.process(image).unwrap());
     }
     let pixels = Tensor::from_slice(&flat).view([KEYS.len() as i64, 3, 32, 32]);
-    let expected = trainer.caption(&pixels).unwrap();
+    let expected = policy.caption(&pixels).unwrap();
     for (key, caption) in KEYS.iter().zip(&expected) {
         let id = dicoflow::cli::caption::image_id_of(key);
         let row = rows.iter().find(|r| r["image_id"] == id).unwrap();

@@ -43,8 +43,8 @@ fn dico_and_scst_at_lr_zero_reproduce_the_xe_model_exactly() {
         xe.step(&w.keys, &w.pixels, &w.refs).unwrap();
     }
     let xe_file = dir.path().join("xe.safetensors");
-    xe.save_weights(&xe_file).unwrap();
-    let xe_captions = xe.caption(&w.pixels).unwrap();
+    xe.policy.save_weights(&xe_file).unwrap();
+    let xe_captions = xe.policy.caption(&w.pixels).unwrap();
     let xe_weights = weights(&xe_file);
     assert!(!xe_weights.is_empty());
 
@@ -63,14 +63,18 @@ fn dico_and_scst_at_lr_zero_reproduce_the_xe_model_exactly() {
             assert_eq!(s.lr, 0.0);
         }
         let file = dir.path().join(format!("{objective:?}.safetensors"));
-        t.save_weights(&file).unwrap();
+        t.policy.save_weights(&file).unwrap();
         let after = weights(&file);
         assert_eq!(after.len(), xe_weights.len());
         for ((name, a), (name_xe, b)) in after.iter().zip(&xe_weights) {
             assert_eq!(name, name_xe);
             assert!(a.equal(b), "{objective:?}: `{name}` changed at lr 0");
         }
-        assert_eq!(t.caption(&w.pixels).unwrap(), xe_captions, "{objective:?}");
+        assert_eq!(
+            t.policy.caption(&w.pixels).unwrap(),
+            xe_captions,
+            "{objective:?}"
+        );
     }
 
     // The check can fail: a non-zero learning rate moves the weights.
@@ -79,7 +83,7 @@ fn dico_and_scst_at_lr_zero_reproduce_the_xe_model_exactly() {
         .step(&w.keys[..4], &w.pixels.narrow(0, 0, 4), &w.refs[..4])
         .unwrap();
     let file = dir.path().join("moved.safetensors");
-    moved.save_weights(&file).unwrap();
+    moved.policy.save_weights(&file).unwrap();
     assert!(weights(&file)
         .iter()
         .zip(&xe_weights)

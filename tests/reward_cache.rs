@@ -20,10 +20,11 @@ use dicoflow::model::captioner::{Backbone, Captioner, CaptionerConfig, Vocab};
 use dicoflow::model::clip::{Clip, ClipConfig};
 use dicoflow::reward::cache::{self, CacheEntry};
 use dicoflow::reward::cache_run::CacheReport;
-use dicoflow::reward::{ClipScorer, ScoreConfig};
+use dicoflow::reward::{ClipScorer, RewardCache, ScoreConfig};
 use dicoflow::text::ClipTokenizer;
-use dicoflow::train::captioning::{CaptionTrainer, Objective};
-use dicoflow::train::reward_cache_stage::RewardCacheSettings;
+use dicoflow::train::captioning::{CaptionTrainer, Objective, ObjectiveInputs};
+use dicoflow::train::offline_dico::cached_candidates;
+use dicoflow::train::stages::RewardCacheSettings;
 use dicoflow::train::Schedule;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
@@ -330,19 +331,28 @@ fn an_interrupted_part_resumes_from_its_chunks_and_other_models_are_refused() {
     }
 }
 
-fn trainer(w: &World, objective: Objective, scorer: Option<ClipScorer>) -> CaptionTrainer {
+fn trainer(
+    w: &World,
+    objective: Objective,
+    scorer: Option<ClipScorer>,
+    reward_cache: Option<RewardCache>,
+) -> CaptionTrainer {
     let backbone = Backbone::from_clip_safetensors(
         w.root.join("clip.safetensors"),
         &ClipConfig::tiny(),
         Device::Cpu,
     )
     .unwrap();
-    CaptionTrainer::new(
+    let inputs = ObjectiveInputs {
+        reward: scorer.map(Into::into),
+        reward_cache,
+    };
+    CaptionTrainer::try_new(
         &captioner_config(&w.vocab),
         w.vocab.clone(),
         backbone,
         Some(&w.root.join("xe.safetensors")),
-        scorer.map(Into::into),
+        inputs,
         train_config(
             objective,
             Schedule {
@@ -363,7 +373,7 @@ fn offline_dico_first_step_equals_online_dico() {
     let w = world();
     let s = settings(&w);
     cache_rewards(&w, &s).unwrap();
-    let cache = dicoflow::reward::RewardCache::open(&s.out).unwrap();
+    let cache = RewardCache::open(&s.out).unwrap();
     assert_eq!(cache.images(), 24);
     let pixels = pixels_by_key(&w);
     let keys: Vec<String> = pixels.keys().take(4).cloned().collect();
@@ -376,13 +386,15 @@ fn offline_dico_first_step_equals_online_dico() {
         ClipTokenizer::openai().unwrap(),
         ScoreConfig::clip_s(),
     );
-    let mut online = trainer(&w, Objective::Dico, Some(scorer));
+    let mut online = trainer(&w, Objective::Dico, Some(scorer), None);
     let refs = vec![Vec::<String>::new(); keys.len()];
     let a = online.step(&keys, &batch, &refs).unwrap();
 
-    let mut offline = trainer(&w, Objective::DicoOffline, None);
+    // The offline objective reads the same images' candidates from the cache.
     let cands: Vec<&[CacheEntry]> = keys.iter().map(|k| cache.get(k).unwrap()).collect();
-    let b = offline.offline_step(&batch, &cands).unwrap();
+    let reopened = RewardCache::open(&s.out).unwrap();
+    let mut offline = trainer(&w, Objective::DicoOffline, None, Some(reopened));
+    let b = offline.step(&keys, &batch, &refs).unwrap();
 
     // Policy = reference at the start: Δ = 0, loss = log 2 for both.
     assert!((a.loss - std::f64::consts::LN_2).abs() < 1e-4, "{}", a.loss);
@@ -400,7 +412,7 @@ fn offline_dico_first_step_equals_online_dico() {
     // Same gradients (still held after the step). Weights are not compared:
     // Adam's first step moves every parameter by about ±lr, so float noise in
     // a near-zero gradient can flip its direction.
-    let (va, vb) = (online.vs.variables(), offline.vs.variables());
+    let (va, vb) = (online.policy.vs.variables(), offline.policy.vs.variables());
     for (name, t) in &va {
         let (ga, gb) = (t.grad(), vb[name].grad());
         let scale = ga.abs().max().double_value(&[]).max(1e-3);
@@ -413,8 +425,8 @@ fn offline_dico_first_step_equals_online_dico() {
 
     // A step asks for exactly `candidates` per image.
     let short: Vec<&[CacheEntry]> = cands.iter().map(|c| &c[..2]).collect();
-    let err = offline
-        .offline_step(&batch, &short)
+    let tokens = offline.policy.captioner.tokens();
+    let err = cached_candidates(&short, K, tokens, Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("2 cached candidates"), "{err}");
@@ -424,7 +436,8 @@ fn offline_dico_first_step_equals_online_dico() {
 fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
     use dicoflow::data::RowAddr;
     use dicoflow::flow::Sample;
-    use dicoflow::train::reward_cache_stage::{provenance, RewardCacheStage};
+    use dicoflow::reward::cache_run::CacheStage;
+    use dicoflow::train::stages::RewardCacheStage;
     let w = world();
     let s = settings(&w);
     let sample = |key: &str, size: u32| Sample {
@@ -457,7 +470,7 @@ fn a_failed_batch_leaves_the_part_open_with_what_was_computed() {
     let err = stage.finish().unwrap_err().reason;
     assert!(err.contains("run again"), "{err}");
     assert!(!cache::part_path(&s.out, "all").exists(), "part sealed");
-    let kept = cache::present_keys(&s.out, "all", &provenance(&s).unwrap()).unwrap();
+    let kept = cache::present_keys(&s.out, "all", &s.provenance().unwrap()).unwrap();
     assert_eq!(
         kept,
         ["a", "b"].iter().map(|k| k.to_string()).collect(),

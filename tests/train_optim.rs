@@ -261,13 +261,13 @@ fn micro_batch_loss(
     pixels: &Tensor,
     captions: &[&str],
 ) -> (Tensor, f64) {
-    let max_len = trainer.policy.config().max_len as usize;
+    let max_len = trainer.policy.captioner.config().max_len as usize;
     let seqs: Vec<Vec<i64>> = captions
         .iter()
         .map(|c| vocab.encode_target(c, max_len))
         .collect();
     let len = seqs.iter().map(Vec::len).max().unwrap();
-    let pad = trainer.policy.tokens().pad;
+    let pad = trainer.policy.captioner.tokens().pad;
     let flat: Vec<i64> = seqs
         .iter()
         .flat_map(|s| s.iter().copied().chain(std::iter::repeat(pad)).take(len))
@@ -275,11 +275,17 @@ fn micro_batch_loss(
     let tokens = Tensor::from_slice(&flat).view([seqs.len() as i64, len as i64]);
     let memory = trainer
         .policy
+        .captioner
         .encode(&backbone().features(pixels).unwrap())
         .unwrap();
-    let (inputs, _) = trainer.policy.teacher_forcing_inputs(&tokens).unwrap();
+    let (inputs, _) = trainer
+        .policy
+        .captioner
+        .teacher_forcing_inputs(&tokens)
+        .unwrap();
     let logp = trainer
         .policy
+        .captioner
         .logits(&memory, &inputs)
         .unwrap()
         .log_softmax(-1, Kind::Float);
@@ -385,7 +391,7 @@ fn accumulated_micro_batches_step_on_the_token_weighted_mean_of_their_losses() {
     assert!((first.loss - l1.double_value(&[])).abs() < 1e-5);
     assert!((second.loss - l2.double_value(&[])).abs() < 1e-5);
     ((l1 * n1 + l2 * n2) / (n1 + n2)).backward();
-    let (want_norm, want_grads, want_weights) = first_adamw_step(&scratch.vs);
+    let (want_norm, want_grads, want_weights) = first_adamw_step(&scratch.policy.vs);
     assert!(
         want_norm > CLIP_NORM,
         "the test should exercise clipping of the summed gradient"
@@ -395,8 +401,8 @@ fn accumulated_micro_batches_step_on_the_token_weighted_mean_of_their_losses() {
         "gradient norm {} before clipping, from scratch {want_norm}",
         second.grad_norm
     );
-    assert_close("gradient", &grads(&accumulating.vs), &want_grads);
-    assert_close("weight", &weights(&accumulating.vs), &want_weights);
+    assert_close("gradient", &grads(&accumulating.policy.vs), &want_grads);
+    assert_close("weight", &weights(&accumulating.policy.vs), &want_weights);
 }
 
 #[test]
@@ -429,13 +435,13 @@ fn equal_length_micro_batches_match_one_large_batch() {
     assert_eq!((micro.step_count(), whole.step_count()), (2, 2));
     assert_close(
         "gradient",
-        &grads(&micro.vs),
-        &tensors_f64(grads(&whole.vs)),
+        &grads(&micro.policy.vs),
+        &tensors_f64(grads(&whole.policy.vs)),
     );
     assert_close(
         "weight",
-        &weights(&micro.vs),
-        &tensors_f64(weights(&whole.vs)),
+        &weights(&micro.policy.vs),
+        &tensors_f64(weights(&whole.policy.vs)),
     );
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::flow::Pipeline;
 use crate::reward::cache_run::{cache_rewards, CacheReport};
+use crate::train::stages::RewardCacheSettings;
 
 /// Arguments of `cache-rewards`.
 #[derive(Debug, clap::Args)]
@@ -49,7 +50,7 @@ pub fn run_cache_rewards(args: &CacheRewardsArgs) -> anyhow::Result<CacheReport>
         }
     }
     let registry = crate::train::stages::registry();
-    cache_rewards(
+    cache_rewards::<RewardCacheSettings>(
         &pipeline,
         &registry,
         &args.run_dir,

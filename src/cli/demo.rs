@@ -32,7 +32,7 @@ use crate::flow::{self, Pipeline, RunOptions};
 use crate::metrics::quality::{caption_quality, CaptionQuality};
 use crate::model::captioner::Vocab;
 use crate::reward::cache_run::cache_rewards;
-use crate::train::stages::{registry, CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
+use crate::train::stages::{registry, RewardCacheSettings, CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
 
 /// Arguments of `demo`. The training settings are those of the pipeline
 /// files ([`Phase::embedded`]); the flags that name one override it when given.
@@ -627,7 +627,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "[6/{PHASES}] caching the XE model's 5 beams, rewards and reference log-probs per training image"
     );
     let started = std::time::Instant::now();
-    let cached = cache_rewards(
+    let cached = cache_rewards::<RewardCacheSettings>(
         &phase(Phase::RewardCache)?,
         &registry(),
         &out.join("reward_cache_logs"),

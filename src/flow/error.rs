@@ -30,6 +30,18 @@ pub enum FlowError {
     #[error("stage `{stage}` could not be set up: {message}")]
     StageSetup { stage: String, message: String },
 
+    /// A stage could not be built because something it loads failed: a
+    /// model, weights, a vocabulary, a reward or reward cache, a checkpoint
+    /// (`source`, the real error, e.g. the training stages'
+    /// `crate::train::stages::setup::StageBuildError`). A setting the stage
+    /// refuses is [`FlowError::Config`] or [`FlowError::StageSettings`].
+    #[error("stage `{stage}`: {source}")]
+    StageBuild {
+        stage: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("stage `{stage}` panicked: {message}; the run was stopped")]
     StagePanicked { stage: String, message: String },
 

@@ -7,15 +7,80 @@
 //! Before any work, the dataset's keys must be unique (they index the cache),
 //! and the cache folder must hold only parts of these inputs (recorded in
 //! `inputs.json`): a folder made from other shards is refused, not resumed.
+//!
+//! The stage is known here only through [`CacheStage`], which its settings
+//! implement (`crate::train::stages::reward_cache`): the training stages
+//! depend on the reward module, not the other way round.
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use super::cache::{self, CacheInputs, PartWriter, ShardFingerprint};
+use serde::de::DeserializeOwned;
+
+use super::cache::{self, CacheInputs, CacheProvenance, PartWriter, ShardFingerprint};
 use super::cache_join::missing_keys;
 use super::error::RewardError;
 use crate::data::shards::{list_shards, ShardIndex};
 use crate::flow::{run, FlowError, Pipeline, Registry, RunOptions};
-use crate::train::reward_cache_stage::{provenance, RewardCacheSettings};
+
+/// The settings of the device stage that writes a reward cache, as a cache
+/// run needs them.
+pub trait CacheStage: DeserializeOwned {
+    /// The stage's type name in a pipeline (`reward_cache`).
+    const TYPE_NAME: &'static str;
+    /// The cache directory.
+    fn out(&self) -> &Path;
+    /// Candidates per chunk file.
+    fn chunk_rows(&self) -> usize;
+    /// The provenance the stage writes into every part (hashes the weights
+    /// it names).
+    ///
+    /// Errors: [`ProvenanceError`] when a weights file cannot be hashed.
+    fn provenance(&self) -> Result<CacheProvenance, ProvenanceError>;
+}
+
+/// Why a reward cache's provenance could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvenanceError {
+    /// A weights file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A weights file cannot be hashed.
+    #[error(transparent)]
+    Hash(#[from] RewardError),
+    /// The settings record cannot be written as JSON.
+    #[error("the cache's config record: {0}")]
+    Config(#[source] serde_json::Error),
+}
+
+/// A file as of one moment: path, size, modification time.
+type FileVersion = (PathBuf, u64, std::time::SystemTime);
+
+/// SHA-256 (hex) of a weights file, remembered per (path, size, mtime) in
+/// this process so each shard's run does not re-hash gigabytes.
+///
+/// Errors: [`ProvenanceError::Io`] when the file's metadata cannot be read,
+/// [`ProvenanceError::Hash`] when the file cannot be read.
+pub fn weights_sha256(path: &Path) -> Result<String, ProvenanceError> {
+    static SEEN: Mutex<Vec<(FileVersion, String)>> = Mutex::new(Vec::new());
+    let io = |source| ProvenanceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let id = (path.to_path_buf(), meta.len(), meta.modified().map_err(io)?);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, h)) = seen.iter().find(|(k, _)| *k == id) {
+        return Ok(h.clone());
+    }
+    let h = cache::sha256_file(path)?;
+    seen.push((id, h.clone()));
+    Ok(h)
+}
 
 /// Why a reward cache could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +115,8 @@ pub enum CacheRunError {
     #[error(transparent)]
     Cache(#[from] RewardError),
     /// The weights named by the stage cannot be hashed for the provenance.
-    #[error("{0}")]
-    Provenance(String),
+    #[error(transparent)]
+    Provenance(#[from] ProvenanceError),
     /// The dataflow that finds the missing keys failed.
     #[error(transparent)]
     Join(#[from] FlowError),
@@ -103,8 +168,9 @@ fn shard_keys(shard: &Path, pipeline: &Pipeline) -> Result<Vec<String>, crate::E
     Ok(keys)
 }
 
-/// Computes the reward cache that `pipeline`'s one `reward_cache` stage
-/// describes, one part per shard of its source (read for one epoch), on
+/// Computes the reward cache that `pipeline`'s one cache stage (type
+/// [`CacheStage::TYPE_NAME`], settings `S`, e.g.
+/// `crate::train::stages::RewardCacheSettings`) describes, one part per shard of its source (read for one epoch), on
 /// `workers` threads, with the stage types of `registry` (which must know
 /// `reward_cache` and the pipeline's CPU stages); per-shard metrics logs go
 /// to `run_dir/PART/`. Progress lines go to stdout; `quiet` leaves out the
@@ -112,7 +178,7 @@ fn shard_keys(shard: &Path, pipeline: &Pipeline) -> Result<Vec<String>, crate::E
 ///
 /// Errors: [`CacheRunError`], naming the pipeline setting, shard or cache
 /// file at fault.
-pub fn cache_rewards(
+pub fn cache_rewards<S: CacheStage>(
     pipeline: &Pipeline,
     registry: &Registry,
     run_dir: &Path,
@@ -122,14 +188,14 @@ pub fn cache_rewards(
     let mut pipeline = pipeline.clone();
     pipeline.source.epochs = 1;
     let stages: Vec<usize> = (0..pipeline.device.len())
-        .filter(|&i| pipeline.device[i].type_name == "reward_cache")
+        .filter(|&i| pipeline.device[i].type_name == S::TYPE_NAME)
         .collect();
     let [stage] = stages[..] else {
         return Err(CacheRunError::StageCount {
             found: stages.len(),
         });
     };
-    let settings: RewardCacheSettings = pipeline.device[stage]
+    let settings: S = pipeline.device[stage]
         .settings
         .clone()
         .try_into()
@@ -163,18 +229,18 @@ pub fn cache_rewards(
             .parts
             .insert(part.clone(), ShardFingerprint::of(shard)?);
     }
-    cache::check_and_record_inputs(&settings.out, &inputs)?;
+    cache::check_and_record_inputs(settings.out(), &inputs)?;
     println!("hashing the weights (the cache records which models made it)");
-    let prov = provenance(&settings).map_err(CacheRunError::Provenance)?;
+    let prov = settings.provenance()?;
     let mut report = CacheReport::default();
     for (i, (shard, part)) in shards.iter().zip(&names).enumerate() {
         let label = format!("[{}/{}] {}", i + 1, shards.len(), shard.display());
-        if cache::part_path(&settings.out, part).exists() {
+        if cache::part_path(settings.out(), part).exists() {
             println!("{label}: finished earlier, skipped");
             report.finished += 1;
             continue;
         }
-        let present: Vec<String> = cache::present_keys(&settings.out, part, &prov)?
+        let present: Vec<String> = cache::present_keys(settings.out(), part, &prov)?
             .into_iter()
             .collect();
         let requested = shard_keys(shard, &pipeline)?;
@@ -189,7 +255,7 @@ pub fn cache_rewards(
         );
         if missing.is_empty() {
             // Everything is cached elsewhere or in this part's chunks: seal the part.
-            PartWriter::new(&settings.out, part, prov.clone(), settings.chunk_rows)?.finish()?;
+            PartWriter::new(settings.out(), part, prov.clone(), settings.chunk_rows())?.finish()?;
         } else {
             let mut shard_pipeline = pipeline.clone();
             shard_pipeline.source.path = Some(shard.clone());
@@ -214,7 +280,7 @@ pub fn cache_rewards(
     }
     println!(
         "cache {}: {} parts written, {} finished earlier; {} images scored, {} already cached",
-        settings.out.display(),
+        settings.out().display(),
         report.written,
         report.finished,
         report.scored_images,

@@ -181,7 +181,7 @@ impl AdamW {
             for s in &self.slots {
                 let n = s.param.numel();
                 let mut g = s.param.grad();
-                let src = Tensor::from_slice(&flat[offset..offset + n])
+                let src = Tensor::f_from_slice(&flat[offset..offset + n])?
                     .f_view(g.size().as_slice())?
                     .f_to_device(g.device())?
                     .f_to_kind(g.kind())?;
@@ -258,7 +258,7 @@ impl AdamW {
     /// Save moments and step count to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         let mut named: Vec<(String, Tensor)> = Vec::with_capacity(2 * self.slots.len() + 1);
-        named.push(("step".into(), Tensor::from_slice(&[self.step])));
+        named.push(("step".into(), Tensor::f_from_slice(&[self.step])?));
         for s in &self.slots {
             named.push((format!("m.{}", s.name), s.m.shallow_clone()));
             named.push((format!("v.{}", s.name), s.v.shallow_clone()));
@@ -278,7 +278,8 @@ impl AdamW {
         let step = tensors
             .get("step")
             .ok_or_else(|| bad("no `step` entry".into()))?
-            .int64_value(&[0]);
+            .f_int64_value(&[0])
+            .map_err(|e| bad(format!("`step`: {e}")))?;
         let expected = 1 + 2 * self.slots.len();
         if tensors.len() != expected {
             return Err(bad(format!(
@@ -300,7 +301,7 @@ impl AdamW {
                             dst.size()
                         )));
                     }
-                    dst.copy_(src);
+                    dst.f_copy_(src)?;
                 }
             }
             Ok(())

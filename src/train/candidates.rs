@@ -4,7 +4,7 @@
 //! every step logs (candidate length, share ending with EOS).
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::model::captioner::Captioner;
 use crate::model::decode::{beam_search, sample, BeamOptions, SampleOptions};
@@ -44,7 +44,7 @@ impl Candidates {
         decoding: Decoding,
         seed: u64,
     ) -> Result<Self, ModelError> {
-        let memory = memory.detach();
+        let memory = memory.f_detach()?;
         let decoded = match decoding {
             Decoding::Beam => beam_search(
                 policy,
@@ -75,7 +75,7 @@ impl Candidates {
         }
         let len = decoded.tokens.size()[2];
         Ok(Self {
-            tokens: decoded.tokens.view([b * k, len]),
+            tokens: decoded.tokens.f_view([b * k, len])?,
             ids,
             images: b,
             per_image: k,
@@ -85,21 +85,23 @@ impl Candidates {
 
     /// Candidates given as ids (e.g. from a reward cache): `ids` holds
     /// `images × per_image` sequences, image-major.
+    ///
+    /// Errors: [`TchError`] when the tensor cannot be made on `device`.
     pub fn from_ids(
         ids: Vec<Vec<i64>>,
         per_image: i64,
         pad: i64,
         eos: i64,
         device: Device,
-    ) -> Self {
+    ) -> Result<Self, TchError> {
         let rows = ids.len() as i64;
-        Self {
-            tokens: padded(&ids, pad, device),
+        Ok(Self {
+            tokens: padded(&ids, pad, device)?,
             images: rows / per_image.max(1),
             per_image,
             ids,
             eos,
-        }
+        })
     }
 
     /// Mean candidate length in tokens (EOS included).
@@ -128,27 +130,31 @@ impl Candidates {
     pub fn logprobs(&self, model: &Captioner, memory: &Tensor) -> Result<Tensor, ModelError> {
         Ok(model
             .sequence_logprobs(memory, &self.tokens)?
-            .view([self.images, self.per_image]))
+            .f_view([self.images, self.per_image])?)
     }
 
     /// `[b, k]` float32 tensor of per-candidate values (rewards) on `device`.
-    pub fn per_candidate(&self, values: &[f32], device: Device) -> Tensor {
-        Tensor::from_slice(values)
-            .to_kind(Kind::Float)
-            .view([self.images, self.per_image])
-            .to_device(device)
+    ///
+    /// Errors: [`TchError`] when `values` does not hold b·k values.
+    pub fn per_candidate(&self, values: &[f32], device: Device) -> Result<Tensor, TchError> {
+        Tensor::f_from_slice(values)?
+            .f_to_kind(Kind::Float)?
+            .f_view([self.images, self.per_image])?
+            .f_to_device(device)
     }
 }
 
 /// Id sequences as one `[rows, L]` i64 tensor on `device`, right-padded with
 /// `pad` to the longest (at least 1).
-pub fn padded(seqs: &[Vec<i64>], pad: i64, device: Device) -> Tensor {
+///
+/// Errors: [`TchError`] when the tensor cannot be made on `device`.
+pub fn padded(seqs: &[Vec<i64>], pad: i64, device: Device) -> Result<Tensor, TchError> {
     let len = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let mut flat = vec![pad; seqs.len() * len];
     for (row, s) in flat.chunks_mut(len).zip(seqs) {
         row[..s.len()].copy_from_slice(s);
     }
-    Tensor::from_slice(&flat)
-        .view([seqs.len() as i64, len as i64])
-        .to_device(device)
+    Tensor::f_from_slice(&flat)?
+        .f_view([seqs.len() as i64, len as i64])?
+        .f_to_device(device)
 }

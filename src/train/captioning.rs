@@ -1,6 +1,9 @@
-//! Training a captioner: cross-entropy pre-training (`xe`), DiCO fine-tuning
-//! (`dico`) and the SCST baseline (`scst`). The trainer is a plain struct fed
-//! with image tensors and captions; a device stage hosts it in the pipeline.
+//! Training a captioner: a [`CaptionTrainer`] is a [`Policy`] (the captioner,
+//! its frozen backbone and caption text), a [`TrainObjective`] that carries
+//! what it needs, a [`Stepper`] (AdamW, accumulation, loss scaling), a
+//! generator and a step count. It is a plain struct fed with image tensors
+//! and captions; the `train_captioner` device stage hosts it in the pipeline.
+//! The objectives ([`crate::train::objective`]):
 //!
 //! - `xe`: teacher forcing, mean token cross-entropy, pad ignored, optional
 //!   label smoothing ([`crate::train::xe_loss`]).
@@ -10,36 +13,30 @@
 //! - `dico_offline`: DiCO from a reward cache ([`crate::reward::RewardCache`]):
 //!   candidates, rewards and reference log-probs are read, not computed, so no
 //!   evaluator or reference model is in memory (see `train::offline_dico`).
+//!
+//! [`CaptionTrainConfig`] and [`Objective`] are the settings users write
+//! (`train` in a pipeline's `train_captioner` stage); construction checks
+//! them and builds the objective.
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
-use crate::model::decode::greedy;
-use crate::reward::Reward;
+use crate::reward::{Reward, RewardCache};
 use crate::rng::Rng;
 use crate::train::adamw::{AdamW, AdamWConfig};
-use crate::train::candidates::{padded, Candidates, Decoding};
-use crate::train::dico::{dico_loss, DicoConfig};
+use crate::train::dico::DicoConfig;
 use crate::train::error::TrainError;
 use crate::train::loss_scale::LossScaleConfig;
+use crate::train::objective::{MicroBatch, ObjectiveSettings, TrainObjective};
+pub use crate::train::objective::{Objective, ObjectiveInputs, StepStats};
+use crate::train::policy::Policy;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
-use crate::train::scst::scst_loss;
 use crate::train::step::{StepConfig, Stepper, Update};
-use crate::train::xe::xe_loss;
-
-/// Which objective a [`CaptionTrainer`] optimises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Objective {
-    Xe,
-    Dico,
-    Scst,
-    #[serde(rename = "dico_offline")]
-    DicoOffline,
-}
 
 /// Settings of captioner training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,42 +80,17 @@ fn one_batch() -> u32 {
     1
 }
 
-/// Per-step numbers (the objective's own stats are in `extra`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepStats {
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    /// Mean candidate length in tokens (EOS included) — DiCO/SCST.
-    pub candidate_length: f64,
-    /// Share of candidates that ended with EOS — DiCO/SCST.
-    pub eos_share: f64,
-    /// Objective-specific values by name (DiCO: rewards/chosen, margins, ...);
-    /// `train/loss_scale` in fp16.
-    pub extra: std::collections::BTreeMap<String, f64>,
-    /// This micro-batch completed an accumulation cycle (the step count
-    /// advanced); `grad_norm` is meaningful only then.
-    pub optimizer_step: bool,
-    /// The cycle's fp16 gradients were not finite: no update was made.
-    pub skipped_step: bool,
-}
-
-/// A captioner being trained, with what its objective needs.
+/// A captioner being trained: the policy, its objective, the optimizer
+/// state, the generator its objective draws from and the step count.
 pub struct CaptionTrainer {
-    pub vs: VarStore,
-    pub policy: Captioner,
+    /// The captioner being trained, its backbone and caption text.
+    pub policy: Policy,
     /// AdamW plus accumulation and loss-scaling state.
     pub stepper: Stepper,
-    /// What the captioner's ids mean.
-    pub text: CaptionText,
-    backbone: Backbone,
-    reference: Option<(VarStore, Captioner)>,
-    reward: Option<Reward>,
+    objective: TrainObjective,
     cfg: CaptionTrainConfig,
     rng: Rng,
     step: u64,
-    /// Forward passes of the frozen backbone so far ([`Self::backbone_forwards`]).
-    backbone_forwards: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for CaptionTrainer {
@@ -132,17 +104,42 @@ impl std::fmt::Debug for CaptionTrainer {
 
 impl CaptionTrainer {
     /// A trainer for `captioner` (freshly initialised, seeded) over the frozen
-    /// `backbone`. `init` loads the policy's starting weights (DiCO/SCST start from
-    /// the XE checkpoint, which is also the frozen reference); `reward` scores
-    /// the candidates of DiCO and SCST. `text` (a word
-    /// [`crate::model::captioner::Vocab`] or CLIP BPE) must fit the captioner's
-    /// token ids.
+    /// `backbone`, with a reward (or none) and no reward cache: see
+    /// [`CaptionTrainer::try_new`].
     pub fn new(
         captioner: &CaptionerConfig,
         text: impl Into<CaptionText>,
         backbone: Backbone,
-        init: Option<&std::path::Path>,
+        init: Option<&Path>,
         reward: Option<Reward>,
+        cfg: CaptionTrainConfig,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let inputs = ObjectiveInputs {
+            reward,
+            ..Default::default()
+        };
+        Self::try_new(captioner, text, backbone, init, inputs, cfg, device)
+    }
+
+    /// A trainer for `captioner` (freshly initialised from `cfg.seed`) over
+    /// the frozen `backbone`. `init` loads the policy's starting weights
+    /// (DiCO/SCST start from the XE checkpoint, which is also DiCO's frozen
+    /// reference); `inputs` give the reward that scores the candidates of
+    /// DiCO and SCST, and the reward cache of offline DiCO. `text` (a word
+    /// [`crate::model::captioner::Vocab`] or CLIP BPE) must fit the
+    /// captioner's token ids.
+    ///
+    /// Errors: [`TrainError::Text`] when the text does not fit;
+    /// [`TrainError::Setting`] for a setting out of range or an input the
+    /// objective needs and lacks ([`TrainObjective::try_new`]); torch and
+    /// model errors when the weights cannot be loaded.
+    pub fn try_new(
+        captioner: &CaptionerConfig,
+        text: impl Into<CaptionText>,
+        backbone: Backbone,
+        init: Option<&Path>,
+        inputs: ObjectiveInputs,
         cfg: CaptionTrainConfig,
         device: Device,
     ) -> Result<Self, TrainError> {
@@ -156,13 +153,10 @@ impl CaptionTrainer {
                 reason: "must be in [0, 1] (0 turns smoothing off)",
             });
         }
-        let (mut vs, policy) = crate::rng::with_torch_seed(cfg.seed, || {
-            let vs = VarStore::new(device);
-            Captioner::new(vs.root(), captioner).map(|p| (vs, p))
-        })?;
+        let mut policy = Policy::new(captioner, text, backbone, cfg.seed, device)?;
         let mut reference = None;
         if let Some(path) = init {
-            vs.load(path)?;
+            policy.load_weights(path)?;
             if cfg.objective == Objective::Dico {
                 let mut rvs = VarStore::new(device);
                 let r = Captioner::new(rvs.root(), captioner)?;
@@ -171,40 +165,16 @@ impl CaptionTrainer {
                 reference = Some((rvs, r));
             }
         }
-        let online_rl = matches!(cfg.objective, Objective::Dico | Objective::Scst);
-        if online_rl && reward.is_none() {
-            return Err(TrainError::Setting {
-                name: "reward",
-                value: format!("{:?}", cfg.objective),
-                reason: "DiCO and SCST need a reward: set `evaluator` (CLIP score) or \
-                         `reward = { kind = \"cider_d\", references = ... }`",
-            });
-        }
-        if cfg.objective == Objective::DicoOffline && init.is_none() {
-            return Err(TrainError::Setting {
-                name: "init",
-                value: "none".into(),
-                reason:
-                    "offline DiCO starts the policy from the XE checkpoint (the cache's reference)",
-            });
-        }
-        if cfg.objective == Objective::Dico && reference.is_none() {
-            return Err(TrainError::Setting {
-                name: "init",
-                value: "none".into(),
-                reason:
-                    "DiCO needs the XE checkpoint: it starts the policy and is the frozen reference",
-            });
-        }
-        if cfg.objective != Objective::Xe && cfg.candidates < 2 {
-            return Err(TrainError::Setting {
-                name: "candidates",
-                value: cfg.candidates.to_string(),
-                reason: "DiCO and SCST need at least 2 candidates per image",
-            });
-        }
+        let settings = ObjectiveSettings {
+            label_smoothing: cfg.label_smoothing,
+            dico: cfg.dico,
+            candidates: cfg.candidates,
+            temperature: cfg.temperature,
+        };
+        let objective =
+            TrainObjective::try_new(cfg.objective, settings, init.is_some(), reference, inputs)?;
         let stepper = Stepper::new(
-            AdamW::new(&vs, cfg.optimizer),
+            AdamW::new(&policy.vs, cfg.optimizer),
             StepConfig {
                 accumulate: cfg.accumulate,
                 grad_clip: cfg.grad_clip,
@@ -214,16 +184,11 @@ impl CaptionTrainer {
         )?;
         Ok(Self {
             rng: Rng::derive(cfg.seed, &[0xCA]),
-            vs,
             policy,
             stepper,
-            text,
-            backbone,
-            reference,
-            reward,
+            objective,
             cfg,
             step: 0,
-            backbone_forwards: Default::default(),
         })
     }
 
@@ -244,35 +209,33 @@ impl CaptionTrainer {
 
     /// The objective.
     pub fn objective(&self) -> Objective {
-        self.cfg.objective
+        self.objective.kind()
     }
 
-    /// The reward scoring candidates, if any.
+    /// The reward scoring candidates (DiCO, SCST), if any.
     pub fn reward_mut(&mut self) -> Option<&mut Reward> {
-        self.reward.as_mut()
+        self.objective.reward_mut()
     }
 
-    /// The frozen backbone's features `[b, tokens, width]` of images `pixels`
-    /// `[b, 3, H, W]` (moved to the trainer's device), without grad. The only
-    /// place the trainer runs the backbone: a step computes them once and hands
-    /// them to the policy, the reference and the fluency captions.
-    pub fn features(&self, pixels: &Tensor) -> Result<Tensor, TrainError> {
-        self.backbone_forwards
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.backbone
-            .features(&pixels.to_device(self.vs.device()))
-            .map_err(TrainError::from)
+    /// The reward cache offline DiCO reads its candidates from, if any.
+    pub fn reward_cache(&self) -> Option<&RewardCache> {
+        self.objective.reward_cache()
     }
 
-    /// Forward passes of the frozen backbone since the trainer was made (a
-    /// statistic: a DiCO step with its fluency captions makes one in fp32).
+    /// The policy with the objective's reward, if any (validation captions
+    /// with one and scores with the other).
+    pub fn policy_and_reward(&mut self) -> (&Policy, Option<&mut Reward>) {
+        (&self.policy, self.objective.reward_mut())
+    }
+
+    /// Forward passes of the frozen backbone since the trainer was made
+    /// ([`Policy::backbone_forwards`]).
     pub fn backbone_forwards(&self) -> usize {
-        self.backbone_forwards
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.policy.backbone_forwards()
     }
 
     /// The features of a step's images for greedy captions after the step
-    /// ([`Self::caption_features`]): `features` when the step ran in fp32
+    /// ([`Policy::caption_features`]): `features` when the step ran in fp32
     /// (the same values a fresh pass would give), `None` under autocast (the
     /// step's features are reduced-precision; captions then run their own pass
     /// in fp32, as they always have).
@@ -280,28 +243,18 @@ impl CaptionTrainer {
         (self.cfg.precision == Precision::Fp32).then_some(features)
     }
 
-    /// Targets `[rows, L]`: caption ids + EOS, padded.
-    fn targets(&self, captions: &[String]) -> Tensor {
-        let max_len = self.policy.config().max_len as usize;
-        let seqs: Vec<Vec<i64>> = captions
-            .iter()
-            .map(|c| self.text.encode_target(c, max_len))
-            .collect();
-        padded(&seqs, self.policy.tokens().pad, self.vs.device())
-    }
-
     /// Backward of a micro-batch loss and, at the end of an accumulation
     /// cycle, the update. A skipped fp16 step still counts as a step, so the
     /// schedule and `total_steps` advance as with PyTorch's `GradScaler`.
     /// `count`: the loss's normalizer units (images; target tokens for XE).
-    pub(crate) fn apply(
+    fn apply(
         &mut self,
         loss: &Tensor,
         count: f64,
         stats: &mut StepStats,
     ) -> Result<(), TrainError> {
         let lr = self.cfg.schedule.lr_at(self.step);
-        stats.loss = loss.double_value(&[]);
+        stats.loss = loss.f_double_value(&[])?;
         stats.lr = lr;
         if let Some(scale) = self.stepper.loss_scale() {
             stats.extra.insert("train/loss_scale".into(), scale);
@@ -345,23 +298,31 @@ impl CaptionTrainer {
     }
 
     /// One micro-batch on images `pixels` `[b, 3, H, W]` with keys `keys` (the
-    /// evaluator caches image embeddings by key) and reference captions (XE
-    /// draws one per image; CIDEr-D rewards score against them); an optimizer
-    /// step every `accumulate` calls.
+    /// evaluator caches image embeddings by key; offline DiCO reads the
+    /// cache by key) and reference captions (XE draws one per image;
+    /// CIDEr-D rewards score against them); an optimizer step every
+    /// `accumulate` calls.
+    ///
+    /// Errors: [`TrainError::Shape`] when the inputs do not hold the same
+    /// images; the objective's errors.
     pub fn step(
         &mut self,
         keys: &[String],
         pixels: &Tensor,
         references: &[Vec<String>],
     ) -> Result<StepStats, TrainError> {
-        let features = self.cfg.precision.autocast(|| self.features(pixels))?;
+        let features = self
+            .cfg
+            .precision
+            .autocast(|| self.policy.features(pixels))?;
         self.step_on_features(keys, pixels, &features, references)
     }
 
     /// [`Self::step`] on the backbone's `features` `[b, tokens, width]` of
-    /// `pixels` ([`Self::features`], computed under the step's precision, e.g.
-    /// `config().precision.autocast(|| trainer.features(pixels))`); `pixels`
-    /// still go to a CLIP reward, which encodes images with its own tower.
+    /// `pixels` ([`Policy::features`], computed under the step's precision, e.g.
+    /// `config().precision.autocast(|| trainer.policy.features(pixels))`);
+    /// `pixels` still go to a CLIP reward, which encodes images with its own
+    /// tower.
     pub fn step_on_features(
         &mut self,
         keys: &[String],
@@ -369,7 +330,7 @@ impl CaptionTrainer {
         features: &Tensor,
         references: &[Vec<String>],
     ) -> Result<StepStats, TrainError> {
-        let b = pixels.size()[0];
+        let b = pixels.size().first().copied().unwrap_or(0);
         if keys.len() as i64 != b
             || references.len() as i64 != b
             || features.size().first() != Some(&b)
@@ -387,144 +348,21 @@ impl CaptionTrainer {
         if let Some(rng) = self.stepper.replica_rng(self.cfg.seed, 0xCA, self.step) {
             self.rng = rng;
         }
+        let batch = MicroBatch {
+            keys,
+            pixels,
+            features,
+            references,
+        };
         // Forward passes under autocast; backward and the update outside it.
-        let precision = self.cfg.precision;
-        let (loss, count, mut stats) = precision.autocast(|| match self.cfg.objective {
-            Objective::Xe => self.xe_loss(features, references),
-            Objective::Dico | Objective::Scst => self.rl_loss(keys, pixels, features, references),
-            Objective::DicoOffline => Err(TrainError::Setting {
-                name: "objective",
-                value: "dico_offline".into(),
-                reason: "offline DiCO reads its candidates from a reward cache: use `offline_step`",
-            }),
-        })?;
+        let (objective, policy, rng) = (&mut self.objective, &self.policy, &mut self.rng);
+        let (loss, count, mut stats) = self
+            .cfg
+            .precision
+            .autocast(|| objective.loss(policy, rng, &batch))?;
         self.apply(&loss, count, &mut stats)?;
         Ok(stats)
     }
-
-    /// The XE loss, its target-token count and statistics.
-    fn xe_loss(
-        &mut self,
-        features: &Tensor,
-        references: &[Vec<String>],
-    ) -> Result<(Tensor, f64, StepStats), TrainError> {
-        if references.iter().any(Vec::is_empty) {
-            return Err(TrainError::Shape {
-                what: "xe step",
-                detail: "every image needs at least one reference caption".into(),
-            });
-        }
-        let chosen: Vec<String> = references
-            .iter()
-            .map(|r| self.rng.choose(r).clone())
-            .collect();
-        let memory = self.policy.encode(features)?;
-        let tokens = self.targets(&chosen);
-        let (inputs, mask) = self.policy.teacher_forcing_inputs(&tokens)?;
-        let logits = self.policy.logits(&memory, &inputs)?; // [b, L, V]
-        let loss = xe_loss(&logits, &tokens, &mask, self.cfg.label_smoothing)?;
-        // The loss's normalizer: kept target tokens (EOS included, pad not).
-        let count = mask.f_sum(Kind::Int64)?.int64_value(&[]) as f64;
-        Ok((loss, count, StepStats::default()))
-    }
-
-    fn rl_loss(
-        &mut self,
-        keys: &[String],
-        pixels: &Tensor,
-        features: &Tensor,
-        references: &[Vec<String>],
-    ) -> Result<(Tensor, f64, StepStats), TrainError> {
-        let k = self.cfg.candidates;
-        let memory = self.policy.encode(features)?;
-        let decoding = match self.cfg.objective {
-            Objective::Dico => Decoding::Beam,
-            _ => Decoding::Sample {
-                temperature: self.cfg.temperature,
-            },
-        };
-        let seed = self.rng.next_u64();
-        let candidates = Candidates::generate(&self.policy, &memory, k, decoding, seed)?;
-        let captions: Vec<String> = candidates
-            .ids
-            .iter()
-            .map(|ids| self.text.decode(ids))
-            .collect();
-        let reward = self.reward.as_mut().ok_or(TrainError::Setting {
-            name: "reward",
-            value: "none".into(),
-            reason: "no reward to score candidates with",
-        })?;
-        let rewards = reward.score(keys, pixels, &captions, references)?;
-        let rewards = candidates.per_candidate(&rewards, self.vs.device());
-        let policy_lp = candidates.logprobs(&self.policy, &memory)?;
-        let (candidate_length, eos_share) = (candidates.mean_length(), candidates.eos_share());
-        let mut extra = std::collections::BTreeMap::new();
-        let loss = match self.cfg.objective {
-            Objective::Dico => {
-                let (_, reference) = self.reference.as_ref().ok_or(TrainError::Setting {
-                    name: "init",
-                    value: "none".into(),
-                    reason: "DiCO needs a reference model",
-                })?;
-                // The policy's backbone features: the backbone is frozen and
-                // shared, so the reference sees the same values.
-                let ref_lp = tch::no_grad(|| -> Result<Tensor, TrainError> {
-                    let mem = reference.encode(features)?;
-                    candidates
-                        .logprobs(reference, &mem)
-                        .map_err(TrainError::from)
-                })?;
-                let out = dico_loss(&policy_lp, &ref_lp, &rewards, &self.cfg.dico)?;
-                extra.extend(out.stats.metrics());
-                out.loss
-            }
-            _ => {
-                let (loss, adv_std) = scst_loss(&policy_lp, &rewards)?;
-                extra.insert(
-                    "evaluator/mean".into(),
-                    rewards.mean(Kind::Double).double_value(&[]),
-                );
-                extra.insert("evaluator/max".into(), rewards.max().double_value(&[]));
-                extra.insert("advantage/std".into(), adv_std);
-                loss
-            }
-        };
-        let stats = StepStats {
-            candidate_length,
-            eos_share,
-            extra,
-            ..Default::default()
-        };
-        // DiCO and SCST average over images.
-        Ok((loss, keys.len() as f64, stats))
-    }
-
-    /// Greedy captions for images `pixels` `[b, 3, H, W]`.
-    pub fn caption(&self, pixels: &Tensor) -> Result<Vec<String>, TrainError> {
-        let features = self.features(pixels)?;
-        self.caption_features(&features)
-    }
-
-    /// Greedy captions from backbone features `[b, tokens, width]` (fp32,
-    /// [`Self::features`]).
-    pub fn caption_features(&self, features: &Tensor) -> Result<Vec<String>, TrainError> {
-        let memory = tch::no_grad(|| self.policy.encode(features))?;
-        let decoded = greedy(&self.policy, &memory, None)?;
-        let pad = self.policy.tokens().pad;
-        (0..features.size()[0])
-            .map(|i| {
-                let ids = decoded.sequence(i, 0, pad)?;
-                Ok(self.text.decode(&ids))
-            })
-            .collect()
-    }
-
-    /// Save the policy's weights (safetensors).
-    pub fn save_weights(&self, path: &std::path::Path) -> Result<(), TrainError> {
-        self.vs.save(path)?;
-        Ok(())
-    }
 }
 
-crate::train::resumable::impl_resumable!(CaptionTrainer);
+crate::train::resumable::impl_resumable!(CaptionTrainer, policy.vs);

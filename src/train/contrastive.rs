@@ -54,26 +54,43 @@ pub fn clip_contrastive_loss_with_negatives(
             });
         }
     }
-    let norm = |t: &Tensor| t / t.norm_scalaropt_dim(2.0, [-1], true).clamp_min(1e-12);
-    let (i, t) = (norm(image_emb), norm(text_emb));
-    let scale = logit_scale.exp().clamp_max(MAX_LOGIT_SCALE);
-    let logits = i.matmul(&t.tr()) * &scale; // [batch, batch]
-    let target = Tensor::arange(a[0], (Kind::Int64, image_emb.device()));
+    let norm = |t: &Tensor| -> Result<Tensor, TrainError> {
+        let n = t
+            .f_norm_scalaropt_dim(2.0, [-1], true)?
+            .f_clamp_min(1e-12)?;
+        Ok(t.f_div(&n)?)
+    };
+    let (i, t) = (norm(image_emb)?, norm(text_emb)?);
+    let scale = logit_scale.f_exp()?.f_clamp_max(MAX_LOGIT_SCALE)?;
+    let logits = i.f_matmul(&t.f_tr()?)?.f_mul(&scale)?; // [batch, batch]
+    let target = Tensor::f_arange(a[0], (Kind::Int64, image_emb.device()))?;
     // Cross-entropy in the logits' own precision (tch's `cross_entropy_for_logits`
     // computes in f32).
-    let ce = |l: &Tensor| l.log_softmax(-1, l.kind()).nll_loss(&target);
+    let ce = |l: &Tensor| -> Result<Tensor, TrainError> {
+        Ok(l.f_log_softmax(-1, l.kind())?.f_nll_loss::<Tensor>(
+            &target,
+            None,
+            tch::Reduction::Mean,
+            -100,
+        )?)
+    };
     let per_image = match negative_emb {
-        Some(n) => Tensor::cat(&[&logits, &(i.matmul(&norm(n).tr()) * &scale)], 1),
+        Some(n) => {
+            let negatives = i.f_matmul(&norm(n)?.f_tr()?)?.f_mul(&scale)?;
+            Tensor::f_cat(&[&logits, &negatives], 1)?
+        }
         None => logits.shallow_clone(),
     };
-    let loss = (ce(&per_image) + ce(&logits.tr())) / 2.0;
-    let acc = tch::no_grad(|| {
-        per_image
-            .argmax(1, false)
-            .eq_tensor(&target)
-            .to_kind(Kind::Double)
-            .mean(Kind::Double)
-            .double_value(&[])
-    });
+    let loss = ce(&per_image)?
+        .f_add(&ce(&logits.f_tr()?)?)?
+        .f_div_scalar(2.0)?;
+    let acc = tch::no_grad(|| -> Result<f64, TrainError> {
+        Ok(per_image
+            .f_argmax(1, false)?
+            .f_eq_tensor(&target)?
+            .f_to_kind(Kind::Double)?
+            .f_mean(Kind::Double)?
+            .f_double_value(&[])?)
+    })?;
     Ok((loss, acc))
 }

@@ -123,56 +123,64 @@ pub fn dico_loss(
         });
     }
     let kind = policy_logps.kind();
-    let rewards = rewards.detach().to_kind(Kind::Double);
-    let reference = ref_logps.detach().to_kind(kind);
+    let rewards = rewards.f_detach()?.f_to_kind(Kind::Double)?;
+    let reference = ref_logps.f_detach()?.f_to_kind(kind)?;
 
     // [batch, 1]: argmax returns the first maximum, so ties pick the lowest index.
-    let winners = rewards.argmax(1, true);
-    let r_w = rewards.gather(1, &winners, false);
+    let winners = rewards.f_argmax(1, true)?;
+    let r_w = rewards.f_gather(1, &winners, false)?;
     // γ over losers: softmax of τ (r_w − r_j) with the winner masked out. In f64:
     // τ = 300 times reward gaps saturates f32 exponentials' useful range.
-    let is_winner = Tensor::zeros_like(&rewards)
-        .scatter_value(1, &winners, 1.0)
-        .to_kind(Kind::Bool);
-    let logits = ((&r_w - &rewards) * cfg.tau).masked_fill(&is_winner, f64::NEG_INFINITY);
-    let gamma = logits.softmax(1, Kind::Double).to_kind(kind);
+    let is_winner = Tensor::f_zeros_like(&rewards)?
+        .f_scatter_value(1, &winners, 1.0)?
+        .f_to_kind(Kind::Bool)?;
+    let logits = r_w
+        .f_sub(&rewards)?
+        .f_mul_scalar(cfg.tau)?
+        .f_masked_fill(&is_winner, f64::NEG_INFINITY)?;
+    let gamma = logits.f_softmax(1, Kind::Double)?.f_to_kind(kind)?;
 
-    let margin_of = |logps: &Tensor| -> Tensor {
+    let margin_of = |logps: &Tensor| -> Result<Tensor, TrainError> {
         // [batch]
-        let w = logps.gather(1, &winners, false).squeeze_dim(1);
-        let l = (&gamma * logps).sum_dim_intlist(1, false, kind);
-        w - l
+        let w = logps.f_gather(1, &winners, false)?.f_squeeze_dim(1)?;
+        let l = gamma.f_mul(logps)?.f_sum_dim_intlist(1, false, kind)?;
+        Ok(w.f_sub(&l)?)
     };
-    let delta = margin_of(policy_logps) - margin_of(&reference);
-    let scaled = &delta * cfg.beta;
-    let loss = -scaled.log_sigmoid().mean(kind);
+    let delta = margin_of(policy_logps)?.f_sub(&margin_of(&reference)?)?;
+    let scaled = delta.f_mul_scalar(cfg.beta)?;
+    let loss = scaled.f_log_sigmoid()?.f_mean(kind)?.f_neg()?;
 
     // Statistics, without grad.
-    let stats = tch::no_grad(|| {
-        let log_ratio = policy_logps.detach() - &reference; // [batch, k]
-        let chosen = log_ratio.gather(1, &winners, false).squeeze_dim(1) * cfg.beta;
-        let rejected = (&gamma * &log_ratio).sum_dim_intlist(1, false, kind) * cfg.beta;
-        let margin = &chosen - &rejected;
-        DicoStats {
-            loss: loss.double_value(&[]),
-            reward_chosen: chosen.mean(Kind::Double).double_value(&[]),
-            reward_rejected: rejected.mean(Kind::Double).double_value(&[]),
-            reward_margin: margin.mean(Kind::Double).double_value(&[]),
-            accuracy: margin
-                .gt(0.0)
-                .to_kind(Kind::Double)
-                .mean(Kind::Double)
-                .double_value(&[]),
-            evaluator_reward_mean: rewards.mean(Kind::Double).double_value(&[]),
-            evaluator_reward_max: rewards.max().double_value(&[]),
-            evaluator_reward_winner: r_w.mean(Kind::Double).double_value(&[]),
-            kl_estimate: log_ratio.mean(Kind::Double).double_value(&[]),
-        }
-    });
+    let stats = tch::no_grad(|| -> Result<DicoStats, TrainError> {
+        let log_ratio = policy_logps.f_detach()?.f_sub(&reference)?; // [batch, k]
+        let chosen = log_ratio
+            .f_gather(1, &winners, false)?
+            .f_squeeze_dim(1)?
+            .f_mul_scalar(cfg.beta)?;
+        let rejected = gamma
+            .f_mul(&log_ratio)?
+            .f_sum_dim_intlist(1, false, kind)?
+            .f_mul_scalar(cfg.beta)?;
+        let margin = chosen.f_sub(&rejected)?;
+        let mean = |t: &Tensor| -> Result<f64, TrainError> {
+            Ok(t.f_mean(Kind::Double)?.f_double_value(&[])?)
+        };
+        Ok(DicoStats {
+            loss: loss.f_double_value(&[])?,
+            reward_chosen: mean(&chosen)?,
+            reward_rejected: mean(&rejected)?,
+            reward_margin: mean(&margin)?,
+            accuracy: mean(&margin.f_gt(0.0)?.f_to_kind(Kind::Double)?)?,
+            evaluator_reward_mean: mean(&rewards)?,
+            evaluator_reward_max: rewards.f_max()?.f_double_value(&[])?,
+            evaluator_reward_winner: mean(&r_w)?,
+            kl_estimate: mean(&log_ratio)?,
+        })
+    })?;
     Ok(DicoOutput {
         loss,
         stats,
-        winners: winners.squeeze_dim(1),
+        winners: winners.f_squeeze_dim(1)?,
         weights: gamma,
     })
 }

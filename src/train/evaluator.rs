@@ -137,7 +137,7 @@ impl ContrastiveTrainer {
         let ids = self
             .tokenizer
             .encode_batch(captions, self.cfg.context_length)?;
-        Ok(ids.to_device(self.vs.device()))
+        Ok(ids.f_to_device(self.vs.device())?)
     }
 
     /// Train as one of several replicas: `gather` exchanges every replica's
@@ -201,7 +201,7 @@ impl ContrastiveTrainer {
         self.cfg.precision.autocast(|| {
             let img = self
                 .clip
-                .encode_image(&pixels.to_device(self.vs.device()))
+                .encode_image(&pixels.f_to_device(self.vs.device())?)
                 .map_err(model)?;
             let txt = self.clip.encode_text(ids).map_err(model)?;
             let neg = match negative_ids {
@@ -236,7 +236,7 @@ impl ContrastiveTrainer {
         lr: f64,
     ) -> Result<ContrastiveStats, TrainError> {
         let mut stats = ContrastiveStats {
-            loss: loss.double_value(&[]),
+            loss: loss.f_double_value(&[])?,
             accuracy,
             lr,
             loss_scale: self.stepper.loss_scale().unwrap_or(1.0),
@@ -258,7 +258,7 @@ impl ContrastiveTrainer {
                 Update::Skipped => stats.skipped_step = true,
             }
         }
-        stats.logit_scale = self.clip.logit_scale.exp().double_value(&[]);
+        stats.logit_scale = self.clip.logit_scale.f_exp()?.f_double_value(&[])?;
         Ok(stats)
     }
 
@@ -413,7 +413,7 @@ impl ContrastiveTrainer {
         let scale = if me == 0 {
             self.clip.logit_scale.shallow_clone()
         } else {
-            self.clip.logit_scale.detach()
+            self.clip.logit_scale.f_detach()?
         };
         let (loss, accuracy) = self
             .cfg
@@ -435,16 +435,16 @@ impl ContrastiveTrainer {
         tch::no_grad(|| {
             let out = self
                 .clip
-                .forward(&pixels.to_device(self.vs.device()), &ids)?;
+                .forward(&pixels.f_to_device(self.vs.device())?, &ids)?;
             let n = captions.len() as i64;
-            let target = Tensor::arange(n, (Kind::Int64, self.vs.device()));
+            let target = Tensor::f_arange(n, (Kind::Int64, self.vs.device()))?;
             Ok(out
                 .logits_per_image
-                .argmax(1, false)
-                .eq_tensor(&target)
-                .to_kind(Kind::Double)
-                .mean(Kind::Double)
-                .double_value(&[]))
+                .f_argmax(1, false)?
+                .f_eq_tensor(&target)?
+                .f_to_kind(Kind::Double)?
+                .f_mean(Kind::Double)?
+                .f_double_value(&[])?)
         })
     }
 }

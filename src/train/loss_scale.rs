@@ -5,7 +5,7 @@
 //! a row the scale doubles.
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 /// Loss-scaling settings; defaults are `torch.amp.GradScaler`'s.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -74,20 +74,25 @@ impl LossScaler {
 
     /// Divide every defined gradient in `grads` by the scale, in place, and
     /// report whether any of them holds inf or NaN.
-    pub fn unscale(&self, grads: &[Tensor]) -> bool {
+    ///
+    /// Errors: [`TchError`] from libtorch (e.g. a device error).
+    pub fn unscale(&self, grads: &[Tensor]) -> Result<bool, TchError> {
         let inv = 1.0 / self.state.scale;
         tch::no_grad(|| {
             let mut non_finite: Option<Tensor> = None;
             for g in grads.iter().filter(|g| g.defined()) {
                 let mut g = g.shallow_clone();
-                let _ = g.g_mul_scalar_(inv);
-                let bad = g.isfinite().logical_not().any();
+                let _ = g.f_mul_scalar_(inv)?;
+                let bad = g.f_isfinite()?.f_logical_not()?.f_any()?;
                 non_finite = Some(match non_finite {
                     None => bad,
-                    Some(acc) => acc.logical_or(&bad),
+                    Some(acc) => acc.f_logical_or(&bad)?,
                 });
             }
-            non_finite.is_some_and(|t| t.to_kind(Kind::Int64).int64_value(&[]) != 0)
+            match non_finite {
+                Some(t) => Ok(t.f_to_kind(Kind::Int64)?.f_int64_value(&[])? != 0),
+                None => Ok(false),
+            }
         })
     }
 

@@ -1,6 +1,9 @@
-//! Training objectives and optimisation: DiCO, SCST, the contrastive
+//! Training: the captioner's [`Policy`] (captioner, frozen backbone, caption
+//! text), its objectives ([`objective`]: XE, DiCO, SCST, offline DiCO), the
+//! trainer that steps them ([`captioning::CaptionTrainer`]), the contrastive
 //! evaluator loss, AdamW with checkpointable state, learning-rate schedules,
-//! gradient accumulation and fp16 loss scaling.
+//! gradient accumulation and fp16 loss scaling, and the training stages of
+//! the dataflow ([`stages`]).
 pub mod adamw;
 pub mod candidates;
 pub mod captioning;
@@ -12,7 +15,9 @@ pub mod evaluator;
 pub mod fluency;
 pub mod hard_negatives;
 pub mod loss_scale;
+pub mod objective;
 pub mod offline_dico;
+pub mod policy;
 pub mod precision;
 pub mod resumable;
 pub mod schedule;
@@ -22,14 +27,13 @@ pub mod step;
 pub mod validation;
 pub mod xe;
 
-/// The `reward_cache` stage, at its former path.
-pub use stages::reward_cache as reward_cache_stage;
-
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{BestBy, BestSoFar, Checkpointer, TrainState};
 pub use dico::{dico_loss, DicoConfig, DicoOutput, DicoStats};
 pub use error::TrainError;
 pub use loss_scale::{LossScaleConfig, LossScaleState, LossScaler};
+pub use objective::{Objective, TrainObjective};
+pub use policy::Policy;
 pub use precision::Precision;
 pub use schedule::{Decay, Schedule};
 pub use step::{StepConfig, Stepper, Update};

@@ -85,13 +85,17 @@ pub struct TrainerParts<'a> {
 }
 
 /// Implements [`Resumable`] for a trainer with fields `vs`, `stepper`,
-/// `step` and `rng`.
+/// `step` and `rng` (`impl_resumable!(T)`), or whose weights are at another
+/// field path (`impl_resumable!(T, policy.vs)`).
 macro_rules! impl_resumable {
     ($trainer:ty) => {
+        $crate::train::resumable::impl_resumable!($trainer, vs);
+    };
+    ($trainer:ty, $($vs:ident).+) => {
         impl $crate::train::resumable::Resumable for $trainer {
             fn parts(&mut self) -> $crate::train::resumable::TrainerParts<'_> {
                 $crate::train::resumable::TrainerParts {
-                    vs: &mut self.vs,
+                    vs: &mut self.$($vs).+,
                     stepper: &mut self.stepper,
                     step: &mut self.step,
                     rng: &mut self.rng,
@@ -105,7 +109,7 @@ macro_rules! impl_resumable {
                 u64,
                 $crate::rng::Rng,
             ) {
-                (&self.vs, &self.stepper, self.step, self.rng)
+                (&self.$($vs).+, &self.stepper, self.step, self.rng)
             }
         }
     };

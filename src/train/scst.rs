@@ -16,9 +16,9 @@ pub fn scst_advantages(rewards: &Tensor) -> Result<Tensor, TrainError> {
         });
     }
     let k = shape[1] as f64;
-    let total = rewards.sum_dim_intlist(1, true, rewards.kind());
-    let others = (total - rewards) / (k - 1.0);
-    Ok(rewards - others)
+    let total = rewards.f_sum_dim_intlist(1, true, rewards.kind())?;
+    let others = total.f_sub(rewards)?.f_div_scalar(k - 1.0)?;
+    Ok(rewards.f_sub(&others)?)
 }
 
 /// The SCST loss (scalar, grad through `logps`) and the advantages' std.
@@ -33,8 +33,11 @@ pub fn scst_loss(logps: &Tensor, rewards: &Tensor) -> Result<(Tensor, f64), Trai
             ),
         });
     }
-    let adv = scst_advantages(&rewards.detach())?.to_kind(logps.kind());
-    let loss = -(&adv * logps).mean(logps.kind());
-    let std = adv.to_kind(Kind::Double).std(false).double_value(&[]);
+    let adv = scst_advantages(&rewards.f_detach()?)?.f_to_kind(logps.kind())?;
+    let loss = adv.f_mul(logps)?.f_mean(logps.kind())?.f_neg()?;
+    let std = adv
+        .f_to_kind(Kind::Double)?
+        .f_std(false)?
+        .f_double_value(&[])?;
     Ok((loss, std))
 }

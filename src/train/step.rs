@@ -345,7 +345,7 @@ impl Stepper {
             self.opt.set_flat_grads(&reduced)?;
         }
         if let Some(scaler) = self.scaler.as_mut() {
-            let non_finite = scaler.unscale(&self.opt.grads());
+            let non_finite = scaler.unscale(&self.opt.grads())?;
             scaler.update(non_finite);
             if non_finite {
                 self.opt.zero_grad();

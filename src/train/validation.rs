@@ -9,7 +9,7 @@
 //!   stage's images (Pillow-exact, [`PreprocessConfig`]; the size defaults
 //!   to the backbone's input). They are re-read at every validation, so a
 //!   5 000-image split never sits in memory as float pixels.
-//! - Captions: greedy ([`CaptionTrainer::caption`]), in chunks of
+//! - Captions: greedy ([`Policy::caption`]), in chunks of
 //!   `batch_size` images. Each validation writes them as COCO results to
 //!   `out/validation/step-NNNNNNNN.json`, beside `annotations.json` (the
 //!   val references), so `dicoflow eval` recomputes any logged value.
@@ -42,11 +42,12 @@ use crate::data::{LayoutOptions, RawSample, ShardIndex, ShardSource, SourceConfi
 use crate::image::preprocess::{PreprocessConfig, Preprocessor};
 use crate::metrics::{Evaluator, ImageId, Meteor, Metric, Sample};
 use crate::model::clip::{Clip, ClipConfig};
+use crate::reward::Reward;
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::text::ClipTokenizer;
-use crate::train::captioning::CaptionTrainer;
 use crate::train::checkpoint::{BestBy, BestSoFar};
 use crate::train::error::TrainError;
+use crate::train::policy::Policy;
 
 /// Prefix of the logged validation values (`val/CIDEr`, `val/step`, ...).
 pub const LOG_PREFIX: &str = "val/";
@@ -584,12 +585,14 @@ impl Validator {
         Ok(())
     }
 
-    /// Caption the val split with `trainer` after `step` optimizer steps,
-    /// score the captions, update the best weights, and return the logged
+    /// Caption the val split with `policy` after `step` optimizer steps,
+    /// score the captions (with `reward` too, the training objective's, for
+    /// the `reward` metric), update the best weights, and return the logged
     /// values (`val/NAME`, `val/step`, `val/images`, `val/skipped`).
     pub fn validate(
         &mut self,
-        trainer: &mut CaptionTrainer,
+        policy: &Policy,
+        reward: Option<&mut Reward>,
         step: u64,
     ) -> Result<BTreeMap<String, f64>, TrainError> {
         self.last_validated = Some(step);
@@ -599,7 +602,7 @@ impl Validator {
             references,
             sums,
             skipped,
-        } = self.caption_split(trainer)?;
+        } = self.caption_split(policy, reward)?;
         if keys.is_empty() {
             return Err(setting("validation.shards")(format!(
                 "{}: no usable image ({skipped} rows skipped)",
@@ -650,7 +653,7 @@ impl Validator {
         if let Some(by) = self.best_by.clone() {
             let value = values.get(&by.metric).copied().unwrap_or(f64::NAN);
             if by.improves(value, self.best.as_ref()) {
-                self.save_best(trainer, by.metric.clone(), value, step)?;
+                self.save_best(policy, by.metric.clone(), value, step)?;
             }
         }
         let mut logged: BTreeMap<String, f64> = values
@@ -669,10 +672,11 @@ impl Validator {
     /// pixels).
     fn caption_split(
         &mut self,
-        trainer: &mut CaptionTrainer,
+        policy: &Policy,
+        reward: Option<&mut Reward>,
     ) -> Result<CaptionedSplit, TrainError> {
         let (mut clip, mut pac) = (self.clip.take(), self.pac.take());
-        let result = self.caption_chunks(trainer, clip.as_mut(), pac.as_mut());
+        let result = self.caption_chunks(policy, reward, clip.as_mut(), pac.as_mut());
         self.clip = clip;
         self.pac = pac;
         result
@@ -680,7 +684,8 @@ impl Validator {
 
     fn caption_chunks(
         &self,
-        trainer: &mut CaptionTrainer,
+        policy: &Policy,
+        mut reward: Option<&mut Reward>,
         mut clip: Option<&mut ClipScorer>,
         mut pac: Option<&mut ClipScorer>,
     ) -> Result<CaptionedSplit, TrainError> {
@@ -720,7 +725,7 @@ impl Validator {
             let (ok, pixels, failed) = self.prepare(std::mem::take(&mut chunk))?;
             skipped += failed;
             if !ok.is_empty() {
-                let caps = tch::no_grad(|| trainer.caption(&pixels))?;
+                let caps = tch::no_grad(|| policy.caption(&pixels))?;
                 let k: Vec<String> = ok.iter().map(|s| s.key.clone()).collect();
                 let r: Vec<Vec<String>> = ok.into_iter().map(|s| s.captions).collect();
                 for (scorer, name, ref_name) in [
@@ -738,7 +743,7 @@ impl Validator {
                         s.ref_score.iter().map(|&v| v as f64).sum::<f64>();
                 }
                 if wants_reward {
-                    if let Some(reward) = trainer.reward_mut() {
+                    if let Some(reward) = reward.as_deref_mut() {
                         let s = reward.score(&k, &pixels, &caps, &r);
                         reward.clear_images();
                         *sums.entry("reward").or_default() +=
@@ -859,7 +864,7 @@ impl Validator {
 
     fn save_best(
         &mut self,
-        trainer: &CaptionTrainer,
+        policy: &Policy,
         metric: String,
         value: f64,
         step: u64,
@@ -869,7 +874,7 @@ impl Validator {
         let file = self.best_file(step);
         // The writer picks the format by extension: keep `.safetensors` last.
         let tmp = file.with_extension("tmp.safetensors");
-        trainer.save_weights(&tmp)?;
+        policy.save_weights(&tmp)?;
         std::fs::rename(&tmp, &file).map_err(|e| io(&file, e))?;
         let best = BestSoFar {
             metric,
@@ -892,12 +897,12 @@ impl Validator {
     /// [`Keep::Best`], else the final weights. Error: `keep = "best"` and no
     /// validation produced a value of `best_by` (the final weights are
     /// written to `final.safetensors` first).
-    pub fn write_model(&self, trainer: &CaptionTrainer, path: &Path) -> Result<(), TrainError> {
+    pub fn write_model(&self, policy: &Policy, path: &Path) -> Result<(), TrainError> {
         if self.keep == Keep::Final {
-            return trainer.save_weights(path);
+            return policy.save_weights(path);
         }
         let final_path = path.with_file_name(FINAL_WEIGHTS_FILE);
-        trainer.save_weights(&final_path)?;
+        policy.save_weights(&final_path)?;
         let Some(best) = &self.best else {
             return Err(TrainError::State {
                 path: path.to_path_buf(),

@@ -16,9 +16,10 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
 use crate::reward::{ClipScorer, ScoreConfig};
-use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
-use crate::train::precision::Precision;
-use crate::train::stages::setup::{build_err, default_device, device_of, load_scorer, load_text};
+use crate::train::policy::Policy;
+use crate::train::stages::setup::{
+    build_failed, default_device, device_of, load_scorer, load_text, StageBuildError,
+};
 use crate::train::stages::tensors::batch_tensors;
 
 /// Settings of `caption`.
@@ -84,7 +85,7 @@ fn release_shared(path: &Path) {
 /// Captions every image and scores it with the evaluator. With several
 /// devices in a process, each captions its share into the same file.
 pub struct CaptionStage {
-    trainer: CaptionTrainer,
+    policy: Policy,
     scorer: Option<ClipScorer>,
     path: PathBuf,
     out: Option<SharedOut>,
@@ -92,47 +93,26 @@ pub struct CaptionStage {
 
 impl CaptionStage {
     pub fn try_new(s: CaptionStageSettings) -> Result<Self, FlowError> {
-        let err = build_err("caption");
+        let failed = build_failed::<StageBuildError>("caption");
         let device = device_of("caption", s.device)?;
-        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
+        let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| err(e.to_string()))?;
-        let train = CaptionTrainConfig {
-            objective: Objective::Xe,
-            optimizer: Default::default(),
-            schedule: Default::default(),
-            grad_clip: None,
-            dico: Default::default(),
-            candidates: 1,
-            temperature: 1.0,
-            seed: 0,
-            accumulate: 1,
-            label_smoothing: 0.0,
-            precision: Precision::Fp32,
-        };
-        let trainer = CaptionTrainer::new(
-            &s.captioner,
-            text,
-            backbone,
-            Some(&s.weights),
-            None,
-            train,
-            device,
-        )
-        .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| failed(e.into()))?;
+        let policy = Policy::from_weights(&s.captioner, text, backbone, &s.weights, device)
+            .map_err(|e| failed(e.into()))?;
         let evaluator_config = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
         let scorer = s
             .evaluator
             .as_ref()
             .map(|p| load_scorer(p, evaluator_config, s.score.clone(), device))
             .transpose()
-            .map_err(&err)?;
+            .map_err(&failed)?;
         if let Some(dir) = s.out.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| failed(StageBuildError::io(dir)(e)))?;
         }
-        let out = open_shared(&s.out).map_err(|e| err(format!("{}: {e}", s.out.display())))?;
+        let out = open_shared(&s.out).map_err(|e| failed(StageBuildError::io(&s.out)(e)))?;
         Ok(Self {
-            trainer,
+            policy,
             scorer,
             path: s.out,
             out: Some(out),
@@ -146,7 +126,7 @@ impl DeviceStage for CaptionStage {
             return Ok(());
         }
         let (pixels, keys, references) = batch_tensors(batch)?;
-        let captions = tch::no_grad(|| self.trainer.caption(&pixels))
+        let captions = tch::no_grad(|| self.policy.caption(&pixels))
             .map_err(|e| StageFailure::new("captioning failed").with_detail(e))?;
         let scores = match self.scorer.as_mut() {
             Some(scorer) => {
@@ -205,5 +185,45 @@ impl Drop for CaptionStage {
         if self.out.take().is_some() {
             release_shared(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::stages::setup::StageBuildError;
+
+    /// A backbone that cannot be loaded is a build failure with the model
+    /// error as its source (not an invalid setting), naming the stage and
+    /// the file.
+    #[test]
+    fn a_missing_backbone_is_a_build_failure_with_its_model_error() {
+        let dir = std::env::temp_dir().join(format!("dicoflow-caption-{}", std::process::id()));
+        let missing = dir.join("no-such-clip.safetensors");
+        let settings = CaptionStageSettings {
+            captioner: CaptionerConfig::tiny(),
+            weights: dir.join("no-such-captioner.safetensors"),
+            vocab: None,
+            backbone: missing.clone(),
+            backbone_config: ClipConfig::tiny(),
+            evaluator: None,
+            evaluator_config: None,
+            score: ScoreConfig::clip_s(),
+            out: dir.join("captions.jsonl"),
+            device: DeviceName::Cpu,
+        };
+        let err = CaptionStage::try_new(settings).err().expect("no backbone");
+        let text = err.to_string();
+        let FlowError::StageBuild { stage, source } = err else {
+            panic!("not a build failure: {text}");
+        };
+        assert_eq!(stage, "caption");
+        let source = source
+            .downcast_ref::<StageBuildError>()
+            .expect("a stage build error");
+        assert!(matches!(source, StageBuildError::Model(_)), "{source:?}");
+        assert!(text.contains("stage `caption`"), "{text}");
+        assert!(text.contains("no-such-clip.safetensors"), "{text}");
+        assert!(!dir.join("captions.jsonl").exists());
     }
 }

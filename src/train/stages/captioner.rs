@@ -11,14 +11,15 @@ use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
-use crate::reward::{Reward, RewardCache, RewardSettings};
-use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective};
+use crate::reward::{Reward, RewardCache, RewardError, RewardSettings};
+use crate::train::captioning::{CaptionTrainConfig, CaptionTrainer, Objective, ObjectiveInputs};
 use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
 pub use crate::train::stages::setup::write_replica_weights_to;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, fatal_if_replicated, load_text,
-    replica_weights_dir, resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
+    build_failed, default_device, default_keep_last, device_of, fatal_if_replicated, load_text,
+    replica_weights_dir, resolve_total_steps, resume_if_asked, setting_err, StageBuildError,
+    WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::{batch_tensors, sample_tensors};
 use crate::train::validation::{StageContext, ValidationSettings, Validator};
@@ -92,43 +93,48 @@ fn default_fluency_every() -> u64 {
 
 /// The reward cache of `dico_offline` (checked against the settings), or
 /// `None` for the other objectives.
-fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, String> {
+///
+/// Errors: [`FlowError::Config`] for settings that do not go together or a
+/// cache made for another captioner; [`FlowError::StageBuild`] when the
+/// cache cannot be read.
+fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, FlowError> {
+    const STAGE: &str = "train_captioner";
+    let err = setting_err(STAGE);
     let offline = s.train.objective == Objective::DicoOffline;
-    match (&s.reward_cache, offline) {
+    let dir = match (&s.reward_cache, offline) {
         (None, false) => return Ok(None),
         (Some(_), false) => {
-            return Err(format!(
+            return Err(err(format!(
                 "`reward_cache` is only read by objective = \"dico_offline\" (this stage \
                  trains {:?})",
                 s.train.objective
-            ))
+            )))
         }
         (None, true) => {
-            return Err(
+            return Err(err(
                 "objective = \"dico_offline\" needs `reward_cache`: a directory made \
                         by `dicoflow cache-rewards`"
                     .into(),
-            )
+            ))
         }
         (Some(_), true) if s.evaluator.is_some() => {
-            return Err(
+            return Err(err(
                 "dico_offline reads its rewards from the cache: remove `evaluator` \
                         (it would only take memory)"
                     .into(),
-            )
+            ))
         }
-        (Some(_), true) => {}
-    }
-    let dir = s.reward_cache.as_ref().expect("checked above");
-    let cache = RewardCache::open(dir).map_err(|e| e.to_string())?;
+        (Some(dir), true) => dir,
+    };
+    let cache = RewardCache::open(dir).map_err(build_failed::<RewardError>(STAGE))?;
     if let Some(max) = cache.max_token() {
         if max as i64 >= s.captioner.tokens.vocab_size {
-            return Err(format!(
+            return Err(err(format!(
                 "{}: token id {max} is outside the captioner's vocabulary of {}: the cache \
                  was made for another captioner",
                 dir.display(),
                 s.captioner.tokens.vocab_size
-            ));
+            )));
         }
     }
     tracing::info!(
@@ -140,11 +146,9 @@ fn open_reward_cache(s: &CaptionerStageSettings) -> Result<Option<RewardCache>, 
     Ok(Some(cache))
 }
 
-/// Captioner training (XE, DiCO, SCST) as a device stage.
+/// Captioner training (XE, DiCO, SCST, offline DiCO) as a device stage.
 pub struct CaptionerStage {
     trainer: CaptionTrainer,
-    /// The candidates of `dico_offline`.
-    cache: Option<RewardCache>,
     settings: CaptionerStageSettings,
     checkpoints: StageCheckpoints,
     validator: Option<Validator>,
@@ -178,7 +182,7 @@ fn log_validation(
 
 impl CaptionerStage {
     pub fn try_new(mut s: CaptionerStageSettings) -> Result<Self, FlowError> {
-        let err = build_err("train_captioner");
+        let failed = build_failed::<StageBuildError>("train_captioner");
         let link = take_replica_link("train_captioner")?;
         // Replica d of a process runs on the d-th device from the stage's.
         let device_name = match (s.device, &link) {
@@ -187,29 +191,33 @@ impl CaptionerStage {
         };
         let device = device_of("train_captioner", device_name)?;
         resolve_total_steps("train_captioner", &mut s.train.schedule, s.train.accumulate)?;
-        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
+        let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| err(e.to_string()))?;
-        let cache = open_reward_cache(&s).map_err(&err)?;
+            .map_err(|e| failed(e.into()))?;
+        let cache = open_reward_cache(&s)?;
         let reward = Reward::load(
             s.reward.as_ref(),
             s.evaluator.as_deref(),
             s.evaluator_config.as_ref().unwrap_or(&s.backbone_config),
             device,
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
         let has_reward = reward.is_some();
         let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
-        let mut trainer = CaptionTrainer::new(
+        let inputs = ObjectiveInputs {
+            reward,
+            reward_cache: cache,
+        };
+        let mut trainer = CaptionTrainer::try_new(
             &s.captioner,
             text,
             backbone,
             s.init.as_deref(),
-            reward,
+            inputs,
             s.train.clone(),
             device,
         )
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| failed(e.into()))?;
         if let Some(link) = link {
             trainer.stepper.set_reducer(Box::new(link));
         }
@@ -224,7 +232,7 @@ impl CaptionerStage {
                         device,
                     },
                 )
-                .map_err(|e| err(e.to_string()))?,
+                .map_err(|e| failed(e.into()))?,
             ),
             _ => None,
         };
@@ -233,15 +241,14 @@ impl CaptionerStage {
         if let Some(v) = validator.as_mut() {
             if checkpoints.resumed_after().is_some() {
                 v.resume(checkpoints.resumed_best(), trainer.step_count())
-                    .map_err(|e| err(format!("resuming: {e}")))?;
+                    .map_err(|e| failed(StageBuildError::Resume(e)))?;
             } else {
                 v.start_fresh()
-                    .map_err(|e| err(format!("validation log: {e}")))?;
+                    .map_err(|e| failed(StageBuildError::ValidationLog(e)))?;
             }
         }
         Ok(Self {
             trainer,
-            cache,
             settings: s,
             checkpoints,
             validator,
@@ -273,6 +280,7 @@ impl DeviceStage for CaptionerStage {
         if let Some(dir) = replica_weights_dir() {
             let path = dir.join(format!("replica-{}.safetensors", self.replica.0));
             self.trainer
+                .policy
                 .save_weights(&path)
                 .map_err(|e| StageFailure::new("replica weights not written").with_detail(e))?;
         }
@@ -299,8 +307,9 @@ impl CaptionerStage {
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
             if step == 0 && v.due(0, total_steps) {
+                let (policy, reward) = self.trainer.policy_and_reward();
                 let values = v
-                    .validate(&mut self.trainer, 0)
+                    .validate(policy, reward, 0)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
@@ -308,18 +317,16 @@ impl CaptionerStage {
         // The frozen backbone runs once per batch: its features feed the
         // step (policy and reference) and the fluency captions.
         let precision = self.settings.train.precision;
-        let (pixels, features, s, trained) = match &self.cache {
+        let (pixels, keys, caps) = match self.trainer.reward_cache() {
             Some(cache) => {
+                // Offline DiCO trains on the images with all their candidates
+                // in the cache; the others are counted and left out.
                 let k = self.trainer.config().candidates as usize;
                 let mut samples = Vec::new();
-                let mut candidates = Vec::new();
                 let (mut missing, mut incomplete) = (0, 0);
                 for sample in &batch.samples {
                     match cache.get(&sample.key) {
-                        Some(c) if c.len() == k => {
-                            samples.push(sample);
-                            candidates.push(c);
-                        }
+                        Some(c) if c.len() == k => samples.push(sample),
                         Some(_) => incomplete += 1,
                         None => missing += 1,
                     }
@@ -331,34 +338,26 @@ impl CaptionerStage {
                 if samples.is_empty() {
                     return self.step_without_samples(batch);
                 }
-                let (pixels, _, _) = sample_tensors(&samples)?;
-                let features = precision
-                    .autocast(|| self.trainer.features(&pixels))
-                    .map_err(step_failed)?;
-                let s = self
-                    .trainer
-                    .offline_step_on_features(&features, &candidates);
-                (pixels, features, s, samples.len())
+                sample_tensors(&samples)?
             }
             None if batch.samples.is_empty() => return self.step_without_samples(batch),
-            None => {
-                let (pixels, keys, caps) = batch_tensors(batch)?;
-                let features = precision
-                    .autocast(|| self.trainer.features(&pixels))
-                    .map_err(step_failed)?;
-                let s = self
-                    .trainer
-                    .step_on_features(&keys, &pixels, &features, &caps);
-                (pixels, features, s, keys.len())
-            }
+            None => batch_tensors(batch)?,
         };
+        let trained = keys.len();
+        let features = precision
+            .autocast(|| self.trainer.policy.features(&pixels))
+            .map_err(step_failed)?;
+        let s = self
+            .trainer
+            .step_on_features(&keys, &pixels, &features, &caps);
         let s = s.map_err(step_failed)?;
         let every = self.settings.fluency_every.max(1);
         let due = s.optimizer_step && self.trainer.step_count() % every == 1 % every;
         if let (Some(judge), true) = (self.settings.fluency_judge, due) {
+            let policy = &self.trainer.policy;
             let captions = match self.trainer.features_for_captions(&features) {
-                Some(features) => self.trainer.caption_features(features),
-                None => self.trainer.caption(&pixels),
+                Some(features) => policy.caption_features(features),
+                None => policy.caption(&pixels),
             }
             .map_err(|e| StageFailure::new("greedy captions for fluency failed").with_detail(e))?;
             batch
@@ -422,8 +421,9 @@ impl CaptionerStage {
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
             if optimizer_step && v.due(step, total_steps) {
+                let (policy, reward) = self.trainer.policy_and_reward();
                 let values = v
-                    .validate(&mut self.trainer, step)
+                    .validate(policy, reward, step)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
                 log_validation(batch, &mut self.unlogged, values);
             }
@@ -463,8 +463,8 @@ impl CaptionerStage {
         })?;
         let weights = out.join(WEIGHTS_FILE);
         match &self.validator {
-            Some(v) => v.write_model(&self.trainer, &weights),
-            None => self.trainer.save_weights(&weights),
+            Some(v) => v.write_model(&self.trainer.policy, &weights),
+            None => self.trainer.policy.save_weights(&weights),
         }
         .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
         let cfg = serde_json::to_string_pretty(&self.settings.captioner).unwrap_or_default();

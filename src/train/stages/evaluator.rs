@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceName;
 use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
+use crate::train::error::TrainError;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
-    build_err, default_device, default_keep_last, device_of, fatal_if_replicated,
+    build_failed, default_device, default_keep_last, device_of, fatal_if_replicated,
     replica_weights_dir, resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
@@ -68,7 +69,7 @@ impl EvaluatorStage {
         )?;
         let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
         let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
-            .map_err(|e| build_err("train_evaluator")(e.to_string()))?;
+            .map_err(build_failed::<TrainError>("train_evaluator"))?;
         if let Some(link) = link {
             trainer.set_replicas(Box::new(link.clone()), Box::new(link));
         }

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -17,10 +16,13 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, Sample, StageFailure};
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
 use crate::model::clip::ClipConfig;
 use crate::reward::cache::{self, CacheEntry, CacheProvenance, PartWriter};
+use crate::reward::cache_run::{weights_sha256, CacheStage, ProvenanceError};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::rng::Rng;
 use crate::train::candidates::{Candidates, Decoding};
-use crate::train::stages::setup::{build_err, default_device, device_of, load_scorer, load_text};
+use crate::train::stages::setup::{
+    build_failed, default_device, device_of, load_scorer, load_text, setting_err, StageBuildError,
+};
 use crate::train::stages::tensors::sample_tensors;
 
 /// Settings of `reward_cache`.
@@ -97,58 +99,58 @@ struct ConfigRecord<'a> {
     seed: u64,
 }
 
-/// A file as of one moment: path, size, modification time.
-type FileVersion = (PathBuf, u64, std::time::SystemTime);
+impl CacheStage for RewardCacheSettings {
+    const TYPE_NAME: &'static str = "reward_cache";
 
-/// SHA-256 of a weights file, remembered per (path, size, mtime) so each
-/// shard's run does not re-hash gigabytes.
-pub fn weights_sha256(path: &Path) -> Result<String, String> {
-    static SEEN: Mutex<Vec<(FileVersion, String)>> = Mutex::new(Vec::new());
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let id = (
-        path.to_path_buf(),
-        meta.len(),
-        meta.modified().map_err(|e| e.to_string())?,
-    );
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, h)) = seen.iter().find(|(k, _)| *k == id) {
-        return Ok(h.clone());
+    fn out(&self) -> &Path {
+        &self.out
     }
-    let h = cache::sha256_file(path).map_err(|e| e.to_string())?;
-    seen.push((id, h.clone()));
-    Ok(h)
+
+    fn chunk_rows(&self) -> usize {
+        self.chunk_rows
+    }
+
+    /// The provenance a run with these settings writes into the cache: the
+    /// SHA-256 of every weights file and the [`ConfigRecord`].
+    fn provenance(&self) -> Result<CacheProvenance, ProvenanceError> {
+        let reference = self.reference.as_ref().unwrap_or(&self.weights);
+        let config = ConfigRecord {
+            captioner: &self.captioner,
+            backbone_sha256: weights_sha256(&self.backbone)?,
+            backbone_config: &self.backbone_config,
+            evaluator_config: self
+                .evaluator_config
+                .as_ref()
+                .unwrap_or(&self.backbone_config),
+            reward: &self.reward,
+            candidates: self.candidates,
+            decoding: self.decoding,
+            seed: self.seed,
+        };
+        Ok(CacheProvenance {
+            evaluator_sha256: weights_sha256(&self.evaluator)?,
+            captioner_sha256: weights_sha256(&self.weights)?,
+            reference_sha256: weights_sha256(reference)?,
+            config: serde_json::to_string(&config).map_err(ProvenanceError::Config)?,
+        })
+    }
 }
 
-/// The provenance a run with `s` writes into the cache.
-pub fn provenance(s: &RewardCacheSettings) -> Result<CacheProvenance, String> {
-    let reference = s.reference.as_ref().unwrap_or(&s.weights);
-    let config = ConfigRecord {
-        captioner: &s.captioner,
-        backbone_sha256: weights_sha256(&s.backbone)?,
-        backbone_config: &s.backbone_config,
-        evaluator_config: s.evaluator_config.as_ref().unwrap_or(&s.backbone_config),
-        reward: &s.reward,
-        candidates: s.candidates,
-        decoding: s.decoding,
-        seed: s.seed,
-    };
-    Ok(CacheProvenance {
-        evaluator_sha256: weights_sha256(&s.evaluator)?,
-        captioner_sha256: weights_sha256(&s.weights)?,
-        reference_sha256: weights_sha256(reference)?,
-        config: serde_json::to_string(&config).map_err(|e| e.to_string())?,
-    })
-}
-
+/// A frozen captioner `cfg` with the weights at `path`.
+///
+/// Errors: [`StageBuildError::Model`] when the captioner cannot be built,
+/// [`StageBuildError::Weights`] when the weights cannot be loaded.
 fn load_captioner(
     cfg: &CaptionerConfig,
     path: &Path,
     device: tch::Device,
-) -> Result<(VarStore, Captioner), String> {
+) -> Result<(VarStore, Captioner), StageBuildError> {
     let mut vs = VarStore::new(device);
-    let model = Captioner::new(vs.root(), cfg).map_err(|e| e.to_string())?;
-    vs.load(path)
-        .map_err(|e| format!("loading captioner weights {}: {e}", path.display()))?;
+    let model = Captioner::new(vs.root(), cfg)?;
+    vs.load(path).map_err(|source| StageBuildError::Weights {
+        path: path.to_path_buf(),
+        source,
+    })?;
     vs.freeze();
     Ok((vs, model))
 }
@@ -171,7 +173,8 @@ pub struct RewardCacheStage {
 
 impl RewardCacheStage {
     pub fn try_new(s: RewardCacheSettings) -> Result<Self, FlowError> {
-        let err = build_err("reward_cache");
+        let err = setting_err("reward_cache");
+        let failed = build_failed::<StageBuildError>("reward_cache");
         if s.candidates < 2 {
             return Err(err(format!(
                 "candidates = {}: DiCO needs at least 2 per image",
@@ -185,25 +188,26 @@ impl RewardCacheStage {
                 cache::part_path(&s.out, &s.part).display()
             )));
         }
-        let provenance = provenance(&s).map_err(&err)?;
+        let provenance = s.provenance().map_err(|e| failed(e.into()))?;
         let present =
-            cache::present_keys(&s.out, &s.part, &provenance).map_err(|e| err(e.to_string()))?;
+            cache::present_keys(&s.out, &s.part, &provenance).map_err(|e| failed(e.into()))?;
         let writer = PartWriter::new(&s.out, &s.part, provenance, s.chunk_rows)
-            .map_err(|e| err(e.to_string()))?;
-        let text = load_text(s.vocab.as_deref()).map_err(&err)?;
+            .map_err(|e| failed(e.into()))?;
+        let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         text.check(&s.captioner.tokens)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| failed(e.into()))?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| err(e.to_string()))?;
-        let policy = load_captioner(&s.captioner, &s.weights, device).map_err(&err)?;
+            .map_err(|e| failed(e.into()))?;
+        let policy = load_captioner(&s.captioner, &s.weights, device).map_err(&failed)?;
         let reference = match &s.reference {
             Some(r) if r != &s.weights => {
-                Some(load_captioner(&s.captioner, r, device).map_err(&err)?)
+                Some(load_captioner(&s.captioner, r, device).map_err(&failed)?)
             }
             _ => None,
         };
         let eval_cfg = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
-        let scorer = load_scorer(&s.evaluator, eval_cfg, s.reward.clone(), device).map_err(&err)?;
+        let scorer =
+            load_scorer(&s.evaluator, eval_cfg, s.reward.clone(), device).map_err(&failed)?;
         Ok(Self {
             settings: s,
             backbone,
@@ -229,10 +233,10 @@ impl RewardCacheStage {
         let device = self.policy.0.device();
         let k = self.settings.candidates;
         let (candidates, ref_lp) = tch::no_grad(|| -> Result<_, StageFailure> {
-            let feats = self
-                .backbone
-                .features(&pixels.to_device(device))
-                .map_err(fail("backbone"))?;
+            let pixels = pixels
+                .f_to_device(device)
+                .map_err(|e| StageFailure::new("backbone").with_detail(e))?;
+            let feats = self.backbone.features(&pixels).map_err(fail("backbone"))?;
             let policy = &self.policy.1;
             let memory = policy.encode(&feats).map_err(fail("encoder"))?;
             let seed = Rng::derive(self.settings.seed, &[time]).next_u64();
@@ -265,7 +269,10 @@ impl RewardCacheStage {
             .score(&image_keys, &texts)
             .map_err(|e| StageFailure::new("rewards failed").with_detail(e))?;
         self.scorer.clear_images();
-        let ref_lp = Vec::<f32>::try_from(&ref_lp.view([-1]).to_device(tch::Device::Cpu))
+        let ref_lp = ref_lp
+            .f_view([-1])
+            .and_then(|t| t.f_to_device(tch::Device::Cpu))
+            .and_then(|t| Vec::<f32>::try_from(&t))
             .map_err(|e| StageFailure::new("reference log-probs failed").with_detail(e))?;
         Ok(candidates
             .ids

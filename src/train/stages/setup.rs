@@ -1,6 +1,12 @@
 //! What every stage file needs to build itself: its device, its caption
-//! text, a CLIP scorer, resuming from a checkpoint, and the defaults of the
-//! settings they share.
+//! text, a CLIP scorer, resuming from a checkpoint, the defaults of the
+//! settings they share, and the two kinds of build error:
+//!
+//! - a setting the stage refuses: [`FlowError::Config`] ([`setting_err`]),
+//!   whose message names the setting and what to do;
+//! - something the stage loads failing (a backbone, weights, a vocabulary,
+//!   a reward, a reward cache, a checkpoint): [`FlowError::StageBuild`] with
+//!   the real error as its source, a [`StageBuildError`] ([`build_failed`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +14,86 @@ use tch::Device;
 
 use crate::device::DeviceName;
 use crate::flow::{FlowError, StageFailure};
-use crate::model::captioner::{CaptionText, Vocab};
+use crate::model::captioner::{CaptionText, TextMismatch, Vocab};
 use crate::model::clip::{Clip, ClipConfig};
-use crate::reward::{ClipScorer, ScoreConfig};
-use crate::text::ClipTokenizer;
+use crate::model::ModelError;
+use crate::reward::cache_run::ProvenanceError;
+use crate::reward::{ClipScorer, RewardError, ScoreConfig};
+use crate::text::{ClipTokenizer, TokenizerError};
+use crate::train::error::TrainError;
 use crate::train::resumable::{Resumable, StageCheckpoints};
+
+/// Why a training stage could not be built: the error of what it loads.
+/// The source of [`FlowError::StageBuild`] ([`build_failed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StageBuildError {
+    /// A model (backbone, evaluator, captioner) could not be built or its
+    /// weights read (boxed: `ModelError` is large next to the other
+    /// variants, as in [`TrainError::Model`]).
+    #[error(transparent)]
+    Model(Box<ModelError>),
+    /// A trainer or validator could not be built.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A reward, an evaluator or a reward cache could not be loaded.
+    #[error(transparent)]
+    Reward(#[from] RewardError),
+    /// The CLIP tokenizer could not be loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The weights a reward cache records could not be hashed.
+    #[error(transparent)]
+    Provenance(#[from] ProvenanceError),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A word vocabulary file is not a vocabulary's JSON.
+    #[error("{}: {source}", path.display())]
+    Vocab {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A captioner's weights could not be loaded.
+    #[error("loading captioner weights {}: {source}", path.display())]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: tch::TchError,
+    },
+    /// The latest checkpoint could not be restored.
+    #[error("resuming: {0}")]
+    Resume(#[source] TrainError),
+    /// The validation log could not be started.
+    #[error("validation log: {0}")]
+    ValidationLog(#[source] TrainError),
+}
+
+impl From<ModelError> for StageBuildError {
+    fn from(e: ModelError) -> Self {
+        StageBuildError::Model(Box::new(e))
+    }
+}
+
+impl From<TextMismatch> for StageBuildError {
+    fn from(e: TextMismatch) -> Self {
+        StageBuildError::Train(e.into())
+    }
+}
+
+impl StageBuildError {
+    /// An io error on `path`.
+    pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> Self + '_ {
+        move |source| StageBuildError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// Weights file a training stage writes into its `out` directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -36,29 +117,50 @@ pub(crate) fn device_of(stage: &'static str, name: DeviceName) -> Result<Device,
     })
 }
 
-/// A stage's setting error with the message `what`.
-pub(crate) fn build_err(stage: &'static str) -> impl Fn(String) -> FlowError {
+/// A setting of stage `stage` that cannot be honoured, with the message
+/// `what` (which names the setting and what to do).
+pub(crate) fn setting_err(stage: &'static str) -> impl Fn(String) -> FlowError {
     move |what| FlowError::Config { name: stage, what }
 }
 
+/// Stage `stage` could not load something it needs (the error `e`).
+pub(crate) fn build_failed<E: Into<StageBuildError>>(
+    stage: &'static str,
+) -> impl Fn(E) -> FlowError {
+    move |e| FlowError::StageBuild {
+        stage: stage.into(),
+        source: Box::new(e.into()),
+    }
+}
+
+/// A CLIP scorer with the weights at `path` (CLIP safetensors, config `cfg`).
+///
+/// Errors: the weights cannot be loaded ([`StageBuildError::Model`]) or the
+/// tokenizer cannot be made ([`StageBuildError::Tokenizer`]).
 pub(crate) fn load_scorer(
-    path: &PathBuf,
+    path: &Path,
     cfg: &ClipConfig,
     score: ScoreConfig,
     device: Device,
-) -> Result<ClipScorer, String> {
-    let (_vs, clip) = Clip::from_safetensors(path, cfg, device).map_err(|e| e.to_string())?;
-    let tok = ClipTokenizer::openai().map_err(|e| e.to_string())?;
+) -> Result<ClipScorer, StageBuildError> {
+    let (_vs, clip) = Clip::from_safetensors(path, cfg, device)?;
+    let tok = ClipTokenizer::openai()?;
     Ok(ClipScorer::new(clip, tok, score))
 }
 
 /// The caption text of a stage: the word vocabulary at `vocab`, or CLIP BPE.
-pub(crate) fn load_text(vocab: Option<&Path>) -> Result<CaptionText, String> {
+///
+/// Errors: the vocabulary cannot be read ([`StageBuildError::Io`]) or is not
+/// one ([`StageBuildError::Vocab`]); the BPE tokenizer cannot be made.
+pub(crate) fn load_text(vocab: Option<&Path>) -> Result<CaptionText, StageBuildError> {
     let Some(path) = vocab else {
-        return CaptionText::clip_bpe().map_err(|e| e.to_string());
+        return Ok(CaptionText::clip_bpe()?);
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let v: Vocab = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(StageBuildError::io(path))?;
+    let v: Vocab = serde_json::from_str(&text).map_err(|source| StageBuildError::Vocab {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(CaptionText::Words(v.reindexed()))
 }
 
@@ -111,7 +213,7 @@ pub(crate) fn resume_if_asked<T: Resumable>(
     }
     match checkpoints
         .resume(trainer)
-        .map_err(|e| build_err(stage)(format!("resuming: {e}")))?
+        .map_err(|e| build_failed(stage)(StageBuildError::Resume(e)))?
     {
         Some(dir) => tracing::info!(
             "{stage}: resuming from {} at step {}, after batch {}",
@@ -135,13 +237,13 @@ pub(crate) fn resume_if_asked<T: Resumable>(
 /// batch.) A stage built outside a dataflow run keeps a set `total_steps`
 /// and refuses 0.
 ///
-/// Errors: [`FlowError::StageSetup`] as above.
+/// Errors: [`FlowError::Config`] as above.
 pub(crate) fn resolve_total_steps(
     stage: &'static str,
     schedule: &mut crate::train::Schedule,
     accumulate: u32,
 ) -> Result<(), FlowError> {
-    let err = build_err(stage);
+    let err = setting_err(stage);
     let accumulate = u64::from(accumulate.max(1));
     let length = crate::flow::length::run_length();
     let Some(batches) = length.as_ref().and_then(|l| l.batches()) else {

@@ -23,7 +23,9 @@ pub(crate) fn sample_tensors(samples: &[&Sample]) -> Result<BatchTensors, StageF
         }
         flat.extend_from_slice(&s.pixels);
     }
-    let pixels = Tensor::from_slice(&flat).view([n as i64, 3, size, size]);
+    let pixels = Tensor::f_from_slice(&flat)
+        .and_then(|t| t.f_view([n as i64, 3, size, size]))
+        .map_err(|e| StageFailure::new("batch tensors not made").with_detail(e))?;
     let keys = samples.iter().map(|s| s.key.clone()).collect();
     let caps = samples.iter().map(|s| s.captions.clone()).collect();
     Ok((pixels, keys, caps))
