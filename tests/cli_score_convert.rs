@@ -36,7 +36,7 @@ fn library_scorer(weights: &Path, cfg: &ClipConfig, images: &[(String, Vec<u8>)]
     for (key, bytes) in images {
         let px = pre.process(bytes).unwrap();
         let t = Tensor::from_slice(&px).reshape([1, 3, 32, 32]);
-        scorer.add_images(&[key.clone()], &t).unwrap();
+        scorer.add_images(std::slice::from_ref(key), &t).unwrap();
     }
     scorer
 }

@@ -183,7 +183,7 @@ pub(crate) fn notices(
     let sender_state = state.clone();
     // Only worker 0 of a process tells of its end of training: the others
     // would repeat it.
-    let teller = me % threads == 0;
+    let teller = me.is_multiple_of(threads);
     source::<_, CapacityContainerBuilder<Vec<Notice>>, _, _>(scope, "Notices", move |cap, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(cap);
