@@ -17,7 +17,8 @@
 //!   your own), [`run()`] with [`RunOptions`];
 //! - write a stage: [`CpuStage`] / [`DeviceStage`], failing a sample or a
 //!   batch with [`StageFailure`];
-//! - score captions: [`ClipScorer`]; train a captioner or an evaluator:
+//! - score captions: [`ClipScorer`]; caption with a trained [`Policy`]; train
+//!   a captioner or an evaluator:
 //!   [`train::captioning`], [`train::evaluator`].
 //!
 //! Each layer has its own error type ([`Error`], [`FlowError`],
@@ -51,4 +52,4 @@ pub use model::captioner::{Captioner, CaptionerConfig};
 pub use model::clip::{Clip, ClipConfig};
 pub use model::ModelError;
 pub use reward::{ClipScorer, RewardCache, RewardError};
-pub use train::TrainError;
+pub use train::{Policy, TrainError};

@@ -3,7 +3,7 @@
 //! what it needs, a [`Stepper`] (AdamW, accumulation, loss scaling), a
 //! generator and a step count. It is a plain struct fed with image tensors
 //! and captions; the `train_captioner` device stage hosts it in the pipeline.
-//! The objectives ([`crate::train::objective`]):
+//! The objectives ([`crate::train::TrainObjective`]):
 //!
 //! - `xe`: teacher forcing, mean token cross-entropy, pad ignored, optional
 //!   label smoothing ([`crate::train::xe_loss`]).

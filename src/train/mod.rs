@@ -1,31 +1,31 @@
 //! Training: the captioner's [`Policy`] (captioner, frozen backbone, caption
-//! text), its objectives ([`objective`]: XE, DiCO, SCST, offline DiCO), the
+//! text), its objectives ([`TrainObjective`]: XE, DiCO, SCST, offline DiCO), the
 //! trainer that steps them ([`captioning::CaptionTrainer`]), the contrastive
 //! evaluator loss, AdamW with checkpointable state, learning-rate schedules,
 //! gradient accumulation and fp16 loss scaling, and the training stages of
 //! the dataflow ([`stages`]).
-pub mod adamw;
-pub mod candidates;
+pub(crate) mod adamw;
+pub(crate) mod candidates;
 pub mod captioning;
-pub mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod contrastive;
-pub mod dico;
-pub mod error;
+pub(crate) mod dico;
+pub(crate) mod error;
 pub mod evaluator;
 pub mod fluency;
 pub mod hard_negatives;
-pub mod loss_scale;
-pub mod objective;
+pub(crate) mod loss_scale;
+pub(crate) mod objective;
 pub mod offline_dico;
-pub mod policy;
+pub(crate) mod policy;
 pub mod precision;
 pub mod resumable;
-pub mod schedule;
+pub(crate) mod schedule;
 pub mod scst;
 pub mod stages;
 pub mod step;
 pub mod validation;
-pub mod xe;
+pub(crate) mod xe;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use checkpoint::{BestBy, BestSoFar, Checkpointer, TrainState};

@@ -5,7 +5,7 @@
 //! neither the evaluator nor the reference model is in memory. The loss is
 //! the same [`crate::train::dico_loss`]; with the cache made from the policy's
 //! starting weights, the first offline step equals the first online step.
-//! The step itself is [`crate::train::objective::OfflineDicoObjective`]'s.
+//! The step itself is `train::objective::OfflineDicoObjective`'s.
 
 use tch::Device;
 
@@ -14,7 +14,7 @@ use crate::reward::CacheEntry;
 use crate::train::candidates::Candidates;
 use crate::train::error::TrainError;
 
-/// The cached candidates of b images as [`Candidates`], with their rewards
+/// The cached candidates of b images as `Candidates`, with their rewards
 /// and reference log-probs (b·k values each, image-major): `entries[i]` are
 /// image i's cache entries by rank, exactly `k` per image, with token ids of
 /// the captioner `tokens` describes.

@@ -33,7 +33,7 @@ pub const CAPTIONER_CONFIG_FILE: &str = "captioner.json";
 pub struct CaptionerStageSettings {
     pub captioner: CaptionerConfig,
     pub train: CaptionTrainConfig,
-    /// Word vocabulary (JSON written by [`Vocab`]'s serde form); absent: CLIP BPE.
+    /// Word vocabulary (JSON written by [`crate::model::captioner::Vocab`]'s serde form); absent: CLIP BPE.
     #[serde(default)]
     pub vocab: Option<PathBuf>,
     /// CLIP safetensors whose vision tower is the frozen backbone, and its config.

@@ -3,23 +3,23 @@
 //! into the batch (the metrics log), and writes its weights when the run ends.
 //!
 //! This file is the registry; each stage type lives in its own file with its
-//! settings, and the files share only [`tensors`] (device batch → tensors) and
-//! [`setup`] (device, caption text, scorer, resume). No stage file imports
+//! settings, and the files share only `tensors` (device batch → tensors) and
+//! `setup` (device, caption text, scorer, resume). No stage file imports
 //! another, and none imports this one.
 //!
 //! | type | does |
 //! |---|---|
-//! | `train_evaluator` | contrastive CLIP training ([`ContrastiveTrainer`]) |
-//! | `train_captioner` | XE / DiCO / SCST ([`CaptionTrainer`]) |
+//! | `train_evaluator` | contrastive CLIP training ([`crate::train::evaluator::ContrastiveTrainer`]) |
+//! | `train_captioner` | XE / DiCO / SCST ([`crate::train::captioning::CaptionTrainer`]) |
 //! | `caption` | greedy captions + evaluator scores, appended to a JSONL file |
 //! | `reward_cache` | candidates, rewards, reference log-probs → a reward-cache part ([`RewardCacheStage`]) |
 
-pub mod caption;
+pub(crate) mod caption;
 pub mod captioner;
-pub mod evaluator;
-pub mod reward_cache;
-pub mod setup;
-pub mod tensors;
+pub(crate) mod evaluator;
+pub(crate) mod reward_cache;
+pub(crate) mod setup;
+pub(crate) mod tensors;
 
 use crate::flow::{DeviceStage, Registry};
 

@@ -111,7 +111,7 @@ impl CacheStage for RewardCacheSettings {
     }
 
     /// The provenance a run with these settings writes into the cache: the
-    /// SHA-256 of every weights file and the [`ConfigRecord`].
+    /// SHA-256 of every weights file and the record of its model and scoring settings.
     fn provenance(&self) -> Result<CacheProvenance, ProvenanceError> {
         let reference = self.reference.as_ref().unwrap_or(&self.weights);
         let config = ConfigRecord {
