@@ -19,6 +19,16 @@ use super::stage::{CpuStage, DeviceBatch, DeviceStage, StageFailure};
 use crate::device::DeviceName;
 use crate::image::{PreprocessConfig, Preprocessor};
 
+impl Registry {
+    /// A registry with dicoflow's own stages: CPU `preprocess`; device
+    /// `image_stats` and `delay`.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::new();
+        register(&mut r);
+        r
+    }
+}
+
 /// Register the built-in stages.
 pub fn register(r: &mut Registry) {
     r.register_cpu("preprocess", |cfg: PreprocessConfig| {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::builtin;
 use super::device::DeviceStageCtor;
 use super::error::FlowError;
 use super::pipeline::{Pipeline, StageSpec};
@@ -66,14 +65,6 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// A registry with dicoflow's own stages: CPU `preprocess`; device
-    /// `image_stats` and `delay`.
-    pub fn with_builtins() -> Self {
-        let mut r = Self::new();
-        builtin::register(&mut r);
-        r
     }
 
     /// Register CPU stage type `type_name`, built on every worker from settings `S`.
@@ -146,7 +137,7 @@ impl Registry {
     /// How to read where a resumable stage's latest checkpoint stands (its
     /// last batch and every source worker's cursor): a run whose resumable
     /// stages all resume starts its sources there
-    /// (`flow::source::resume_point`). Without a reader, sources start at
+    /// ([`Registry::resume_point`]). Without a reader, sources start at
     /// the beginning and resumed stages skip the batches they have trained on.
     pub fn set_resume_reader(
         &mut self,
@@ -162,6 +153,41 @@ impl Registry {
             Some(read) => read(spec),
             None => Ok(None),
         }
+    }
+
+    /// Where the sources of `pipeline` start: after the earliest last batch of
+    /// its resuming stages' checkpoints (`resume = true`), or at the beginning
+    /// (`None`) when there is none, when one of those stages has no checkpoint
+    /// yet (it trains from scratch and needs every batch), or when one
+    /// checkpoint records no cursors (written by an older dicoflow: the sources
+    /// read from the start and the stage skips the batches it has trained on).
+    /// A stage whose checkpoint is later than the earliest skips the batches in
+    /// between itself ([`crate::train::resumable::StageCheckpoints::already_trained`]).
+    pub fn resume_point(&self, pipeline: &Pipeline) -> Result<Option<ResumePoint>, FlowError> {
+        let mut earliest: Option<ResumePoint> = None;
+        for spec in &pipeline.device {
+            let resumes = self.is_resumable(&spec.type_name)
+                && spec.settings.get("resume").and_then(|v| v.as_bool()) == Some(true);
+            if !resumes {
+                continue;
+            }
+            let Some(point) = self.read_resume_point(spec)? else {
+                return Ok(None);
+            };
+            if point.cursors.is_empty() {
+                tracing::warn!(
+                    "{} records no data cursors (written by an older dicoflow): the sources read \
+                     from the start and stage `{}` skips the batches it has trained on",
+                    point.checkpoint.display(),
+                    point.stage
+                );
+                return Ok(None);
+            }
+            if earliest.as_ref().is_none_or(|e| point.after < e.after) {
+                earliest = Some(point);
+            }
+        }
+        Ok(earliest)
     }
 
     /// Whether device stage type `type_name` accepts `resume`.

@@ -28,7 +28,7 @@ use super::pipeline::{FlowConfig, Pipeline};
 use super::registry::Registry;
 use super::sink::MetricsSink;
 use super::source::{
-    marked_shard_source, marks_to_devices, open_source, resume_point, ResumePoint, SourceBatching,
+    marked_shard_source, marks_to_devices, open_source, ResumePoint, SourceBatching,
 };
 use super::stage::{CpuStage, StageFailure};
 use super::state::RunState;
@@ -121,7 +121,7 @@ pub fn run(
     // rows would score or train one image as the other. Only the key column
     // is read.
     index.check_unique_keys()?;
-    let resume = Arc::new(resume_point(pipeline, registry)?);
+    let resume = Arc::new(registry.resume_point(pipeline)?);
 
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());

@@ -21,8 +21,6 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use super::batch::{BatchMark, BatchTime, Sample, StageError};
 use super::error::FlowError;
-use super::pipeline::Pipeline;
-use super::registry::Registry;
 use super::state::RunState;
 use super::telemetry::{StageKind, Telemetry};
 use crate::data::{Cursor, ShardIndex, ShardSource, SourceConfig, SourceItem};
@@ -194,44 +192,6 @@ pub struct ResumePoint {
     /// Every source worker's cursor after `after`; empty in checkpoints
     /// written before cursors were recorded.
     pub cursors: Vec<Cursor>,
-}
-
-/// Where the sources of `pipeline` start: after the earliest last batch of
-/// its resuming stages' checkpoints (`resume = true`), or at the beginning
-/// (`None`) when there is none, when one of those stages has no checkpoint
-/// yet (it trains from scratch and needs every batch), or when one
-/// checkpoint records no cursors (written by an older dicoflow: the sources
-/// read from the start and the stage skips the batches it has trained on).
-/// A stage whose checkpoint is later than the earliest skips the batches in
-/// between itself ([`crate::train::resumable::StageCheckpoints::already_trained`]).
-pub fn resume_point(
-    pipeline: &Pipeline,
-    registry: &Registry,
-) -> Result<Option<ResumePoint>, FlowError> {
-    let mut earliest: Option<ResumePoint> = None;
-    for spec in &pipeline.device {
-        let resumes = registry.is_resumable(&spec.type_name)
-            && spec.settings.get("resume").and_then(|v| v.as_bool()) == Some(true);
-        if !resumes {
-            continue;
-        }
-        let Some(point) = registry.read_resume_point(spec)? else {
-            return Ok(None);
-        };
-        if point.cursors.is_empty() {
-            tracing::warn!(
-                "{} records no data cursors (written by an older dicoflow): the sources read \
-                 from the start and stage `{}` skips the batches it has trained on",
-                point.checkpoint.display(),
-                point.stage
-            );
-            return Ok(None);
-        }
-        if earliest.as_ref().is_none_or(|e| point.after < e.after) {
-            earliest = Some(point);
-        }
-    }
-    Ok(earliest)
 }
 
 /// Worker `worker` of `workers`'s source and the time of its first batch:

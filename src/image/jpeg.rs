@@ -18,7 +18,7 @@ pub const SIMD: bool = {
 };
 
 use crate::data::sample::SkipReason;
-use crate::image::decode::{check_size, DecodedImage, PilMode, Samples};
+use crate::image::mode::{check_size, DecodedImage, PilMode, Samples};
 
 /// The position of the first FF byte at or after `from` (`bytes.len()` if
 /// none). The whole entropy-coded data is scanned once per image, hence

@@ -18,10 +18,9 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::data::sample::SkipReason;
-use crate::image::decode::{
-    decode, is_jpeg, muldiv255, to_rgb, DecodedImage, PilMode, Samples, DEFAULT_MAX_PIXELS,
-};
+use crate::image::decode::{decode, is_jpeg, DEFAULT_MAX_PIXELS};
 use crate::image::jpeg::{stream_rgb_rows, RowSink};
+use crate::image::mode::{muldiv255, to_rgb, DecodedImage, PilMode, Samples};
 use crate::image::resample::{resize_bicubic, resize_nearest, RowPlan, Window};
 
 /// CLIP's per-channel mean (RGB, on 0..1 values), as published.

@@ -14,7 +14,7 @@
 //! the last. Each checkpoint also holds every source worker's data cursor
 //! after `last_batch` ([`TrainState::cursors`]), and a resumed run starts
 //! its sources there, at time `last_batch + 1` ([`read_resume_point`],
-//! `flow::source::resume_point`): nothing before the checkpoint is read
+//! `Registry::resume_point`): nothing before the checkpoint is read
 //! again. Skipping at the device ([`StageCheckpoints::already_trained`]) is
 //! still needed where the sources start earlier: checkpoints without cursors
 //! (older versions; the data order is a function of the seed, so the batches
@@ -49,7 +49,7 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>, TrainError> {
 /// Where the latest checkpoint of the resumable stage `spec` stands (its
 /// `out` setting names the stage's directory): its last batch and every
 /// source worker's cursor after it, what the flow engine starts the sources
-/// from (`flow::source::resume_point`). `None` when the stage has no
+/// from (`Registry::resume_point`). `None` when the stage has no
 /// checkpoint yet, or its checkpoint records no last batch (the stage itself
 /// then refuses to resume, with the reason).
 ///

@@ -38,17 +38,6 @@ impl TokenSpec {
         }
     }
 
-    /// A word-level vocabulary of `vocab_size` ids laid out as [`super::Vocab`] does:
-    /// pad 0, BOS 1, EOS 2 (unknown word 3).
-    pub fn words(vocab_size: i64) -> Self {
-        Self {
-            vocab_size,
-            pad: super::vocab::PAD,
-            bos: super::vocab::BOS,
-            eos: super::vocab::EOS,
-        }
-    }
-
     fn validate(&self) -> Result<(), ModelError> {
         positive("tokens.vocab_size", self.vocab_size)?;
         for (field, id) in [

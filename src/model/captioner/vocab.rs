@@ -41,6 +41,19 @@ pub struct Vocab {
 /// decoding writes them without a space before.
 pub const PUNCTUATION: [char; 6] = [',', ':', ';', '.', '!', '?'];
 
+impl TokenSpec {
+    /// A word-level vocabulary of `vocab_size` ids laid out as [`Vocab`] does:
+    /// pad 0, BOS 1, EOS 2 (unknown word 3).
+    pub fn words(vocab_size: i64) -> Self {
+        Self {
+            vocab_size,
+            pad: PAD,
+            bos: BOS,
+            eos: EOS,
+        }
+    }
+}
+
 /// Whether `token` is one of the [`PUNCTUATION`] marks.
 pub fn is_punctuation(token: &str) -> bool {
     let mut chars = token.chars();
