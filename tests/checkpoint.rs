@@ -14,9 +14,9 @@ fn model(vs: &VarStore) -> nn::Linear {
 }
 
 fn train_step(fc: &nn::Linear, opt: &mut AdamW, x: &Tensor) {
-    opt.zero_grad();
+    opt.zero_grad().unwrap();
     fc.forward(x).square().mean(Kind::Float).backward();
-    opt.step();
+    opt.step().unwrap();
 }
 
 fn state(step: u64, score: f64) -> TrainState {

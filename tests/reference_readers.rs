@@ -316,14 +316,14 @@ fn weights_and_checkpoints_are_read_by_safetensors() {
 
     // A checkpoint after one AdamW step: weights and optimizer state.
     let mut opt = AdamW::new(&vs, AdamWConfig::default());
-    opt.zero_grad();
+    opt.zero_grad().unwrap();
     let loss = vs
         .trainable_variables()
         .iter()
         .map(|t| t.square().sum(Kind::Float))
         .fold(Tensor::from(0f32), |a, b| a + b);
     loss.backward();
-    opt.step();
+    opt.step().unwrap();
     let state = TrainState {
         step: 1,
         last_batch: Some(0),

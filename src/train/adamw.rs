@@ -96,13 +96,14 @@ impl AdamW {
     }
 
     /// Clear all gradients.
-    pub fn zero_grad(&mut self) {
+    pub fn zero_grad(&mut self) -> Result<(), TrainError> {
         for s in &mut self.slots {
             let mut g = s.param.grad();
             if g.defined() {
-                let _ = g.zero_();
+                let _ = g.f_zero_()?;
             }
         }
+        Ok(())
     }
 
     /// The gradients of the optimised parameters (shallow handles; undefined
@@ -112,15 +113,16 @@ impl AdamW {
     }
 
     /// Multiply every defined gradient by `factor` (accumulation's 1/N).
-    pub fn scale_grads(&mut self, factor: f64) {
+    pub fn scale_grads(&mut self, factor: f64) -> Result<(), TrainError> {
         tch::no_grad(|| {
             for s in &self.slots {
                 let mut g = s.param.grad();
                 if g.defined() {
-                    let _ = g.g_mul_scalar_(factor);
+                    let _ = g.f_mul_scalar_(factor)?;
                 }
             }
-        });
+            Ok(())
+        })
     }
 
     /// Give every optimised parameter a gradient (zeros where no backward
@@ -199,17 +201,17 @@ impl AdamW {
 
     /// Global L2 norm of all gradients, before clipping; scales them down to
     /// `max_norm` when larger (as `torch.nn.utils.clip_grad_norm_`).
-    pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
+    pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> Result<f64, TrainError> {
         tch::no_grad(|| {
             let mut total = 0f64;
             for s in &self.slots {
                 let g = s.param.grad();
                 if g.defined() {
                     total += g
-                        .to_kind(Kind::Double)
-                        .square()
-                        .sum(Kind::Double)
-                        .double_value(&[]);
+                        .f_to_kind(Kind::Double)?
+                        .f_square()?
+                        .f_sum(Kind::Double)?
+                        .f_double_value(&[])?;
                 }
             }
             let norm = total.sqrt();
@@ -219,17 +221,17 @@ impl AdamW {
                     for s in &self.slots {
                         let mut g = s.param.grad();
                         if g.defined() {
-                            let _ = g.g_mul_scalar_(coef);
+                            let _ = g.f_mul_scalar_(coef)?;
                         }
                     }
                 }
             }
-            norm
+            Ok(norm)
         })
     }
 
     /// One AdamW update of every parameter that has a gradient.
-    pub fn step(&mut self) {
+    pub fn step(&mut self) -> Result<(), TrainError> {
         self.step += 1;
         let c = self.cfg;
         let t = self.step as i32;
@@ -242,17 +244,21 @@ impl AdamW {
                     continue;
                 }
                 if c.weight_decay != 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - c.lr * c.weight_decay);
+                    let _ = s.param.f_mul_scalar_(1.0 - c.lr * c.weight_decay)?;
                 }
-                let _ = s.m.g_mul_scalar_(c.beta1);
-                let _ = s.m.g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = s.v.g_mul_scalar_(c.beta2);
-                let _ = s.v.g_add_(&(g.square() * (1.0 - c.beta2)));
-                let denom = s.v.sqrt() / bc2.sqrt() + c.eps;
-                let update = (&s.m / denom) * (c.lr / bc1);
-                let _ = s.param.g_sub_(&update);
+                let _ = s.m.f_mul_scalar_(c.beta1)?;
+                let _ = s.m.f_add_(&g.f_mul_scalar(1.0 - c.beta1)?)?;
+                let _ = s.v.f_mul_scalar_(c.beta2)?;
+                let _ = s.v.f_add_(&g.f_square()?.f_mul_scalar(1.0 - c.beta2)?)?;
+                let denom =
+                    s.v.f_sqrt()?
+                        .f_div_scalar(bc2.sqrt())?
+                        .f_add_scalar(c.eps)?;
+                let update = s.m.f_div(&denom)?.f_mul_scalar(c.lr / bc1)?;
+                let _ = s.param.f_sub_(&update)?;
             }
-        });
+            Ok(())
+        })
     }
 
     /// Save moments and step count to a safetensors file.

@@ -275,7 +275,7 @@ impl Stepper {
         count: f64,
         lr: f64,
     ) -> Result<Option<Update>, TrainError> {
-        self.begin_micro_batch();
+        self.begin_micro_batch()?;
         let scale = self.scaler.as_ref().map_or(1.0, LossScaler::scale);
         let factor = if self.cfg.accumulate == 1 {
             scale / self.cfg.accumulate as f64
@@ -291,7 +291,7 @@ impl Stepper {
     /// the gradient but takes part in the cycle (and in the all-reduce at its
     /// end), so that every replica applies the same update.
     pub fn backward_empty(&mut self, lr: f64) -> Result<Option<Update>, TrainError> {
-        self.begin_micro_batch();
+        self.begin_micro_batch()?;
         self.end_micro_batch(lr)
     }
 
@@ -305,16 +305,17 @@ impl Stepper {
         count: f64,
         lr: f64,
     ) -> Result<Option<Update>, TrainError> {
-        self.begin_micro_batch();
+        self.begin_micro_batch()?;
         self.pending_count += count;
         self.end_micro_batch(lr)
     }
 
-    fn begin_micro_batch(&mut self) {
+    fn begin_micro_batch(&mut self) -> Result<(), TrainError> {
         if self.pending == 0 {
-            self.opt.zero_grad();
+            self.opt.zero_grad()?;
             self.pending_count = 0.0;
         }
+        Ok(())
     }
 
     fn end_micro_batch(&mut self, lr: f64) -> Result<Option<Update>, TrainError> {
@@ -324,7 +325,7 @@ impl Stepper {
         }
         self.pending = 0;
         if self.cfg.accumulate > 1 && self.pending_count > 0.0 {
-            self.opt.scale_grads(1.0 / self.pending_count);
+            self.opt.scale_grads(1.0 / self.pending_count)?;
         }
         if let Some(reducer) = self.reducer.as_mut() {
             self.opt.define_grads()?;
@@ -339,7 +340,7 @@ impl Stepper {
             self.last_allreduce = Some(waited.elapsed());
             if total <= 0.0 {
                 // No replica had a sample in this cycle: nothing to learn from.
-                self.opt.zero_grad();
+                self.opt.zero_grad()?;
                 return Ok(None);
             }
             self.opt.set_flat_grads(&reduced)?;
@@ -348,13 +349,13 @@ impl Stepper {
             let non_finite = scaler.unscale(&self.opt.grads())?;
             scaler.update(non_finite);
             if non_finite {
-                self.opt.zero_grad();
+                self.opt.zero_grad()?;
                 return Ok(Some(Update::Skipped));
             }
         }
-        let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip);
+        let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip)?;
         self.opt.set_lr(lr);
-        self.opt.step();
+        self.opt.step()?;
         Ok(Some(Update::Applied { grad_norm }))
     }
 }
