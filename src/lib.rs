@@ -13,8 +13,10 @@
 //! - read data: [`ShardIndex`] + [`SourceConfig`] → [`ShardSource`], whose
 //!   items are [`RawSample`]s or counted [`SkipRecord`]s;
 //! - preprocess images as the official CLIP code does: [`Preprocessor`];
-//! - run a pipeline file: [`Pipeline`], [`Registry`] (built-in stages and
-//!   your own), [`run()`] with [`RunOptions`];
+//! - run a pipeline file: [`Pipeline`], a [`Registry`] of stage types
+//!   ([`train::stages::registry`]: the built-in and training stages, as
+//!   `dicoflow train` uses; [`Registry::with_builtins`]: the built-in ones
+//!   only; add your own), [`run()`] with [`RunOptions`];
 //! - write a stage: [`CpuStage`] / [`DeviceStage`], failing a sample or a
 //!   batch with [`StageFailure`];
 //! - score captions: [`ClipScorer`]; caption with a trained [`Policy`]; train

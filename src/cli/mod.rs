@@ -36,7 +36,7 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Show a dataset's layout, splits, caption statistics and bad rows.
     Inspect(inspect::InspectArgs),
-    /// Plots (SVG) and a markdown summary of a run's metrics logs.
+    /// Charts (PNG and SVG) and a markdown summary of a run's metrics logs.
     Report(report::ReportArgs),
     /// Run a pipeline file through the dataflow engine.
     Train(train::TrainArgs),

@@ -45,9 +45,9 @@ pub const STATUS_SUCCESS: &str = "success";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LayoutOptions {
-    /// Image column name (default: first of [`IMAGE_COLUMN_CANDIDATES`] present).
+    /// Image column name (default: first of `IMAGE_COLUMN_CANDIDATES` present).
     pub image_column: Option<String>,
-    /// Caption column name (default: first of [`CAPTION_COLUMN_CANDIDATES`] present).
+    /// Caption column name (default: first of `CAPTION_COLUMN_CANDIDATES` present).
     pub caption_column: Option<String>,
     /// Key column name (default: `key` if present, else keys are `shard-stem/row-group/row`).
     pub key_column: Option<String>,

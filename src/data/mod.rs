@@ -19,6 +19,6 @@ pub mod writer;
 
 pub use layout::{Layout, LayoutKind, LayoutOptions};
 pub use sample::{RawSample, RowAddr, SkipCounts, SkipReason, SkipRecord};
-pub use shards::{list_shards, ShardIndex};
+pub use shards::{list_shards, ShardIndex, ShardInfo};
 pub use source::{Cursor, ShardSource, SourceConfig, SourceItem};
 pub use writer::{ShardRow, ShardWriter, ShardWriterConfig};

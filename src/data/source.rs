@@ -32,11 +32,11 @@ pub const DEFAULT_SHUFFLE_BUFFER: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Seed of the row-group shuffle and the shuffle buffer (default [`DEFAULT_SEED`]).
+    /// Seed of the row-group shuffle and the shuffle buffer (default `DEFAULT_SEED`).
     pub seed: u64,
     /// Shuffle row groups and rows (default true). Off: file order, round-robin row groups.
     pub shuffle: bool,
-    /// Rows held by the shuffle buffer (default [`DEFAULT_SHUFFLE_BUFFER`]).
+    /// Rows held by the shuffle buffer (default `DEFAULT_SHUFFLE_BUFFER`).
     pub shuffle_buffer: usize,
     /// Number of epochs; `None` streams forever (default 1).
     pub epochs: Option<u64>,

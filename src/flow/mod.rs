@@ -46,5 +46,7 @@ pub use error::FlowError;
 pub use pipeline::{FlowConfig, Pipeline, SourceSpec, StageSpec};
 pub use registry::Registry;
 pub use run::{run, RunOptions, RunSummary};
+pub use source::ResumePoint;
 pub use stage::{CpuStage, DeviceBatch, DeviceStage, StageFailure};
+pub use state::RunState;
 pub use telemetry::{Snapshot, Telemetry};

@@ -87,11 +87,11 @@ impl SourceSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlowConfig {
-    /// Samples per worker per batch (default [`DEFAULT_BATCH_SIZE`]).
+    /// Samples per worker per batch (default `DEFAULT_BATCH_SIZE`).
     pub batch_size: usize,
-    /// K, batches in flight (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    /// K, batches in flight (default `DEFAULT_MAX_IN_FLIGHT`).
     pub max_in_flight: u64,
-    /// Channel depth to and from each device thread (default [`DEFAULT_CHANNEL_DEPTH`]).
+    /// Channel depth to and from each device thread (default `DEFAULT_CHANNEL_DEPTH`).
     pub channel_depth: usize,
     /// Number of devices; device d is owned by worker d (default 1).
     pub devices: usize,

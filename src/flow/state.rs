@@ -57,7 +57,7 @@ impl RunState {
     }
 
     /// Set, before the graph starts, where the run's `devices` device
-    /// owners are: how many this process runs ([`owners_in`]) and which
+    /// owners are: how many this process runs (`owners_in`) and which
     /// processes of `comm` run any.
     pub fn expect_devices(&self, comm: &CommunicationConfig, devices: usize) {
         let (threads, process, processes) = layout(comm);

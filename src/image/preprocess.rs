@@ -36,7 +36,7 @@ pub const DEFAULT_SIZE: u32 = 224;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PreprocessConfig {
-    /// Output side length (default [`DEFAULT_SIZE`]).
+    /// Output side length (default `DEFAULT_SIZE`).
     pub size: u32,
     /// Normalisation mean (default [`CLIP_MEAN`]).
     pub mean: [f32; 3],
@@ -109,7 +109,7 @@ impl ResizePlan {
     ///
     /// Errors: [`SkipReason::ZeroSize`] for an empty image;
     /// [`SkipReason::Resize`] for `size == 0`, a side longer than
-    /// [`MAX_RESIZE_SIDE`] or a resized side that does not fit Pillow's `int`
+    /// `MAX_RESIZE_SIDE` or a resized side that does not fit Pillow's `int`
     /// (no reference pixels exist for those).
     pub fn new(width: u32, height: u32, size: u32) -> Result<Self, SkipReason> {
         if width == 0 || height == 0 {
@@ -226,12 +226,12 @@ pub fn resize_crop_owned(img: DecodedImage, plan: &ResizePlan) -> Vec<u8> {
 ///
 /// RGB JPEGs, the common case, take a streamed path that gives the same
 /// pixels as decoding the whole image and resizing it: each decoded row goes
-/// through Pillow's horizontal pass at once ([`RowPlan`]), into buffers kept
+/// through Pillow's horizontal pass at once (`RowPlan`), into buffers kept
 /// from image to image, so no full-size image is allocated, written or read
 /// back per image; the taps are kept while the image size stays the same.
 /// Every other image (PNG, WebP, grey or CMYK JPEG, a size where Pillow skips
 /// a pass or runs the vertical pass first) is decoded whole and resized by
-/// [`resize_crop_owned`].
+/// `resize_crop_owned`.
 pub struct Preprocessor {
     cfg: PreprocessConfig,
     /// `lut[c][v]` = (v / 255 − mean[c]) / std[c].

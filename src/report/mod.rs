@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub use canvas::PixelRect;
 pub use metrics_log::{find_logs, read_metrics, MetricsLog, Points, Series};
 
 /// One line of a chart: its label and points.

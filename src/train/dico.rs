@@ -21,9 +21,9 @@ pub const DEFAULT_TAU: f64 = 300.0;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DicoConfig {
-    /// Strength of the implicit KL constraint (default [`DEFAULT_BETA`]).
+    /// Strength of the implicit KL constraint (default `DEFAULT_BETA`).
     pub beta: f64,
-    /// Sharpness of the loser weights (default [`DEFAULT_TAU`]).
+    /// Sharpness of the loser weights (default `DEFAULT_TAU`).
     pub tau: f64,
 }
 

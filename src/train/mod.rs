@@ -28,11 +28,15 @@ pub mod validation;
 pub(crate) mod xe;
 
 pub use adamw::{AdamW, AdamWConfig};
+pub use candidates::{Candidates, Decoding};
 pub use checkpoint::{BestBy, BestSoFar, Checkpointer, TrainState};
 pub use dico::{dico_loss, DicoConfig, DicoOutput, DicoStats};
 pub use error::TrainError;
 pub use loss_scale::{LossScaleConfig, LossScaleState, LossScaler};
-pub use objective::{Objective, TrainObjective};
+pub use objective::{
+    DicoObjective, MicroBatch, Objective, ObjectiveInputs, ObjectiveSettings, OfflineDicoObjective,
+    ScstObjective, StepStats, TrainObjective, XeObjective,
+};
 pub use policy::Policy;
 pub use precision::Precision;
 pub use schedule::{Decay, Schedule};

@@ -10,10 +10,11 @@ pub(crate) mod model;
 pub(crate) mod text;
 pub(crate) mod vocab;
 
+pub use attention::Attention;
 pub use backbone::Backbone;
 pub use config::{CaptionerConfig, TokenSpec, DEFAULT_MAX_LEN};
-pub use decoder::{Decoder, DecoderCache};
-pub use encoder::Encoder;
+pub use decoder::{Decoder, DecoderCache, DecoderLayer};
+pub use encoder::{Encoder, EncoderLayer};
 pub use model::Captioner;
 pub use text::{CaptionText, TextMismatch};
 pub use vocab::Vocab;

@@ -86,7 +86,7 @@ pub fn split_tokens(text: &str) -> Vec<String> {
 }
 
 impl Vocab {
-    /// Builds the vocabulary of `captions`: tokens ([`split_tokens`]: words and
+    /// Builds the vocabulary of `captions`: tokens (`split_tokens`: words and
     /// punctuation marks) seen at least `min_count` times, at most `max_words` of them
     /// (most frequent first) when given.
     pub fn build<S: AsRef<str>>(
@@ -162,7 +162,7 @@ impl Vocab {
             .map(String::as_str)
     }
 
-    /// The [`PUNCTUATION`] marks this vocabulary holds as tokens (the others are
+    /// The `PUNCTUATION` marks this vocabulary holds as tokens (the others are
     /// dropped when encoding), in id order.
     pub fn punctuation(&self) -> Vec<&str> {
         self.words

@@ -2,7 +2,7 @@
 //! that `clip.load`, open_clip and PAC-S state dicts exported to safetensors load as is.
 
 pub(crate) mod config;
-pub(crate) mod layers;
+pub mod layers;
 pub(crate) mod text;
 pub(crate) mod vision;
 

@@ -27,6 +27,7 @@ pub use caption::{CaptionStage, CaptionStageSettings};
 pub use captioner::{CaptionerStage, CaptionerStageSettings, CAPTIONER_CONFIG_FILE};
 pub use evaluator::{EvaluatorStage, EvaluatorStageSettings};
 pub use reward_cache::{RewardCacheSettings, RewardCacheStage};
+pub use setup::StageBuildError;
 pub use setup::WEIGHTS_FILE;
 
 /// The built-in stages plus the training stages.

@@ -24,7 +24,7 @@ use crate::train::error::TrainError;
 use crate::train::resumable::{Resumable, StageCheckpoints};
 
 /// Why a training stage could not be built: the error of what it loads.
-/// The source of [`FlowError::StageBuild`] ([`build_failed`]).
+/// The source of [`FlowError::StageBuild`] (`build_failed`).
 #[derive(Debug, thiserror::Error)]
 pub enum StageBuildError {
     /// A model (backbone, evaluator, captioner) could not be built or its
