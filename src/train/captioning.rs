@@ -143,8 +143,6 @@ impl CaptionTrainer {
         cfg: CaptionTrainConfig,
         device: Device,
     ) -> Result<Self, TrainError> {
-        let text = text.into();
-        text.check(&captioner.tokens)?;
         cfg.precision.check_device(device)?;
         if !(0.0..=1.0).contains(&cfg.label_smoothing) {
             return Err(TrainError::Setting {
