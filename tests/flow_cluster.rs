@@ -2,10 +2,10 @@
 //! in the same order, as two worker threads in one process.
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::cluster::{self, stderr, wait_all, Proc};
 
 use dicoflow::flow::{run, Pipeline, Registry, RunOptions};
 
@@ -24,39 +24,11 @@ size = 4
 type = "image_stats"
 "#;
 
-/// Ports the OS has just handed out (and taken back): free with high probability.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-fn wait_all(mut children: Vec<Child>, limit: Duration) -> Vec<std::process::Output> {
-    let start = Instant::now();
-    loop {
-        let done = children.iter_mut().all(|c| c.try_wait().unwrap().is_some());
-        if done {
-            return children
-                .into_iter()
-                .map(|c| c.wait_with_output().unwrap())
-                .collect();
-        }
-        if start.elapsed() > limit {
-            for c in &mut children {
-                let _ = c.kill();
-            }
-            panic!("the processes did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn spawn(dir: &Path, data: &Path, hostfile: &Path, p: usize) -> Child {
-    common::dicoflow_command()
+/// `dicoflow train` as process `p` of 2 on `hostfile`, its output in
+/// `dir/pP.stdout` and `dir/pP.stderr`.
+fn spawn(dir: &Path, data: &Path, hostfile: &Path, p: usize) -> Proc {
+    let mut command = common::dicoflow_command();
+    command
         .args(["train", "--quiet", "--pipeline"])
         .arg(dir.join("p.toml"))
         .arg("--data")
@@ -66,11 +38,8 @@ fn spawn(dir: &Path, data: &Path, hostfile: &Path, p: usize) -> Child {
         .args(["-n", "2", "-p", &p.to_string(), "-H"])
         .arg(hostfile)
         .arg("--keys-out")
-        .arg(dir.join(format!("keys{p}.json")))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .arg(dir.join(format!("keys{p}.json")));
+    Proc::spawn(command, dir, &format!("p{p}"))
 }
 
 #[test]
@@ -98,10 +67,7 @@ fn two_processes_on_loopback_match_two_threads() {
     // Two processes; a port taken in between makes the connection fail, so retry once.
     let mut last = String::new();
     for _attempt in 0..2 {
-        let ports = free_ports(2);
-        let hostfile = dir.path().join("hosts");
-        let hosts: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
-        std::fs::write(&hostfile, hosts).unwrap();
+        let hostfile = cluster::hostfile(dir.path(), 2);
         let children = vec![
             spawn(dir.path(), &data, &hostfile, 0),
             spawn(dir.path(), &data, &hostfile, 1),
@@ -126,11 +92,7 @@ fn two_processes_on_loopback_match_two_threads() {
             assert!(log.lines().last().unwrap().contains("\"summary\""));
             return;
         }
-        last = outs
-            .iter()
-            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-            .collect::<Vec<_>>()
-            .join("\n---\n");
+        last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
     }
     panic!("cluster run failed twice:\n{last}");
 }

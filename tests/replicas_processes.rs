@@ -22,8 +22,10 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
+
+use common::cluster::{self, cluster_not_formed, kill_all, stderr, wait_all, Proc};
 
 use common::train::{
     captioner_pipeline, max_weight_diff, one_caption_world, read_weights, replica_train_config,
@@ -84,18 +86,16 @@ fn pipeline_file(
 }
 
 /// `dicoflow train` of `pipeline` with `cluster` arguments, logging to
-/// `root/run-NAME`.
-fn spawn(root: &Path, pipeline: &Path, name: &str, cluster: &[String]) -> Child {
-    common::dicoflow_command()
+/// `root/run-NAME`, its output in `root/NAME.stdout` and `root/NAME.stderr`.
+fn spawn(root: &Path, pipeline: &Path, name: &str, cluster: &[String]) -> Proc {
+    let mut command = common::dicoflow_command();
+    command
         .args(["train", "--quiet", "--pipeline"])
         .arg(pipeline)
         .arg("--run-dir")
         .arg(root.join(format!("run-{name}")))
-        .args(cluster)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .args(cluster);
+    Proc::spawn(command, root, name)
 }
 
 /// The arguments of process `p` of 2, 1 worker each, on `hostfile`.
@@ -107,52 +107,9 @@ fn process_args(hostfile: &Path, p: usize) -> Vec<String> {
         .collect()
 }
 
-/// A hostfile for 2 processes on ports the OS has just handed out (and taken
-/// back): free with high probability.
+/// A hostfile for 2 processes in `root`.
 fn hostfile(root: &Path) -> PathBuf {
-    let listeners: Vec<TcpListener> = (0..2)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let hosts: String = listeners
-        .iter()
-        .map(|l| format!("127.0.0.1:{}\n", l.local_addr().unwrap().port()))
-        .collect();
-    let path = root.join("hosts");
-    std::fs::write(&path, hosts).unwrap();
-    path
-}
-
-/// Kills every child and panics with `why`.
-fn kill_all(children: &mut [Child], why: String) -> ! {
-    for c in children.iter_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    panic!("{why}");
-}
-
-/// Waits for every child, at most `limit` in all.
-fn wait_all(mut children: Vec<Child>, limit: Duration) -> Vec<Output> {
-    let start = Instant::now();
-    loop {
-        if children.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
-            return children
-                .into_iter()
-                .map(|c| c.wait_with_output().unwrap())
-                .collect();
-        }
-        if start.elapsed() > limit {
-            kill_all(
-                &mut children,
-                format!("the processes did not finish within {limit:?}"),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    cluster::hostfile(root, 2)
 }
 
 /// Runs `pipeline` on 2 processes and returns their outputs; a port taken
@@ -242,11 +199,11 @@ fn kill_one(root: &Path, out: &Path, pipeline: &Path, victim: usize) -> (Output,
             if latest_checkpoint(out).unwrap().is_some() {
                 break true;
             }
-            if children.iter_mut().any(|c| c.try_wait().unwrap().is_some()) {
+            if children.iter_mut().any(Proc::ended) {
                 break false;
             }
             if start.elapsed() > RUN_LIMIT {
-                kill_all(&mut children, format!("no checkpoint within {RUN_LIMIT:?}"));
+                kill_all(children, format!("no checkpoint within {RUN_LIMIT:?}"));
             }
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -259,9 +216,9 @@ fn kill_one(root: &Path, out: &Path, pipeline: &Path, victim: usize) -> (Output,
         }
         let mut victim_child = children.remove(victim);
         let survivor = children.remove(0);
-        victim_child.kill().unwrap();
+        victim_child.kill();
         let killed = Instant::now();
-        victim_child.wait().unwrap();
+        victim_child.output();
         let out = wait_all(vec![survivor], EXIT_LIMIT + Duration::from_secs(30)).remove(0);
         return (out, killed.elapsed());
     }
@@ -379,8 +336,8 @@ fn when_one_process_fails_the_other_stops_with_its_error() {
             .map(|o| stderr(o).lines().last().unwrap_or_default().to_owned())
             .collect();
         last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
-        if lines.iter().any(|l| l.contains("timely dataflow")) {
-            continue; // the cluster did not form (a port race): try again
+        if outs.iter().any(cluster_not_formed) {
+            continue;
         }
         assert!(outs.iter().all(|o| !o.status.success()), "{last}");
         assert!(
@@ -429,4 +386,34 @@ fn a_process_without_a_device_stops_reading_when_training_is_done() {
             "process {p} read {read} of its {share} rows after training was done"
         );
     }
+}
+
+#[test]
+fn a_process_whose_port_is_taken_says_so_and_which_port() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let vocab = one_caption_world(root, IMAGES);
+    let s = settings(root, "out", &vocab, 2, 0);
+    let file = pipeline_file(root, "taken", &s, 2, 1);
+    let hosts = hostfile(root);
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    // Process 0 (process 1 would first wait to reach process 0).
+    let address = text.lines().next().unwrap().to_owned();
+    let _taken = TcpListener::bind(&address).unwrap();
+    let out = wait_all(
+        vec![spawn(root, &file, "p0", &process_args(&hosts, 0))],
+        Duration::from_secs(60),
+    )
+    .remove(0);
+    let err = stderr(&out);
+    let line = err.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        line.starts_with("error: ")
+            && line.contains("process 0 could not join the cluster")
+            && line.contains(&address)
+            && line.contains("hostfile"),
+        "{err}"
+    );
 }

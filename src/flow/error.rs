@@ -75,6 +75,22 @@ pub enum FlowError {
     #[error("timely dataflow: {0}")]
     Timely(String),
 
+    /// This process of a cluster run could not listen on its own address
+    /// (timely's cluster set-up binds it to accept the connections of the
+    /// processes after it; the others it keeps trying to reach).
+    #[error(
+        "process {process} could not join the cluster: listening on {address} failed: {detail}; \
+         free that port, or give this process another address in the hostfile of every process"
+    )]
+    ClusterNotFormed {
+        /// This process's index (`-p`).
+        process: usize,
+        /// Its address in the hostfile.
+        address: String,
+        /// What the socket reported.
+        detail: String,
+    },
+
     /// The connection to another process of a cluster run broke: it exited,
     /// crashed or was killed (`super::peers`).
     #[error(

@@ -166,7 +166,7 @@ pub fn run(
                 threads_per_process,
             )
         })
-        .map_err(FlowError::Timely)?
+        .map_err(|e| setup_error(&opts.communication, e))?
     };
     for panic in peers::join_workers(|| guards.join(), &state) {
         state.fail(FlowError::Timely(format!("a worker panicked: {panic}")));
@@ -185,6 +185,22 @@ pub fn run(
 
 /// Resolves `flow.device` for every replica before any data is read, so that a pipeline
 /// naming CUDA on a machine without it is refused at start with the reason.
+/// The error of a `timely::execute` that could not start. In a cluster run
+/// the one failure it reports is this process's own listening socket (it
+/// keeps retrying connections to the others), so the error names its address.
+fn setup_error(comm: &CommunicationConfig, detail: String) -> FlowError {
+    match comm {
+        CommunicationConfig::Cluster {
+            process, addresses, ..
+        } => FlowError::ClusterNotFormed {
+            process: *process,
+            address: addresses.get(*process).cloned().unwrap_or_default(),
+            detail,
+        },
+        _ => FlowError::Timely(detail),
+    }
+}
+
 fn check_devices(flow: &FlowConfig) -> Result<(), FlowError> {
     let last = match flow.device {
         DeviceName::Cuda(k) => DeviceName::Cuda(k + flow.devices.saturating_sub(1)),

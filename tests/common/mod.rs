@@ -1,9 +1,11 @@
 //! Helpers shared by integration tests: small datasets written on the fly,
-//! the `dicoflow` binary, fixture paths, seeded random CLIPs (in `clip`), and
-//! (in `train`) tiny models and training set-ups.
+//! the `dicoflow` binary, fixture paths, seeded random CLIPs (in `clip`),
+//! cluster processes on loopback (in `cluster`), and (in `train`) tiny
+//! models and training set-ups.
 #![allow(dead_code)]
 
 pub mod clip;
+pub mod cluster;
 pub mod train;
 
 use std::fs::File;
