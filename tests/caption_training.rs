@@ -3,7 +3,7 @@
 mod common;
 
 use common::clip::tiny_clip_file;
-use common::train::{pixel_world, tiny_trainer};
+use common::train::{pixel_world, tiny_trainer, try_tiny_trainer};
 
 use dicoflow::model::captioner::{Backbone, CaptionerConfig, Vocab};
 use dicoflow::model::clip::ClipConfig;
@@ -91,4 +91,33 @@ fn xe_then_dico_and_scst() {
     let s = scst.step(k4, &p4, r4).unwrap();
     assert!(s.loss.is_finite());
     assert!(s.extra.contains_key("advantage/std"));
+}
+
+/// Starting weights that are missing, or that are not a captioner's, are
+/// refused with a message naming the `init` setting, the file and what is
+/// wrong with it (not libtorch's debug text), for XE and for DiCO (whose
+/// frozen reference loads the same file).
+#[test]
+fn starting_weights_that_cannot_be_loaded_are_named() {
+    let w = pixel_world(4, 7);
+    let all: Vec<String> = w.refs.iter().flatten().cloned().collect();
+    let vocab = Vocab::build(&all, 1, None);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.safetensors");
+    let clip = tiny_clip_file();
+    for objective in [Objective::Xe, Objective::Dico] {
+        for (init, what) in [(&missing, "No such file"), (&clip, "missing key(s)")] {
+            let Err(err) = try_tiny_trainer(objective, &vocab, &clip, Some(init), 1e-3, 0.0) else {
+                panic!("{objective:?}: {} was loaded", init.display());
+            };
+            let err = err.to_string();
+            assert!(
+                err.contains("starting weights `init`")
+                    && err.contains(&init.display().to_string())
+                    && err.contains(what)
+                    && !err.contains("Os {"),
+                "{objective:?}: {err}"
+            );
+        }
+    }
 }

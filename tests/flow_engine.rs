@@ -318,8 +318,8 @@ fn telemetry_counts_items_per_stage() {
 
 /// `RUN_DIR/metrics.jsonl` is changed only by a run's first batch line: a
 /// run that fails before it (here a device stage that cannot be built)
-/// leaves the earlier log as it was; a resumed run appends; another run
-/// replaces it.
+/// leaves the earlier log as it was, and no log where there was none; a
+/// resumed run appends; another run replaces it.
 #[test]
 fn a_run_that_fails_at_start_leaves_the_metrics_log_and_a_resumed_one_appends() {
     use dicoflow::flow::sink::{MetricsSink, METRICS_FILE};
@@ -347,6 +347,15 @@ fn a_run_that_fails_at_start_leaves_the_metrics_log_and_a_resumed_one_appends() 
     broken.device.push(StageSpec::new("unbuildable"));
     assert!(run(&broken, &reg, &opts).is_err());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), first);
+    // Into a new run directory, the failed run leaves neither an empty log
+    // nor the directory it made.
+    let new_dir = runs.path().join("new").join("run");
+    let into_new = RunOptions {
+        run_dir: Some(new_dir.clone()),
+        ..RunOptions::threads(1)
+    };
+    assert!(run(&broken, &reg, &into_new).is_err());
+    assert!(!runs.path().join("new").exists());
 
     // A resumed run's lines follow the earlier ones.
     let telemetry = std::sync::Arc::new(dicoflow::flow::telemetry::Telemetry::default());

@@ -161,8 +161,8 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     let mut vs = nn::VarStore::new(device);
     let model = Captioner::new(vs.root(), &cap_cfg)?;
     let xe_weights = xe_dir.join(WEIGHTS_FILE);
-    vs.load(&xe_weights)
-        .with_context(|| format!("loading {}", xe_weights.display()))?;
+    crate::model::weights::load_var_store(&mut vs, &xe_weights)
+        .with_context(|| format!("loading the XE model's weights {}", xe_weights.display()))?;
     let backbone = Backbone::from_clip_safetensors(&eval_weights, &clip_cfg, device)?;
     let opts = BeamOptions {
         beams: args.beams,

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use indicatif::ProgressBar;
@@ -29,6 +29,10 @@ pub struct MetricsSink {
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
     /// Whether this run has written a line.
     wrote: bool,
+    /// What this sink created (the log file, the run directory), removed
+    /// again by [`MetricsSink::finish`] when the run wrote no line, so a run
+    /// that fails at start leaves no empty log behind.
+    created: Vec<PathBuf>,
 }
 
 impl MetricsSink {
@@ -38,7 +42,8 @@ impl MetricsSink {
     /// its first batch leaves an earlier log as it was; a resumed run
     /// (`resumed`) appends to it, so the curve goes on past the crash; any
     /// other run replaces it. A run without a batch line writes nothing (not
-    /// even its summary).
+    /// even its summary), and a log file (and run directory) it created is
+    /// removed again.
     pub fn try_new(
         telemetry: Arc<Telemetry>,
         run_dir: Option<&Path>,
@@ -46,17 +51,30 @@ impl MetricsSink {
         reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
         resumed: bool,
     ) -> Result<Self, FlowError> {
+        let mut created = Vec::new();
         let log = match run_dir {
             Some(dir) => {
+                let path = dir.join(METRICS_FILE);
                 let io = |source| FlowError::Io {
-                    path: dir.join(METRICS_FILE),
+                    path: path.clone(),
                     source,
                 };
+                // The directories about to be made, outermost first.
+                let mut missing: Vec<PathBuf> = dir
+                    .ancestors()
+                    .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+                    .map(Path::to_path_buf)
+                    .collect();
+                missing.reverse();
                 std::fs::create_dir_all(dir).map_err(io)?;
+                created.extend(missing);
+                if !path.exists() {
+                    created.push(path.clone());
+                }
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(dir.join(METRICS_FILE))
+                    .open(&path)
                     .map_err(io)?;
                 Some(BufWriter::new(file))
             }
@@ -67,6 +85,7 @@ impl MetricsSink {
             log,
             replace: !resumed,
             wrote: false,
+            created,
             progress,
             reports,
         })
@@ -125,11 +144,23 @@ impl MetricsSink {
         }
     }
 
-    /// Append the final summary line.
+    /// Append the final summary line; without a batch line, remove what
+    /// [`MetricsSink::try_new`] created (the file first, then the directory
+    /// if it is still empty).
     pub fn finish(&mut self) {
         if let (Some(log), true) = (&mut self.log, self.wrote) {
             let line = json!({ "summary": self.telemetry.snapshot() });
             let _ = writeln!(log, "{line}").and_then(|_| log.flush());
+        }
+        if !self.wrote {
+            self.log = None;
+            for path in self.created.iter().rev() {
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir(path)
+                } else {
+                    std::fs::remove_file(path)
+                };
+            }
         }
         if let Some(pb) = &self.progress {
             pb.finish_and_clear();

@@ -35,7 +35,9 @@ impl RunState {
     pub fn fail(&self, err: FlowError) {
         let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            tracing::error!("stopping the run: {err}");
+            // Debug only: the caller reports the error once the run has
+            // drained (`error: ...`); an error log here printed it twice.
+            tracing::debug!("stopping the run: {err}");
             *slot = Some(err);
         }
         self.aborted.store(true, Ordering::SeqCst);

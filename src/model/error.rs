@@ -57,6 +57,10 @@ pub enum ModelError {
         #[source]
         source: serde_json::Error,
     },
+    /// A weights file that cannot be read as safetensors (`reason`: libtorch's
+    /// message).
+    #[error("{path}: cannot read as a safetensors file: {reason}")]
+    NotSafetensors { path: PathBuf, reason: String },
     /// A PyTorch weights file libtorch cannot read; `hint` says how to convert it.
     #[error("{path}: cannot read as PyTorch weights ({reason}); convert it with: {hint}")]
     Unreadable {

@@ -38,7 +38,10 @@ fn read_raw(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
             source,
         });
     }
-    Ok(Tensor::read_safetensors(path)?)
+    Tensor::read_safetensors(path).map_err(|e| ModelError::NotSafetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Reads a safetensors file and returns its tensors under OpenAI names.
@@ -60,6 +63,20 @@ pub fn read_openai_named(
     } else {
         Ok(tensors)
     }
+}
+
+/// Loads the safetensors file at `path`, written under `vs`'s own variable
+/// names (as [`save_safetensors`] and training checkpoints write them), into
+/// `vs` (strict: every variable present with its shape, no other key; see the
+/// module docs). tch's `VarStore::load` does the same copy but reports a
+/// missing file or key as libtorch's debug text; this names the file.
+///
+/// Errors: [`ModelError::Io`] when the file cannot be read,
+/// [`ModelError::NotSafetensors`] when it is not a safetensors file, and the
+/// key and shape errors of [`load_named_tensors`].
+pub fn load_var_store(vs: &mut VarStore, path: impl AsRef<Path>) -> Result<(), ModelError> {
+    let path = path.as_ref();
+    load_named_tensors(vs, read_raw(path)?, path)
 }
 
 /// Loads a safetensors file into `vs` (strict; see the module docs).

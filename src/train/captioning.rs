@@ -154,11 +154,16 @@ impl CaptionTrainer {
         let mut policy = Policy::new(captioner, text, backbone, cfg.seed, device)?;
         let mut reference = None;
         if let Some(path) = init {
-            policy.load_weights(path)?;
+            let init_err = |e: TrainError| TrainError::Init {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            };
+            policy.load_weights(path).map_err(init_err)?;
             if cfg.objective == Objective::Dico {
                 let mut rvs = VarStore::new(device);
                 let r = Captioner::new(rvs.root(), captioner)?;
-                rvs.load(path)?;
+                crate::model::weights::load_var_store(&mut rvs, path)
+                    .map_err(|e| init_err(e.into()))?;
                 rvs.freeze();
                 reference = Some((rvs, r));
             }

@@ -283,7 +283,7 @@ impl Checkpointer {
     /// Load weights and optimizer state from `dir` and return the rest.
     pub fn load(dir: &Path, vs: &mut VarStore, opt: &mut AdamW) -> Result<TrainState, TrainError> {
         let state = Self::read_state(dir)?;
-        vs.load(dir.join(MODEL_FILE))?;
+        crate::model::weights::load_var_store(vs, dir.join(MODEL_FILE))?;
         opt.load(&dir.join(OPTIMIZER_FILE))?;
         Ok(state)
     }

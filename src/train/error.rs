@@ -31,6 +31,17 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// The starting weights (`init`; for DiCO also the frozen reference)
+    /// could not be loaded.
+    #[error(
+        "the starting weights `init`: {source}; point `init` at the model.safetensors that \
+         a captioner training stage wrote"
+    )]
+    Init {
+        path: PathBuf,
+        #[source]
+        source: Box<TrainError>,
+    },
     /// A model could not be built or run (boxed: `ModelError` is large next
     /// to the other variants; `?` converts, see the `From` impl below).
     #[error(transparent)]

@@ -90,10 +90,11 @@ impl Policy {
 
     /// Replace the captioner's weights with those at `path` (safetensors).
     ///
-    /// Errors: [`TrainError::Torch`] when the file cannot be read or its
-    /// tensors do not fit the captioner.
+    /// Errors: [`TrainError::Model`] when the file cannot be read or its
+    /// tensors do not fit the captioner (it names the file, the key or the
+    /// shape).
     pub fn load_weights(&mut self, path: &Path) -> Result<(), TrainError> {
-        self.vs.load(path)?;
+        crate::model::weights::load_var_store(&mut self.vs, path)?;
         Ok(())
     }
 

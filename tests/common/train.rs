@@ -211,6 +211,18 @@ pub fn tiny_trainer(
     lr: f64,
     weight_decay: f64,
 ) -> CaptionTrainer {
+    try_tiny_trainer(objective, vocab, clip_file, init, lr, weight_decay).unwrap()
+}
+
+/// [`tiny_trainer`], or the error `CaptionTrainer::new` returns.
+pub fn try_tiny_trainer(
+    objective: Objective,
+    vocab: &Vocab,
+    clip_file: &Path,
+    init: Option<&Path>,
+    lr: f64,
+    weight_decay: f64,
+) -> Result<CaptionTrainer, dicoflow::train::TrainError> {
     let clip_cfg = ClipConfig::tiny();
     let backbone = Backbone::from_clip_safetensors(clip_file, &clip_cfg, Device::Cpu).unwrap();
     let scorer = (objective != Objective::Xe).then(|| {
@@ -252,7 +264,6 @@ pub fn tiny_trainer(
         cfg,
         Device::Cpu,
     )
-    .unwrap()
 }
 
 /// The world's first `rows` training images (`rows_per_shard` per shard, 8 per
