@@ -97,9 +97,11 @@ impl CaptionStage {
         let device = device_of("caption", s.device)?;
         let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| failed(e.into()))?;
+            .map_err(StageBuildError::in_setting("backbone"))
+            .map_err(&failed)?;
         let policy = Policy::from_weights(&s.captioner, text, backbone, &s.weights, device)
-            .map_err(|e| failed(e.into()))?;
+            .map_err(StageBuildError::in_setting("weights"))
+            .map_err(&failed)?;
         let evaluator_config = s.evaluator_config.as_ref().unwrap_or(&s.backbone_config);
         let scorer = s
             .evaluator
@@ -221,8 +223,12 @@ mod tests {
         let source = source
             .downcast_ref::<StageBuildError>()
             .expect("a stage build error");
-        assert!(matches!(source, StageBuildError::Model(_)), "{source:?}");
-        assert!(text.contains("stage `caption`"), "{text}");
+        let StageBuildError::Setting { setting, source } = source else {
+            panic!("not named by its setting: {source:?}");
+        };
+        assert_eq!(*setting, "backbone");
+        assert!(matches!(**source, StageBuildError::Model(_)), "{source:?}");
+        assert!(text.contains("stage `caption`: `backbone`: "), "{text}");
         assert!(text.contains("no-such-clip.safetensors"), "{text}");
         assert!(!dir.join("captions.jsonl").exists());
     }

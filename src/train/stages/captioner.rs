@@ -193,7 +193,8 @@ impl CaptionerStage {
         resolve_total_steps("train_captioner", &mut s.train.schedule, s.train.accumulate)?;
         let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| failed(e.into()))?;
+            .map_err(StageBuildError::in_setting("backbone"))
+            .map_err(&failed)?;
         let cache = open_reward_cache(&s)?;
         let reward = Reward::load(
             s.reward.as_ref(),

@@ -71,6 +71,13 @@ pub enum StageBuildError {
     /// The validation log could not be started.
     #[error("validation log: {0}")]
     ValidationLog(#[source] TrainError),
+    /// What the stage's setting `setting` names (a file) could not be loaded.
+    #[error("`{setting}`: {source}")]
+    Setting {
+        setting: &'static str,
+        #[source]
+        source: Box<StageBuildError>,
+    },
 }
 
 impl From<ModelError> for StageBuildError {
@@ -86,6 +93,17 @@ impl From<TextMismatch> for StageBuildError {
 }
 
 impl StageBuildError {
+    /// Wraps an error of loading what the setting `setting` names, so the
+    /// message says which setting to fix.
+    pub(crate) fn in_setting<E: Into<StageBuildError>>(
+        setting: &'static str,
+    ) -> impl Fn(E) -> Self {
+        move |e| StageBuildError::Setting {
+            setting,
+            source: Box::new(e.into()),
+        }
+    }
+
     /// An io error on `path`.
     pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> Self + '_ {
         move |source| StageBuildError::Io {
@@ -151,16 +169,22 @@ pub(crate) fn load_scorer(
 /// The caption text of a stage: the word vocabulary at `vocab`, or CLIP BPE.
 ///
 /// Errors: the vocabulary cannot be read ([`StageBuildError::Io`]) or is not
-/// one ([`StageBuildError::Vocab`]); the BPE tokenizer cannot be made.
+/// one ([`StageBuildError::Vocab`]), both within [`StageBuildError::Setting`]
+/// naming `vocab`; the BPE tokenizer cannot be made.
 pub(crate) fn load_text(vocab: Option<&Path>) -> Result<CaptionText, StageBuildError> {
     let Some(path) = vocab else {
         return Ok(CaptionText::clip_bpe()?);
     };
-    let text = std::fs::read_to_string(path).map_err(StageBuildError::io(path))?;
-    let v: Vocab = serde_json::from_str(&text).map_err(|source| StageBuildError::Vocab {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let in_vocab = StageBuildError::in_setting::<StageBuildError>("vocab");
+    let text = std::fs::read_to_string(path)
+        .map_err(StageBuildError::io(path))
+        .map_err(&in_vocab)?;
+    let v: Vocab = serde_json::from_str(&text)
+        .map_err(|source| StageBuildError::Vocab {
+            path: path.to_path_buf(),
+            source,
+        })
+        .map_err(&in_vocab)?;
     Ok(CaptionText::Words(v.reindexed()))
 }
 
