@@ -46,6 +46,56 @@ pub struct DiagnoseArgs {
     pub clip_s: bool,
 }
 
+/// How far image embeddings tell an image from its mirror image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MirrorCosines {
+    /// Mean cosine between an image's embedding and its left–right mirror's.
+    horizontal: f64,
+    /// Mean cosine between an image's embedding and its up–down flip's.
+    vertical: f64,
+    /// Mean cosine between the embeddings of two different images (the scale
+    /// the two above are read against).
+    between: f64,
+}
+
+/// [`MirrorCosines`] of `encode` (images `[n, 3, H, W]` → embeddings
+/// `[n, d]`) on `pixels` `[n, 3, H, W]`, n ≥ 2. An encoder that cannot see
+/// where things are gives 1 for both mirrors (mirroring moves every object
+/// and keeps everything else).
+fn mirror_cosines(
+    encode: impl Fn(&Tensor) -> anyhow::Result<Tensor>,
+    pixels: &Tensor,
+) -> anyhow::Result<MirrorCosines> {
+    let n = pixels.size()[0];
+    if n < 2 {
+        bail!("mirror cosines need 2 images or more, got {n}");
+    }
+    let unit = |t: Tensor| -> anyhow::Result<Tensor> {
+        let norm = t
+            .f_norm_scalaropt_dim(2.0, [-1], true)?
+            .f_clamp_min(1e-12)?;
+        Ok(t.f_div(&norm)?.f_to_kind(tch::Kind::Double)?)
+    };
+    let e = unit(encode(pixels)?)?;
+    let paired = |axis: i64| -> anyhow::Result<f64> {
+        let m = unit(encode(&pixels.f_flip([axis])?)?)?;
+        Ok(e.f_mul(&m)?
+            .f_sum_dim_intlist(-1, false, None)?
+            .f_mean(None)?
+            .f_double_value(&[])?)
+    };
+    let all = e.f_matmul(&e.f_tr()?)?;
+    let off_diagonal = all
+        .f_sum(None)?
+        .f_sub(&all.f_trace()?)?
+        .f_double_value(&[])?;
+    Ok(MirrorCosines {
+        horizontal: paired(3)?,
+        vertical: paired(2)?,
+        between: off_diagonal / (n * (n - 1)) as f64,
+    })
+}
+
 /// The world spec stored in the metadata of the shards under `dir`.
 fn world_spec(dir: &Path) -> anyhow::Result<WorldSpec> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -136,6 +186,10 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     let side = i64::from(size);
     let pixels = Tensor::f_from_slice(&px)?.f_view([n as i64, 3, side, side])?;
     scorer.add_images(&keys, &pixels)?;
+    let mirrors = mirror_cosines(
+        |px| Ok(tch::no_grad(|| scorer.clip().encode_image(px))?),
+        &pixels,
+    )?;
 
     let mut score_texts = |i: usize, texts: &[String]| -> anyhow::Result<Vec<f64>> {
         let k = vec![keys[i].as_str(); texts.len()];
@@ -227,6 +281,13 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
+        "image embedding vs the same image mirrored (mean cosine over {n} test images; 1 = \
+         the evaluator cannot see where things are): left-right {:.3}, up-down {:.3}; \
+         between different test images: {:.3}",
+        mirrors.horizontal, mirrors.vertical, mirrors.between
+    );
+    println!();
+    println!(
         "Kendall tau-b, evaluator reward vs oracle quality over the XE model's {} beams: {} \
          (mean over {} images; {} images with all beams tied in reward or quality left out)",
         args.beams,
@@ -237,4 +298,30 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         ranks.undefined
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_cosines_are_one_for_an_encoder_blind_to_position() {
+        let pixels = Tensor::randn([6, 3, 4, 4], (tch::Kind::Float, Device::Cpu));
+        // Channel means: the same for an image and its mirrors.
+        let blind = mirror_cosines(
+            |p| Ok(p.f_mean_dim([2i64, 3].as_slice(), false, None)?),
+            &pixels,
+        )
+        .unwrap();
+        assert!((blind.horizontal - 1.0).abs() < 1e-6, "{blind:?}");
+        assert!((blind.vertical - 1.0).abs() < 1e-6, "{blind:?}");
+        // Every pixel in its place: a mirror is another vector.
+        let seeing = mirror_cosines(|p| Ok(p.f_flatten(1, 3)?), &pixels).unwrap();
+        assert!(
+            seeing.horizontal < 0.9 && seeing.vertical < 0.9,
+            "{seeing:?}"
+        );
+        assert!(seeing.between.abs() < 0.5, "{seeing:?}");
+        assert!(mirror_cosines(|p| Ok(p.f_flatten(1, 3)?), &pixels.narrow(0, 0, 1)).is_err());
+    }
 }
