@@ -1748,9 +1748,19 @@ fn fast_word(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     };
     let w = &s[i..j];
     // Words that rules other than WORD split or treat specially.
-    let lower: String = w.iter().map(|c| c.to_ascii_lowercase()).collect();
+    // Lower-cased for the word lists below, whose words have at most 8
+    // letters (a longer word matches none of them: it is left empty).
+    let mut buf = [0u8; 8];
+    let lower: &str = if w.len() <= buf.len() {
+        for (b, c) in buf.iter_mut().zip(w) {
+            *b = c.to_ascii_lowercase() as u8;
+        }
+        std::str::from_utf8(&buf[..w.len()]).unwrap_or("")
+    } else {
+        ""
+    };
     if matches!(
-        lower.as_str(),
+        lower,
         "cannot" | "gimme" | "gonna" | "gotta" | "lemme" | "wanna"
     ) {
         return None;
@@ -1773,7 +1783,9 @@ fn fast_word(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
         return None;
     }
     // A period may belong to an abbreviation or an initial.
-    if !ends_well(j, w.len() > 1 && !is_abbreviation(&lower)) && !closed_by_tail(s, j, w, &lower) {
+    // (Looked up only before a period: most words are followed by a space.)
+    let period_ok = at(j, '.') && w.len() > 1 && !is_abbreviation(lower);
+    if !ends_well(j, period_ok) && !closed_by_tail(s, j, w, lower) {
         return None;
     }
     out.push(w.iter().collect());
@@ -1842,6 +1854,8 @@ fn closed_by_tail(s: &[char], j: usize, w: &[char], lower: &str) -> bool {
 ///   the longest match; the reduced auxiliaries need a non-letter after them);
 /// - `(` before anything but an ASCII digit (a phone area code) or an
 ///   emoticon eye (`(-_-)`): `-LRB-`;
+/// - a period before anything but a period, a space, U+00A0 or a digit: a
+///   period;
 /// - two or more periods: `...` for three to five (the ellipsis), a period
 ///   for two (`..`: no number, no spaced ellipsis can start there);
 /// - `!` and `?`: the run of them, the one rule that can start there;
@@ -1892,6 +1906,12 @@ fn fast_context(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
                 Some(i + 1)
             }
         },
+        // A period before anything but a period, a space or U+00A0 (a
+        // spaced ellipsis) or a digit (a number `.5`): the period alone.
+        '.' if !next.is_some_and(|c| matches!(c, '.' | ' ' | '\u{A0}') || is_digit(c)) => {
+            out.push(".".to_string());
+            Some(i + 1)
+        }
         '.' if next == Some('.') => {
             let mut k = i;
             while k < s.len() && s[k] == '.' {
@@ -1925,7 +1945,9 @@ fn fast_context(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
 /// (`2012`, `1,000`, `3.5`, `3:30`: every `.` `,` `:` between digits), before
 /// a tab, a line break, the end, or a space that a digit does not follow
 /// (phone numbers and fractions such as `1 1/2` may continue past a space).
-/// NUMBER takes it whole, unchanged; no rule takes more.
+/// NUMBER takes it whole, unchanged; no rule takes more. Also before a run
+/// of closing brackets, quotes and punctuation up to white space, as
+/// [`closed_by_tail`] allows after a word.
 fn fast_number(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     let digit = |k: usize| s.get(k).is_some_and(|c| c.is_ascii_digit());
     if !digit(i) {
@@ -1945,6 +1967,17 @@ fn fast_number(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     let ends = match s.get(k) {
         None | Some('\t' | '\n') => true,
         Some(' ') => !s.get(k + 1).is_some_and(|c| is_digit(*c)),
+        Some(&c) if is_tail_char(c) => {
+            // `2012)`, `5!`, `3.5".`: as after a word (see `closed_by_tail`);
+            // a number keeps a period only before `,` `;` `:` (THING then
+            // `.` with that trailing context).
+            let mut t = k;
+            while t < s.len() && is_tail_char(s[t]) {
+                t += 1;
+            }
+            (t == s.len() || matches!(s[t], ' ' | '\t' | '\n'))
+                && !(c == '.' && s.get(k + 1).is_some_and(|&n| is_insentp(n)))
+        }
         _ => false,
     };
     if !ends {
@@ -1986,6 +2019,22 @@ mod tests {
             }
             for c in ['(', '"', '\'', '!', '?', '.', 'a', '1'] {
                 assert!(set.single[c as usize].is_none(), "{c:?}");
+            }
+        }
+    }
+
+    /// `fast_word` compares words of at most 8 letters with the word lists.
+    #[test]
+    fn word_lists_fit_the_fast_path_buffer() {
+        for list in [
+            ABBREV1_WORDS,
+            ABBREV1_CAPITALISED,
+            ABBREV4_WORDS,
+            ABBREV4_CAPITALISED,
+            ABBREV3_WORDS,
+        ] {
+            for w in list {
+                assert!(w.len() <= 8, "{w}");
             }
         }
     }
@@ -2104,9 +2153,10 @@ mod tests {
             "|", "0", "1", "5", "12", "2012", "3.5", "1,000", "3:30", "1/2", "90", "'90s",
             "\u{a0}", "\u{ad}", "\u{2019}", "\u{201c}", "\u{2026}", "\u{e9}", "\u{ff10}", "-_-",
             "^_^", "x_x", ":)", ";-)", "=D", "'s", "n't", "'re", "'ll", "'em", ".com", "@b.com",
-            "://x.org", ".jpg", ".D", "-U.S", ".S.", "\r",
+            "://x.org", ".jpg", ".D", "-U.S", ".S.", "\r", ".,", ".;", ".:", ").", "\".", "'.",
+            "!)", "',", ",\"", "?'",
         ];
-        const SPACES: &[&str] = &[" ", " ", " ", "", "", "", "\t", "  ", "\n"];
+        const SPACES: &[&str] = &[" ", " ", " ", "", "", "", "", "", "\t", "  ", "\n"];
         let mut s = String::new();
         for _ in 0..1 + g.below(12) {
             match g.below(3) {
@@ -2163,6 +2213,8 @@ mod tests {
             "\tThe\t\tcat\t.\tNo.\t5 fig.\t3 U.S.\tA. photo.jpg\ta.jpg\t, e.g.\tok",
             "(a [dog] {on} grass) \"x\" 'y' [(z)] ]a] }b{ )c( = / 1/2 a/b x=y :) :] ;} (-_-)",
             "[DOG's] (isn't) {Mr.} [a.] &amp; [&lt;] (c) (2) (12) 3:30 $5 10% #1 U.S.]",
+            "2012., 3.5.; dog.: 1,000.) dog.) l' ol' dunkin' x' (x_x) (-_-) (5 ( \"a \" \"$ '' ' 'em",
+            "'tis 'twas 'till 'cause 're 've 'll 'sun 'Dog' dog'. a.. dog.. ...... .... .5 ..5 .com",
         ];
         for (k, line) in lines.iter().enumerate() {
             let after = lines.get(k + 1).map_or(String::new(), |n| format!("\n{n}"));
