@@ -1832,8 +1832,9 @@ fn closed_by_tail(s: &[char], j: usize, w: &[char], lower: &str) -> bool {
     }
     match first {
         '\'' => {
-            !(w.len() == 1 && "lLdDjJ".contains(w[0]))
-                && !matches!(lower, "dunkin" | "somethin" | "ol")
+            let contraction = (w.len() == 1 && "lLdDjJ".contains(w[0]))
+                || matches!(lower, "dunkin" | "somethin" | "ol");
+            !contraction
         }
         '.' => {
             w.len() > 1 && !is_abbreviation(lower) && !s.get(j + 1).is_some_and(|&c| is_insentp(c))
