@@ -100,8 +100,14 @@ impl std::hash::Hasher for FxHasher {
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
+    /// The product's high bits are its well-mixed ones, and hashbrown picks
+    /// buckets with the low bits: rotating brings the high bits down (as
+    /// rustc-hash 2 does). Without it, a `u64` key's low bits alone chose the
+    /// bucket, and CIDEr-D's n-gram keys (prefix id in the high half, last
+    /// word in the low half) that share a last word all collided.
+    #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        self.hash.rotate_left(26)
     }
 }
 

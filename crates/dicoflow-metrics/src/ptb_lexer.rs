@@ -1597,7 +1597,11 @@ impl Lexer {
         let mut ends = Vec::new();
         while i < n {
             if fast {
-                if let Some(next) = fast_word(&s, i, out).or_else(|| fast_punct(&s, i, out)) {
+                if let Some(next) = fast_word(&s, i, out)
+                    .or_else(|| fast_punct(&s, i, out))
+                    .or_else(|| fast_context(&s, i, out))
+                    .or_else(|| fast_number(&s, i, out))
+                {
                     i = next;
                     continue;
                 }
@@ -1672,7 +1676,16 @@ impl Lexer {
 fn fast_punct(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     let at = |k: usize| s.get(k).copied();
     match s[i] {
-        ' ' | '\t' => Some(i + 1),
+        ' ' | '\t' => {
+            // The white-space rule takes the whole run, U+00A0 and the other
+            // spaces of `is_space` included (a U+00A0 left alone could start
+            // a domain name: ` \u{a0}no.com`).
+            let mut k = i;
+            while k < s.len() && is_space(s[k]) {
+                k += 1;
+            }
+            Some(k)
+        }
         '.' => match (at(i + 1), at(i + 2)) {
             (None | Some('\n'), _) | (Some(' ' | '\t'), None) => {
                 out.push(".".to_string());
@@ -1735,9 +1748,19 @@ fn fast_word(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
     };
     let w = &s[i..j];
     // Words that rules other than WORD split or treat specially.
-    let lower: String = w.iter().map(|c| c.to_ascii_lowercase()).collect();
+    // Lower-cased for the word lists below, whose words have at most 8
+    // letters (a longer word matches none of them: it is left empty).
+    let mut buf = [0u8; 8];
+    let lower: &str = if w.len() <= buf.len() {
+        for (b, c) in buf.iter_mut().zip(w) {
+            *b = c.to_ascii_lowercase() as u8;
+        }
+        std::str::from_utf8(&buf[..w.len()]).unwrap_or("")
+    } else {
+        ""
+    };
     if matches!(
-        lower.as_str(),
+        lower,
         "cannot" | "gimme" | "gonna" | "gotta" | "lemme" | "wanna"
     ) {
         return None;
@@ -1760,11 +1783,209 @@ fn fast_word(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
         return None;
     }
     // A period may belong to an abbreviation or an initial.
-    if !ends_well(j, w.len() > 1 && !is_abbreviation(&lower)) {
+    // (Looked up only before a period: most words are followed by a space.)
+    let period_ok = at(j, '.') && w.len() > 1 && !is_abbreviation(lower);
+    if !ends_well(j, period_ok) && !closed_by_tail(s, j, w, lower) {
         return None;
     }
     out.push(w.iter().collect());
     Some(j)
+}
+
+/// Characters that may follow a word in [`closed_by_tail`]: closing brackets,
+/// quotes, sentence punctuation and periods.
+fn is_tail_char(c: char) -> bool {
+    matches!(
+        c,
+        ')' | ']' | '}' | '"' | '\'' | '!' | '?' | ',' | ';' | ':' | '.'
+    )
+}
+
+/// Whether the word `w` (ASCII letters, lower-cased `lower`, ending at `j`)
+/// is the whole token when a run of [`is_tail_char`] characters follows it up
+/// to a space, a tab, a line break or the end (`dog)`, `dog",`, `dog!!`,
+/// `dog'`, `dog..`).
+///
+/// Why no rule takes more: the tail holds no letter, digit, `@`, `&`, `-`,
+/// `/`, `+`, `#` or `$`, and it ends at white space, so no rule can continue
+/// the word into it (WORD needs a letter after `.` `!` `?`; e-mail needs `@`;
+/// URLs, domains and file names need letters after `:` or `.`; hyphenated,
+/// slashed and `&`-joined words need their joiner; trailing contexts after an
+/// abbreviation need white space or a digit right after it). What remains is
+/// the first tail character:
+/// - `'`: the contractions `l'` `d'` `j'` (one letter) and `Dunkin'`
+///   `somethin'` `ol'` take it; every other rule needs a letter or digit
+///   after it.
+/// - `.`: an initial (one letter), an abbreviation (`Mr.`, `etc.`) or a word
+///   before `,` `;` `:` keeps the period; a longer word before another tail
+///   character or white space does not.
+fn closed_by_tail(s: &[char], j: usize, w: &[char], lower: &str) -> bool {
+    let Some(&first) = s.get(j) else {
+        return false;
+    };
+    let mut k = j;
+    while k < s.len() && is_tail_char(s[k]) {
+        k += 1;
+    }
+    if k == j || (k < s.len() && !matches!(s[k], ' ' | '\t' | '\n')) {
+        return false;
+    }
+    match first {
+        '\'' => {
+            let contraction = (w.len() == 1 && "lLdDjJ".contains(w[0]))
+                || matches!(lower, "dunkin" | "somethin" | "ol");
+            !contraction
+        }
+        '.' => {
+            w.len() > 1 && !is_abbreviation(lower) && !s.get(j + 1).is_some_and(|&c| is_insentp(c))
+        }
+        _ => true,
+    }
+}
+
+/// Fast path for characters whose rule depends on the next character only,
+/// in the cases listed here (every other case goes to the general path):
+/// - `"`: an opening quote ``` `` ``` before an ASCII letter or digit or `$`,
+///   otherwise a closing one `''` (the two rules that can start with `"`);
+/// - `'` before white space, the end or a closing bracket, quote or sentence
+///   punctuation other than `'` and `:`: the quote `'`;
+/// - `'` before two or more ASCII letters that do not start `'tis`, `'twas`,
+///   `'til`, `'em`, `'cause`, `'re`, `'ve`, `'ll`: an opening quote `` ` ``
+///   (the quote rule's trailing context, a letter and a non-space, makes it
+///   the longest match; the reduced auxiliaries need a non-letter after them);
+/// - `(` before anything but an ASCII digit (a phone area code) or an
+///   emoticon eye (`(-_-)`): `-LRB-`;
+/// - a period before anything but a period, a space, U+00A0 or a digit: a
+///   period;
+/// - two or more periods: `...` for three to five (the ellipsis), a period
+///   for two (`..`: no number, no spaced ellipsis can start there);
+/// - `!` and `?`: the run of them, the one rule that can start there;
+/// - `;` and `:` before white space or the end: themselves.
+fn fast_context(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
+    let next = s.get(i + 1).copied();
+    let is_break = |c: Option<char>| matches!(c, None | Some(' ' | '\t' | '\n'));
+    match s[i] {
+        '"' => {
+            let open = next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '$');
+            out.push(if open { "``" } else { "''" }.to_string());
+            Some(i + 1)
+        }
+        '\'' => {
+            if is_break(next)
+                || matches!(
+                    next,
+                    Some(')' | ']' | '}' | '"' | '!' | '?' | ',' | ';' | '.')
+                )
+            {
+                out.push("'".to_string());
+                return Some(i + 1);
+            }
+            let mut k = i + 1;
+            while k < s.len() && s[k].is_ascii_alphabetic() {
+                k += 1;
+            }
+            if k - i - 1 < 2 {
+                return None;
+            }
+            let lower: String = s[i + 1..k.min(i + 6)]
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            let special = ["tis", "twas", "til", "em", "cause", "re", "ve", "ll"]
+                .iter()
+                .any(|p| lower.starts_with(p));
+            if special {
+                return None;
+            }
+            out.push("`".to_string());
+            Some(i + 1)
+        }
+        '(' => match next {
+            Some(c) if c.is_ascii_digit() || "-^x=~<>'".contains(c) => None,
+            _ => {
+                out.push("-LRB-".to_string());
+                Some(i + 1)
+            }
+        },
+        // A period before anything but a period, a space or U+00A0 (a
+        // spaced ellipsis) or a digit (a number `.5`): the period alone.
+        '.' if !next.is_some_and(|c| matches!(c, '.' | ' ' | '\u{A0}') || is_digit(c)) => {
+            out.push(".".to_string());
+            Some(i + 1)
+        }
+        '.' if next == Some('.') => {
+            let mut k = i;
+            while k < s.len() && s[k] == '.' {
+                k += 1;
+            }
+            if k - i >= 3 {
+                out.push("...".to_string());
+                Some(i + (k - i).min(5))
+            } else {
+                out.push(".".to_string());
+                Some(i + 1)
+            }
+        }
+        '!' | '?' => {
+            let mut k = i;
+            while k < s.len() && matches!(s[k], '!' | '?') {
+                k += 1;
+            }
+            out.push(s[i..k].iter().collect());
+            Some(k)
+        }
+        ';' | ':' if is_break(next) => {
+            out.push(s[i].to_string());
+            Some(i + 1)
+        }
+        _ => None,
+    }
+}
+
+/// Fast path for a number of ASCII digits, possibly grouped or decimal
+/// (`2012`, `1,000`, `3.5`, `3:30`: every `.` `,` `:` between digits), before
+/// a tab, a line break, the end, or a space that a digit does not follow
+/// (phone numbers and fractions such as `1 1/2` may continue past a space).
+/// NUMBER takes it whole, unchanged; no rule takes more. Also before a run
+/// of closing brackets, quotes and punctuation up to white space, as
+/// [`closed_by_tail`] allows after a word.
+fn fast_number(s: &[char], i: usize, out: &mut Vec<String>) -> Option<usize> {
+    let digit = |k: usize| s.get(k).is_some_and(|c| c.is_ascii_digit());
+    if !digit(i) {
+        return None;
+    }
+    let mut k = i;
+    loop {
+        while digit(k) {
+            k += 1;
+        }
+        if matches!(s.get(k), Some('.' | ',' | ':')) && digit(k + 1) {
+            k += 1;
+        } else {
+            break;
+        }
+    }
+    let ends = match s.get(k) {
+        None | Some('\t' | '\n') => true,
+        Some(' ') => !s.get(k + 1).is_some_and(|c| is_digit(*c)),
+        Some(&c) if is_tail_char(c) => {
+            // `2012)`, `5!`, `3.5".`: as after a word (see `closed_by_tail`);
+            // a number keeps a period only before `,` `;` `:` (THING then
+            // `.` with that trailing context).
+            let mut t = k;
+            while t < s.len() && is_tail_char(s[t]) {
+                t += 1;
+            }
+            (t == s.len() || matches!(s[t], ' ' | '\t' | '\n'))
+                && !(c == '.' && s.get(k + 1).is_some_and(|&n| is_insentp(n)))
+        }
+        _ => false,
+    };
+    if !ends {
+        return None;
+    }
+    out.push(s[i..k].iter().collect());
+    Some(k)
 }
 
 #[cfg(test)]
@@ -1803,6 +2024,182 @@ mod tests {
         }
     }
 
+    /// `fast_word` compares words of at most 8 letters with the word lists.
+    #[test]
+    fn word_lists_fit_the_fast_path_buffer() {
+        for list in [
+            ABBREV1_WORDS,
+            ABBREV1_CAPITALISED,
+            ABBREV4_WORDS,
+            ABBREV4_CAPITALISED,
+            ABBREV3_WORDS,
+        ] {
+            for w in list {
+                assert!(w.len() <= 8, "{w}");
+            }
+        }
+    }
+
+    /// The context fast paths (`fast_context`) assume these rule counts.
+    #[test]
+    fn context_fast_path_assumptions_hold() {
+        let lexer = Lexer::new();
+        for set in [&lexer.plain, &lexer.with_entities] {
+            // `"`: the opening quote (with its trailing context) and the closing one.
+            assert_eq!(set.candidates('"').len(), 2);
+            // `(`: -LRB-, phone numbers `(555) 123-4567`, emoticons `(-_-)`.
+            assert_eq!(set.candidates('(').len(), 3);
+            // `.`: the ellipsis, a number `.5`, the period.
+            assert_eq!(set.candidates('.').len(), 3);
+            // `!` `?`: their runs only.
+            assert_eq!(set.candidates('!').len(), 1);
+            assert_eq!(set.candidates('?').len(), 1);
+        }
+    }
+
+    /// A small deterministic generator (SplitMix64) for the property test.
+    struct Mix(u64);
+    impl Mix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, v: &[&'a str]) -> &'a str {
+            v[self.below(v.len())]
+        }
+    }
+
+    /// Strings that mix words, the characters the fast paths look at and the
+    /// characters that rules could take after them.
+    fn tricky_line(g: &mut Mix) -> String {
+        const WORDS: &[&str] = &[
+            "dog",
+            "DOG",
+            "Dog",
+            "dOg",
+            "a",
+            "A",
+            "I",
+            "x",
+            "l",
+            "d",
+            "j",
+            "J",
+            "y",
+            "n",
+            "t",
+            "s",
+            "ol",
+            "Dunkin",
+            "somethin",
+            "Mr",
+            "etc",
+            "no",
+            "No",
+            "Calif",
+            "fig",
+            "Ed",
+            "gonna",
+            "cannot",
+            "http",
+            "https",
+            "www",
+            "com",
+            "org",
+            "tis",
+            "twas",
+            "til",
+            "em",
+            "cause",
+            "re",
+            "ve",
+            "ll",
+            "isn",
+            "can",
+            "The",
+            "He",
+            "rock",
+            "USA",
+            "AT",
+            "T",
+            "c",
+            "C",
+            "f",
+            "pro",
+            "anti",
+            "cont",
+            "nor",
+            "Cap",
+            "est",
+            "mon",
+            "caf\u{e9}",
+            "na\u{ef}ve",
+            "S",
+            "P",
+            "U",
+            "K",
+            "e",
+            "g",
+        ];
+        const MARKS: &[&str] = &[
+            "\"", "'", "''", "`", "``", "(", ")", "[", "]", "{", "}", "!", "?", "!!", "?!", ".",
+            "..", "...", "....", "......", ",", ";", ":", "-", "--", "---", "_", "&", "&amp;",
+            "&apos;", "&quot;", "@", "$", "#", "%", "/", "\\", "+", "*", "=", "~", "^", "<", ">",
+            "|", "0", "1", "5", "12", "2012", "3.5", "1,000", "3:30", "1/2", "90", "'90s",
+            "\u{a0}", "\u{ad}", "\u{2019}", "\u{201c}", "\u{2026}", "\u{e9}", "\u{ff10}", "-_-",
+            "^_^", "x_x", ":)", ";-)", "=D", "'s", "n't", "'re", "'ll", "'em", ".com", "@b.com",
+            "://x.org", ".jpg", ".D", "-U.S", ".S.", "\r", ".,", ".;", ".:", ").", "\".", "'.",
+            "!)", "',", ",\"", "?'",
+        ];
+        const SPACES: &[&str] = &[" ", " ", " ", "", "", "", "", "", "\t", "  ", "\n"];
+        let mut s = String::new();
+        for _ in 0..1 + g.below(12) {
+            match g.below(3) {
+                0 => s.push_str(g.pick(WORDS)),
+                1 => s.push_str(g.pick(MARKS)),
+                _ => {
+                    s.push_str(g.pick(MARKS));
+                    s.push_str(g.pick(WORDS));
+                    s.push_str(g.pick(MARKS));
+                }
+            }
+            s.push_str(g.pick(SPACES));
+        }
+        s
+    }
+
+    /// Property test: on many generated strings mixing the characters the
+    /// fast paths handle, the scan with fast paths gives the tokens of the
+    /// general matcher alone (the reference here; it is checked against the
+    /// Java tokenizer by `tests/metrics_parity.rs` and
+    /// `tests/fixtures/metrics/ptb_differential.py`).
+    #[test]
+    fn fast_paths_agree_with_general_matcher_on_generated_strings() {
+        let lexer = Lexer::new();
+        let mut g = Mix(20261130);
+        let mut lines: Vec<String> = (0..30_000).map(|_| tricky_line(&mut g)).collect();
+        // Lines have no line breaks inside (the tokenizer makes them spaces).
+        for l in &mut lines {
+            *l = l.replace(['\n', '\r'], " ");
+        }
+        let mut fast_taken = 0usize;
+        for (k, line) in lines.iter().enumerate() {
+            let after = lines.get(k + 1).map_or(String::new(), |n| format!("\n{n}"));
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            lexer.scan(line, &after, &mut fast, true);
+            lexer.scan(line, &after, &mut general, false);
+            assert_eq!(fast, general, "{line:?} followed by {after:?}");
+            fast_taken += fast.len();
+        }
+        assert!(fast_taken > 100_000, "{fast_taken} tokens");
+    }
+
     #[test]
     fn fast_and_general_paths_agree() {
         let lexer = Lexer::new();
@@ -1817,6 +2214,8 @@ mod tests {
             "\tThe\t\tcat\t.\tNo.\t5 fig.\t3 U.S.\tA. photo.jpg\ta.jpg\t, e.g.\tok",
             "(a [dog] {on} grass) \"x\" 'y' [(z)] ]a] }b{ )c( = / 1/2 a/b x=y :) :] ;} (-_-)",
             "[DOG's] (isn't) {Mr.} [a.] &amp; [&lt;] (c) (2) (12) 3:30 $5 10% #1 U.S.]",
+            "2012., 3.5.; dog.: 1,000.) dog.) l' ol' dunkin' x' (x_x) (-_-) (5 ( \"a \" \"$ '' ' 'em",
+            "'tis 'twas 'till 'cause 're 've 'll 'sun 'Dog' dog'. a.. dog.. ...... .... .5 ..5 .com",
         ];
         for (k, line) in lines.iter().enumerate() {
             let after = lines.get(k + 1).map_or(String::new(), |n| format!("\n{n}"));

@@ -155,9 +155,14 @@ impl ParaphraseTable {
         let meta = std::fs::metadata(path).map_err(|e| MeteorError::io(path, e))?;
         let stamp = source_stamp(&meta);
         let cache = cache_path(path);
-        if let Ok(bytes) = std::fs::read(&cache) {
-            if let Some(t) = Self::from_cache(&bytes, stamp) {
-                return Ok(t);
+        // Read straight into the arrays: the cache is about 115 MB, and a
+        // copy of the whole file first would double the memory touched.
+        if let Ok(file) = std::fs::File::open(&cache) {
+            if let Ok(len) = file.metadata().map(|m| m.len()) {
+                let reader = std::io::BufReader::with_capacity(1 << 16, file);
+                if let Some(t) = Self::from_cache_reader(reader, len, stamp) {
+                    return Ok(t);
+                }
             }
         }
         let table = Self::parse_gz(path)?;
@@ -277,17 +282,28 @@ impl ParaphraseTable {
         std::fs::rename(&tmp, path)
     }
 
+    #[cfg(test)]
     fn from_cache(bytes: &[u8], stamp: [u64; 2]) -> Option<Self> {
-        let mut r = Reader { bytes, pos: 0 };
-        if r.take(8)? != CACHE_MAGIC {
+        Self::from_cache_reader(bytes, bytes.len() as u64, stamp)
+    }
+
+    /// Reads a cache of `len` bytes; `None` when it is stale, damaged or
+    /// unreadable (then the table is parsed again).
+    fn from_cache_reader(read: impl Read, len: u64, stamp: [u64; 2]) -> Option<Self> {
+        let mut r = Reader {
+            read,
+            left: len,
+            buf: vec![0u8; 1 << 16],
+        };
+        if r.take::<8>()? != *CACHE_MAGIC {
             return None;
         }
-        let s0 = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
-        let s1 = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let s0 = u64::from_le_bytes(r.take()?);
+        let s1 = u64::from_le_bytes(r.take()?);
         if [s0, s1] != stamp {
             return None;
         }
-        let vocab_words = r.bytes()?.to_vec();
+        let vocab_words = r.bytes()?;
         let t = ParaphraseTable {
             vocab_words,
             vocab_offsets: r.u32s()?,
@@ -300,7 +316,7 @@ impl ParaphraseTable {
             para_words: r.u32s()?,
             first: Vec::new(),
         };
-        (r.pos == bytes.len() && t.is_consistent()).then(|| t.index_first_words())
+        (r.left == 0 && t.is_consistent()).then(|| t.index_first_words())
     }
 
     /// Offsets are monotone and in range, so lookups cannot index out of
@@ -361,33 +377,51 @@ fn write_u32s(f: &mut impl Write, v: &[u32]) -> std::io::Result<()> {
     f.write_all(&buf)
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Reads the cache's sections from a stream of `left` more bytes; a length
+/// beyond what is left is a damaged cache (`None`), never an allocation.
+struct Reader<R> {
+    read: R,
+    left: u64,
+    buf: Vec<u8>,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.bytes.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
+impl<R: Read> Reader<R> {
+    fn fill(&mut self, out: &mut [u8]) -> Option<()> {
+        self.left = self.left.checked_sub(out.len() as u64)?;
+        self.read.read_exact(out).ok()
     }
-    fn len(&mut self) -> Option<usize> {
-        usize::try_from(u64::from_le_bytes(self.take(8)?.try_into().ok()?)).ok()
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let mut b = [0u8; N];
+        self.fill(&mut b)?;
+        Some(b)
     }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.len()?;
-        self.take(n)
+    /// A section's length in items of `size` bytes, if that many are left.
+    fn len(&mut self, size: u64) -> Option<usize> {
+        let n = u64::from_le_bytes(self.take()?);
+        (n.checked_mul(size)? <= self.left).then_some(())?;
+        usize::try_from(n).ok()
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.len(1)?;
+        let mut v = vec![0u8; n];
+        self.fill(&mut v)?;
+        Some(v)
     }
     fn u32s(&mut self) -> Option<Vec<u32>> {
-        let n = self.len()?;
-        let b = self.take(n.checked_mul(4)?)?;
-        Some(
-            b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        let n = self.len(4)?;
+        let mut v = Vec::with_capacity(n);
+        let mut buf = std::mem::take(&mut self.buf);
+        while v.len() < n {
+            let k = (n - v.len()).min(buf.len() / 4);
+            self.fill(&mut buf[..k * 4])?;
+            v.extend(
+                buf[..k * 4]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+        self.buf = buf;
+        Some(v)
     }
 }
 
