@@ -781,3 +781,43 @@ fn settings_several_devices_cannot_honour_are_refused_before_anything_is_written
     assert!(err.contains("-w 2"), "{err}");
     assert!(!s.out.exists(), "refused before anything was written");
 }
+
+#[test]
+fn a_pipeline_run_on_two_devices_merges_its_part() {
+    // Without cache-rewards (which would merge a part left open), the last
+    // of the two devices to finish merges the part.
+    let w = world();
+    let one = settings(&w);
+    cache_rewards(&w, &one).unwrap();
+    let mut expected: Vec<CacheEntry> = part_entries(&one.out)
+        .into_iter()
+        .flat_map(|(_, e)| e)
+        .collect();
+    expected.sort_by(|a, b| (&a.key, a.rank).cmp(&(&b.key, b.rank)));
+    let two = RewardCacheSettings {
+        out: w.root.join("cache-2"),
+        ..one.clone()
+    };
+    let mut p = pipeline(
+        &w,
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(&two).unwrap()),
+    );
+    p.flow.devices = 2;
+    run(
+        &p,
+        &dicoflow::train::stages::registry(),
+        &RunOptions::threads(2),
+    )
+    .unwrap();
+    assert!(!cache::chunk_dir(&two.out, "all").exists(), "chunks merged");
+    let (_, merged) = cache::read_file(&cache::part_path(&two.out, "all")).unwrap();
+    assert_eq!(merged.len(), expected.len());
+    for (x, y) in merged.iter().zip(&expected) {
+        assert_eq!(
+            (&x.key, x.rank, &x.tokens, &x.text),
+            (&y.key, y.rank, &y.tokens, &y.text)
+        );
+        assert!((x.reward - y.reward).abs() <= 1e-5 * y.reward.abs().max(1.0));
+        assert!((x.ref_logprob - y.ref_logprob).abs() <= 1e-5 * y.ref_logprob.abs().max(1.0));
+    }
+}

@@ -891,6 +891,78 @@ mod tests {
     }
 
     #[test]
+    fn device_chunks_and_earlier_chunks_merge_into_one_part() {
+        let dir = tempfile::tempdir().unwrap();
+        // An earlier one-device run left a chunk; two devices add theirs.
+        let mut one = PartWriter::new(dir.path(), "a", prov("x"), 100).unwrap();
+        one.push([entry("k3", 0), entry("k3", 1)]).unwrap();
+        one.flush().unwrap();
+        drop(one);
+        let mut d0 = PartWriter::for_device(dir.path(), "a", prov("x"), 2, (0, 2)).unwrap();
+        let mut d1 = PartWriter::for_device(dir.path(), "a", prov("x"), 2, (1, 2)).unwrap();
+        d1.push([entry("k2", 1), entry("k2", 0)]).unwrap();
+        d0.push([entry("k1", 0), entry("k1", 1)]).unwrap();
+        d1.push([entry("k0", 0)]).unwrap();
+        d0.flush().unwrap();
+        d1.flush().unwrap();
+        let names: Vec<String> = parquet_files(&chunk_dir(dir.path(), "a"), "chunk-")
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "chunk-00000.parquet",
+                "chunk-device-0-of-2-00000.parquet",
+                "chunk-device-1-of-2-00000.parquet",
+                "chunk-device-1-of-2-00001.parquet"
+            ]
+        );
+        // A device resuming continues its own numbering.
+        let mut again = PartWriter::for_device(dir.path(), "a", prov("x"), 2, (1, 2)).unwrap();
+        again.push([entry("k4", 0)]).unwrap();
+        again.flush().unwrap();
+        assert!(chunk_dir(dir.path(), "a")
+            .join("chunk-device-1-of-2-00002.parquet")
+            .is_file());
+        assert_eq!(present_keys(dir.path(), "a", &prov("x")).unwrap().len(), 5);
+        let (path, rows) = PartWriter::new(dir.path(), "a", prov("x"), 2)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(rows, 8);
+        let (_, entries) = read_file(&path).unwrap();
+        let order: Vec<(&str, i32)> = entries.iter().map(|e| (e.key.as_str(), e.rank)).collect();
+        assert_eq!(
+            order,
+            [
+                ("k0", 0),
+                ("k1", 0),
+                ("k1", 1),
+                ("k2", 0),
+                ("k2", 1),
+                ("k3", 0),
+                ("k3", 1),
+                ("k4", 0)
+            ]
+        );
+        assert!(!chunk_dir(dir.path(), "a").exists());
+    }
+
+    #[test]
+    fn a_candidate_in_two_chunks_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d0 = PartWriter::for_device(dir.path(), "a", prov("x"), 1, (0, 2)).unwrap();
+        let mut d1 = PartWriter::for_device(dir.path(), "a", prov("x"), 1, (1, 2)).unwrap();
+        d0.push([entry("k", 0)]).unwrap();
+        d1.push([entry("k", 0)]).unwrap();
+        let err = d1.finish().unwrap_err().to_string();
+        assert!(err.contains("`k`") && err.contains("two chunks"), "{err}");
+        assert!(!part_path(dir.path(), "a").exists());
+    }
+
+    #[test]
     fn mixing_provenances_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         write_file(&part_path(dir.path(), "a"), &prov("x"), &[entry("k", 0)]).unwrap();

@@ -190,8 +190,10 @@ struct Group {
     failed: bool,
 }
 
-/// Groups with a member still running (or waiting for the rest of a run's
-/// devices to join), and the next group id.
+/// Groups with a member still running or waiting for the rest of a run's
+/// devices to join, and the next group id. A group lives until all its
+/// `devices` have left: a device may finish before another one of its run
+/// has built its stage (a run of fewer batches than `flow.max_in_flight`).
 static GROUPS: Mutex<(Vec<Group>, u64)> = Mutex::new((Vec::new(), 0));
 
 /// A device's place in its [`Group`]; dropped before [`Membership::leave`]
@@ -204,18 +206,17 @@ struct Membership {
 }
 
 impl Membership {
-    /// Join the group of this run's devices writing `part` of `dir`: a group
-    /// that has not failed and still waits for devices, or a new one.
+    /// Join the group of this run's devices writing `part` of `dir`: the
+    /// group that still waits for devices (also when one of them has failed
+    /// already: a late device of a failed run must not start a group of its
+    /// own), or a new one.
     fn join(dir: &Path, part: &str, devices: usize) -> Self {
         let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
         let (list, next) = &mut *groups;
-        if let Some(g) = list.iter_mut().find(|g| {
-            g.dir == dir
-                && g.part == part
-                && g.devices == devices
-                && !g.failed
-                && g.joined < devices
-        }) {
+        if let Some(g) = list
+            .iter_mut()
+            .find(|g| g.dir == dir && g.part == part && g.devices == devices && g.joined < devices)
+        {
             g.joined += 1;
             return Self {
                 id: g.id,
@@ -259,7 +260,8 @@ impl Membership {
             g.failed = true;
         }
         let merge = !g.failed && g.finished == g.devices;
-        if g.left == g.devices || (g.failed && g.left == g.joined) {
+        // Every device of the run has come and gone.
+        if g.left == g.devices {
             list.remove(i);
         }
         merge
@@ -563,5 +565,68 @@ impl RewardCacheStage {
         writer
             .push(entries)
             .map_err(|e| StageFailure::new("cache chunk not written").with_detail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each test uses its own folder: the groups are process-wide.
+    fn dir(name: &str) -> PathBuf {
+        PathBuf::from(format!("/nonexistent/membership-{name}"))
+    }
+
+    #[test]
+    fn the_last_of_the_devices_to_finish_merges() {
+        let d = dir("last");
+        let mut a = Membership::join(&d, "p", 3);
+        let mut b = Membership::join(&d, "p", 3);
+        // A device that finishes before the last one has joined waits for it.
+        assert!(!a.leave(true));
+        let mut c = Membership::join(&d, "p", 3);
+        assert!(!c.leave(true));
+        assert!(b.leave(true), "the third to finish merges");
+        // Leaving twice (finish, then drop) counts once.
+        assert!(!b.leave(true));
+        // The group is gone: the next run's devices start a new one.
+        let mut again = Membership::join(&d, "p", 3);
+        assert!(!again.leave(true));
+    }
+
+    #[test]
+    fn a_device_that_failed_keeps_the_part_open() {
+        let d = dir("failed");
+        let mut a = Membership::join(&d, "p", 2);
+        {
+            // Dropped without finishing: its stage failed to build, or the
+            // run stopped.
+            let _b = Membership::join(&d, "p", 2);
+        }
+        assert!(!a.leave(true), "no merge after a device failed");
+        // A device that failed before the other one joined.
+        {
+            let _b = Membership::join(&d, "p", 2);
+        }
+        let mut late = Membership::join(&d, "p", 2);
+        assert!(!late.leave(true), "the late device joins the failed run");
+        // Every device of the failed runs has left: a new run starts afresh.
+        let mut x = Membership::join(&d, "p", 2);
+        let mut y = Membership::join(&d, "p", 2);
+        assert!(!x.leave(true));
+        assert!(y.leave(true));
+    }
+
+    #[test]
+    fn parts_and_device_counts_have_their_own_groups() {
+        let d = dir("apart");
+        let mut p = Membership::join(&d, "p", 2);
+        let mut q = Membership::join(&d, "q", 2);
+        let mut three = Membership::join(&d, "p", 3);
+        assert!(!p.leave(true));
+        assert!(!q.leave(true));
+        assert!(!three.leave(true));
+        let mut p2 = Membership::join(&d, "p", 2);
+        assert!(p2.leave(true), "the second device of part p merges it");
     }
 }
