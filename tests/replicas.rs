@@ -73,10 +73,25 @@ fn training_stage_without_replicas_refuses_two_devices() {
     let s = stage_settings(root, "out", &vocab, train);
     let mut pipeline = captioner_pipeline(root, &s, vec![]);
     pipeline.flow.devices = 2;
-    // The reward cache stage does not train replicas.
-    let mut cache = pipeline;
-    cache.device = vec![StageSpec::new("reward_cache")];
-    let err = run(&cache, &registry(), &RunOptions::threads(2)).unwrap_err();
+    // A stage declared single-device (each device would write its own copy
+    // of one file) is refused on two devices before anything runs.
+    struct OneFile;
+    impl DeviceStage for OneFile {
+        fn process(
+            &mut self,
+            _: &mut dicoflow::flow::DeviceBatch,
+        ) -> Result<(), dicoflow::flow::StageFailure> {
+            Ok(())
+        }
+    }
+    let mut reg = registry();
+    reg.register_device("one_file", |_: toml::Table| {
+        Ok(Box::new(OneFile) as Box<dyn DeviceStage>)
+    });
+    reg.declare_single_device("one_file", "each device would write its own copy");
+    let mut single = pipeline;
+    single.device = vec![StageSpec::new("one_file")];
+    let err = run(&single, &reg, &RunOptions::threads(2)).unwrap_err();
     assert!(
         matches!(
             err,

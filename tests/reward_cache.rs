@@ -1,8 +1,9 @@
 //! The reward cache: `cache-rewards` writes one part per shard whose rewards
 //! and reference log-probs equal a direct recomputation, re-runs skip finished
 //! parts and cached images, an interrupted part resumes from its chunks, a
-//! cache is never mixed with one from other models, and offline DiCO's first
-//! step equals online DiCO's.
+//! cache is never mixed with one from other models, offline DiCO's first
+//! step equals online DiCO's, and two devices write the one-device cache
+//! (also when resuming a part left by runs on other numbers of devices).
 mod common;
 
 use std::collections::BTreeMap;
@@ -115,10 +116,22 @@ fn cache_rewards_with(
     s: &RewardCacheSettings,
     data: Option<&Path>,
 ) -> anyhow::Result<CacheReport> {
-    let p = pipeline(
+    cache_rewards_on(w, s, data, 1, 1)
+}
+
+/// [`cache_rewards_with`] on `flow.devices = devices` and `-w workers`.
+fn cache_rewards_on(
+    w: &World,
+    s: &RewardCacheSettings,
+    data: Option<&Path>,
+    devices: usize,
+    workers: usize,
+) -> anyhow::Result<CacheReport> {
+    let mut p = pipeline(
         w,
         StageSpec::new("reward_cache").with_settings(toml::Table::try_from(s).unwrap()),
     );
+    p.flow.devices = devices;
     let file = w.root.join("reward_cache.toml");
     std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
     run_cache_rewards(&CacheRewardsArgs {
@@ -126,7 +139,7 @@ fn cache_rewards_with(
         data: data.map(Path::to_path_buf),
         out: None,
         run_dir: w.root.join("runs"),
-        workers: 1,
+        workers,
         quiet: true,
     })
 }
@@ -563,15 +576,194 @@ fn duplicate_keys_and_a_cache_folder_of_other_inputs_are_refused() {
     assert_eq!((report.finished, report.written), (2, 0));
 }
 
+/// Two caches' parts hold the same candidates (keys, ranks, tokens, texts
+/// exactly) with the same rewards and reference log-probs to 1e-5 relative.
+/// Not bit for bit: MKL's sgemm rounds a row differently depending on how
+/// many rows the call has and where the row falls, so an image's embedding
+/// and log-probs change in their last bit with the batch it is computed in
+/// (one device: batches of every worker's rows; two: each device's share).
+/// Returns the largest difference of a reward and of a log-prob.
+fn assert_same_cache(one: &Path, other: &Path) -> (f32, f32) {
+    let (a, b) = (part_entries(one), part_entries(other));
+    let names = |parts: &[(PathBuf, Vec<CacheEntry>)]| -> Vec<String> {
+        parts
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(names(&a), names(&b));
+    assert_eq!(a.len(), 2);
+    let close = |x: f32, y: f32| (x - y).abs() <= 1e-5 * x.abs().max(1.0);
+    let (mut reward, mut logprob) = (0f32, 0f32);
+    for ((pa, ea), (pb, eb)) in a.iter().zip(&b) {
+        assert_eq!(ea.len(), 12 * K as usize, "{}", pa.display());
+        assert_eq!(ea.len(), eb.len(), "{}", pb.display());
+        for (x, y) in ea.iter().zip(eb) {
+            assert_eq!(
+                (&x.key, x.rank, &x.tokens, &x.text),
+                (&y.key, y.rank, &y.tokens, &y.text)
+            );
+            assert!(
+                close(x.reward, y.reward) && close(x.ref_logprob, y.ref_logprob),
+                "{} rank {}: reward {} vs {}, ref_logprob {} vs {}",
+                x.key,
+                x.rank,
+                x.reward,
+                y.reward,
+                x.ref_logprob,
+                y.ref_logprob
+            );
+            reward = reward.max((x.reward - y.reward).abs());
+            logprob = logprob.max((x.ref_logprob - y.ref_logprob).abs());
+        }
+    }
+    assert!(!std::fs::read_dir(other).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".chunks")));
+    eprintln!("largest differences: reward {reward:e}, reference log-prob {logprob:e}");
+    (reward, logprob)
+}
+
+/// Images each device computed, by device, from the per-shard metrics logs
+/// of the last run.
+fn images_by_device(w: &World) -> BTreeMap<u64, f64> {
+    let mut by = BTreeMap::new();
+    for shard in ["synth-train-00000", "synth-train-00001"] {
+        for (d, n) in images_by_device_of(w, shard) {
+            *by.entry(d).or_default() += n;
+        }
+    }
+    by
+}
+
 #[test]
-fn several_devices_are_refused_before_anything_is_written() {
-    // Each device would write its own copy of the part (the last to finish
-    // wins, losing the others' rows), so two devices are refused at start.
+fn two_devices_write_the_one_device_cache() {
+    // One device on one worker: batches of 5 images. Two devices on two
+    // workers: each device gets its share of two workers' batches, so
+    // every image is computed in another batch.
     let w = world();
-    let s = settings(&w);
+    let one = settings(&w);
+    cache_rewards(&w, &one).unwrap();
+    let two = RewardCacheSettings {
+        out: w.root.join("cache-2"),
+        ..one.clone()
+    };
+    let report = cache_rewards_on(&w, &two, None, 2, 2).unwrap();
+    assert_eq!(
+        report,
+        CacheReport {
+            finished: 0,
+            written: 2,
+            cached_images: 0,
+            scored_images: 24
+        }
+    );
+    let by_device = images_by_device(&w);
+    assert_eq!(by_device.values().sum::<f64>(), 24.0, "{by_device:?}");
+    assert!(
+        by_device.len() == 2 && by_device.values().all(|&n| n > 0.0),
+        "both devices compute images: {by_device:?}"
+    );
+    assert_same_cache(&one.out, &two.out);
+    // The offline reader sees the same cache.
+    let (a, b) = (
+        RewardCache::open(&one.out).unwrap(),
+        RewardCache::open(&two.out).unwrap(),
+    );
+    assert_eq!(a.keys(), b.keys());
+    assert_eq!(a.provenance(), b.provenance());
+}
+
+#[test]
+fn a_part_interrupted_on_any_number_of_devices_resumes_on_two() {
+    let w = world();
+    let one = settings(&w);
+    cache_rewards(&w, &one).unwrap();
+    let parts = part_entries(&one.out);
+    let (prov, _) = cache::read_file(&parts[0].0).unwrap();
+
+    // A cache whose second shard is finished and whose first was left by
+    // runs on 2 devices (device 1 wrote 3 images, device 0 none) and on one
+    // device (2 more images, another chunk).
+    let two = RewardCacheSettings {
+        out: w.root.join("cache-2"),
+        ..one.clone()
+    };
+    std::fs::create_dir_all(&two.out).unwrap();
+    std::fs::copy(&parts[1].0, two.out.join(parts[1].0.file_name().unwrap())).unwrap();
+    std::fs::copy(
+        one.out.join(cache::INPUTS_FILE),
+        two.out.join(cache::INPUTS_FILE),
+    )
+    .unwrap();
+    let chunks = cache::chunk_dir(&two.out, "synth-train-00000");
+    let first = &parts[0].1;
+    let k = K as usize;
+    cache::write_file(
+        &chunks.join(format!("{}00000.parquet", cache::device_chunk_prefix(1, 2))),
+        &prov,
+        &first[..3 * k],
+    )
+    .unwrap();
+    cache::write_file(
+        &chunks.join("chunk-00000.parquet"),
+        &prov,
+        &first[3 * k..5 * k],
+    )
+    .unwrap();
+
+    let report = cache_rewards_on(&w, &two, None, 2, 2).unwrap();
+    assert_eq!(
+        report,
+        CacheReport {
+            finished: 1,
+            written: 1,
+            cached_images: 5,
+            scored_images: 7
+        }
+    );
+    let by_device = images_by_device_of(&w, "synth-train-00000");
+    assert_eq!(by_device.values().sum::<f64>(), 7.0, "{by_device:?}");
+    assert_same_cache(&one.out, &two.out);
+}
+
+/// [`images_by_device`] for one shard.
+fn images_by_device_of(w: &World, shard: &str) -> BTreeMap<u64, f64> {
+    let mut by = BTreeMap::new();
+    let log = w.root.join("runs").join(shard).join("metrics.jsonl");
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(n) = v["metrics"]["cache/images"].as_f64() {
+            *by.entry(v["device"].as_u64().unwrap()).or_default() += n;
+        }
+    }
+    by
+}
+
+#[test]
+fn settings_several_devices_cannot_honour_are_refused_before_anything_is_written() {
+    use dicoflow::train::Decoding;
+    let w = world();
+    // Sampled candidates depend on the batch: refused on 2 devices.
+    let sampled = RewardCacheSettings {
+        decoding: Decoding::Sample { temperature: 1.0 },
+        ..settings(&w)
+    };
+    let err = format!(
+        "{:#}",
+        cache_rewards_on(&w, &sampled, None, 2, 2).unwrap_err()
+    );
+    assert!(
+        err.contains("flow.devices = 2") && err.contains("beam"),
+        "{err}"
+    );
+    assert!(!sampled.out.exists(), "refused before anything was written");
+    // The stage refuses it too, in a run without cache-rewards.
     let mut p = pipeline(
         &w,
-        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(&s).unwrap()),
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(&sampled).unwrap()),
     );
     p.flow.devices = 2;
     let err = run(
@@ -579,27 +771,53 @@ fn several_devices_are_refused_before_anything_is_written() {
         &dicoflow::train::stages::registry(),
         &RunOptions::threads(2),
     )
-    .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains("reward_cache") && text.contains("flow.devices = 1"),
-        "{text}"
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("beam"), "{err}");
+    assert!(!sampled.out.exists(), "refused before anything was written");
+    // Two devices need two worker threads.
+    let s = settings(&w);
+    let err = format!("{:#}", cache_rewards_on(&w, &s, None, 2, 1).unwrap_err());
+    assert!(err.contains("-w 2"), "{err}");
+    assert!(!s.out.exists(), "refused before anything was written");
+}
+
+#[test]
+fn a_pipeline_run_on_two_devices_merges_its_part() {
+    // Without cache-rewards (which would merge a part left open), the last
+    // of the two devices to finish merges the part.
+    let w = world();
+    let one = settings(&w);
+    cache_rewards(&w, &one).unwrap();
+    let mut expected: Vec<CacheEntry> = part_entries(&one.out)
+        .into_iter()
+        .flat_map(|(_, e)| e)
+        .collect();
+    expected.sort_by(|a, b| (&a.key, a.rank).cmp(&(&b.key, b.rank)));
+    let two = RewardCacheSettings {
+        out: w.root.join("cache-2"),
+        ..one.clone()
+    };
+    let mut p = pipeline(
+        &w,
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(&two).unwrap()),
     );
-    assert!(!s.out.exists(), "refused before anything was written");
-    // `cache-rewards` refuses it before hashing the weights or recording
-    // its inputs in the cache folder.
-    let file = w.root.join("two_devices.toml");
-    std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
-    let err = run_cache_rewards(&CacheRewardsArgs {
-        pipeline: file,
-        data: None,
-        out: None,
-        run_dir: w.root.join("runs"),
-        workers: 2,
-        quiet: true,
-    })
-    .unwrap_err();
-    let text = format!("{err:#}");
-    assert!(text.contains("flow.devices = 1"), "{text}");
-    assert!(!s.out.exists(), "refused before anything was written");
+    p.flow.devices = 2;
+    run(
+        &p,
+        &dicoflow::train::stages::registry(),
+        &RunOptions::threads(2),
+    )
+    .unwrap();
+    assert!(!cache::chunk_dir(&two.out, "all").exists(), "chunks merged");
+    let (_, merged) = cache::read_file(&cache::part_path(&two.out, "all")).unwrap();
+    assert_eq!(merged.len(), expected.len());
+    for (x, y) in merged.iter().zip(&expected) {
+        assert_eq!(
+            (&x.key, x.rank, &x.tokens, &x.text),
+            (&y.key, y.rank, &y.tokens, &y.text)
+        );
+        assert!((x.reward - y.reward).abs() <= 1e-5 * y.reward.abs().max(1.0));
+        assert!((x.ref_logprob - y.ref_logprob).abs() <= 1e-5 * y.ref_logprob.abs().max(1.0));
+    }
 }

@@ -1,7 +1,9 @@
 //! `dicoflow cache-rewards --pipeline FILE`: precompute a reward cache, one
 //! part per input shard, with [`crate::reward::cache_run::cache_rewards`]
 //! (which says how shards are planned and what is refused). This command
-//! reads the pipeline file and applies the command line's overrides.
+//! reads the pipeline file and applies the command line's overrides. It runs
+//! in one process: `flow.devices = N` splits each shard's images over N
+//! worker threads (`-w N` or more); there are no cluster options.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,7 +27,8 @@ pub struct CacheRewardsArgs {
     /// Where each shard's metrics log goes (`RUN_DIR/PART/metrics.jsonl`).
     #[arg(long, default_value = "runs/cache-rewards")]
     pub run_dir: PathBuf,
-    /// Worker threads (CPU stages).
+    /// Worker threads (CPU stages); with `flow.devices = N`, worker d < N owns
+    /// device d, so give at least N.
     #[arg(short = 'w', long, default_value_t = 1)]
     pub workers: usize,
     /// No progress bars.

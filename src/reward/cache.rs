@@ -12,7 +12,11 @@
 //! part is being computed its rows go to `.part-NAME.chunks/chunk-NNNNN.parquet`
 //! (each written to a temporary name and renamed), so a crash loses at most the
 //! rows since the last chunk; [`PartWriter::finish`] merges the chunks into the
-//! part (temporary name, then rename) and removes them.
+//! part (temporary name, then rename) and removes them. Several devices
+//! computing one part write their own chunks side by side
+//! (`chunk-device-D-of-N-NNNNN.parquet`, [`PartWriter::for_device`]) and one
+//! merges them all: the finished part is the same file whatever the number of
+//! devices, and an interrupted part resumes on any number of devices.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -576,16 +580,58 @@ pub struct PartWriter {
     pending: Vec<CacheEntry>,
     /// Rows per chunk file.
     chunk_rows: usize,
+    /// What this writer's chunk names start with ([`device_chunk_prefix`]).
+    prefix: String,
     next_chunk: usize,
 }
 
+/// Chunk names of device `d` of `devices` writing one part together:
+/// `chunk-device-D-of-N-`, so concurrent writers never pick the same name. A
+/// single writer's chunks are `chunk-NNNNN.parquet`. Every chunk of a part,
+/// whoever wrote it, starts with `chunk-`: [`present_keys`] and
+/// [`PartWriter::finish`] read them all.
+pub fn device_chunk_prefix(d: usize, devices: usize) -> String {
+    format!("chunk-device-{d}-of-{devices}-")
+}
+
 impl PartWriter {
-    /// A writer of part `part` in `dir`, flushing a chunk every `chunk_rows` rows.
+    /// A writer of part `part` in `dir`, flushing a chunk every `chunk_rows`
+    /// rows, named `chunk-NNNNN.parquet`.
+    ///
+    /// Errors: [`RewardError::CacheFile`] when `part` is not a file name or
+    /// the chunk folder cannot be listed.
     pub fn new(
         dir: &Path,
         part: &str,
         provenance: CacheProvenance,
         chunk_rows: usize,
+    ) -> Result<Self, RewardError> {
+        Self::with_chunk_prefix(dir, part, provenance, chunk_rows, "chunk-")
+    }
+
+    /// A writer of device `d`'s share (of `devices`) of part `part`: its chunks
+    /// are named with [`device_chunk_prefix`], beside those of the other
+    /// devices (and of earlier runs on any number of devices) in the part's
+    /// chunk folder. Whichever writer finishes the part merges them all.
+    ///
+    /// Errors: as [`PartWriter::new`].
+    pub fn for_device(
+        dir: &Path,
+        part: &str,
+        provenance: CacheProvenance,
+        chunk_rows: usize,
+        (d, devices): (usize, usize),
+    ) -> Result<Self, RewardError> {
+        let prefix = device_chunk_prefix(d, devices);
+        Self::with_chunk_prefix(dir, part, provenance, chunk_rows, &prefix)
+    }
+
+    fn with_chunk_prefix(
+        dir: &Path,
+        part: &str,
+        provenance: CacheProvenance,
+        chunk_rows: usize,
+        prefix: &str,
     ) -> Result<Self, RewardError> {
         if part.is_empty() || part.contains(['/', '\\']) {
             return Err(RewardError::CacheFile {
@@ -593,14 +639,26 @@ impl PartWriter {
                 what: format!("part name `{part}` must be non-empty without path separators"),
             });
         }
-        let existing = parquet_files(&chunk_dir(dir, part), "chunk-")?;
+        // Chunk numbers continue after this writer's own earlier chunks
+        // (`chunk-00001` is not `chunk-device-0-of-2-00001`).
+        let existing = parquet_files(&chunk_dir(dir, part), prefix)?
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(prefix))
+                    .and_then(|n| n.strip_suffix(".parquet"))
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count();
         Ok(Self {
             dir: dir.into(),
             part: part.into(),
             provenance,
             pending: Vec::new(),
             chunk_rows: chunk_rows.max(1),
-            next_chunk: existing.len(),
+            prefix: prefix.to_owned(),
+            next_chunk: existing,
         })
     }
 
@@ -625,7 +683,7 @@ impl PartWriter {
         // Names are never reused: a chunk from an earlier run keeps its file.
         let mut path;
         loop {
-            path = dir.join(format!("chunk-{:05}.parquet", self.next_chunk));
+            path = dir.join(format!("{}{:05}.parquet", self.prefix, self.next_chunk));
             self.next_chunk += 1;
             if !path.exists() {
                 break;
@@ -636,9 +694,15 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Merge every chunk into the part (sorted by key and rank, so the part
-    /// does not depend on chunking), rename it into place, remove the chunks.
-    /// Returns the part's path and its row count.
+    /// Merge every chunk of the part (this writer's, the other devices', and
+    /// those left by earlier runs on any number of devices) into the part,
+    /// sorted by key and rank so the part does not depend on chunking or on
+    /// which device computed which image, rename it into place, remove the
+    /// chunks. Returns the part's path and its row count.
+    ///
+    /// Errors: [`RewardError::CacheMismatch`] when a chunk was made with
+    /// another provenance or two chunks hold the same candidate (key, rank);
+    /// [`RewardError::CacheFile`] when a file cannot be read or written.
     pub fn finish(mut self) -> Result<(PathBuf, usize), RewardError> {
         self.flush()?;
         let dir = chunk_dir(&self.dir, &self.part);
@@ -649,6 +713,19 @@ impl PartWriter {
             rows.extend(entries);
         }
         rows.sort_by(|a, b| (&a.key, a.rank).cmp(&(&b.key, b.rank)));
+        if let Some(pair) = rows
+            .windows(2)
+            .find(|w| (&w[0].key, w[0].rank) == (&w[1].key, w[1].rank))
+        {
+            return Err(RewardError::CacheMismatch {
+                path: dir.clone(),
+                what: format!(
+                    "candidate {} of `{}` is in two chunks: delete the chunk folder to \
+                     recompute the part",
+                    pair[0].rank, pair[0].key
+                ),
+            });
+        }
         let path = part_path(&self.dir, &self.part);
         write_file(&path, &self.provenance, &rows)?;
         if dir.exists() {
@@ -811,6 +888,78 @@ mod tests {
         assert_eq!(cache.images(), 3);
         assert_eq!(cache.get("k2").unwrap()[1], entry("k2", 1));
         assert_eq!(cache.max_token(), Some(7));
+    }
+
+    #[test]
+    fn device_chunks_and_earlier_chunks_merge_into_one_part() {
+        let dir = tempfile::tempdir().unwrap();
+        // An earlier one-device run left a chunk; two devices add theirs.
+        let mut one = PartWriter::new(dir.path(), "a", prov("x"), 100).unwrap();
+        one.push([entry("k3", 0), entry("k3", 1)]).unwrap();
+        one.flush().unwrap();
+        drop(one);
+        let mut d0 = PartWriter::for_device(dir.path(), "a", prov("x"), 2, (0, 2)).unwrap();
+        let mut d1 = PartWriter::for_device(dir.path(), "a", prov("x"), 2, (1, 2)).unwrap();
+        d1.push([entry("k2", 1), entry("k2", 0)]).unwrap();
+        d0.push([entry("k1", 0), entry("k1", 1)]).unwrap();
+        d1.push([entry("k0", 0)]).unwrap();
+        d0.flush().unwrap();
+        d1.flush().unwrap();
+        let names: Vec<String> = parquet_files(&chunk_dir(dir.path(), "a"), "chunk-")
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "chunk-00000.parquet",
+                "chunk-device-0-of-2-00000.parquet",
+                "chunk-device-1-of-2-00000.parquet",
+                "chunk-device-1-of-2-00001.parquet"
+            ]
+        );
+        // A device resuming continues its own numbering.
+        let mut again = PartWriter::for_device(dir.path(), "a", prov("x"), 2, (1, 2)).unwrap();
+        again.push([entry("k4", 0)]).unwrap();
+        again.flush().unwrap();
+        assert!(chunk_dir(dir.path(), "a")
+            .join("chunk-device-1-of-2-00002.parquet")
+            .is_file());
+        assert_eq!(present_keys(dir.path(), "a", &prov("x")).unwrap().len(), 5);
+        let (path, rows) = PartWriter::new(dir.path(), "a", prov("x"), 2)
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(rows, 8);
+        let (_, entries) = read_file(&path).unwrap();
+        let order: Vec<(&str, i32)> = entries.iter().map(|e| (e.key.as_str(), e.rank)).collect();
+        assert_eq!(
+            order,
+            [
+                ("k0", 0),
+                ("k1", 0),
+                ("k1", 1),
+                ("k2", 0),
+                ("k2", 1),
+                ("k3", 0),
+                ("k3", 1),
+                ("k4", 0)
+            ]
+        );
+        assert!(!chunk_dir(dir.path(), "a").exists());
+    }
+
+    #[test]
+    fn a_candidate_in_two_chunks_is_not_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d0 = PartWriter::for_device(dir.path(), "a", prov("x"), 1, (0, 2)).unwrap();
+        let mut d1 = PartWriter::for_device(dir.path(), "a", prov("x"), 1, (1, 2)).unwrap();
+        d0.push([entry("k", 0)]).unwrap();
+        d1.push([entry("k", 0)]).unwrap();
+        let err = d1.finish().unwrap_err().to_string();
+        assert!(err.contains("`k`") && err.contains("two chunks"), "{err}");
+        assert!(!part_path(dir.path(), "a").exists());
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub trait CacheStage: DeserializeOwned {
     fn out(&self) -> &Path;
     /// Candidates per chunk file.
     fn chunk_rows(&self) -> usize;
+    /// Why these settings cannot be computed on several devices (`None`:
+    /// they can; the default).
+    fn several_devices_refused(&self) -> Option<&'static str> {
+        None
+    }
     /// The provenance the stage writes into every part (hashes the weights
     /// it names).
     ///
@@ -120,8 +125,12 @@ pub enum CacheRunError {
     /// The dataflow that finds the missing keys failed.
     #[error(transparent)]
     Join(#[from] FlowError),
-    /// The pipeline's stages refuse their settings (e.g. `reward_cache` on
-    /// several devices), found before anything is hashed or written.
+    /// `flow.devices` cannot be honoured with these settings or workers,
+    /// found before anything is hashed or written.
+    #[error("flow.devices = {devices}: {why}")]
+    Devices { devices: usize, why: String },
+    /// The pipeline's stages refuse their settings, found before anything
+    /// is hashed or written.
     #[error("the pipeline cannot run")]
     Pipeline(#[source] Box<FlowError>),
     /// The run that scores one shard failed.
@@ -176,6 +185,12 @@ fn shard_keys(shard: &Path, pipeline: &Pipeline) -> Result<Vec<String>, crate::E
 /// to `run_dir/PART/`. Progress lines go to stdout; `quiet` leaves out the
 /// progress bars and per-shard summaries.
 ///
+/// With `flow.devices = N > 1` (at most `workers`), each shard's run splits
+/// its images over N devices, each writing its own chunks of the part, and
+/// the part is merged from all of them: the same part as on one device. A
+/// part left unfinished resumes on any number of devices (its chunks count
+/// whoever wrote them).
+///
 /// Errors: [`CacheRunError`], naming the pipeline setting, shard or cache
 /// file at fault.
 pub fn cache_rewards<S: CacheStage>(
@@ -203,6 +218,24 @@ pub fn cache_rewards<S: CacheStage>(
     registry
         .check(&pipeline)
         .map_err(|e| CacheRunError::Pipeline(Box::new(e)))?;
+    let devices = pipeline.flow.devices;
+    if devices > 1 {
+        if let Some(why) = settings.several_devices_refused() {
+            return Err(CacheRunError::Devices {
+                devices,
+                why: why.to_owned(),
+            });
+        }
+        if devices > workers {
+            return Err(CacheRunError::Devices {
+                devices,
+                why: format!(
+                    "every device is owned by a worker thread, and {workers} were given: \
+                     pass -w {devices} (or more)"
+                ),
+            });
+        }
+    }
     let data = pipeline
         .source
         .path
@@ -274,6 +307,14 @@ pub fn cache_rewards<S: CacheStage>(
                 })?;
             if !quiet {
                 println!("{}", summary.telemetry);
+            }
+            // The run succeeded, so every device has written its chunks. The
+            // last device to finish merges them; it may not have known it
+            // was the last (a device that finished before another joined),
+            // so a part left open is merged here.
+            if devices > 1 && !cache::part_path(settings.out(), part).exists() {
+                PartWriter::new(settings.out(), part, prov.clone(), settings.chunk_rows())?
+                    .finish()?;
             }
         }
         report.written += 1;

@@ -52,11 +52,6 @@ pub fn register(r: &mut Registry) {
         Ok(Box::new(RewardCacheStage::try_new(s)?) as Box<dyn DeviceStage>)
     });
     r.declare_resumable("train_evaluator");
-    r.declare_single_device(
-        "reward_cache",
-        "each device would write its own copy of the cache part, and the last \
-         finished wins",
-    );
     r.declare_resumable("train_captioner");
     r.set_resume_reader(crate::train::resumable::read_resume_point);
     for placed in [

@@ -4,14 +4,28 @@
 //! writes them as one part of a reward cache ([`crate::reward::cache`]).
 //! Images already in the cache (finished parts, or chunks of this part left
 //! by an interrupted run) are skipped and counted.
+//!
+//! On several devices (`flow.devices = N`, worker threads of one process),
+//! device d computes the images the flow routes to it (its disjoint share of
+//! every batch) and writes them as its own chunks of the part
+//! ([`PartWriter::for_device`]); the last device of the run to finish merges
+//! every chunk into the part, which is then the file one device would have
+//! written. Decoding is per image, so an image's candidates do not depend on
+//! which images share its batch (beam search; sampled candidates do, and are
+//! refused on several devices). Devices in other processes are refused: the
+//! part is merged by a device that knows every other one has finished, which
+//! only the devices of one process can tell each other.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
+use crate::device::DeviceName;
+use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, Sample, StageFailure};
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
 use crate::model::clip::ClipConfig;
@@ -110,6 +124,10 @@ impl CacheStage for RewardCacheSettings {
         self.chunk_rows
     }
 
+    fn several_devices_refused(&self) -> Option<&'static str> {
+        several_devices_refused(self.decoding)
+    }
+
     /// The provenance a run with these settings writes into the cache: the
     /// SHA-256 of every weights file and the record of its model and scoring settings.
     fn provenance(&self) -> Result<CacheProvenance, ProvenanceError> {
@@ -133,6 +151,126 @@ impl CacheStage for RewardCacheSettings {
             reference_sha256: weights_sha256(reference)?,
             config: serde_json::to_string(&config).map_err(ProvenanceError::Config)?,
         })
+    }
+}
+
+/// Why candidates decoded with `decoding` cannot be split over several
+/// devices (`None`: they can).
+fn several_devices_refused(decoding: Decoding) -> Option<&'static str> {
+    match decoding {
+        Decoding::Beam => None,
+        Decoding::Sample { .. } => Some(
+            "sampled candidates are drawn with one seed per batch, so an image's samples \
+             depend on which images share its batch and N devices would cache other samples \
+             than one device; use `decoding = { kind = \"beam\" }`, or `flow.devices = 1`",
+        ),
+    }
+}
+
+/// Device `index` of `devices` computing one part together, `local_index`
+/// among the devices of its process.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    index: usize,
+    local_index: usize,
+    devices: usize,
+}
+
+/// The devices of this process writing one part together in one run: the
+/// last to finish merges the part, unless one failed.
+#[derive(Debug)]
+struct Group {
+    id: u64,
+    dir: PathBuf,
+    part: String,
+    devices: usize,
+    joined: usize,
+    left: usize,
+    finished: usize,
+    failed: bool,
+}
+
+/// Groups with a member still running or waiting for the rest of a run's
+/// devices to join, and the next group id. A group lives until all its
+/// `devices` have left: a device may finish before another one of its run
+/// has built its stage (a run of fewer batches than `flow.max_in_flight`).
+static GROUPS: Mutex<(Vec<Group>, u64)> = Mutex::new((Vec::new(), 0));
+
+/// A device's place in its [`Group`]; dropped before [`Membership::leave`]
+/// (a stage that failed to build, a run stopped on an error), it leaves as
+/// failed, so the part is not merged.
+#[derive(Debug)]
+struct Membership {
+    id: u64,
+    left: bool,
+}
+
+impl Membership {
+    /// Join the group of this run's devices writing `part` of `dir`: the
+    /// group that still waits for devices (also when one of them has failed
+    /// already: a late device of a failed run must not start a group of its
+    /// own), or a new one.
+    fn join(dir: &Path, part: &str, devices: usize) -> Self {
+        let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+        let (list, next) = &mut *groups;
+        if let Some(g) = list
+            .iter_mut()
+            .find(|g| g.dir == dir && g.part == part && g.devices == devices && g.joined < devices)
+        {
+            g.joined += 1;
+            return Self {
+                id: g.id,
+                left: false,
+            };
+        }
+        *next += 1;
+        list.push(Group {
+            id: *next,
+            dir: dir.to_path_buf(),
+            part: part.to_owned(),
+            devices,
+            joined: 1,
+            left: 0,
+            finished: 0,
+            failed: false,
+        });
+        Self {
+            id: *next,
+            left: false,
+        }
+    }
+
+    /// Leave the group, `finished` (every chunk written) or not. True when
+    /// this device is the last of the run's devices to finish and none
+    /// failed: it merges the part.
+    fn leave(&mut self, finished: bool) -> bool {
+        if std::mem::replace(&mut self.left, true) {
+            return false;
+        }
+        let mut groups = GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+        let list = &mut groups.0;
+        let Some(i) = list.iter().position(|g| g.id == self.id) else {
+            return false;
+        };
+        let g = &mut list[i];
+        g.left += 1;
+        if finished {
+            g.finished += 1;
+        } else {
+            g.failed = true;
+        }
+        let merge = !g.failed && g.finished == g.devices;
+        // Every device of the run has come and gone.
+        if g.left == g.devices {
+            list.remove(i);
+        }
+        merge
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.leave(false);
     }
 }
 
@@ -165,6 +303,9 @@ pub struct RewardCacheStage {
     scorer: ClipScorer,
     text: CaptionText,
     writer: Option<PartWriter>,
+    /// On several devices: this device's share and its place among the
+    /// devices writing the part, and the provenance the merged part keeps.
+    shared: Option<(Share, Membership, CacheProvenance)>,
     present: HashSet<String>,
     /// Batches whose candidates could not be computed: the part is then not
     /// sealed, so a re-run retries their images.
@@ -172,6 +313,14 @@ pub struct RewardCacheStage {
 }
 
 impl RewardCacheStage {
+    /// The stage on this device thread. On several devices, it takes its
+    /// place among them first ([`take_replica_link`]).
+    ///
+    /// Errors: [`FlowError::Config`] for settings that cannot be honoured
+    /// (fewer than 2 candidates, a finished part, sampled candidates on
+    /// several devices, devices in several processes);
+    /// [`FlowError::StageBuild`] when a model, the vocabulary or the cache
+    /// cannot be read.
     pub fn try_new(s: RewardCacheSettings) -> Result<Self, FlowError> {
         let err = setting_err("reward_cache");
         let failed = build_failed::<StageBuildError>("reward_cache");
@@ -181,7 +330,35 @@ impl RewardCacheStage {
                 s.candidates
             )));
         }
-        let device = device_of("reward_cache", s.device)?;
+        let share = take_replica_link("reward_cache")?.map(|l| Share {
+            index: l.index(),
+            local_index: l.local_index(),
+            devices: l.replicas(),
+        });
+        if let Some(share) = share {
+            if let Some(why) = several_devices_refused(s.decoding) {
+                return Err(err(format!("{} devices: {why}", share.devices)));
+            }
+            if share.index != share.local_index {
+                return Err(err(format!(
+                    "device {} of {} is in another process than device 0: reward_cache runs \
+                     on the devices of one process only (the part is merged by the last \
+                     device to finish, which only devices of one process can tell); give \
+                     process 0 at least `flow.devices` worker threads (-w), or set \
+                     `flow.devices = 1`",
+                    share.index, share.devices
+                )));
+            }
+        }
+        // Joined before anything that can fail on one device only: a device
+        // that fails later leaves the group as failed, and nobody merges.
+        let membership = share.map(|sh| Membership::join(&s.out, &s.part, sh.devices));
+        // Device d of a process runs on the d-th device from the stage's.
+        let device_name = match (s.device, share) {
+            (DeviceName::Cuda(k), Some(sh)) => DeviceName::Cuda(k + sh.local_index),
+            (d, _) => d,
+        };
+        let device = device_of("reward_cache", device_name)?;
         if cache::part_path(&s.out, &s.part).exists() {
             return Err(err(format!(
                 "{} is already finished: delete it to recompute, or name another `part`",
@@ -191,8 +368,18 @@ impl RewardCacheStage {
         let provenance = s.provenance().map_err(|e| failed(e.into()))?;
         let present =
             cache::present_keys(&s.out, &s.part, &provenance).map_err(|e| failed(e.into()))?;
-        let writer = PartWriter::new(&s.out, &s.part, provenance, s.chunk_rows)
-            .map_err(|e| failed(e.into()))?;
+        let writer = match share {
+            None => PartWriter::new(&s.out, &s.part, provenance.clone(), s.chunk_rows),
+            Some(sh) => PartWriter::for_device(
+                &s.out,
+                &s.part,
+                provenance.clone(),
+                s.chunk_rows,
+                (sh.index, sh.devices),
+            ),
+        }
+        .map_err(|e| failed(e.into()))?;
+        let shared = share.zip(membership).map(|(sh, m)| (sh, m, provenance));
         let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         text.check(&s.captioner.tokens)
             .map_err(|e| failed(e.into()))?;
@@ -216,6 +403,7 @@ impl RewardCacheStage {
             scorer,
             text,
             writer: Some(writer),
+            shared,
             present,
             failed_batches: 0,
         })
@@ -300,6 +488,9 @@ impl DeviceStage for RewardCacheStage {
 
     fn finish(&mut self) -> Result<(), StageFailure> {
         if self.failed_batches > 0 {
+            if let Some((_, membership, _)) = self.shared.as_mut() {
+                membership.leave(false);
+            }
             if let Some(writer) = self.writer.as_mut() {
                 writer
                     .flush()
@@ -313,11 +504,31 @@ impl DeviceStage for RewardCacheStage {
                 self.failed_batches
             )));
         }
-        if let Some(writer) = self.writer.take() {
+        let Some(mut writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let Some((share, membership, provenance)) = self.shared.as_mut() else {
             let (path, rows) = writer
                 .finish()
                 .map_err(|e| StageFailure::new("cache part not written").with_detail(e))?;
             tracing::info!("wrote {} ({rows} candidates)", path.display());
+            return Ok(());
+        };
+        // This device's chunks first; the last device to finish merges them all.
+        if let Err(e) = writer.flush() {
+            membership.leave(false);
+            return Err(StageFailure::new("cache chunk not written").with_detail(e));
+        }
+        if membership.leave(true) {
+            let s = &self.settings;
+            let (path, rows) = PartWriter::new(&s.out, &s.part, provenance.clone(), s.chunk_rows)
+                .and_then(PartWriter::finish)
+                .map_err(|e| StageFailure::new("cache part not written").with_detail(e))?;
+            tracing::info!(
+                "wrote {} ({rows} candidates, from {} devices)",
+                path.display(),
+                share.devices
+            );
         }
         Ok(())
     }
@@ -354,5 +565,68 @@ impl RewardCacheStage {
         writer
             .push(entries)
             .map_err(|e| StageFailure::new("cache chunk not written").with_detail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each test uses its own folder: the groups are process-wide.
+    fn dir(name: &str) -> PathBuf {
+        PathBuf::from(format!("/nonexistent/membership-{name}"))
+    }
+
+    #[test]
+    fn the_last_of_the_devices_to_finish_merges() {
+        let d = dir("last");
+        let mut a = Membership::join(&d, "p", 3);
+        let mut b = Membership::join(&d, "p", 3);
+        // A device that finishes before the last one has joined waits for it.
+        assert!(!a.leave(true));
+        let mut c = Membership::join(&d, "p", 3);
+        assert!(!c.leave(true));
+        assert!(b.leave(true), "the third to finish merges");
+        // Leaving twice (finish, then drop) counts once.
+        assert!(!b.leave(true));
+        // The group is gone: the next run's devices start a new one.
+        let mut again = Membership::join(&d, "p", 3);
+        assert!(!again.leave(true));
+    }
+
+    #[test]
+    fn a_device_that_failed_keeps_the_part_open() {
+        let d = dir("failed");
+        let mut a = Membership::join(&d, "p", 2);
+        {
+            // Dropped without finishing: its stage failed to build, or the
+            // run stopped.
+            let _b = Membership::join(&d, "p", 2);
+        }
+        assert!(!a.leave(true), "no merge after a device failed");
+        // A device that failed before the other one joined.
+        {
+            let _b = Membership::join(&d, "p", 2);
+        }
+        let mut late = Membership::join(&d, "p", 2);
+        assert!(!late.leave(true), "the late device joins the failed run");
+        // Every device of the failed runs has left: a new run starts afresh.
+        let mut x = Membership::join(&d, "p", 2);
+        let mut y = Membership::join(&d, "p", 2);
+        assert!(!x.leave(true));
+        assert!(y.leave(true));
+    }
+
+    #[test]
+    fn parts_and_device_counts_have_their_own_groups() {
+        let d = dir("apart");
+        let mut p = Membership::join(&d, "p", 2);
+        let mut q = Membership::join(&d, "q", 2);
+        let mut three = Membership::join(&d, "p", 3);
+        assert!(!p.leave(true));
+        assert!(!q.leave(true));
+        assert!(!three.leave(true));
+        let mut p2 = Membership::join(&d, "p", 2);
+        assert!(p2.leave(true), "the second device of part p merges it");
     }
 }
