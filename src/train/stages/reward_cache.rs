@@ -274,21 +274,22 @@ impl Drop for Membership {
     }
 }
 
-/// A frozen captioner `cfg` with the weights at `path`.
+/// A frozen captioner `cfg` with the weights at `path`, which the stage's
+/// setting `setting` names.
 ///
 /// Errors: [`StageBuildError::Model`] when the captioner cannot be built,
-/// [`StageBuildError::Weights`] when the weights cannot be loaded.
+/// [`StageBuildError::Setting`] (naming `setting`) when the weights cannot be
+/// loaded.
 fn load_captioner(
     cfg: &CaptionerConfig,
+    setting: &'static str,
     path: &Path,
     device: tch::Device,
 ) -> Result<(VarStore, Captioner), StageBuildError> {
     let mut vs = VarStore::new(device);
     let model = Captioner::new(vs.root(), cfg)?;
-    vs.load(path).map_err(|source| StageBuildError::Weights {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    crate::model::weights::load_var_store(&mut vs, path)
+        .map_err(StageBuildError::in_setting(setting))?;
     vs.freeze();
     Ok((vs, model))
 }
@@ -384,11 +385,13 @@ impl RewardCacheStage {
         text.check(&s.captioner.tokens)
             .map_err(|e| failed(e.into()))?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
-            .map_err(|e| failed(e.into()))?;
-        let policy = load_captioner(&s.captioner, &s.weights, device).map_err(&failed)?;
+            .map_err(StageBuildError::in_setting("backbone"))
+            .map_err(&failed)?;
+        let policy =
+            load_captioner(&s.captioner, "weights", &s.weights, device).map_err(&failed)?;
         let reference = match &s.reference {
             Some(r) if r != &s.weights => {
-                Some(load_captioner(&s.captioner, r, device).map_err(&failed)?)
+                Some(load_captioner(&s.captioner, "reference", r, device).map_err(&failed)?)
             }
             _ => None,
         };

@@ -58,13 +58,6 @@ pub enum StageBuildError {
         #[source]
         source: serde_json::Error,
     },
-    /// A captioner's weights could not be loaded.
-    #[error("loading captioner weights {}: {source}", path.display())]
-    Weights {
-        path: PathBuf,
-        #[source]
-        source: tch::TchError,
-    },
     /// The latest checkpoint could not be restored.
     #[error("resuming: {0}")]
     Resume(#[source] TrainError),
