@@ -440,6 +440,15 @@ pub(crate) fn withdraw_replica_link() {
     OFFERED.with(|o| *o.borrow_mut() = (None, false));
 }
 
+/// For a stage's constructor, on its device thread: this device's index
+/// among the device owners of its process when the pipeline has
+/// `flow.devices > 1` (`None` with one device), for a stage that places
+/// itself on the d-th device but takes no part in the replicas (the link
+/// stays offered to a training stage).
+pub fn local_device_index() -> Option<usize> {
+    OFFERED.with(|o| o.borrow().0.as_ref().map(ReplicaLink::local_index))
+}
+
 /// For a training stage's constructor, on its device thread: the link to the
 /// other replicas when the pipeline has `flow.devices > 1`, `None` with one
 /// device. Errors when another stage of the pipeline has already taken it

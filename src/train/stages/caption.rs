@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceName;
+use crate::flow::allreduce::local_device_index;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
@@ -94,7 +95,9 @@ pub struct CaptionStage {
 impl CaptionStage {
     pub fn try_new(s: CaptionStageSettings) -> Result<Self, FlowError> {
         let failed = build_failed::<StageBuildError>("caption");
-        let device = device_of("caption", s.device)?;
+        // With several devices in a process, the d-th runs on the d-th device
+        // from the stage's.
+        let device = device_of("caption", s.device, local_device_index())?;
         let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)
             .map_err(StageBuildError::in_setting("backbone"))

@@ -184,12 +184,8 @@ impl CaptionerStage {
     pub fn try_new(mut s: CaptionerStageSettings) -> Result<Self, FlowError> {
         let failed = build_failed::<StageBuildError>("train_captioner");
         let link = take_replica_link("train_captioner")?;
-        // Replica d of a process runs on the d-th device from the stage's.
-        let device_name = match (s.device, &link) {
-            (DeviceName::Cuda(k), Some(l)) => DeviceName::Cuda(k + l.local_index()),
-            (d, _) => d,
-        };
-        let device = device_of("train_captioner", device_name)?;
+        let local = link.as_ref().map(|l| l.local_index());
+        let device = device_of("train_captioner", s.device, local)?;
         resolve_total_steps("train_captioner", &mut s.train.schedule, s.train.accumulate)?;
         let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         let backbone = Backbone::from_clip_safetensors(&s.backbone, &s.backbone_config, device)

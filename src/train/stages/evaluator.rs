@@ -56,12 +56,8 @@ pub struct EvaluatorStage {
 impl EvaluatorStage {
     pub fn try_new(mut settings: EvaluatorStageSettings) -> Result<Self, FlowError> {
         let link = take_replica_link("train_evaluator")?;
-        // Replica d of a process runs on the d-th device from the stage's.
-        let device_name = match (settings.device, &link) {
-            (DeviceName::Cuda(k), Some(l)) => DeviceName::Cuda(k + l.local_index()),
-            (d, _) => d,
-        };
-        let device = device_of("train_evaluator", device_name)?;
+        let local = link.as_ref().map(|l| l.local_index());
+        let device = device_of("train_evaluator", settings.device, local)?;
         resolve_total_steps(
             "train_evaluator",
             &mut settings.train.schedule,

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::Tensor;
 
-use crate::device::DeviceName;
 use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, Sample, StageFailure};
 use crate::model::captioner::{Backbone, CaptionText, Captioner, CaptionerConfig};
@@ -354,12 +353,7 @@ impl RewardCacheStage {
         // Joined before anything that can fail on one device only: a device
         // that fails later leaves the group as failed, and nobody merges.
         let membership = share.map(|sh| Membership::join(&s.out, &s.part, sh.devices));
-        // Device d of a process runs on the d-th device from the stage's.
-        let device_name = match (s.device, share) {
-            (DeviceName::Cuda(k), Some(sh)) => DeviceName::Cuda(k + sh.local_index),
-            (d, _) => d,
-        };
-        let device = device_of("reward_cache", device_name)?;
+        let device = device_of("reward_cache", s.device, share.map(|sh| sh.local_index))?;
         if cache::part_path(&s.out, &s.part).exists() {
             return Err(err(format!(
                 "{} is already finished: delete it to recompute, or name another `part`",

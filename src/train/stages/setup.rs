@@ -119,13 +119,32 @@ pub(crate) fn default_keep_last() -> usize {
     2
 }
 
-/// The device stage `stage`'s `device` setting names, checked on this machine (asking
-/// for CUDA where there is none is an error, see [`DeviceName::resolve`]).
-pub(crate) fn device_of(stage: &'static str, name: DeviceName) -> Result<Device, FlowError> {
-    name.resolve().map_err(|source| FlowError::Device {
-        setting: format!("stage `{stage}`: device"),
-        source,
-    })
+/// The device stage `stage`'s `device` setting names, for the `local`-th
+/// device of this process when the stage runs on several (`flow.devices`;
+/// `None` with one), checked on this machine (asking for CUDA where there is
+/// none is an error, see [`DeviceName::resolve`]).
+pub(crate) fn device_of(
+    stage: &'static str,
+    name: DeviceName,
+    local: Option<usize>,
+) -> Result<Device, FlowError> {
+    local_device(name, local)
+        .resolve()
+        .map_err(|source| FlowError::Device {
+            setting: format!("stage `{stage}`: device"),
+            source,
+        })
+}
+
+/// The device the `local`-th device owner of a process uses when the stage
+/// names `name`: `cuda:K` becomes `cuda:(K + local)`; `cpu` and `auto` stay
+/// as they are (`auto` resolves to the same device for every owner,
+/// docs/distributed.md).
+fn local_device(name: DeviceName, local: Option<usize>) -> DeviceName {
+    match (name, local) {
+        (DeviceName::Cuda(k), Some(d)) => DeviceName::Cuda(k + d),
+        (d, _) => d,
+    }
 }
 
 /// A setting of stage `stage` that cannot be honoured, with the message
@@ -304,4 +323,17 @@ pub(crate) fn resolve_total_steps(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_d_th_device_owner_of_a_process_uses_the_d_th_cuda_device() {
+        assert_eq!(local_device(DeviceName::Cuda(1), Some(2)), DeviceName::Cuda(3));
+        assert_eq!(local_device(DeviceName::Cuda(1), None), DeviceName::Cuda(1));
+        assert_eq!(local_device(DeviceName::Cpu, Some(2)), DeviceName::Cpu);
+        assert_eq!(local_device(DeviceName::Auto, Some(1)), DeviceName::Auto);
+    }
 }
