@@ -331,7 +331,10 @@ mod tests {
 
     #[test]
     fn the_d_th_device_owner_of_a_process_uses_the_d_th_cuda_device() {
-        assert_eq!(local_device(DeviceName::Cuda(1), Some(2)), DeviceName::Cuda(3));
+        assert_eq!(
+            local_device(DeviceName::Cuda(1), Some(2)),
+            DeviceName::Cuda(3)
+        );
         assert_eq!(local_device(DeviceName::Cuda(1), None), DeviceName::Cuda(1));
         assert_eq!(local_device(DeviceName::Cpu, Some(2)), DeviceName::Cpu);
         assert_eq!(local_device(DeviceName::Auto, Some(1)), DeviceName::Auto);
