@@ -230,7 +230,7 @@ pub fn cache_rewards<S: CacheStage>(
             return Err(CacheRunError::Devices {
                 devices,
                 why: format!(
-                    "every device is owned by a worker thread, and {workers} were given: \
+                    "every device is owned by a worker thread, and -w gave {workers}: \
                      pass -w {devices} (or more)"
                 ),
             });
