@@ -114,7 +114,12 @@ impl Sentence {
 pub(crate) struct Stage<'a> {
     pub s1: &'a Sentence,
     pub s2: &'a Sentence,
-    pub matches: Vec<Vec<Match>>,
+    /// The matches in the order found; after [`Stage::group`], grouped by
+    /// line-2 start (stably: each start's matches stay in the order found).
+    pub matches: Vec<Match>,
+    /// After [`Stage::group`]: the matches starting at line-2 position `j`
+    /// are `matches[starts[j]..starts[j + 1]]`.
+    pub starts: Vec<usize>,
     pub coverage1: Vec<u32>,
     pub coverage2: Vec<u32>,
 }
@@ -124,7 +129,8 @@ impl<'a> Stage<'a> {
         Stage {
             s1,
             s2,
-            matches: vec![Vec::new(); s2.len()],
+            matches: Vec::new(),
+            starts: Vec::new(),
             coverage1: vec![0; s1.len()],
             coverage2: vec![0; s2.len()],
         }
@@ -137,7 +143,43 @@ impl<'a> Stage<'a> {
         for k in 0..m.length {
             self.coverage2[m.start + k] += 1;
         }
-        self.matches[m.start].push(m);
+        self.matches.push(m);
+    }
+
+    /// Groups the matches by line-2 start (a stable counting sort), which
+    /// is the order of METEOR's per-position lists; call once, after the
+    /// matchers.
+    pub(crate) fn group(&mut self) {
+        let n = self.s2.len();
+        let mut starts = vec![0usize; n + 1];
+        for m in &self.matches {
+            starts[m.start + 1] += 1;
+        }
+        for j in 0..n {
+            starts[j + 1] += starts[j];
+        }
+        let mut fill = starts.clone();
+        let mut grouped = vec![
+            Match {
+                start: 0,
+                length: 0,
+                match_start: 0,
+                match_length: 0,
+                module: 0,
+            };
+            self.matches.len()
+        ];
+        for m in &self.matches {
+            grouped[fill[m.start]] = *m;
+            fill[m.start] += 1;
+        }
+        self.matches = grouped;
+        self.starts = starts;
+    }
+
+    /// The matches starting at line-2 position `j` (after [`Stage::group`]).
+    pub(crate) fn at(&self, j: usize) -> &[Match] {
+        &self.matches[self.starts[j]..self.starts[j + 1]]
     }
 
     fn one_to_one(&mut self, module: usize, j: usize, i: usize) {
