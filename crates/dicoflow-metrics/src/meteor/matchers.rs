@@ -80,8 +80,10 @@ pub(crate) struct Sentence {
     pub keys: Vec<i32>,
     /// Paraphrase-table id of each word.
     pub para_ids: Vec<u32>,
-    /// Table phrases starting at each word: `(length, paraphrase index)`.
-    pub para_paths: Vec<Vec<(usize, u32)>>,
+    /// Table phrases starting at each word, `(length, paraphrase index)`:
+    /// those starting at word `j` are `para_paths[para_starts[j]..para_starts[j + 1]]`.
+    pub para_paths: Vec<(usize, u32)>,
+    pub para_starts: Vec<usize>,
     /// Bit `id % 64` set for each word's paraphrase-table id: lets the
     /// paraphrase matcher skip, without reading it, a paraphrase whose
     /// first word is not in the sentence.
@@ -92,11 +94,18 @@ impl Sentence {
     pub(crate) fn new(words: Vec<String>, res: &Resources, cache: &mut WordCache) -> Self {
         let info: Vec<WordInfo> = words.iter().map(|w| cache.get(w, res)).collect();
         let para_ids: Vec<u32> = info.iter().map(|w| w.para_id).collect();
+        let mut para_paths = Vec::new();
+        let mut para_starts = Vec::with_capacity(words.len() + 1);
+        para_starts.push(0);
+        for j in 0..words.len() {
+            res.paraphrases
+                .reference_paths(&para_ids, j, &mut para_paths);
+            para_starts.push(para_paths.len());
+        }
         Sentence {
             keys: info.iter().map(|w| w.key).collect(),
-            para_paths: (0..words.len())
-                .map(|j| res.paraphrases.reference_paths(&para_ids, j))
-                .collect(),
+            para_paths,
+            para_starts,
             para_mask: para_ids.iter().fold(0u64, |m, &id| m | 1 << (id % 64)),
             para_ids,
             info,
@@ -106,6 +115,11 @@ impl Sentence {
 
     pub(crate) fn len(&self) -> usize {
         self.words.len()
+    }
+
+    /// Table phrases starting at word `j`: `(length, paraphrase index)`.
+    pub(crate) fn paths_at(&self, j: usize) -> &[(usize, u32)] {
+        &self.para_paths[self.para_starts[j]..self.para_starts[j + 1]]
     }
 }
 
@@ -240,7 +254,7 @@ impl<'a> Stage<'a> {
     pub(crate) fn match_paraphrase(&mut self, module: usize, table: &ParaphraseTable) {
         let (s1, s2) = (self.s1, self.s2);
         for j in 0..s2.len() {
-            for &(len, p) in &s2.para_paths[j] {
+            for &(len, p) in s2.paths_at(j) {
                 let words = table.paraphrase(p);
                 if !may_occur(s1.para_mask, words) {
                     continue;
@@ -259,7 +273,7 @@ impl<'a> Stage<'a> {
             }
         }
         for i in 0..s1.len() {
-            for &(len, p) in &s1.para_paths[i] {
+            for &(len, p) in s1.paths_at(i) {
                 let words = table.paraphrase(p);
                 if !may_occur(s2.para_mask, words) {
                     continue;

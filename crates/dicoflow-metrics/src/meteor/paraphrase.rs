@@ -78,50 +78,73 @@ impl ParaphraseTable {
         &self.para_words[self.para_offsets[p] as usize..self.para_offsets[p + 1] as usize]
     }
 
-    /// `getReferencePaths(words, start)`: `(phrase length, paraphrase index)`
-    /// for every reference phrase equal to `words[start..start + length]`,
-    /// by increasing length, then in table order.
-    pub(crate) fn reference_paths(&self, words: &[u32], start: usize) -> Vec<(usize, u32)> {
-        let mut out = Vec::new();
+    /// `getReferencePaths(words, start)`: appends to `out` `(phrase length,
+    /// paraphrase index)` for every reference phrase equal to
+    /// `words[start..start + length]`, by increasing length, then in table
+    /// order.
+    ///
+    /// The phrases sharing a prefix are contiguous in the sorted list, the
+    /// one equal to the prefix (if any) first, the longer ones ordered by
+    /// their next word: each length narrows the previous length's range by
+    /// a binary search on that one word (METEOR's walk down its trie).
+    pub(crate) fn reference_paths(&self, words: &[u32], start: usize, out: &mut Vec<(usize, u32)>) {
         let Some(&w0) = words.get(start) else {
-            return out;
+            return;
         };
         if w0 == UNKNOWN || w0 as usize + 1 >= self.first.len() {
-            return out;
+            return;
         }
-        // The phrases starting with this word.
-        let (lo0, hi0) = (
+        // The phrases with prefix `words[start..start + len]`.
+        let (mut lo, mut hi) = (
             self.first[w0 as usize] as usize,
             self.first[w0 as usize + 1] as usize,
         );
         for len in 1..=words.len() - start {
-            let key = &words[start..start + len];
-            if key[len - 1] == UNKNOWN {
-                break;
-            }
-            // First phrase >= key.
-            let (mut lo, mut hi) = (lo0, hi0);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if self.ref_phrase(mid) < key {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
+            if len > 1 {
+                let w = words[start + len - 1];
+                if w == UNKNOWN {
+                    break;
                 }
+                // Every phrase in lo..hi is longer than len − 1 here.
+                let at = |r: usize| self.ref_words[self.ref_offsets[r] as usize + len - 1];
+                let (mut a, mut b) = (lo, hi);
+                while a < b {
+                    let mid = (a + b) / 2;
+                    if at(mid) < w {
+                        a = mid + 1;
+                    } else {
+                        b = mid;
+                    }
+                }
+                let mut c = a;
+                let mut b = hi;
+                while c < b {
+                    let mid = (c + b) / 2;
+                    if at(mid) <= w {
+                        c = mid + 1;
+                    } else {
+                        b = mid;
+                    }
+                }
+                (lo, hi) = (a, c);
             }
-            if lo == hi0 || !self.ref_phrase(lo).starts_with(key) {
+            if lo == hi {
                 // No trie node for this prefix: no longer phrase either.
                 break;
             }
-            if self.ref_phrase(lo) == key {
+            if self.ref_phrase_len(lo) == len {
                 let (a, b) = (
                     self.emit_offsets[lo] as usize,
                     self.emit_offsets[lo + 1] as usize,
                 );
                 out.extend(self.emits[a..b].iter().map(|&p| (len, p)));
+                lo += 1;
             }
         }
-        out
+    }
+
+    fn ref_phrase_len(&self, r: usize) -> usize {
+        (self.ref_offsets[r + 1] - self.ref_offsets[r]) as usize
     }
 
     /// Builds [`Self::first`] from the sorted reference phrases.
@@ -440,7 +463,8 @@ mod tests {
     fn paths_shortest_first_then_table_order() {
         let t = ParaphraseTable::parse_text(TABLE).unwrap();
         let line = ids(&t, "next to the");
-        let out = t.reference_paths(&line, 0);
+        let mut out = Vec::new();
+        t.reference_paths(&line, 0, &mut out);
         let got: Vec<(usize, Vec<u32>)> = out
             .iter()
             .map(|&(l, p)| (l, t.paraphrase(p).to_vec()))
@@ -453,7 +477,9 @@ mod tests {
                 (2, ids(&t, "alongside")),
             ]
         );
-        assert!(t.reference_paths(&line, 1).is_empty());
+        out.clear();
+        t.reference_paths(&line, 1, &mut out);
+        assert!(out.is_empty());
         assert_eq!(t.word_id("zebra"), UNKNOWN);
     }
 
