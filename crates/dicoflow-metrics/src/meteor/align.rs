@@ -95,6 +95,15 @@ impl Head {
     }
 }
 
+/// Buffers the search reuses from one alignment to the next (one per
+/// thread): its rows and path lists grow to the largest search seen, and
+/// an alignment then allocates no path.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    rows: [Vec<u32>; 2],
+    heads: [Vec<Head>; 2],
+}
+
 /// Marks "no match" in a row.
 const NO_MATCH: u32 = u32::MAX;
 
@@ -173,8 +182,30 @@ fn compare(x: &Head, y: &Head) -> Ordering {
         .then(x.distance.cmp(&y.distance))
 }
 
+/// [`compare`], ties broken by the order the paths were made in (their
+/// rows are numbered in that order): a total order whose sort is Java's
+/// stable sort by [`compare`].
+fn compare_stable(x: &Head, y: &Head) -> Ordering {
+    compare(x, y).then(x.row.cmp(&y.row))
+}
+
+/// Puts the [`BEAM_SIZE`] best paths first, in the order of Java's stable
+/// sort (the others after them, in no order: the search drops them).
+fn keep_best(paths: &mut [Head]) {
+    if paths.len() > BEAM_SIZE {
+        paths.select_nth_unstable_by(BEAM_SIZE - 1, compare_stable);
+    }
+    let n = paths.len().min(BEAM_SIZE);
+    paths[..n].sort_unstable_by(compare_stable);
+}
+
 /// Aligns hypothesis `s1` with reference `s2` and counts the result.
-pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentCounts {
+pub(crate) fn align(
+    s1: &Sentence,
+    s2: &Sentence,
+    res: &Resources,
+    buffers: &mut Buffers,
+) -> AlignmentCounts {
     let (words1, words2) = (&s1.words, &s2.words);
     let mut s = Stage::new(s1, s2);
     s.match_exact(0);
@@ -187,9 +218,10 @@ pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentC
     s.group();
 
     let mut rows = Rows::new(words1.len(), words2.len());
-    let mut start = vec![0u32; rows.width];
-    start[..words2.len()].fill(NO_MATCH);
-    rows.push(&start);
+    rows.data = std::mem::take(&mut buffers.rows[0]);
+    rows.data.clear();
+    rows.data.resize(rows.width, 0);
+    rows.data[..words2.len()].fill(NO_MATCH);
     // One-to-one, non-overlapping matches are definite.
     for i in 0..words2.len() {
         if let [m] = *s.at(i) {
@@ -200,7 +232,7 @@ pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentC
             }
         }
     }
-    let best = resolve(&s, rows);
+    let best = resolve(&s, rows, buffers);
 
     let fn1: Vec<bool> = s1.info.iter().map(|w| w.function).collect();
     let fn2: Vec<bool> = s2.info.iter().map(|w| w.function).collect();
@@ -233,15 +265,17 @@ pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentC
 
 /// `Aligner.resolve`: the beam search from the single path in `start`;
 /// the chosen match at each line-2 position of the best path.
-fn resolve(s: &Stage<'_>, start: Rows) -> Vec<Option<Match>> {
+fn resolve(s: &Stage<'_>, start: Rows, buffers: &mut Buffers) -> Vec<Option<Match>> {
     let n = s.s2.len();
     let mut cur = Rows {
-        data: Vec::new(),
+        data: std::mem::take(&mut buffers.rows[1]),
         ..start
     };
     let mut next_rows = start;
-    let mut paths: Vec<Head> = Vec::new();
-    let mut next = vec![Head {
+    let mut paths = std::mem::take(&mut buffers.heads[0]);
+    let mut next = std::mem::take(&mut buffers.heads[1]);
+    next.clear();
+    next.push(Head {
         matches1: 0,
         matches2: 0,
         chunks: 0,
@@ -249,13 +283,13 @@ fn resolve(s: &Stage<'_>, start: Rows) -> Vec<Option<Match>> {
         last_match_end: -1,
         distance: 0,
         row: 0,
-    }];
+    });
     for current in 0..=n {
         std::mem::swap(&mut paths, &mut next);
         std::mem::swap(&mut cur, &mut next_rows);
         next.clear();
         next_rows.data.clear();
-        paths.sort_by(compare);
+        keep_best(&mut paths);
         for &head in paths.iter().take(BEAM_SIZE) {
             let mut path = head;
             let row = cur.row(head.row);
@@ -308,11 +342,19 @@ fn resolve(s: &Stage<'_>, start: Rows) -> Vec<Option<Match>> {
             next.push(head);
         }
     }
-    next.sort_by(compare);
-    let row = next_rows.row(next[0].row);
-    (0..n)
+    let best = next
+        .iter()
+        .min_by(|x, y| compare_stable(x, y))
+        .map_or(0, |h| h.row);
+    let row = next_rows.row(best);
+    let chosen = (0..n)
         .map(|j| next_rows.chosen(row, j).map(|id| s.matches[id as usize]))
-        .collect()
+        .collect();
+    *buffers = Buffers {
+        rows: [cur.data, next_rows.data],
+        heads: [paths, next],
+    };
+    chosen
 }
 
 /// `Aligner.getCountAndChunks`: chunks of the chosen matches, walking line 2.

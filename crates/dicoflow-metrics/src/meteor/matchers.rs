@@ -5,12 +5,14 @@
 //! aligner's search explores the lists in this order, so it is part of the
 //! result (ties between equally good alignments go to the earlier match).
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::align::Resources;
 use super::java;
 use super::paraphrase::{ParaphraseTable, UNKNOWN};
+use crate::numeric::FxMap;
 
 /// A candidate match: `length` words of line 2 (the reference) at `start`
 /// with `match_length` words of line 1 (the hypothesis) at `match_start`,
@@ -67,6 +69,15 @@ impl WordCache {
     }
 }
 
+/// A table phrase of a sentence: `len` words from where it starts, and the
+/// index and first word of its paraphrase (`None`: an empty paraphrase).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ParaPath {
+    pub len: usize,
+    pub para: u32,
+    pub first: Option<u32>,
+}
+
 /// One side of an alignment, with what every matcher needs computed once
 /// (the hypothesis is aligned with each reference in turn).
 #[derive(Debug)]
@@ -80,33 +91,46 @@ pub(crate) struct Sentence {
     pub keys: Vec<i32>,
     /// Paraphrase-table id of each word.
     pub para_ids: Vec<u32>,
-    /// Table phrases starting at each word, `(length, paraphrase index)`:
-    /// those starting at word `j` are `para_paths[para_starts[j]..para_starts[j + 1]]`.
-    pub para_paths: Vec<(usize, u32)>,
+    /// Table phrases starting at each word: those starting at word `j` are
+    /// `para_paths[para_starts[j]..para_starts[j + 1]]`.
+    pub para_paths: Vec<ParaPath>,
     pub para_starts: Vec<usize>,
-    /// Bit `id % 64` set for each word's paraphrase-table id: lets the
+    /// Bit `id % 256` set for each word's paraphrase-table id: lets the
     /// paraphrase matcher skip, without reading it, a paraphrase whose
     /// first word is not in the sentence.
-    pub para_mask: u64,
+    pub para_mask: [u64; 4],
+    /// Made on first use ([`Sentence::synset_positions`]).
+    synset_positions: OnceCell<Option<FxMap<u32, u64>>>,
 }
 
 impl Sentence {
     pub(crate) fn new(words: Vec<String>, res: &Resources, cache: &mut WordCache) -> Self {
         let info: Vec<WordInfo> = words.iter().map(|w| cache.get(w, res)).collect();
         let para_ids: Vec<u32> = info.iter().map(|w| w.para_id).collect();
+        let mut found = Vec::new();
         let mut para_paths = Vec::new();
         let mut para_starts = Vec::with_capacity(words.len() + 1);
         para_starts.push(0);
         for j in 0..words.len() {
-            res.paraphrases
-                .reference_paths(&para_ids, j, &mut para_paths);
+            found.clear();
+            res.paraphrases.reference_paths(&para_ids, j, &mut found);
+            para_paths.extend(found.iter().map(|&(len, para)| ParaPath {
+                len,
+                para,
+                first: res.paraphrases.paraphrase(para).first().copied(),
+            }));
             para_starts.push(para_paths.len());
+        }
+        let mut para_mask = [0u64; 4];
+        for &id in &para_ids {
+            para_mask[(id % 256 / 64) as usize] |= 1 << (id % 64);
         }
         Sentence {
             keys: info.iter().map(|w| w.key).collect(),
             para_paths,
             para_starts,
-            para_mask: para_ids.iter().fold(0u64, |m, &id| m | 1 << (id % 64)),
+            para_mask,
+            synset_positions: OnceCell::new(),
             para_ids,
             info,
             words,
@@ -117,8 +141,27 @@ impl Sentence {
         self.words.len()
     }
 
+    /// For each synset of any word, the positions of the words that have it
+    /// (bit `i` for word `i`); `None` for a sentence of more than 64 words.
+    /// Made once per sentence: the hypothesis meets every reference.
+    fn synset_positions(&self) -> Option<&FxMap<u32, u64>> {
+        self.synset_positions
+            .get_or_init(|| {
+                (self.len() <= 64).then(|| {
+                    let mut map = FxMap::default();
+                    for (i, w) in self.info.iter().enumerate() {
+                        for &id in w.synsets.iter() {
+                            *map.entry(id).or_insert(0u64) |= 1 << i;
+                        }
+                    }
+                    map
+                })
+            })
+            .as_ref()
+    }
+
     /// Table phrases starting at word `j`: `(length, paraphrase index)`.
-    pub(crate) fn paths_at(&self, j: usize) -> &[(usize, u32)] {
+    pub(crate) fn paths_at(&self, j: usize) -> &[ParaPath] {
         &self.para_paths[self.para_starts[j]..self.para_starts[j + 1]]
     }
 }
@@ -235,12 +278,32 @@ impl<'a> Stage<'a> {
     /// form).
     pub(crate) fn match_synonym(&mut self, module: usize) {
         let (s1, s2) = (self.s1, self.s2);
+        if let Some(by_synset) = s1.synset_positions() {
+            // The same pairs in the same order as the loops below: for each
+            // reference word, the hypothesis words sharing one of its
+            // synsets, by increasing position.
+            for j in 0..s2.len() {
+                let mut share = 0u64;
+                for id in s2.info[j].synsets.iter() {
+                    share |= by_synset.get(id).copied().unwrap_or(0);
+                }
+                while share != 0 {
+                    let i = share.trailing_zeros() as usize;
+                    share &= share - 1;
+                    if s1.keys[i] != s2.keys[j] {
+                        self.one_to_one(module, j, i);
+                    }
+                }
+            }
+            return;
+        }
         for j in 0..s2.len() {
             for i in 0..s1.len() {
                 let (a, b) = (&s1.info[i], &s2.info[j]);
-                if a.synset_mask & b.synset_mask != 0
+                // The cheap tests first (identical words share every synset).
+                if s1.keys[i] != s2.keys[j]
+                    && a.synset_mask & b.synset_mask != 0
                     && intersects(&a.synsets, &b.synsets)
-                    && s1.keys[i] != s2.keys[j]
                 {
                     self.one_to_one(module, j, i);
                 }
@@ -254,11 +317,11 @@ impl<'a> Stage<'a> {
     pub(crate) fn match_paraphrase(&mut self, module: usize, table: &ParaphraseTable) {
         let (s1, s2) = (self.s1, self.s2);
         for j in 0..s2.len() {
-            for &(len, p) in s2.paths_at(j) {
-                let words = table.paraphrase(p);
-                if !may_occur(s1.para_mask, words) {
+            for &ParaPath { len, para, first } in s2.paths_at(j) {
+                if !may_occur(&s1.para_mask, first) {
                     continue;
                 }
+                let words = table.paraphrase(para);
                 for i in 0..s1.len() {
                     if occurs_at(&s1.para_ids, i, words) {
                         self.push(Match {
@@ -273,11 +336,11 @@ impl<'a> Stage<'a> {
             }
         }
         for i in 0..s1.len() {
-            for &(len, p) in s1.paths_at(i) {
-                let words = table.paraphrase(p);
-                if !may_occur(s2.para_mask, words) {
+            for &ParaPath { len, para, first } in s1.paths_at(i) {
+                if !may_occur(&s2.para_mask, first) {
                     continue;
                 }
+                let words = table.paraphrase(para);
                 for j in 0..s2.len() {
                     if occurs_at(&s2.para_ids, j, words) {
                         self.push(Match {
@@ -294,10 +357,10 @@ impl<'a> Stage<'a> {
     }
 }
 
-/// False only if `words` cannot occur in a sentence with this
-/// [`Sentence::para_mask`] (its first word is absent).
-fn may_occur(mask: u64, words: &[u32]) -> bool {
-    words.first().is_none_or(|&w| mask & (1 << (w % 64)) != 0)
+/// False only if a paraphrase with this first word cannot occur in a
+/// sentence with this [`Sentence::para_mask`] (the word is absent).
+fn may_occur(mask: &[u64; 4], first: Option<u32>) -> bool {
+    first.is_none_or(|w| mask[(w % 256 / 64) as usize] & (1 << (w % 64)) != 0)
 }
 
 /// `words` occurs in `line` at `at` (an empty paraphrase occurs everywhere,
