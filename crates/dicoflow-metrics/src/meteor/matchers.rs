@@ -6,12 +6,11 @@
 //! result (ties between equally good alignments go to the earlier match).
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::align::Resources;
 use super::java;
-use super::paraphrase::{ParaphraseTable, UNKNOWN};
+use super::paraphrase::{PairRanges, ParaphraseTable, UNKNOWN};
 use crate::numeric::FxMap;
 
 /// A candidate match: `length` words of line 2 (the reference) at `start`
@@ -47,7 +46,9 @@ pub(crate) struct WordInfo {
 /// vocabulary, so stemming and dictionary look-ups are done once per word).
 #[derive(Debug, Default)]
 pub(crate) struct WordCache {
-    map: HashMap<String, WordInfo>,
+    map: FxMap<String, WordInfo>,
+    /// Paraphrase-table ranges of the word pairs met.
+    pairs: PairRanges,
 }
 
 impl WordCache {
@@ -113,7 +114,8 @@ impl Sentence {
         para_starts.push(0);
         for j in 0..words.len() {
             found.clear();
-            res.paraphrases.reference_paths(&para_ids, j, &mut found);
+            res.paraphrases
+                .reference_paths(&para_ids, j, &mut found, &mut cache.pairs);
             para_paths.extend(found.iter().map(|&(len, para)| ParaPath {
                 len,
                 para,

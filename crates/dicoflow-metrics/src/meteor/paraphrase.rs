@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::java;
 use super::MeteorError;
+use crate::numeric::FxMap;
 
 /// Version of the cache layout; bump on any change.
 const CACHE_MAGIC: &[u8; 8] = b"DFMTPP01";
@@ -45,6 +46,10 @@ pub(crate) struct ParaphraseTable {
     /// (derived at load, not cached).
     first: Vec<u32>,
 }
+
+/// Ranges of reference phrases by two-word prefix, for
+/// [`ParaphraseTable::reference_paths`].
+pub(crate) type PairRanges = FxMap<u64, (u32, u32)>;
 
 /// Id of a word absent from the table (`translate` returns −1 in Java).
 pub(crate) const UNKNOWN: u32 = u32::MAX;
@@ -87,7 +92,15 @@ impl ParaphraseTable {
     /// one equal to the prefix (if any) first, the longer ones ordered by
     /// their next word: each length narrows the previous length's range by
     /// a binary search on that one word (METEOR's walk down its trie).
-    pub(crate) fn reference_paths(&self, words: &[u32], start: usize, out: &mut Vec<(usize, u32)>) {
+    /// `memo` keeps the range of each two-word prefix met (keyed by the two
+    /// ids), the widest searches: captions repeat their word pairs.
+    pub(crate) fn reference_paths(
+        &self,
+        words: &[u32],
+        start: usize,
+        out: &mut Vec<(usize, u32)>,
+        memo: &mut PairRanges,
+    ) {
         let Some(&w0) = words.get(start) else {
             return;
         };
@@ -105,28 +118,16 @@ impl ParaphraseTable {
                 if w == UNKNOWN {
                     break;
                 }
-                // Every phrase in lo..hi is longer than len − 1 here.
-                let at = |r: usize| self.ref_words[self.ref_offsets[r] as usize + len - 1];
-                let (mut a, mut b) = (lo, hi);
-                while a < b {
-                    let mid = (a + b) / 2;
-                    if at(mid) < w {
-                        a = mid + 1;
-                    } else {
-                        b = mid;
-                    }
-                }
-                let mut c = a;
-                let mut b = hi;
-                while c < b {
-                    let mid = (c + b) / 2;
-                    if at(mid) <= w {
-                        c = mid + 1;
-                    } else {
-                        b = mid;
-                    }
-                }
-                (lo, hi) = (a, c);
+                (lo, hi) = if len == 2 {
+                    let key = u64::from(w0) << 32 | u64::from(w);
+                    let (a, c) = *memo.entry(key).or_insert_with(|| {
+                        let (a, c) = self.narrow(lo, hi, len, w);
+                        (a as u32, c as u32)
+                    });
+                    (a as usize, c as usize)
+                } else {
+                    self.narrow(lo, hi, len, w)
+                };
             }
             if lo == hi {
                 // No trie node for this prefix: no longer phrase either.
@@ -141,6 +142,31 @@ impl ParaphraseTable {
                 lo += 1;
             }
         }
+    }
+
+    /// Within `lo..hi`, phrases longer than `len − 1` words sharing their
+    /// first `len − 1`, the range whose word `len − 1` is `w`.
+    fn narrow(&self, lo: usize, hi: usize, len: usize, w: u32) -> (usize, usize) {
+        let at = |r: usize| self.ref_words[self.ref_offsets[r] as usize + len - 1];
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let mid = (a + b) / 2;
+            if at(mid) < w {
+                a = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        let (mut c, mut b) = (a, hi);
+        while c < b {
+            let mid = (c + b) / 2;
+            if at(mid) <= w {
+                c = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        (a, c)
     }
 
     fn ref_phrase_len(&self, r: usize) -> usize {
@@ -464,7 +490,8 @@ mod tests {
         let t = ParaphraseTable::parse_text(TABLE).unwrap();
         let line = ids(&t, "next to the");
         let mut out = Vec::new();
-        t.reference_paths(&line, 0, &mut out);
+        let mut memo = PairRanges::default();
+        t.reference_paths(&line, 0, &mut out, &mut memo);
         let got: Vec<(usize, Vec<u32>)> = out
             .iter()
             .map(|&(l, p)| (l, t.paraphrase(p).to_vec()))
@@ -478,7 +505,7 @@ mod tests {
             ]
         );
         out.clear();
-        t.reference_paths(&line, 1, &mut out);
+        t.reference_paths(&line, 1, &mut out, &mut memo);
         assert!(out.is_empty());
         assert_eq!(t.word_id("zebra"), UNKNOWN);
     }
