@@ -206,7 +206,7 @@ pub(crate) fn align(
     res: &Resources,
     buffers: &mut Buffers,
 ) -> AlignmentCounts {
-    let (words1, words2) = (&s1.words, &s2.words);
+    let (words1, words2) = (&s1.info, &s2.info);
     let mut s = Stage::new(s1, s2);
     s.match_exact(0);
     if s1.keys != s2.keys {

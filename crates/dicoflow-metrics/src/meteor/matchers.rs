@@ -83,8 +83,6 @@ pub(crate) struct ParaPath {
 /// (the hypothesis is aligned with each reference in turn).
 #[derive(Debug)]
 pub(crate) struct Sentence {
-    /// Normalized, lowercased words.
-    pub words: Vec<String>,
     /// Per word.
     pub info: Vec<WordInfo>,
     /// `String.hashCode()` of each word (as in `info`, gathered for the
@@ -105,14 +103,19 @@ pub(crate) struct Sentence {
 }
 
 impl Sentence {
-    pub(crate) fn new(words: Vec<String>, res: &Resources, cache: &mut WordCache) -> Self {
-        let info: Vec<WordInfo> = words.iter().map(|w| cache.get(w, res)).collect();
+    /// The sentence of these words (normalized, lowercased).
+    pub(crate) fn new<'w>(
+        words: impl Iterator<Item = &'w str>,
+        res: &Resources,
+        cache: &mut WordCache,
+    ) -> Self {
+        let info: Vec<WordInfo> = words.map(|w| cache.get(w, res)).collect();
         let para_ids: Vec<u32> = info.iter().map(|w| w.para_id).collect();
         let mut found = Vec::new();
         let mut para_paths = Vec::new();
-        let mut para_starts = Vec::with_capacity(words.len() + 1);
+        let mut para_starts = Vec::with_capacity(info.len() + 1);
         para_starts.push(0);
-        for j in 0..words.len() {
+        for j in 0..info.len() {
             found.clear();
             res.paraphrases
                 .reference_paths(&para_ids, j, &mut found, &mut cache.pairs);
@@ -135,12 +138,11 @@ impl Sentence {
             synset_positions: OnceCell::new(),
             para_ids,
             info,
-            words,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.words.len()
+        self.info.len()
     }
 
     /// For each synset of any word, the positions of the words that have it

@@ -234,8 +234,7 @@ impl Meteor {
 
     fn sentence(&self, text: &str, cache: &mut WordCache) -> Sentence {
         let norm = self.normalizer.normalize(text);
-        let words = java::tokens(&norm).map(str::to_string).collect();
-        Sentence::new(words, &self.resources, cache)
+        Sentence::new(java::tokens(&norm), &self.resources, cache)
     }
 
     /// pycocoevalcap's `Meteor().compute_score`: per-image scores (in input
