@@ -391,3 +391,62 @@ fn intersects(a: &[u32], b: &[u32]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rust_stemmers::{Algorithm, Stemmer};
+
+    use super::*;
+    use crate::meteor::synonym::SynonymDictionary;
+
+    fn resources() -> Resources {
+        Resources {
+            stemmer: Stemmer::create(Algorithm::English),
+            synonyms: SynonymDictionary::parse(
+                "",
+                "dog\n1 2\nhound\n2\npuppy\n1\ncar\n3\nauto\n3 4\nbig\n5\nlarge\n5 6\n",
+            )
+            .unwrap(),
+            paraphrases: ParaphraseTable::default(),
+            function_words: HashSet::new(),
+        }
+    }
+
+    /// Synonym matches of `hyp` against `reference`, `(reference position,
+    /// hypothesis position)` in the order found.
+    fn synonym_pairs(hyp: &[&str], reference: &str, res: &Resources) -> Vec<(usize, usize)> {
+        let mut cache = WordCache::default();
+        let s1 = Sentence::new(hyp.iter().copied(), res, &mut cache);
+        let s2 = Sentence::new(reference.split(' '), res, &mut cache);
+        let mut stage = Stage::new(&s1, &s2);
+        stage.match_synonym(2);
+        stage.matches.iter().map(|m| (m.start, m.match_start)).collect()
+    }
+
+    #[test]
+    fn synonym_map_and_pairwise_loop_agree() {
+        let res = resources();
+        let base = ["hound", "dog", "the", "large", "auto", "puppy", "car"];
+        // 63 words: the synset map; 70 words: the pairwise loop (over 64).
+        let short: Vec<&str> = base.iter().copied().cycle().take(63).collect();
+        let long: Vec<&str> = short
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n("zzz", 7))
+            .collect();
+        let reference = "a dog and a big car near the hound";
+        let by_map = synonym_pairs(&short, reference, &res);
+        let by_loop = synonym_pairs(&long, reference, &res);
+        assert_eq!(by_map, by_loop);
+        // dog ~ hound and puppy (not itself), big ~ large, car ~ auto,
+        // hound ~ dog: 9 hypothesis positions each for 7-word cycles.
+        let count = |j: usize| by_map.iter().filter(|&&(r, _)| r == j).count();
+        assert_eq!(count(1), 18);
+        assert_eq!(count(4), 9);
+        assert_eq!(count(5), 9);
+        assert_eq!(count(8), 9);
+        assert!(by_map.windows(2).all(|w| w[0] < w[1]));
+    }
+}
