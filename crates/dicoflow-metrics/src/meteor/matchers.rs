@@ -422,7 +422,11 @@ mod tests {
         let s2 = Sentence::new(reference.split(' '), res, &mut cache);
         let mut stage = Stage::new(&s1, &s2);
         stage.match_synonym(2);
-        stage.matches.iter().map(|m| (m.start, m.match_start)).collect()
+        stage
+            .matches
+            .iter()
+            .map(|m| (m.start, m.match_start))
+            .collect()
     }
 
     #[test]
