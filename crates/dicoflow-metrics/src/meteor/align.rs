@@ -64,9 +64,11 @@ pub(crate) struct AlignmentCounts {
     pub chunks: usize,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Partial {
-    matches: Vec<Option<Match>>,
+/// A search path's counters (METEOR's `PartialAlignment` without its
+/// arrays, which live in a row of [`Rows`]: copying a path copies one row of
+/// a reused buffer instead of allocating three vectors).
+#[derive(Debug, Clone, Copy)]
+struct Head {
     matches1: i32,
     matches2: i32,
     chunks: i32,
@@ -74,25 +76,11 @@ struct Partial {
     /// −1: no open chunk.
     last_match_end: i64,
     distance: i32,
-    used1: Vec<bool>,
-    used2: Vec<bool>,
+    /// The path's row in its step's [`Rows`].
+    row: usize,
 }
 
-impl Partial {
-    fn is_used(&self, m: &Match) -> bool {
-        (0..m.length).any(|k| self.used2[m.start + k])
-            || (0..m.match_length).any(|k| self.used1[m.match_start + k])
-    }
-
-    fn set_used(&mut self, m: &Match) {
-        for k in 0..m.length {
-            self.used2[m.start + k] = true;
-        }
-        for k in 0..m.match_length {
-            self.used1[m.match_start + k] = true;
-        }
-    }
-
+impl Head {
     /// Counts `m` as the next match of this path (Java's int `+=` with a
     /// double right-hand side truncates).
     fn take(&mut self, m: &Match) {
@@ -107,21 +95,118 @@ impl Partial {
     }
 }
 
+/// Buffers the search reuses from one alignment to the next (one per
+/// thread): its rows and path lists grow to the largest search seen, and
+/// an alignment then allocates no path.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    rows: [Vec<u32>; 2],
+    heads: [Vec<Head>; 2],
+}
+
+/// Marks "no match" in a row.
+const NO_MATCH: u32 = u32::MAX;
+
+/// The arrays of search paths, one row of `width` `u32`s per path: for each
+/// line-2 position the index of the chosen match starting there in
+/// [`Stage::matches`] (or [`NO_MATCH`]), then the used-word bits of line 1,
+/// then those of line 2 (32 per `u32`).
+struct Rows {
+    width: usize,
+    used1_at: usize,
+    used2_at: usize,
+    data: Vec<u32>,
+}
+
+impl Rows {
+    fn new(len1: usize, len2: usize) -> Self {
+        let used1_at = len2;
+        let used2_at = used1_at + len1.div_ceil(32);
+        Rows {
+            width: used2_at + len2.div_ceil(32),
+            used1_at,
+            used2_at,
+            data: Vec::new(),
+        }
+    }
+
+    fn row(&self, r: usize) -> &[u32] {
+        &self.data[r * self.width..(r + 1) * self.width]
+    }
+
+    /// Appends a copy of `row` (of another `Rows` with the same layout) and
+    /// returns its index.
+    fn push(&mut self, row: &[u32]) -> usize {
+        self.data.extend_from_slice(row);
+        self.data.len() / self.width - 1
+    }
+
+    fn used2(&self, row: &[u32], j: usize) -> bool {
+        row[self.used2_at + j / 32] >> (j % 32) & 1 != 0
+    }
+
+    fn chosen(&self, row: &[u32], j: usize) -> Option<u32> {
+        Some(row[j]).filter(|&id| id != NO_MATCH)
+    }
+
+    fn is_used(&self, row: &[u32], m: &Match) -> bool {
+        let bit = |at: usize, k: usize| row[at + k / 32] >> (k % 32) & 1 != 0;
+        (m.start..m.start + m.length).any(|k| bit(self.used2_at, k))
+            || (m.match_start..m.match_start + m.match_length).any(|k| bit(self.used1_at, k))
+    }
+
+    /// Marks `m`'s words used and records match `id` (starting at
+    /// `m.start`) in row `r`.
+    fn choose(&mut self, r: usize, id: u32, m: &Match) {
+        let (w, u1, u2) = (self.width, self.used1_at, self.used2_at);
+        let row = &mut self.data[r * w..(r + 1) * w];
+        row[m.start] = id;
+        for k in m.start..m.start + m.length {
+            row[u2 + k / 32] |= 1 << (k % 32);
+        }
+        for k in m.match_start..m.match_start + m.match_length {
+            row[u1 + k / 32] |= 1 << (k % 32);
+        }
+    }
+}
+
 fn distance(m: &Match) -> i32 {
     (m.start as i32 - m.match_start as i32).abs()
 }
 
 /// `Constants.PARTIAL_COMPARE_TOTAL`.
-fn compare(x: &Partial, y: &Partial) -> Ordering {
+fn compare(x: &Head, y: &Head) -> Ordering {
     (y.matches1 + y.matches2)
         .cmp(&(x.matches1 + x.matches2))
         .then(x.chunks.cmp(&y.chunks))
         .then(x.distance.cmp(&y.distance))
 }
 
+/// [`compare`], ties broken by the order the paths were made in (their
+/// rows are numbered in that order): a total order whose sort is Java's
+/// stable sort by [`compare`].
+fn compare_stable(x: &Head, y: &Head) -> Ordering {
+    compare(x, y).then(x.row.cmp(&y.row))
+}
+
+/// Puts the [`BEAM_SIZE`] best paths first, in the order of Java's stable
+/// sort (the others after them, in no order: the search drops them).
+fn keep_best(paths: &mut [Head]) {
+    if paths.len() > BEAM_SIZE {
+        paths.select_nth_unstable_by(BEAM_SIZE - 1, compare_stable);
+    }
+    let n = paths.len().min(BEAM_SIZE);
+    paths[..n].sort_unstable_by(compare_stable);
+}
+
 /// Aligns hypothesis `s1` with reference `s2` and counts the result.
-pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentCounts {
-    let (words1, words2) = (&s1.words, &s2.words);
+pub(crate) fn align(
+    s1: &Sentence,
+    s2: &Sentence,
+    res: &Resources,
+    buffers: &mut Buffers,
+) -> AlignmentCounts {
+    let (words1, words2) = (&s1.info, &s2.info);
     let mut s = Stage::new(s1, s2);
     s.match_exact(0);
     if s1.keys != s2.keys {
@@ -130,25 +215,24 @@ pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentC
         s.match_paraphrase(3, &res.paraphrases);
     }
 
-    let mut start = Partial {
-        matches: vec![None; words2.len()],
-        last_match_end: -1,
-        used1: vec![false; words1.len()],
-        used2: vec![false; words2.len()],
-        ..Partial::default()
-    };
+    s.group();
+
+    let mut rows = Rows::new(words1.len(), words2.len());
+    rows.data = std::mem::take(&mut buffers.rows[0]);
+    rows.data.clear();
+    rows.data.resize(rows.width, 0);
+    rows.data[..words2.len()].fill(NO_MATCH);
     // One-to-one, non-overlapping matches are definite.
-    for i in 0..s.matches.len() {
-        if let [m] = s.matches[i][..] {
+    for i in 0..words2.len() {
+        if let [m] = *s.at(i) {
             let alone = (0..m.length).all(|k| s.coverage2[i + k] == 1)
                 && (0..m.match_length).all(|k| s.coverage1[m.match_start + k] == 1);
             if alone {
-                start.matches[i] = Some(m);
-                start.set_used(&m);
+                rows.choose(0, s.starts[i] as u32, &m);
             }
         }
     }
-    let best = resolve(&s, start);
+    let best = resolve(&s, rows, buffers);
 
     let fn1: Vec<bool> = s1.info.iter().map(|w| w.function).collect();
     let fn2: Vec<bool> = s2.info.iter().map(|w| w.function).collect();
@@ -159,7 +243,7 @@ pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentC
         function2: fn2.iter().filter(|&&f| f).count(),
         ..AlignmentCounts::default()
     };
-    for m in best.matches.iter().flatten() {
+    for m in best.iter().flatten() {
         for k in 0..m.match_length {
             if fn1[m.match_start + k] {
                 c.function_matches1[m.module] += 1;
@@ -175,64 +259,102 @@ pub(crate) fn align(s1: &Sentence, s2: &Sentence, res: &Resources) -> AlignmentC
             }
         }
     }
-    c.chunks = count_chunks(&best.matches);
+    c.chunks = count_chunks(&best);
     c
 }
 
-/// `Aligner.resolve`: the beam search.
-fn resolve(s: &Stage<'_>, start: Partial) -> Partial {
-    let n = s.matches.len();
-    let mut next = vec![start];
+/// `Aligner.resolve`: the beam search from the single path in `start`;
+/// the chosen match at each line-2 position of the best path.
+fn resolve(s: &Stage<'_>, start: Rows, buffers: &mut Buffers) -> Vec<Option<Match>> {
+    let n = s.s2.len();
+    let mut cur = Rows {
+        data: std::mem::take(&mut buffers.rows[1]),
+        ..start
+    };
+    let mut next_rows = start;
+    let mut paths = std::mem::take(&mut buffers.heads[0]);
+    let mut next = std::mem::take(&mut buffers.heads[1]);
+    next.clear();
+    next.push(Head {
+        matches1: 0,
+        matches2: 0,
+        chunks: 0,
+        idx: 0,
+        last_match_end: -1,
+        distance: 0,
+        row: 0,
+    });
     for current in 0..=n {
-        let mut paths = std::mem::take(&mut next);
-        paths.sort_by(compare);
-        for rank in 0..BEAM_SIZE.min(paths.len()) {
+        std::mem::swap(&mut paths, &mut next);
+        std::mem::swap(&mut cur, &mut next_rows);
+        next.clear();
+        next_rows.data.clear();
+        keep_best(&mut paths);
+        for &head in paths.iter().take(BEAM_SIZE) {
+            let mut path = head;
+            let row = cur.row(head.row);
+            let mut push = |mut h: Head, next_rows: &mut Rows| {
+                h.row = next_rows.push(row);
+                next.push(h);
+                h.row
+            };
             if current == n {
-                let mut path = std::mem::take(&mut paths[rank]);
                 if path.last_match_end != -1 {
                     path.chunks += 1;
                 }
-                next.push(path);
+                push(path, &mut next_rows);
                 continue;
             }
-            if paths[rank].used2[current] {
-                let path = &mut paths[rank];
+            if cur.used2(row, current) {
                 if current < path.idx {
-                    next.push(std::mem::take(path));
-                } else if let Some(m) = path.matches[path.idx] {
+                    push(path, &mut next_rows);
+                } else if let Some(id) = cur.chosen(row, path.idx) {
+                    let m = s.matches[id as usize];
                     path.take(&m);
                     path.distance += distance(&m);
-                    next.push(std::mem::take(path));
+                    push(path, &mut next_rows);
                 }
                 continue;
             }
-            let path = &mut paths[rank];
-            for m in &s.matches[current] {
-                if path.is_used(m) {
+            let first = s.starts[current];
+            for (k, m) in s.at(current).iter().enumerate() {
+                if cur.is_used(row, m) {
                     continue;
                 }
-                let mut branch = path.clone();
-                branch.set_used(m);
-                branch.matches[current] = Some(*m);
+                let mut branch = path;
                 branch.take(m);
+                let r = push(branch, &mut next_rows);
+                next_rows.choose(r, (first + k) as u32, m);
                 // Java adds the distance to the parent path, not the branch.
                 path.distance += distance(m);
-                next.push(branch);
             }
             if path.last_match_end != -1 {
                 path.chunks += 1;
                 path.last_match_end = -1;
             }
             path.idx += 1;
-            next.push(std::mem::take(path));
+            push(path, &mut next_rows);
         }
         if next.is_empty() {
             // "unexpected conditions": Java continues with the best path.
-            next.push(std::mem::take(&mut paths[0]));
+            let mut head = paths[0];
+            head.row = next_rows.push(cur.row(head.row));
+            next.push(head);
         }
     }
-    next.sort_by(compare);
-    next.swap_remove(0)
+    let best = next
+        .iter()
+        .min_by(|x, y| compare_stable(x, y))
+        .map_or(0, |h| h.row);
+    let row = next_rows.row(best);
+    let chosen = (0..n)
+        .map(|j| next_rows.chosen(row, j).map(|id| s.matches[id as usize]))
+        .collect();
+    *buffers = Buffers {
+        rows: [cur.data, next_rows.data],
+        heads: [paths, next],
+    };
+    chosen
 }
 
 /// `Aligner.getCountAndChunks`: chunks of the chosen matches, walking line 2.

@@ -112,6 +112,13 @@ impl MeteorError {
     }
 }
 
+/// What one scoring thread keeps from one image to the next.
+#[derive(Default)]
+struct ThreadState {
+    words: WordCache,
+    buffers: align::Buffers,
+}
+
 /// The data directory to use: `explicit`, else `$DICOFLOW_METEOR_DATA`, else
 /// [`DEFAULT_DATA_DIR`].
 pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
@@ -183,14 +190,14 @@ impl Meteor {
         hypothesis: &str,
         references: &[String],
     ) -> Result<MeteorStats, MeteorError> {
-        self.stats_cached(hypothesis, references, &mut WordCache::default())
+        self.stats_cached(hypothesis, references, &mut ThreadState::default())
     }
 
     fn stats_cached(
         &self,
         hypothesis: &str,
         references: &[String],
-        cache: &mut WordCache,
+        state: &mut ThreadState,
     ) -> Result<MeteorStats, MeteorError> {
         if let Some(t) = std::iter::once(hypothesis)
             .chain(references.iter().map(String::as_str))
@@ -211,11 +218,11 @@ impl Meteor {
             // an error line here.
             _ => ("", &[][..]),
         };
-        let s1 = self.sentence(test, cache);
+        let s1 = self.sentence(test, &mut state.words);
         let mut best: Option<(f64, MeteorStats)> = None;
         for r in refs {
-            let s2 = self.sentence(java::trim(r), cache);
-            let counts = align::align(&s1, &s2, &self.resources);
+            let s2 = self.sentence(java::trim(r), &mut state.words);
+            let counts = align::align(&s1, &s2, &self.resources, &mut state.buffers);
             let stats = MeteorStats::from_counts(&counts);
             let score = stats.score();
             if best.as_ref().is_none_or(|(b, _)| score > *b) {
@@ -227,8 +234,7 @@ impl Meteor {
 
     fn sentence(&self, text: &str, cache: &mut WordCache) -> Sentence {
         let norm = self.normalizer.normalize(text);
-        let words = java::tokens(&norm).map(str::to_string).collect();
-        Sentence::new(words, &self.resources, cache)
+        Sentence::new(java::tokens(&norm), &self.resources, cache)
     }
 
     /// pycocoevalcap's `Meteor().compute_score`: per-image scores (in input
@@ -251,9 +257,9 @@ impl Meteor {
                 .map(|lo| {
                     let hi = (lo + chunk).min(n);
                     scope.spawn(move || {
-                        let mut cache = WordCache::default();
+                        let mut state = ThreadState::default();
                         (lo..hi)
-                            .map(|i| self.stats_cached(&candidates[i], &references[i], &mut cache))
+                            .map(|i| self.stats_cached(&candidates[i], &references[i], &mut state))
                             .collect::<Result<Vec<_>, _>>()
                     })
                 })

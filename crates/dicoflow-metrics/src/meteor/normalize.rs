@@ -77,6 +77,14 @@ pub(crate) struct Normalizer {
     white: Regex,
 }
 
+/// Replaces every match of `re` in `w` by `with` (`replaceAll`), copying
+/// only when something matched.
+fn replace(w: &mut String, re: &Regex, with: &str) {
+    if let std::borrow::Cow::Owned(s) = re.replace_all(w, with) {
+        *w = s;
+    }
+}
+
 fn re(pattern: &str) -> Regex {
     // The patterns are constants of this file; a failure is a bug here.
     Regex::new(pattern).expect("METEOR normalizer pattern")
@@ -111,32 +119,45 @@ impl Normalizer {
     /// `toLowerCase()`: the text METEOR aligns (tokens separated by spaces).
     pub(crate) fn normalize(&self, line: &str) -> String {
         let mut w = format!(" {line} ");
-        w = self.sep_other.replace_all(&w, " ${1} ").into_owned();
+        // Each pattern below needs the character tested before it, so it
+        // is skipped (same result, no search) when the text has none.
+        replace(&mut w, &self.sep_other, " ${1} ");
         // Escape runs of dots so that they survive dot splitting.
-        w = self.multi_dot.replace_all(&w, " DOTMULTI${1}").into_owned();
+        if w.contains("..") {
+            replace(&mut w, &self.multi_dot, " DOTMULTI${1}");
+        }
         while w.contains("DOTMULTI.") {
-            w = self
-                .multi_dot2
-                .replace_all(&w, "DOTDOTMULTI ${1}")
-                .into_owned();
+            replace(&mut w, &self.multi_dot2, "DOTDOTMULTI ${1}");
             w = w.replace("DOTMULTI.", "DOTDOTMULTI");
         }
         // Commas, except within numbers.
-        w = self.comma.replace_all(&w, "${1} , ${2}").into_owned();
-        w = self.comma2.replace_all(&w, "${1} , ${2}").into_owned();
-        w = self.comma3.replace_all(&w, "${1} , ${2}").into_owned();
+        if w.contains(',') {
+            replace(&mut w, &self.comma, "${1} , ${2}");
+            replace(&mut w, &self.comma2, "${1} , ${2}");
+            replace(&mut w, &self.comma3, "${1} , ${2}");
+        }
         // Quotes and dashes.
-        w = self.quote.replace_all(&w, "'").into_owned();
-        w = self.quote2.replace_all(&w, " \" ").into_owned();
-        w = w.replace('\u{2013}', "-");
-        w = w.replace("--", "-");
-        w = self.rm_dash.replace_all(&w, "${1} ${2}").into_owned();
+        if !w.is_ascii() || w.contains('`') {
+            replace(&mut w, &self.quote, "'");
+        }
+        if !w.is_ascii() || w.contains("''") {
+            replace(&mut w, &self.quote2, " \" ");
+        }
+        if w.contains('\u{2013}') {
+            w = w.replace('\u{2013}', "-");
+        }
+        if w.contains('-') {
+            w = w.replace("--", "-");
+            replace(&mut w, &self.rm_dash, "${1} ${2}");
+        }
         // English contractions split to the right.
-        w = self.cont1.replace_all(&w, "${1} ' ${2}").into_owned();
-        w = self.cont2.replace_all(&w, "${1} ' ${2}").into_owned();
-        w = self.cont3.replace_all(&w, "${1} ' ${2}").into_owned();
-        w = self.cont4.replace_all(&w, "${1} '${2}").into_owned();
-        w = self.cont5.replace_all(&w, "${1} '${2}").into_owned();
+        if w.contains('\'') {
+            replace(&mut w, &self.cont1, "${1} ' ${2}");
+            replace(&mut w, &self.cont2, "${1} ' ${2}");
+            replace(&mut w, &self.cont3, "${1} ' ${2}");
+            replace(&mut w, &self.cont4, "${1} '${2}");
+            replace(&mut w, &self.cont5, "${1} '${2}");
+        }
         // Word-final dots, unless non-breaking.
         let words: Vec<&str> = java::tokens(&w).collect();
         let mut sb = String::with_capacity(w.len() + 8);
@@ -168,7 +189,9 @@ impl Normalizer {
         while w.contains("DOTDOTMULTI") {
             w = w.replace("DOTDOTMULTI", "DOTMULTI.");
         }
-        w = w.replace("DOTMULTI", ".");
+        if w.contains("DOTMULTI") {
+            w = w.replace("DOTMULTI", ".");
+        }
         let w = self.white.replace_all(&w, " ");
         java::trim(&w).to_lowercase()
     }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::java;
 use super::MeteorError;
+use crate::numeric::FxMap;
 
 /// Version of the cache layout; bump on any change.
 const CACHE_MAGIC: &[u8; 8] = b"DFMTPP01";
@@ -45,6 +46,10 @@ pub(crate) struct ParaphraseTable {
     /// (derived at load, not cached).
     first: Vec<u32>,
 }
+
+/// Ranges of reference phrases by two-word prefix, for
+/// [`ParaphraseTable::reference_paths`].
+pub(crate) type PairRanges = FxMap<u64, (u32, u32)>;
 
 /// Id of a word absent from the table (`translate` returns −1 in Java).
 pub(crate) const UNKNOWN: u32 = u32::MAX;
@@ -78,50 +83,94 @@ impl ParaphraseTable {
         &self.para_words[self.para_offsets[p] as usize..self.para_offsets[p + 1] as usize]
     }
 
-    /// `getReferencePaths(words, start)`: `(phrase length, paraphrase index)`
-    /// for every reference phrase equal to `words[start..start + length]`,
-    /// by increasing length, then in table order.
-    pub(crate) fn reference_paths(&self, words: &[u32], start: usize) -> Vec<(usize, u32)> {
-        let mut out = Vec::new();
+    /// `getReferencePaths(words, start)`: appends to `out` `(phrase length,
+    /// paraphrase index)` for every reference phrase equal to
+    /// `words[start..start + length]`, by increasing length, then in table
+    /// order.
+    ///
+    /// The phrases sharing a prefix are contiguous in the sorted list, the
+    /// one equal to the prefix (if any) first, the longer ones ordered by
+    /// their next word: each length narrows the previous length's range by
+    /// a binary search on that one word (METEOR's walk down its trie).
+    /// `memo` keeps the range of each two-word prefix met (keyed by the two
+    /// ids), the widest searches: captions repeat their word pairs.
+    pub(crate) fn reference_paths(
+        &self,
+        words: &[u32],
+        start: usize,
+        out: &mut Vec<(usize, u32)>,
+        memo: &mut PairRanges,
+    ) {
         let Some(&w0) = words.get(start) else {
-            return out;
+            return;
         };
         if w0 == UNKNOWN || w0 as usize + 1 >= self.first.len() {
-            return out;
+            return;
         }
-        // The phrases starting with this word.
-        let (lo0, hi0) = (
+        // The phrases with prefix `words[start..start + len]`.
+        let (mut lo, mut hi) = (
             self.first[w0 as usize] as usize,
             self.first[w0 as usize + 1] as usize,
         );
         for len in 1..=words.len() - start {
-            let key = &words[start..start + len];
-            if key[len - 1] == UNKNOWN {
-                break;
-            }
-            // First phrase >= key.
-            let (mut lo, mut hi) = (lo0, hi0);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if self.ref_phrase(mid) < key {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
+            if len > 1 {
+                let w = words[start + len - 1];
+                if w == UNKNOWN {
+                    break;
                 }
+                (lo, hi) = if len == 2 {
+                    let key = u64::from(w0) << 32 | u64::from(w);
+                    let (a, c) = *memo.entry(key).or_insert_with(|| {
+                        let (a, c) = self.narrow(lo, hi, len, w);
+                        (a as u32, c as u32)
+                    });
+                    (a as usize, c as usize)
+                } else {
+                    self.narrow(lo, hi, len, w)
+                };
             }
-            if lo == hi0 || !self.ref_phrase(lo).starts_with(key) {
+            if lo == hi {
                 // No trie node for this prefix: no longer phrase either.
                 break;
             }
-            if self.ref_phrase(lo) == key {
+            if self.ref_phrase_len(lo) == len {
                 let (a, b) = (
                     self.emit_offsets[lo] as usize,
                     self.emit_offsets[lo + 1] as usize,
                 );
                 out.extend(self.emits[a..b].iter().map(|&p| (len, p)));
+                lo += 1;
             }
         }
-        out
+    }
+
+    /// Within `lo..hi`, phrases longer than `len − 1` words sharing their
+    /// first `len − 1`, the range whose word `len − 1` is `w`.
+    fn narrow(&self, lo: usize, hi: usize, len: usize, w: u32) -> (usize, usize) {
+        let at = |r: usize| self.ref_words[self.ref_offsets[r] as usize + len - 1];
+        let (mut a, mut b) = (lo, hi);
+        while a < b {
+            let mid = (a + b) / 2;
+            if at(mid) < w {
+                a = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        let (mut c, mut b) = (a, hi);
+        while c < b {
+            let mid = (c + b) / 2;
+            if at(mid) <= w {
+                c = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        (a, c)
+    }
+
+    fn ref_phrase_len(&self, r: usize) -> usize {
+        (self.ref_offsets[r + 1] - self.ref_offsets[r]) as usize
     }
 
     /// Builds [`Self::first`] from the sorted reference phrases.
@@ -440,7 +489,9 @@ mod tests {
     fn paths_shortest_first_then_table_order() {
         let t = ParaphraseTable::parse_text(TABLE).unwrap();
         let line = ids(&t, "next to the");
-        let out = t.reference_paths(&line, 0);
+        let mut out = Vec::new();
+        let mut memo = PairRanges::default();
+        t.reference_paths(&line, 0, &mut out, &mut memo);
         let got: Vec<(usize, Vec<u32>)> = out
             .iter()
             .map(|&(l, p)| (l, t.paraphrase(p).to_vec()))
@@ -453,7 +504,9 @@ mod tests {
                 (2, ids(&t, "alongside")),
             ]
         );
-        assert!(t.reference_paths(&line, 1).is_empty());
+        out.clear();
+        t.reference_paths(&line, 1, &mut out, &mut memo);
+        assert!(out.is_empty());
         assert_eq!(t.word_id("zebra"), UNKNOWN);
     }
 

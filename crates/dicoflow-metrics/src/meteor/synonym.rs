@@ -3,7 +3,7 @@
 //! `english.exceptions`, and WordNet 3's suffix-stripping morphology for the
 //! rest. Relations (`english.relations`) are not used by METEOR 1.5.
 
-use std::collections::HashMap;
+use crate::numeric::FxMap;
 
 use super::java;
 
@@ -11,9 +11,9 @@ use super::java;
 #[derive(Debug, Default)]
 pub(crate) struct SynonymDictionary {
     /// Irregular form → its base forms, in file order.
-    bases: HashMap<String, Vec<String>>,
+    bases: FxMap<String, Vec<String>>,
     /// Word → synset ids (sorted, deduplicated: METEOR keeps a set).
-    synsets: HashMap<String, Vec<u32>>,
+    synsets: FxMap<String, Vec<u32>>,
 }
 
 /// WordNet 3 detachment rules, in the order `morph` tries them
@@ -46,7 +46,7 @@ impl SynonymDictionary {
     /// forms that map to it) and the synsets file (pairs of lines: a word,
     /// then its synset ids). Errors name the 1-based line.
     pub(crate) fn parse(exceptions: &str, synsets: &str) -> Result<Self, (usize, String)> {
-        let mut bases: HashMap<String, Vec<String>> = HashMap::new();
+        let mut bases: FxMap<String, Vec<String>> = FxMap::default();
         let mut lines = exceptions.lines();
         while let Some(base) = lines.next() {
             let Some(forms) = lines.next() else { break };
@@ -57,7 +57,7 @@ impl SynonymDictionary {
                     .push(base.to_string());
             }
         }
-        let mut map = HashMap::new();
+        let mut map = FxMap::default();
         let mut lines = synsets.lines().enumerate();
         while let Some((_, word)) = lines.next() {
             let Some((n, ids)) = lines.next() else {
