@@ -183,8 +183,6 @@ pub fn run(
     })
 }
 
-/// Resolves `flow.device` for every replica before any data is read, so that a pipeline
-/// naming CUDA on a machine without it is refused at start with the reason.
 /// The error of a `timely::execute` that could not start. In a cluster run
 /// the one failure it reports is this process's own listening socket (it
 /// keeps retrying connections to the others), so the error names its address.
@@ -201,6 +199,8 @@ fn setup_error(comm: &CommunicationConfig, detail: String) -> FlowError {
     }
 }
 
+/// Resolves `flow.device` for every replica before any data is read, so that a pipeline
+/// naming CUDA on a machine without it is refused at start with the reason.
 fn check_devices(flow: &FlowConfig) -> Result<(), FlowError> {
     let last = match flow.device {
         DeviceName::Cuda(k) => DeviceName::Cuda(k + flow.devices.saturating_sub(1)),
