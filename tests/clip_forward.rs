@@ -244,7 +244,8 @@ fn unreadable_files_are_errors() {
     let path = dir.join("garbage.safetensors");
     std::fs::write(&path, b"definitely not safetensors").unwrap();
     let err = Clip::from_safetensors(&path, &cfg, Device::Cpu).unwrap_err();
-    assert!(matches!(err, ModelError::Torch(_)), "{err}");
+    assert!(matches!(err, ModelError::NotSafetensors { .. }), "{err}");
+    assert!(err.to_string().contains("garbage.safetensors"), "{err}");
 }
 
 #[test]
