@@ -1,9 +1,14 @@
-//! `caption` over 2 devices (threads): each device captions its share of
-//! every batch into the one output file, which then holds exactly the lines
-//! of a one-device run.
+//! `caption` over 2 devices: as threads of one process, each device captions
+//! its share of every batch into the one output file, which then holds
+//! exactly the lines of a one-device run; as 2 processes of a cluster, each
+//! process writes its own file beside `out`, and the two files together hold
+//! those lines.
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
+
+use common::cluster::{self, stderr, wait_all, Proc};
 
 use common::clip::save_tiny_clip;
 use common::train::{
@@ -88,4 +93,43 @@ fn two_devices_caption_the_same_lines_as_one() {
     );
     assert_eq!(a.len(), 40);
     assert_eq!(a, b);
+
+    // Two processes of one thread each, one device each.
+    let mut procs = world_pipeline(root, 4, caption("procs.jsonl"));
+    procs.flow.devices = 2;
+    std::fs::write(root.join("procs.toml"), toml::to_string(&procs).unwrap()).unwrap();
+    let spawn = |hostfile: &Path, p: usize| {
+        let mut command = common::dicoflow_command();
+        command
+            .args(["train", "--quiet", "--pipeline"])
+            .arg(root.join("procs.toml"))
+            .args(["-n", "2", "-p", &p.to_string(), "-H"])
+            .arg(hostfile);
+        Proc::spawn(command, root, &format!("p{p}"))
+    };
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let hostfile = cluster::hostfile(root, 2);
+        let outs = wait_all(
+            vec![spawn(&hostfile, 0), spawn(&hostfile, 1)],
+            Duration::from_secs(120),
+        );
+        if outs.iter().all(|o| o.status.success()) {
+            assert!(!root.join("procs.jsonl").exists());
+            let p0 = sorted_lines(&root.join("procs.process-0-of-2.jsonl"));
+            let p1 = sorted_lines(&root.join("procs.process-1-of-2.jsonl"));
+            assert!(
+                !p0.is_empty() && !p1.is_empty(),
+                "{} and {}",
+                p0.len(),
+                p1.len()
+            );
+            let mut both = [p0, p1].concat();
+            both.sort();
+            assert_eq!(both, a);
+            return;
+        }
+        last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
+    }
+    panic!("cluster run failed twice:\n{last}");
 }

@@ -246,6 +246,8 @@ pub struct ReplicaLink {
     index: usize,
     local_index: usize,
     replicas: usize,
+    /// This replica's process and the number of processes that own replicas.
+    process: (usize, usize),
     /// The batch the device thread is processing (set by the device loop).
     time: Arc<AtomicU64>,
     contributions: Sender<Contribution>,
@@ -263,10 +265,25 @@ impl std::fmt::Debug for ReplicaLink {
     }
 }
 
+/// Where a replica sits among the replicas of a run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplicaPlace {
+    pub index: usize,
+    /// The index among its process's replicas.
+    pub local_index: usize,
+    pub replicas: usize,
+    /// Its process, and the number of processes that own replicas.
+    pub process: (usize, usize),
+}
+
 impl ReplicaLink {
     pub(crate) fn new(
-        (index, local_index): (usize, usize),
-        replicas: usize,
+        ReplicaPlace {
+            index,
+            local_index,
+            replicas,
+            process,
+        }: ReplicaPlace,
         time: Arc<AtomicU64>,
         contributions: Sender<Contribution>,
         reduced: Receiver<Reduced>,
@@ -277,6 +294,7 @@ impl ReplicaLink {
             index,
             local_index,
             replicas,
+            process,
             time,
             contributions,
             reduced,
@@ -300,6 +318,13 @@ impl ReplicaLink {
     /// Number of replicas.
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// This replica's process (its index in the hostfile) and the number of
+    /// processes that own replicas: `(0, 1)` when every replica is a thread
+    /// of one process.
+    pub fn process(&self) -> (usize, usize) {
+        self.process
     }
 }
 
@@ -447,6 +472,14 @@ pub(crate) fn withdraw_replica_link() {
 /// stays offered to a training stage).
 pub fn local_device_index() -> Option<usize> {
     OFFERED.with(|o| o.borrow().0.as_ref().map(ReplicaLink::local_index))
+}
+
+/// For a stage's constructor, on its device thread: this device's process
+/// and the number of processes that own devices ([`ReplicaLink::process`]),
+/// `None` with one device. Like [`local_device_index`], it leaves the link
+/// offered.
+pub fn device_process() -> Option<(usize, usize)> {
+    OFFERED.with(|o| o.borrow().0.as_ref().map(ReplicaLink::process))
 }
 
 /// For a training stage's constructor, on its device thread: the link to the

@@ -30,7 +30,8 @@ use timely::dataflow::Stream;
 use timely::scheduling::SyncActivator;
 
 use super::allreduce::{
-    offer_replica_link, split, withdraw_replica_link, Contribution, GradChunk, Reduced, ReplicaLink,
+    offer_replica_link, split, withdraw_replica_link, Contribution, GradChunk, Reduced,
+    ReplicaLink, ReplicaPlace,
 };
 use super::batch::{BatchMark, BatchReport, BatchTime, Sample, StageError};
 use super::error::{panic_message, FlowError};
@@ -68,6 +69,9 @@ pub struct ReplicaSpec {
     /// The index among this process's replicas (`cuda:K + local_index`).
     pub local_index: usize,
     pub replicas: usize,
+    /// This replica's process, and how many processes own replicas
+    /// (processes own the first `flow.devices` workers, in order).
+    pub process: (usize, usize),
     pub reduced: Receiver<Reduced>,
 }
 
@@ -172,8 +176,12 @@ fn spawn_device(
         Some(r) => {
             let (tx, rx) = unbounded();
             let link = ReplicaLink::new(
-                (r.index, r.local_index),
-                r.replicas,
+                ReplicaPlace {
+                    index: r.index,
+                    local_index: r.local_index,
+                    replicas: r.replicas,
+                    process: r.process,
+                },
                 time.clone(),
                 tx,
                 r.reduced,

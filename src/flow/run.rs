@@ -289,6 +289,10 @@ fn build_and_run(
                 index: me,
                 local_index: me % threads_per_process,
                 replicas: devices,
+                process: (
+                    me / threads_per_process,
+                    devices.div_ceil(threads_per_process),
+                ),
                 reduced,
             }),
             length: Some(RunLength::new(

@@ -2,8 +2,11 @@
 //! to a JSONL file (one `{"key", "caption", "references"[, "score"]}` per image).
 //! With several devices (threads of one process) each captions its share of
 //! every batch into the same file, so the lines are those of a one-device
-//! run, in another order. Processes of a cluster must not share the file:
-//! give each its own `out`.
+//! run, in another order. When the devices are spread over several processes
+//! of a cluster, process P of Q writes its devices' lines to
+//! `STEM.process-P-of-Q.EXT` beside `out` ([`process_path`]) instead: the Q
+//! files together hold the lines of a one-device run, and no two processes
+//! write one file (on a shared file system they would overwrite each other).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceName;
-use crate::flow::allreduce::local_device_index;
+use crate::flow::allreduce::{device_process, local_device_index};
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
@@ -83,6 +86,25 @@ fn release_shared(path: &Path) {
     }
 }
 
+/// The file process `process` of `processes` writes for `out`:
+/// `captions.jsonl` → `captions.process-0-of-2.jsonl` (a name without an
+/// extension gets the suffix at its end).
+pub fn process_path(out: &Path, process: usize, processes: usize) -> PathBuf {
+    let suffix = format!("process-{process}-of-{processes}");
+    let name = match (out.file_stem(), out.extension()) {
+        (Some(stem), Some(ext)) => format!(
+            "{}.{suffix}.{}",
+            stem.to_string_lossy(),
+            ext.to_string_lossy()
+        ),
+        _ => format!(
+            "{}.{suffix}",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    };
+    out.with_file_name(name)
+}
+
 /// Captions every image and scores it with the evaluator. With several
 /// devices in a process, each captions its share into the same file.
 pub struct CaptionStage {
@@ -112,14 +134,18 @@ impl CaptionStage {
             .map(|p| load_scorer(p, evaluator_config, s.score.clone(), device))
             .transpose()
             .map_err(&failed)?;
-        if let Some(dir) = s.out.parent() {
+        let out_path = match device_process() {
+            Some((process, processes)) if processes > 1 => process_path(&s.out, process, processes),
+            _ => s.out.clone(),
+        };
+        if let Some(dir) = out_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| failed(StageBuildError::io(dir)(e)))?;
         }
-        let out = open_shared(&s.out).map_err(|e| failed(StageBuildError::io(&s.out)(e)))?;
+        let out = open_shared(&out_path).map_err(|e| failed(StageBuildError::io(&out_path)(e)))?;
         Ok(Self {
             policy,
             scorer,
-            path: s.out,
+            path: out_path,
             out: Some(out),
         })
     }
@@ -201,6 +227,18 @@ mod tests {
     /// A backbone that cannot be loaded is a build failure with the model
     /// error as its source (not an invalid setting), naming the stage and
     /// the file.
+    #[test]
+    fn each_process_writes_its_own_file_beside_out() {
+        assert_eq!(
+            process_path(Path::new("runs/x/captions.jsonl"), 1, 2),
+            Path::new("runs/x/captions.process-1-of-2.jsonl")
+        );
+        assert_eq!(
+            process_path(Path::new("captions"), 0, 3),
+            Path::new("captions.process-0-of-3")
+        );
+    }
+
     #[test]
     fn a_missing_backbone_is_a_build_failure_with_its_model_error() {
         let dir = std::env::temp_dir().join(format!("dicoflow-caption-{}", std::process::id()));
