@@ -159,3 +159,24 @@ fn a_join_timeout_of_zero_is_refused() {
     let text = stderr(&out);
     assert!(text.contains("--join-timeout"), "{text}");
 }
+
+#[test]
+fn a_library_cluster_run_with_no_join_time_is_refused() {
+    use dicoflow::flow::{run, FlowError, Pipeline, Registry, RunOptions};
+    let pipeline = Pipeline::from_toml(PIPELINE, Path::new("p.toml")).unwrap();
+    let opts = RunOptions {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: 1,
+            process: 1,
+            addresses: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            report: false,
+            zerocopy: false,
+        },
+        join_timeout: Duration::ZERO,
+        ..RunOptions::threads(1)
+    };
+    match run(&pipeline, &Registry::with_builtins(), &opts) {
+        Err(FlowError::Config { name, .. }) => assert_eq!(name, "join_timeout"),
+        other => panic!("expected the zero join time refused, got {other:?}"),
+    }
+}
