@@ -2,6 +2,7 @@
 //! on threads of this process or, with `-n/-p/-H`, on several processes
 //! (timely's cluster mode; every process runs the same command).
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use timely::CommunicationConfig;
@@ -50,9 +51,21 @@ pub struct ClusterArgs {
     /// File with one `host:port` per process (default localhost:2101, 2102, ...).
     #[arg(short = 'H', long)]
     pub hostfile: Option<PathBuf>,
+    /// With -n above 1: seconds this process waits for every other process
+    /// of the hostfile to connect before it gives up with an error naming
+    /// their addresses (at least 1; the default follows torchrun's
+    /// rendezvous join timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub join_timeout: u64,
 }
 
 impl ClusterArgs {
+    /// `--join-timeout` as a duration.
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_secs(self.join_timeout)
+    }
+
     /// Timely's communication settings.
     pub fn communication(&self) -> anyhow::Result<CommunicationConfig> {
         let threads = self.workers.max(1);
@@ -171,6 +184,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         run_dir: (args.cluster.process == 0).then(|| args.run_dir.clone()),
         progress: !args.quiet,
         keep_reports: args.keys_out.is_some(),
+        join_timeout: args.cluster.join_timeout(),
     };
     let summary = run(&pipeline, &registry, &opts)
         .with_context(|| format!("running {}", args.pipeline.display()))?;

@@ -91,6 +91,33 @@ pub enum FlowError {
         detail: String,
     },
 
+    /// The processes of a cluster run did not all connect within the join
+    /// time limit ([`super::RunOptions::join_timeout`], `--join-timeout`;
+    /// torchrun's rendezvous `join_timeout` plays the same part). Timely
+    /// forms the cluster with no limit of its own: this process connects to
+    /// every process before it in the hostfile (retrying each second) and
+    /// accepts a connection from every process after it, so a peer that was
+    /// never started, or an address that is wrong, would keep it waiting
+    /// forever. Which of the other processes are missing, timely does not
+    /// say: the message names them all.
+    #[error(
+        "process {process} of {processes}: the cluster did not form within {waited_s} s \
+         ({}); start every process of the hostfile with the same -n and -H and its own -p, \
+         check the addresses, or raise --join-timeout",
+        waiting_for(*.process, .addresses)
+    )]
+    ClusterTimeout {
+        /// This process's index (`-p`).
+        process: usize,
+        /// The number of processes (`-n`).
+        processes: usize,
+        /// How long this process waited (the limit), in seconds.
+        waited_s: f64,
+        /// Every process's address in the hostfile, by process index
+        /// (this process's own included).
+        addresses: Vec<String>,
+    },
+
     /// The connection to another process of a cluster run broke: it exited,
     /// crashed or was killed (`super::peers`).
     #[error(
@@ -127,6 +154,35 @@ pub enum FlowError {
     },
 }
 
+/// What process `me` of a cluster with `addresses` waits for while the
+/// cluster forms: it connects to the processes before it and listens on its
+/// own address for those after it (timely_communication's `create_sockets`).
+fn waiting_for(me: usize, addresses: &[String]) -> String {
+    let name = |(p, a): (usize, &String)| format!("process {p} at {a}");
+    let before: Vec<String> = addresses.iter().enumerate().take(me).map(name).collect();
+    let after: Vec<String> = addresses
+        .iter()
+        .enumerate()
+        .skip(me + 1)
+        .map(name)
+        .collect();
+    let mut parts = Vec::new();
+    if !before.is_empty() {
+        parts.push(format!(
+            "it kept trying to connect to {}",
+            before.join(", ")
+        ));
+    }
+    if !after.is_empty() {
+        let own = addresses.get(me).map(String::as_str).unwrap_or("?");
+        parts.push(format!(
+            "it listened on {own} for {} to connect",
+            after.join(", ")
+        ));
+    }
+    parts.join(", and ")
+}
+
 /// A panic payload as text (panics carry `&str` or `String` in practice).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -135,5 +191,27 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-text panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_time_out_names_what_each_side_waits_for() {
+        let err = FlowError::ClusterTimeout {
+            process: 1,
+            processes: 3,
+            waited_s: 2.5,
+            addresses: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "process 1 of 3: the cluster did not form within 2.5 s (it kept trying to connect \
+             to process 0 at a:1, and it listened on b:2 for process 2 at c:3 to connect); \
+             start every process of the hostfile with the same -n and -H and its own -p, \
+             check the addresses, or raise --join-timeout"
+        );
     }
 }

@@ -11,7 +11,9 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use timely::dataflow::operators::{Concatenate, Exchange, Inspect, OkErr, Probe};
 use timely::dataflow::ProbeHandle;
@@ -47,7 +49,16 @@ pub struct RunOptions {
     pub progress: bool,
     /// Keep every batch report with its keys in the summary (tests, audits).
     pub keep_reports: bool,
+    /// Cluster mode only: how long this process waits for the cluster to
+    /// form (every other process of the hostfile connected) before the run
+    /// fails with [`FlowError::ClusterTimeout`]. Must be above zero.
+    /// Default [`DEFAULT_JOIN_TIMEOUT`].
+    pub join_timeout: Duration,
 }
+
+/// Default of [`RunOptions::join_timeout`]: 600 s, torchrun's rendezvous
+/// `join_timeout` default (`torch.distributed.elastic.rendezvous`).
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Timely's communication for `workers` threads in this process.
 pub fn threads_communication(workers: usize) -> CommunicationConfig {
@@ -66,6 +77,7 @@ impl RunOptions {
             run_dir: None,
             progress: false,
             keep_reports: false,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
         }
     }
 }
@@ -111,6 +123,16 @@ pub fn run(
     let pipeline = &placed;
     registry.check(pipeline)?;
     check_devices(&pipeline.flow)?;
+    if matches!(opts.communication, CommunicationConfig::Cluster { .. })
+        && opts.join_timeout.is_zero()
+    {
+        return Err(FlowError::Config {
+            name: "join_timeout",
+            what: "a cluster run needs a time limit above zero to form the cluster \
+                   (the CLI's --join-timeout; default 600 s)"
+                .into(),
+        });
+    }
     let path = pipeline.source.path.clone().ok_or(FlowError::Config {
         name: "source.path",
         what: "no shards given: set `path` in [source] or pass --data".into(),
@@ -149,25 +171,52 @@ pub fn run(
     let keep = opts.keep_reports;
     // In cluster mode, a lost process becomes this run's error.
     let peer_watch = peers::watch(&opts.communication, &state);
-    let guards = {
+    let bar = progress.clone();
+    let start = {
         let (telemetry, state, reports) = (telemetry.clone(), state.clone(), reports.clone());
-        timely::execute(config, move |worker| {
-            build_and_run(
-                worker,
-                &pipeline,
-                &registry,
-                &index,
-                &telemetry,
-                &state,
-                run_dir.clone(),
-                progress.clone(),
-                keep.then(|| reports.clone()),
-                &resume,
-                threads_per_process,
-            )
-        })
-        .map_err(|e| setup_error(&opts.communication, e))?
+        move || {
+            timely::execute(config, move |worker| {
+                build_and_run(
+                    worker,
+                    &pipeline,
+                    &registry,
+                    &index,
+                    &telemetry,
+                    &state,
+                    run_dir.clone(),
+                    progress.clone(),
+                    keep.then(|| reports.clone()),
+                    &resume,
+                    threads_per_process,
+                )
+            })
+        }
     };
+    let guards = match &opts.communication {
+        CommunicationConfig::Cluster {
+            process, addresses, ..
+        } => match join_cluster(start, opts.join_timeout) {
+            Ok(started) => started,
+            Err(Unjoined::TimedOut) => {
+                let timeout = || FlowError::ClusterTimeout {
+                    process: *process,
+                    processes: addresses.len(),
+                    waited_s: opts.join_timeout.as_secs_f64(),
+                    addresses: addresses.clone(),
+                };
+                // If the cluster forms after all, the workers the helper
+                // thread then starts find the run failed and drain at once.
+                state.fail(timeout());
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Err(timeout());
+            }
+            Err(Unjoined::Failed(detail)) => return Err(FlowError::Timely(detail)),
+        },
+        _ => start(),
+    }
+    .map_err(|e| setup_error(&opts.communication, e))?;
     for panic in peers::join_workers(|| guards.join(), &state) {
         state.fail(FlowError::Timely(format!("a worker panicked: {panic}")));
     }
@@ -180,6 +229,42 @@ pub fn run(
     Ok(RunSummary {
         telemetry: telemetry.snapshot(),
         reports,
+    })
+}
+
+/// Why [`join_cluster`] has no result.
+enum Unjoined {
+    /// The limit passed.
+    TimedOut,
+    /// The helper thread could not start or panicked.
+    Failed(String),
+}
+
+/// Runs `start` (a `timely::execute` in cluster mode, which returns once
+/// every process of the hostfile is connected) on a helper thread and waits
+/// for it at most `limit`. On time-out the helper thread, which cannot be
+/// stopped (timely retries without end), is left behind holding none of the
+/// caller's locks, and ends with the process; a `dicoflow` command then
+/// exits with the error.
+fn join_cluster<T: Send + 'static>(
+    start: impl FnOnce() -> T + Send + 'static,
+    limit: Duration,
+) -> Result<T, Unjoined> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("dicoflow:join".into())
+        .spawn(move || {
+            // The receiver is gone when the caller gave up waiting.
+            let _ = tx.send(start());
+        })
+        .map_err(|e| {
+            Unjoined::Failed(format!("could not start a thread to form the cluster: {e}"))
+        })?;
+    rx.recv_timeout(limit).map_err(|e| match e {
+        RecvTimeoutError::Timeout => Unjoined::TimedOut,
+        RecvTimeoutError::Disconnected => {
+            Unjoined::Failed("forming the cluster failed: timely's set-up panicked".into())
+        }
     })
 }
 
