@@ -6,7 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use dicoflow::cli::demo::{caption_with, fill_phase, load_phase, Fill, Phase};
+use dicoflow::cli::demo::{
+    caption_with, dico_at_beta, fill_phase, load_phase, Fill, Phase, SHARED,
+};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::Pipeline;
 use dicoflow::model::captioner::CaptionerConfig;
@@ -27,6 +29,7 @@ fn tiny_world(dir: &Path) {
 fn fill(out: &Path) -> Fill<'_> {
     Fill {
         out,
+        seed_out: out,
         seed: 5,
         workers: 2,
         vocab_size: 77,
@@ -164,6 +167,90 @@ fn every_demo_phase_fills_into_a_valid_pipeline() {
             Some(dico_dir.join(file).to_str().unwrap())
         );
     }
+}
+
+/// With several seeds, the fixed setting (world, vocabulary, evaluator) is
+/// read from the shared folder and everything a captioner phase writes or
+/// reads from another captioner phase lives in the seed's folder.
+#[test]
+fn with_seeds_shared_paths_stay_and_the_rest_moves_to_the_seed_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    tiny_world(out);
+    let seed_out = out.join("seed-7");
+    let fill = Fill {
+        seed_out: &seed_out,
+        seed: 7,
+        ..fill(out)
+    };
+    assert_eq!(SHARED, ["data", "vocab.json", "evaluator"]);
+    let shared_keys = ["backbone", "backbone_config", "evaluator", "vocab"];
+    let seed_keys = ["out", "init", "reward_cache", "weights"];
+    let mut checked = (0, 0);
+    for phase in Phase::ALL {
+        let p = fill_phase(phase, load_phase(phase, None).unwrap(), &fill).unwrap();
+        let data = p.source.path.clone().unwrap();
+        assert!(
+            data.starts_with(out.join("data")),
+            "{}: {data:?}",
+            phase.name()
+        );
+        let s = &p.device[0].settings;
+        let shards = s
+            .get("validation")
+            .and_then(|v| v.get("shards"))
+            .and_then(|v| v.as_str());
+        let mut shared: Vec<(&str, &str)> = shared_keys
+            .iter()
+            .filter_map(|k| Some((*k, s.get(*k)?.as_str()?)))
+            .collect();
+        shared.extend(shards.map(|v| ("validation.shards", v)));
+        for (key, value) in shared {
+            let path = Path::new(value);
+            assert!(
+                path.starts_with(out) && !path.starts_with(&seed_out),
+                "{}: {key} = {value} is not in the shared folder",
+                phase.name()
+            );
+            checked.0 += 1;
+        }
+        let mut own: Vec<(&str, &str)> = seed_keys
+            .iter()
+            .filter_map(|k| Some((*k, s.get(*k)?.as_str()?)))
+            .collect();
+        // A captioner config given as a file is the XE phase's output.
+        own.extend(
+            s.get("captioner")
+                .and_then(|v| v.as_str())
+                .map(|v| ("captioner", v)),
+        );
+        for (key, value) in own {
+            let in_seed = Path::new(value).starts_with(&seed_out);
+            // The evaluator is made once: its own output is shared.
+            let want = phase != Phase::Evaluator;
+            assert_eq!(in_seed, want, "{}: {key} = {value}", phase.name());
+            checked.1 += 1;
+        }
+    }
+    // Every phase names the world and the evaluator; every captioner phase
+    // its own folder and the XE model it starts from.
+    assert!(checked.0 >= 20 && checked.1 >= 12, "{checked:?}");
+
+    // One run of a β sweep: its own folder in the seed's, its β.
+    let dico = fill_phase(Phase::Dico, load_phase(Phase::Dico, None).unwrap(), &fill).unwrap();
+    let p = dico_at_beta(dico, 0.05, &seed_out).unwrap();
+    assert_eq!(
+        setting(&p, &["out"]).as_str(),
+        Some(seed_out.join("dico-beta-0.05").to_str().unwrap())
+    );
+    assert_eq!(
+        setting(&p, &["train", "dico", "beta"]).as_float(),
+        Some(0.05)
+    );
+    assert_eq!(
+        setting(&p, &["init"]).as_str(),
+        Some(seed_out.join("xe/model.safetensors").to_str().unwrap())
+    );
 }
 
 #[test]
