@@ -287,3 +287,132 @@ fn demo_checks_every_phase_file_before_writing_anything() {
     assert!(err.contains("scst.toml"), "{err}");
     assert!(!out.join("data").exists(), "the world was written first");
 }
+
+/// The smallest demo with two seeds and two β: the folders of each seed and
+/// β, the mean ± sd table, every seed's rows, the reward-vs-fluency chart
+/// and the verdict (which cannot judge DiCO: the file's β 0.2 is not run).
+#[test]
+fn demo_with_seeds_and_betas_writes_per_seed_folders_and_the_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = common::dicoflow_command()
+        // One libtorch thread: on a busy 2-core machine its spinning worker
+        // threads made this run take from 15 s to over 3 minutes.
+        .env("OMP_NUM_THREADS", "1")
+        .args([
+            "demo",
+            "--train",
+            "16",
+            "--val",
+            "8",
+            "--test",
+            "8",
+            "--workers",
+            "1",
+            "--evaluator-epochs",
+            "1",
+            "--xe-epochs",
+            "1",
+            "--rl-epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--betas",
+            "0.05,1.0",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for shared in ["data", "evaluator", "vocab.json"] {
+        assert!(out.join(shared).exists(), "{shared}");
+    }
+    assert!(!out.join("xe").exists() && !out.join("dico").exists());
+    for seed in ["seed-0", "seed-1"] {
+        for model in [
+            "xe",
+            "dico-beta-0.05",
+            "dico-beta-1",
+            "scst",
+            "dico_offline",
+        ] {
+            let dir = out.join(seed).join(model);
+            assert!(dir.join("model.safetensors").is_file(), "{}", dir.display());
+            assert!(
+                dir.join("test_captions.jsonl").is_file(),
+                "{}",
+                dir.display()
+            );
+        }
+        assert!(out.join(seed).join("reward_cache").is_dir());
+    }
+    for ext in ["png", "svg"] {
+        assert!(out
+            .join(format!("report/reward_vs_fluency.{ext}"))
+            .is_file());
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let rows = |model: &str| -> Vec<&str> {
+        report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {model} |")) && l.contains(" ± "))
+            .collect()
+    };
+    for model in ["XE", "DiCO β=0.05", "DiCO β=1", "SCST", "DiCO offline"] {
+        assert_eq!(rows(model).len(), 1, "{model}: {report}");
+        for seed in [0, 1] {
+            assert!(
+                report.contains(&format!("| {seed} | {model} | ")),
+                "seed {seed}, {model}: {report}"
+            );
+        }
+    }
+    // Every column of the mean table has a spread.
+    assert_eq!(rows("XE")[0].matches(" ± ").count(), 7, "{report}");
+    assert!(report.contains(
+        "![evaluator CLIP-S gained vs grammaticality lost](report/reward_vs_fluency.png)"
+    ));
+    let verdict = report
+        .split("## Verdict")
+        .nth(1)
+        .expect("a Verdict section");
+    assert_eq!(
+        verdict.matches("**cannot be judged**").count(),
+        3,
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("was not among --betas 0.05,1"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("The claim cannot be judged here."),
+        "{verdict}"
+    );
+}
+
+#[test]
+fn beta_and_betas_together_or_a_repeated_beta_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = common::dicoflow_command()
+        .args(["demo", "--beta", "0.2", "--betas", "0.05,1.0", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("--beta") && err.contains("--betas"), "{err}");
+    assert!(!out.exists());
+    // Two runs of one β would share a folder: refused before anything runs.
+    let o = common::dicoflow_command()
+        .args(["demo", "--betas", "0.2,0.20", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("0.2 is given twice"), "{err}");
+    assert!(!out.exists());
+}
