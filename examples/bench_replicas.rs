@@ -145,6 +145,7 @@ fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
 fn phase(phase: Phase, out: &Path, vocab_size: usize, data: &Path, devices: usize) -> Pipeline {
     let fill = Fill {
         out,
+        seed_out: out,
         seed: 0,
         workers: WORKERS,
         vocab_size,

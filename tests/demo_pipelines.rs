@@ -6,7 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use dicoflow::cli::demo::{caption_with, fill_phase, load_phase, Fill, Phase};
+use dicoflow::cli::demo::{
+    caption_with, dico_at_beta, fill_phase, load_phase, Fill, Phase, SHARED,
+};
 use dicoflow::data::world::{write_world, WorldSpec};
 use dicoflow::flow::Pipeline;
 use dicoflow::model::captioner::CaptionerConfig;
@@ -27,6 +29,7 @@ fn tiny_world(dir: &Path) {
 fn fill(out: &Path) -> Fill<'_> {
     Fill {
         out,
+        seed_out: out,
         seed: 5,
         workers: 2,
         vocab_size: 77,
@@ -166,6 +169,90 @@ fn every_demo_phase_fills_into_a_valid_pipeline() {
     }
 }
 
+/// With several seeds, the fixed setting (world, vocabulary, evaluator) is
+/// read from the shared folder and everything a captioner phase writes or
+/// reads from another captioner phase lives in the seed's folder.
+#[test]
+fn with_seeds_shared_paths_stay_and_the_rest_moves_to_the_seed_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    tiny_world(out);
+    let seed_out = out.join("seed-7");
+    let fill = Fill {
+        seed_out: &seed_out,
+        seed: 7,
+        ..fill(out)
+    };
+    assert_eq!(SHARED, ["data", "vocab.json", "evaluator"]);
+    let shared_keys = ["backbone", "backbone_config", "evaluator", "vocab"];
+    let seed_keys = ["out", "init", "reward_cache", "weights"];
+    let mut checked = (0, 0);
+    for phase in Phase::ALL {
+        let p = fill_phase(phase, load_phase(phase, None).unwrap(), &fill).unwrap();
+        let data = p.source.path.clone().unwrap();
+        assert!(
+            data.starts_with(out.join("data")),
+            "{}: {data:?}",
+            phase.name()
+        );
+        let s = &p.device[0].settings;
+        let shards = s
+            .get("validation")
+            .and_then(|v| v.get("shards"))
+            .and_then(|v| v.as_str());
+        let mut shared: Vec<(&str, &str)> = shared_keys
+            .iter()
+            .filter_map(|k| Some((*k, s.get(*k)?.as_str()?)))
+            .collect();
+        shared.extend(shards.map(|v| ("validation.shards", v)));
+        for (key, value) in shared {
+            let path = Path::new(value);
+            assert!(
+                path.starts_with(out) && !path.starts_with(&seed_out),
+                "{}: {key} = {value} is not in the shared folder",
+                phase.name()
+            );
+            checked.0 += 1;
+        }
+        let mut own: Vec<(&str, &str)> = seed_keys
+            .iter()
+            .filter_map(|k| Some((*k, s.get(*k)?.as_str()?)))
+            .collect();
+        // A captioner config given as a file is the XE phase's output.
+        own.extend(
+            s.get("captioner")
+                .and_then(|v| v.as_str())
+                .map(|v| ("captioner", v)),
+        );
+        for (key, value) in own {
+            let in_seed = Path::new(value).starts_with(&seed_out);
+            // The evaluator is made once: its own output is shared.
+            let want = phase != Phase::Evaluator;
+            assert_eq!(in_seed, want, "{}: {key} = {value}", phase.name());
+            checked.1 += 1;
+        }
+    }
+    // Every phase names the world and the evaluator; every captioner phase
+    // its own folder and the XE model it starts from.
+    assert!(checked.0 >= 20 && checked.1 >= 12, "{checked:?}");
+
+    // One run of a β sweep: its own folder in the seed's, its β.
+    let dico = fill_phase(Phase::Dico, load_phase(Phase::Dico, None).unwrap(), &fill).unwrap();
+    let p = dico_at_beta(dico, 0.05, &seed_out).unwrap();
+    assert_eq!(
+        setting(&p, &["out"]).as_str(),
+        Some(seed_out.join("dico-beta-0.05").to_str().unwrap())
+    );
+    assert_eq!(
+        setting(&p, &["train", "dico", "beta"]).as_float(),
+        Some(0.05)
+    );
+    assert_eq!(
+        setting(&p, &["init"]).as_str(),
+        Some(seed_out.join("xe/model.safetensors").to_str().unwrap())
+    );
+}
+
 #[test]
 fn pipelines_dir_without_a_phase_file_is_refused_with_its_name() {
     let tmp = tempfile::tempdir().unwrap();
@@ -199,4 +286,133 @@ fn demo_checks_every_phase_file_before_writing_anything() {
     assert!(!o.status.success());
     assert!(err.contains("scst.toml"), "{err}");
     assert!(!out.join("data").exists(), "the world was written first");
+}
+
+/// The smallest demo with two seeds and two β: the folders of each seed and
+/// β, the mean ± sd table, every seed's rows, the reward-vs-fluency chart
+/// and the verdict (which cannot judge DiCO: the file's β 0.2 is not run).
+#[test]
+fn demo_with_seeds_and_betas_writes_per_seed_folders_and_the_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = common::dicoflow_command()
+        // One libtorch thread: on a busy 2-core machine its spinning worker
+        // threads made this run take from 15 s to over 3 minutes.
+        .env("OMP_NUM_THREADS", "1")
+        .args([
+            "demo",
+            "--train",
+            "16",
+            "--val",
+            "8",
+            "--test",
+            "8",
+            "--workers",
+            "1",
+            "--evaluator-epochs",
+            "1",
+            "--xe-epochs",
+            "1",
+            "--rl-epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--betas",
+            "0.05,1.0",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for shared in ["data", "evaluator", "vocab.json"] {
+        assert!(out.join(shared).exists(), "{shared}");
+    }
+    assert!(!out.join("xe").exists() && !out.join("dico").exists());
+    for seed in ["seed-0", "seed-1"] {
+        for model in [
+            "xe",
+            "dico-beta-0.05",
+            "dico-beta-1",
+            "scst",
+            "dico_offline",
+        ] {
+            let dir = out.join(seed).join(model);
+            assert!(dir.join("model.safetensors").is_file(), "{}", dir.display());
+            assert!(
+                dir.join("test_captions.jsonl").is_file(),
+                "{}",
+                dir.display()
+            );
+        }
+        assert!(out.join(seed).join("reward_cache").is_dir());
+    }
+    for ext in ["png", "svg"] {
+        assert!(out
+            .join(format!("report/reward_vs_fluency.{ext}"))
+            .is_file());
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let rows = |model: &str| -> Vec<&str> {
+        report
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {model} |")) && l.contains(" ± "))
+            .collect()
+    };
+    for model in ["XE", "DiCO β=0.05", "DiCO β=1", "SCST", "DiCO offline"] {
+        assert_eq!(rows(model).len(), 1, "{model}: {report}");
+        for seed in [0, 1] {
+            assert!(
+                report.contains(&format!("| {seed} | {model} | ")),
+                "seed {seed}, {model}: {report}"
+            );
+        }
+    }
+    // Every column of the mean table has a spread.
+    assert_eq!(rows("XE")[0].matches(" ± ").count(), 7, "{report}");
+    assert!(report.contains(
+        "![evaluator CLIP-S gained vs grammaticality lost](report/reward_vs_fluency.png)"
+    ));
+    let verdict = report
+        .split("## Verdict")
+        .nth(1)
+        .expect("a Verdict section");
+    assert_eq!(
+        verdict.matches("**cannot be judged**").count(),
+        3,
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("was not among --betas 0.05,1"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("The claim cannot be judged here."),
+        "{verdict}"
+    );
+}
+
+#[test]
+fn beta_and_betas_together_or_a_repeated_beta_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = common::dicoflow_command()
+        .args(["demo", "--beta", "0.2", "--betas", "0.05,1.0", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("--beta") && err.contains("--betas"), "{err}");
+    assert!(!out.exists());
+    // Two runs of one β would share a folder: refused before anything runs.
+    let o = common::dicoflow_command()
+        .args(["demo", "--betas", "0.2,0.20", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("0.2 is given twice"), "{err}");
+    assert!(!out.exists());
 }

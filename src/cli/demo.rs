@@ -20,6 +20,13 @@
 //! step counts computed from the data, and the vocabulary size. The demo's
 //! flags that name a setting (`--xe-epochs`, `--rl-lr`, `--beta`, ...)
 //! override the file's value only when given.
+//!
+//! With `--seeds N` (N > 1) the world, the vocabulary and the evaluator are
+//! made once ([`SHARED`]: the fixed setting) and the captioner phases run
+//! once per seed under `OUT/seed-S/`; with `--betas` DiCO runs once per β.
+//! The report then shows mean ± sample standard deviation over the seeds,
+//! every seed's row, a reward-vs-fluency chart and the verdict on the
+//! paper's claim ([`crate::report::compare`]).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +38,10 @@ use crate::flow::length::RunLength;
 use crate::flow::{self, Pipeline, RunOptions};
 use crate::metrics::quality::{caption_quality, CaptionQuality};
 use crate::model::captioner::Vocab;
+use crate::report::compare::{
+    fluency_series, mean, reward_fluency_points, sample_sd, verdict, ModelScores, SeedScores,
+    VerdictModels,
+};
 use crate::reward::cache_run::cache_rewards;
 use crate::train::stages::{registry, RewardCacheSettings, CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
 
@@ -71,8 +82,26 @@ pub struct DemoArgs {
     #[arg(long)]
     pub rl_lr: Option<f64>,
     /// β of DiCO and offline DiCO (default: the files' 0.2, the paper's).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "betas")]
     pub beta: Option<f64>,
+    /// Seeds of the captioners: XE, DiCO, SCST, the reward cache, offline
+    /// DiCO and captioning run once per seed `--seed + k` (k < N), each
+    /// under `OUT/seed-S/` when N > 1, on the one world, vocabulary and
+    /// evaluator (made with `--seed`). The report shows mean ± standard
+    /// deviation over the seeds. N times the captioner phases' time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seeds: u64,
+    /// β values of DiCO, comma-separated (e.g. `0.05,0.2,1.0`): DiCO runs
+    /// once per β (models "DiCO β=B", folders `dico-beta-B`); offline DiCO
+    /// keeps dico_offline.toml's β. Default: the one β of dico.toml.
+    #[arg(long, value_delimiter = ',')]
+    pub betas: Option<Vec<f64>>,
+    /// Validation images in the generated world.
+    #[arg(long, default_value_t = WorldSpec::default().val)]
+    pub val: usize,
+    /// Test images in the generated world (the report's split).
+    #[arg(long, default_value_t = WorldSpec::default().test)]
+    pub test: usize,
 }
 
 /// Phases the demo prints as [i/PHASES].
@@ -81,6 +110,12 @@ const PHASES: usize = 8;
 /// The folder under which the demo's pipeline files name their inputs and
 /// outputs; the demo moves every such path under its `--out`.
 pub const DEMO_ROOT: &str = "runs/demo";
+
+/// What every seed of a `--seeds` run shares, as the first component of a
+/// path under [`DEMO_ROOT`]: the world, the vocabulary and the evaluator.
+/// Every other path (a captioner's folder, the reward cache, ...) belongs to
+/// one seed and moves under its folder ([`Fill::seed_out`]).
+pub const SHARED: [&str; 3] = ["data", "vocab.json", "evaluator"];
 
 /// A phase of the demo: the name of its file in `pipelines/demo/` (without
 /// `.toml`) and what it does, in the order the demo runs them.
@@ -178,8 +213,11 @@ pub fn load_phase(phase: Phase, dir: Option<&Path>) -> anyhow::Result<Pipeline> 
 /// the workers and the overrides given on the command line.
 #[derive(Debug, Clone)]
 pub struct Fill<'a> {
-    /// Replaces the [`DEMO_ROOT`] prefix of every path.
+    /// Replaces the [`DEMO_ROOT`] prefix of the paths of [`SHARED`] things.
     pub out: &'a Path,
+    /// Replaces the [`DEMO_ROOT`] prefix of every other path: `out` with
+    /// one seed, `out/seed-S` with several.
+    pub seed_out: &'a Path,
     /// Added to the seeds of the files.
     pub seed: u64,
     /// Workers: the step counts are per worker's share of the data.
@@ -195,7 +233,9 @@ pub struct Fill<'a> {
 
 /// `p` as the demo runs `phase`:
 /// - every string under `source.path` and the stages' settings that is
-///   [`DEMO_ROOT`] or starts with `runs/demo/` moves under `fill.out`;
+///   [`DEMO_ROOT`] or starts with `runs/demo/` moves under `fill.out` when
+///   what follows starts with a [`SHARED`] name (or is empty), else under
+///   `fill.seed_out`;
 /// - `fill.seed` is added to `train.seed` (and to the reward cache's `seed`)
 ///   and, for the training phases, to `source.seed`;
 /// - the overrides given replace `source.epochs`, the learning rate
@@ -215,7 +255,13 @@ pub fn fill_phase(phase: Phase, mut p: Pipeline, fill: &Fill) -> anyhow::Result<
             return Some(fill.out.display().to_string());
         }
         let rest = rest.strip_prefix('/')?;
-        Some(fill.out.join(rest).display().to_string())
+        let first = rest.split('/').next().unwrap_or_default();
+        let root = if SHARED.contains(&first) {
+            fill.out
+        } else {
+            fill.seed_out
+        };
+        Some(root.join(rest).display().to_string())
     };
     if let Some(path) = &p.source.path {
         if let Some(moved) = path.to_str().and_then(rebase) {
@@ -309,6 +355,24 @@ pub fn fill_phase(phase: Phase, mut p: Pipeline, fill: &Fill) -> anyhow::Result<
         );
     }
     Ok(p)
+}
+
+/// The DiCO phase `p` (filled) at β = `beta`, writing to
+/// `seed_out/dico-beta-B` ([`beta_label`]): one run of a `--betas` sweep.
+pub fn dico_at_beta(mut p: Pipeline, beta: f64, seed_out: &Path) -> anyhow::Result<Pipeline> {
+    let Some(stage) = p.device.first_mut() else {
+        anyhow::bail!("dico.toml: no [[device]] stage");
+    };
+    let s = &mut stage.settings;
+    set(s, &["train", "dico", "beta"], toml::Value::Float(beta));
+    let dir = seed_out.join(format!("dico-beta-{}", beta_label(beta)));
+    set(s, &["out"], toml::Value::String(dir.display().to_string()));
+    Ok(p)
+}
+
+/// β as model and folder names show it: Rust's shortest form (`0.05`, `1`).
+pub fn beta_label(beta: f64) -> String {
+    format!("{beta}")
 }
 
 /// `p` captioning with the model a training phase wrote to `dir`: its
@@ -456,17 +520,39 @@ fn metric_trend(run_dir: &Path, name: &str, n: usize) -> Option<(f64, f64)> {
 }
 
 struct Evaluated {
-    name: &'static str,
+    name: String,
     quality: CaptionQuality,
     score: f64,
     examples: Vec<(String, String)>,
 }
 
-fn evaluate(
-    name: &'static str,
-    captions_file: &Path,
-    spec: &WorldSpec,
-) -> anyhow::Result<Evaluated> {
+impl Evaluated {
+    fn scores(&self) -> ModelScores {
+        ModelScores {
+            model: self.name.clone(),
+            evaluator: self.score,
+            grammatical: self.quality.grammatical,
+            precision: self.quality.precision,
+        }
+    }
+
+    /// The table's columns: evaluator CLIP-S, grammatical (%), precision,
+    /// recall, repetition (%), words, CIDEr-D.
+    fn columns(&self) -> [f64; 7] {
+        let q = &self.quality;
+        [
+            self.score,
+            100.0 * q.grammatical,
+            q.precision,
+            q.recall,
+            100.0 * q.repetition,
+            q.words,
+            q.cider_d,
+        ]
+    }
+}
+
+fn evaluate(name: &str, captions_file: &Path, spec: &WorldSpec) -> anyhow::Result<Evaluated> {
     let text = std::fs::read_to_string(captions_file)
         .with_context(|| format!("reading {}", captions_file.display()))?;
     let mut rows: Vec<(String, String, f64)> = Vec::new();
@@ -499,11 +585,40 @@ fn evaluate(
         .map(|r| (r.0.clone(), r.1.clone()))
         .collect();
     Ok(Evaluated {
-        name,
+        name: name.to_owned(),
         quality,
         score,
         examples,
     })
+}
+
+/// One seed's models: their folders and test-split results.
+struct SeedRun {
+    seed: u64,
+    /// `OUT` with one seed, `OUT/seed-S` with several.
+    dir: PathBuf,
+    /// The fine-tuned models' names and folders (for the reward trends).
+    rl_dirs: Vec<(String, PathBuf)>,
+    results: Vec<Evaluated>,
+}
+
+/// The β values DiCO runs at: `--betas` (checked: finite, > 0, distinct) or
+/// the one β of dico.toml / `--beta`.
+fn dico_betas(args: &DemoArgs, file_beta: f64) -> anyhow::Result<Vec<f64>> {
+    let Some(betas) = &args.betas else {
+        return Ok(vec![args.beta.unwrap_or(file_beta)]);
+    };
+    for (i, b) in betas.iter().enumerate() {
+        anyhow::ensure!(
+            b.is_finite() && *b > 0.0,
+            "--betas: {b} is not a positive number; give β values like 0.05,0.2,1.0"
+        );
+        anyhow::ensure!(
+            !betas[..i].iter().any(|a| beta_label(*a) == beta_label(*b)),
+            "--betas: {b} is given twice; each β trains one model, list it once"
+        );
+    }
+    Ok(betas.clone())
 }
 
 /// Run `demo`.
@@ -514,6 +629,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let spec = WorldSpec {
         seed: args.seed,
         train: args.train,
+        val: args.val,
+        test: args.test,
         ..Default::default()
     };
     let w = args.workers.max(1);
@@ -522,6 +639,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     for phase in Phase::ALL {
         load_phase(phase, args.pipelines.as_deref())?;
     }
+    let dir = args.pipelines.as_deref();
+    let dico_file = load_phase(Phase::Dico, dir)?;
+    let file_beta = dico_file
+        .device
+        .first()
+        .and_then(|s| get(&s.settings, &["train", "dico", "beta"]))
+        .and_then(toml::Value::as_float)
+        .context("dico.toml: no `train.dico.beta` in the device stage")?;
+    let betas = dico_betas(args, file_beta)?;
 
     println!("[1/{PHASES}] synthetic world -> {}", data.display());
     let total = (spec.train + spec.val + spec.test) as u64;
@@ -556,8 +682,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     std::fs::write(&vocab_path, serde_json::to_string(&vocab)?)?;
 
-    let fill = Fill {
+    let shared = Fill {
         out,
+        seed_out: out,
         seed: args.seed,
         workers: w,
         vocab_size: vocab.len(),
@@ -567,15 +694,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         rl_lr: args.rl_lr,
         beta: args.beta,
     };
-    let dir = args.pipelines.as_deref();
-    let phase = |phase: Phase| fill_phase(phase, load_phase(phase, dir)?, &fill);
     let out_of = |phase: Phase, p: &Pipeline| {
         setting_path(p, "out")
             .with_context(|| format!("{}.toml: the stage has no `out` folder", phase.name()))
     };
 
-    // 2. Evaluator.
-    let p = phase(Phase::Evaluator)?;
+    // 2. Evaluator: made once, shared by every seed.
+    let p = fill_phase(
+        Phase::Evaluator,
+        load_phase(Phase::Evaluator, dir)?,
+        &shared,
+    )?;
     let eval_dir = out_of(Phase::Evaluator, &p)?;
     let pairs = p.flow.batch_size * w as usize;
     run_phase(
@@ -588,49 +717,177 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         w,
     )?;
 
+    let mut runs = Vec::new();
+    for k in 0..args.seeds {
+        let seed = args.seed + k;
+        let seed_out = if args.seeds > 1 {
+            out.join(format!("seed-{seed}"))
+        } else {
+            out.clone()
+        };
+        let tag = if args.seeds > 1 {
+            format!("seed {seed}: ")
+        } else {
+            String::new()
+        };
+        let fill = Fill {
+            seed_out: &seed_out,
+            seed,
+            ..shared.clone()
+        };
+        runs.push(run_seed(args, &fill, &tag, &betas, &spec)?);
+    }
+
+    let charts = crate::report::write_report(out).context("charting the metrics logs")?;
+    // With several seeds every seed's curves are charted in its folder; the
+    // report embeds the first seed's.
+    let curves = if args.seeds > 1 {
+        let first = &runs[0].dir;
+        crate::report::write_report(first)
+            .with_context(|| format!("charting the metrics logs of {}", first.display()))?
+    } else {
+        charts
+    };
+    let seeds: Vec<SeedScores> = runs
+        .iter()
+        .map(|r| SeedScores {
+            seed: r.seed,
+            models: r.results.iter().map(Evaluated::scores).collect(),
+        })
+        .collect();
+    let series = fluency_series(&reward_fluency_points(&seeds, "XE"));
+    let (scatter, _) = crate::report::write_scatter(
+        &out.join(crate::report::REPORT_DIR),
+        FLUENCY_CHART,
+        "reward vs fluency, against XE",
+        "grammaticality lost vs XE (percentage points)",
+        &series,
+    )
+    .context("drawing the reward-vs-fluency chart")?;
+    let verdict_dico = if betas.len() == 1 {
+        Ok("DiCO".to_owned())
+    } else if betas
+        .iter()
+        .any(|b| beta_label(*b) == beta_label(file_beta))
+    {
+        Ok(format!("DiCO β={}", beta_label(file_beta)))
+    } else {
+        Err(format!(
+            "DiCO at dico.toml's β {} (the one the verdict judges) was not among --betas {}; add it to judge the claim",
+            beta_label(file_beta),
+            betas.iter().map(|b| beta_label(*b)).collect::<Vec<_>>().join(",")
+        ))
+    };
+    let models = VerdictModels {
+        baseline: "XE",
+        dico: verdict_dico.as_deref().ok(),
+        scst: "SCST",
+        no_dico_reason: verdict_dico.as_ref().err().map_or("", String::as_str),
+    };
+    let verdict = verdict(&seeds, &models);
+    let beta_note = if betas.len() == 1 {
+        format!("DiCO is the model at β = {}.", beta_label(betas[0]))
+    } else {
+        format!(
+            "With several β the verdict judges DiCO at dico.toml's β = {} (the paper's is 0.2).",
+            beta_label(file_beta)
+        )
+    };
+    let secs = total_start.elapsed().as_secs_f64();
+    let report = render_report(
+        &runs,
+        out,
+        &curves,
+        secs,
+        &scatter,
+        &format!("{beta_note}\n\n{}", verdict.markdown()),
+    );
+    std::fs::write(out.join("report.md"), &report)?;
+    println!("\n{report}");
+    println!("report: {}", out.join("report.md").display());
+    println!(
+        "charts ({}): {}",
+        curves.png.len(),
+        curves.summary.display()
+    );
+    Ok(())
+}
+
+/// The stem of the reward-vs-fluency chart in `OUT/report/`.
+pub const FLUENCY_CHART: &str = "reward_vs_fluency";
+
+/// The captioner phases of one seed (`fill.seed`, under `fill.seed_out`):
+/// XE, DiCO at each β, SCST, the reward cache, offline DiCO, then captioning
+/// of the test split by every model.
+fn run_seed(
+    args: &DemoArgs,
+    fill: &Fill,
+    tag: &str,
+    betas: &[f64],
+    spec: &WorldSpec,
+) -> anyhow::Result<SeedRun> {
+    let w = fill.workers;
+    let dir = args.pipelines.as_deref();
+    let phase = |phase: Phase| fill_phase(phase, load_phase(phase, dir)?, fill);
+    let out_of = |phase: Phase, p: &Pipeline| {
+        setting_path(p, "out")
+            .with_context(|| format!("{}.toml: the stage has no `out` folder", phase.name()))
+    };
+
     // 3. XE.
     let p = phase(Phase::Xe)?;
     let xe_dir = out_of(Phase::Xe, &p)?;
     run_phase(
-        &format!("[3/{PHASES}] XE pre-training: {} steps", total_steps(&p)),
+        &format!(
+            "[3/{PHASES}] {tag}XE pre-training: {} steps",
+            total_steps(&p)
+        ),
         &p,
         &xe_dir,
         w,
     )?;
 
-    // 4. DiCO and SCST on the same reward, from the XE checkpoint.
+    // 4. DiCO (at each β) and SCST on the same reward, from the XE checkpoint.
+    let mut rl: Vec<(String, Pipeline)> = Vec::new();
+    if betas.len() == 1 {
+        let p = phase(Phase::Dico)?;
+        rl.push(("DiCO".to_owned(), dico_at_beta_keep_dir(p, betas[0])?));
+    } else {
+        for &beta in betas {
+            let p = dico_at_beta(phase(Phase::Dico)?, beta, fill.seed_out)?;
+            rl.push((format!("DiCO β={}", beta_label(beta)), p));
+        }
+    }
+    rl.push(("SCST".to_owned(), phase(Phase::Scst)?));
     let mut rl_dirs = Vec::new();
-    for (i, (ph, label)) in [(Phase::Dico, "DiCO"), (Phase::Scst, "SCST")]
-        .into_iter()
-        .enumerate()
-    {
-        let p = phase(ph)?;
-        let dir = out_of(ph, &p)?;
+    for (i, (label, p)) in rl.iter().enumerate() {
+        let dir = setting_path(p, "out")
+            .with_context(|| format!("{label}: the stage has no `out` folder"))?;
         run_phase(
             &format!(
-                "[{}/{PHASES}] {label} fine-tuning: {} steps of {} images × 5 candidates",
-                4 + i,
-                total_steps(&p),
+                "[{}/{PHASES}] {tag}{label} fine-tuning: {} steps of {} images × 5 candidates",
+                4 + (i + 1 == rl.len()) as usize,
+                total_steps(p),
                 p.flow.batch_size * w as usize
             ),
-            &p,
+            p,
             &dir,
             w,
         )?;
-        rl_dirs.push((label, dir));
+        rl_dirs.push((label.clone(), dir));
     }
 
     // 5. Offline DiCO: the XE model's beams, their rewards and reference
     //    log-probs cached once (what `dicoflow cache-rewards` does), then DiCO
     //    from the cache with no evaluator or reference model in memory.
     println!(
-        "[6/{PHASES}] caching the XE model's 5 beams, rewards and reference log-probs per training image"
+        "[6/{PHASES}] {tag}caching the XE model's 5 beams, rewards and reference log-probs per training image"
     );
     let started = std::time::Instant::now();
     let cached = cache_rewards::<RewardCacheSettings>(
         &phase(Phase::RewardCache)?,
         &registry(),
-        &out.join("reward_cache_logs"),
+        &fill.seed_out.join("reward_cache_logs"),
         w as usize,
         false,
     )
@@ -642,45 +899,52 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         cached.cached_images
     );
     let p = phase(Phase::DicoOffline)?;
-    let dir = out_of(Phase::DicoOffline, &p)?;
+    let off_dir = out_of(Phase::DicoOffline, &p)?;
     run_phase(
         &format!(
-            "[7/{PHASES}] offline DiCO fine-tuning from the cache: {} steps of {} images × 5 candidates",
+            "[7/{PHASES}] {tag}offline DiCO fine-tuning from the cache: {} steps of {} images × 5 candidates",
             total_steps(&p),
             p.flow.batch_size * w as usize
         ),
         &p,
-        &dir,
+        &off_dir,
         w,
     )?;
-    rl_dirs.push(("DiCO offline", dir));
+    rl_dirs.push(("DiCO offline".to_owned(), off_dir));
 
     // 6. Evaluation on the test split.
-    println!("[{PHASES}/{PHASES}] captioning the test split with every model");
+    println!("[{PHASES}/{PHASES}] {tag}captioning the test split with every model");
     let caption = phase(Phase::Caption)?;
     let mut results = Vec::new();
-    for (name, dir) in [("XE", xe_dir.clone())]
+    for (name, dir) in [("XE".to_owned(), xe_dir.clone())]
         .into_iter()
-        .chain(rl_dirs.iter().map(|(n, d)| (*n, d.clone())))
+        .chain(rl_dirs.iter().cloned())
     {
         let p = caption_with(caption.clone(), &dir)?;
         let opts = RunOptions::threads(w as usize);
         flow::run(&p, &registry(), &opts).with_context(|| format!("captioning with {name}"))?;
-        results.push(evaluate(name, &dir.join(TEST_CAPTIONS), &spec)?);
+        results.push(evaluate(&name, &dir.join(TEST_CAPTIONS), spec)?);
     }
+    Ok(SeedRun {
+        seed: fill.seed,
+        dir: fill.seed_out.to_path_buf(),
+        rl_dirs,
+        results,
+    })
+}
 
-    let charts = crate::report::write_report(out).context("charting the metrics logs")?;
-    let secs = total_start.elapsed().as_secs_f64();
-    let report = render_report(&results, out, &rl_dirs, &charts, secs);
-    std::fs::write(out.join("report.md"), &report)?;
-    println!("\n{report}");
-    println!("report: {}", out.join("report.md").display());
-    println!(
-        "charts ({}): {}",
-        charts.png.len(),
-        charts.summary.display()
+/// The one DiCO run of a demo without a β sweep: β set (the file's or
+/// `--beta`, as filled), folder as the file names it.
+fn dico_at_beta_keep_dir(mut p: Pipeline, beta: f64) -> anyhow::Result<Pipeline> {
+    let Some(stage) = p.device.first_mut() else {
+        anyhow::bail!("dico.toml: no [[device]] stage");
+    };
+    set(
+        &mut stage.settings,
+        &["train", "dico", "beta"],
+        toml::Value::Float(beta),
     );
-    Ok(())
+    Ok(p)
 }
 
 /// The charts `report.md` shows: the reward, then fluency over training.
@@ -698,13 +962,71 @@ const EMBEDDED_CHARTS: [(&str, &str); 5] = [
     ("train/eos_share", "share of candidates that end with EOS"),
 ];
 
+const TABLE_HEAD: &str = "| model | evaluator CLIP-S | grammatical | precision | recall | repetition | words | CIDEr-D |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+
+/// A table row of one model's results (one seed).
+fn table_row(label: &str, e: &Evaluated) -> String {
+    let q = &e.quality;
+    format!(
+        "| {} | {:.4} | {:.1}% | {:.3} | {:.3} | {:.1}% | {:.1} | {:.3} |\n",
+        label,
+        e.score,
+        100.0 * q.grammatical,
+        q.precision,
+        q.recall,
+        100.0 * q.repetition,
+        q.words,
+        q.cider_d
+    )
+}
+
+/// The table of mean ± sample standard deviation over the seeds, one row
+/// per model of the first seed (every seed runs the same models).
+fn mean_sd_table(runs: &[SeedRun]) -> String {
+    let mut r = String::from(TABLE_HEAD);
+    let Some(first) = runs.first() else {
+        return r;
+    };
+    for (i, e) in first.results.iter().enumerate() {
+        let cols: Vec<[f64; 7]> = runs
+            .iter()
+            .filter_map(|run| run.results.get(i).map(Evaluated::columns))
+            .collect();
+        let mut row = format!("| {} |", e.name);
+        for (c, (decimals, unit)) in [
+            (4, ""),
+            (1, "%"),
+            (3, ""),
+            (3, ""),
+            (1, "%"),
+            (1, ""),
+            (3, ""),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let xs: Vec<f64> = cols.iter().map(|v| v[c]).collect();
+            let m = mean(&xs);
+            match sample_sd(&xs) {
+                Some(sd) => row.push_str(&format!(" {m:.decimals$}{unit} ± {sd:.decimals$} |")),
+                None => row.push_str(&format!(" {m:.decimals$}{unit} |")),
+            }
+        }
+        r.push_str(&row);
+        r.push('\n');
+    }
+    r
+}
+
 fn render_report(
-    results: &[Evaluated],
+    runs: &[SeedRun],
     out: &Path,
-    rl_dirs: &[(&str, PathBuf)],
     charts: &crate::report::Report,
     secs: f64,
+    scatter_png: &Path,
+    verdict_md: &str,
 ) -> String {
+    let several = runs.len() > 1;
     let mut r = String::new();
     r.push_str("# dicoflow demo: XE vs DiCO vs SCST on the synthetic world\n\n");
     r.push_str(&format!(
@@ -712,26 +1034,43 @@ fn render_report(
          (2.5 · max(cos, 0), no prefix: the evaluator was trained without one). Fluency and truth \
          come from the oracle judge. Whole run: {secs:.0} s.\n\n"
     ));
-    r.push_str("| model | evaluator CLIP-S | grammatical | precision | recall | repetition | words | CIDEr-D |\n");
-    r.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for e in results {
-        let q = &e.quality;
+    if several {
+        let seeds: Vec<String> = runs.iter().map(|r| r.seed.to_string()).collect();
         r.push_str(&format!(
-            "| {} | {:.4} | {:.1}% | {:.3} | {:.3} | {:.1}% | {:.1} | {:.3} |\n",
-            e.name,
-            e.score,
-            100.0 * q.grammatical,
-            q.precision,
-            q.recall,
-            100.0 * q.repetition,
-            q.words,
-            q.cider_d
+            "Mean ± sample standard deviation (n − 1) over {} seeds ({}) of the captioners \
+             (XE, the fine-tuning phases, the reward cache); the world and the evaluator are \
+             the same for every seed.\n\n",
+            runs.len(),
+            seeds.join(", ")
         ));
+        r.push_str(&mean_sd_table(runs));
+        r.push_str("\n### Per seed\n\n");
+        r.push_str(
+            &TABLE_HEAD
+                .replacen("| model |", "| seed | model |", 1)
+                .replacen("|---|", "|---:|---|", 1),
+        );
+        for run in runs {
+            for e in &run.results {
+                r.push_str(&table_row(&format!("{} | {}", run.seed, e.name), e));
+            }
+        }
+    } else {
+        r.push_str(TABLE_HEAD);
+        for e in runs.iter().flat_map(|r| &r.results) {
+            r.push_str(&table_row(&e.name, e));
+        }
     }
     r.push_str("\n## Reward during fine-tuning\n\nMean evaluator reward of the candidates (w = 2, no prefix, no clipping), first vs last 20 steps:\n\n");
-    for (name, dir) in rl_dirs {
-        if let Some((a, b)) = metric_trend(dir, "evaluator/mean", 20) {
-            r.push_str(&format!("- {name}: {a:.4} → {b:.4}\n"));
+    for run in runs {
+        for (name, dir) in &run.rl_dirs {
+            if let Some((a, b)) = metric_trend(dir, "evaluator/mean", 20) {
+                if several {
+                    r.push_str(&format!("- seed {}, {name}: {a:.4} → {b:.4}\n", run.seed));
+                } else {
+                    r.push_str(&format!("- {name}: {a:.4} → {b:.4}\n"));
+                }
+            }
         }
     }
     r.push_str(
@@ -742,24 +1081,57 @@ fn render_report(
          candidates and rewards are the cached ones of the XE model, so its reward curve is \
          flat by construction.\n\n",
     );
+    if several {
+        r.push_str(&format!(
+            "The curves of seed {} are shown; every seed's are in `seed-S/report/`.\n\n",
+            runs[0].seed
+        ));
+    }
     for (metric, what) in EMBEDDED_CHARTS {
         if let Some(png) = charts.png.get(metric) {
             let rel = png.strip_prefix(out).unwrap_or(png);
             r.push_str(&format!("![{what}]({})\n\n", rel.display()));
         }
     }
+    r.push_str(
+        "## Reward vs fluency\n\nOne point per fine-tuned model and seed: x = grammaticality \
+         lost against the same seed's XE model (percentage points of the test split; right is \
+         less fluent), y = evaluator CLIP-S gained against it (up is more reward). Reward \
+         hacking shows as points far right; the claim is points up and near x = 0.\n\n",
+    );
+    let rel = scatter_png.strip_prefix(out).unwrap_or(scatter_png);
+    r.push_str(&format!(
+        "![evaluator CLIP-S gained vs grammaticality lost]({}) ([SVG]({}))\n\n",
+        rel.display(),
+        rel.with_extension("svg").display()
+    ));
+    r.push_str("## Verdict\n\nThe paper's claim, judged from the numbers above (test split, means over seeds):\n\n");
+    r.push_str(verdict_md);
+    r.push('\n');
     r.push_str("## Example captions\n\n");
-    for e in results {
+    if several {
+        r.push_str(&format!("Seed {}.\n\n", runs[0].seed));
+    }
+    for e in runs.iter().take(1).flat_map(|r| &r.results) {
         r.push_str(&format!("**{}**\n\n", e.name));
         for (k, c) in &e.examples {
             r.push_str(&format!("- `{k}`: {c}\n"));
         }
         r.push('\n');
     }
-    r.push_str(&format!(
-        "Per-step logs: `{0}/*/metrics.jsonl`; charts (PNG and SVG) of every logged metric \
-         (reward, loss, KL, margins, ...): `{0}/report/summary.md` (`dicoflow report {0}`).\n",
-        out.display()
-    ));
+    if several {
+        r.push_str(&format!(
+            "Per-step logs: `{0}/evaluator/metrics.jsonl`, `{0}/seed-S/*/metrics.jsonl`; charts \
+             (PNG and SVG) of every logged metric (reward, loss, KL, margins, ...): \
+             `{0}/seed-S/report/summary.md` (`dicoflow report {0}/seed-S`).\n",
+            out.display()
+        ));
+    } else {
+        r.push_str(&format!(
+            "Per-step logs: `{0}/*/metrics.jsonl`; charts (PNG and SVG) of every logged metric \
+             (reward, loss, KL, margins, ...): `{0}/report/summary.md` (`dicoflow report {0}`).\n",
+            out.display()
+        ));
+    }
     r
 }

@@ -16,6 +16,20 @@ pub fn chart_axes(series: &[NamedSeries], target_ticks: usize) -> (Axis, Axis) {
     )
 }
 
+/// Fraction of each range kept free around the points of a scatter chart,
+/// so that a marker at an extreme is not cut by the frame.
+pub const SCATTER_MARGIN: f64 = 0.08;
+
+/// The (x, y) axes of a scatter chart of `series`: both with
+/// [`SCATTER_MARGIN`].
+pub fn scatter_axes(series: &[NamedSeries], target_ticks: usize) -> (Axis, Axis) {
+    let points = || series.iter().flat_map(|(_, p)| p.iter());
+    (
+        Axis::fit(points().map(|p| p.0), target_ticks, SCATTER_MARGIN),
+        Axis::fit(points().map(|p| p.1), target_ticks, SCATTER_MARGIN),
+    )
+}
+
 /// A linear axis from `lo` to `hi` with ticks at round values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {

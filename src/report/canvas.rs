@@ -152,7 +152,8 @@ impl Canvas {
     }
 
     /// Draw `text` with its top at `y`, each font pixel a `scale` × `scale`
-    /// square; characters outside ASCII print as `?`.
+    /// square; characters outside ASCII and Greek (U+0390..=U+03C9, for
+    /// names like "DiCO β=0.2") print as `?`.
     pub fn text(&mut self, x: i64, y: i64, text: &str, scale: u32, colour: Colour, align: Align) {
         let w = text_width(text, scale) as i64;
         let mut left = match align {
@@ -162,12 +163,7 @@ impl Canvas {
         };
         let s = scale as i64;
         for ch in text.chars() {
-            let code = if ch.is_ascii() {
-                ch as usize
-            } else {
-                '?' as usize
-            };
-            let glyph = font8x8::legacy::BASIC_LEGACY[code];
+            let glyph = glyph_of(ch);
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..GLYPH as i64 {
                     // Bit 0 is the leftmost pixel of the row.
@@ -183,6 +179,16 @@ impl Canvas {
             }
             left += GLYPH as i64 * s;
         }
+    }
+}
+
+/// The 8×8 bitmap of `ch`: ASCII and Greek from font8x8, `?` for the rest.
+fn glyph_of(ch: char) -> [u8; 8] {
+    let code = ch as usize;
+    match code {
+        0..=0x7f => font8x8::legacy::BASIC_LEGACY[code],
+        0x390..=0x3c9 => font8x8::legacy::GREEK_LEGACY[code - 0x390],
+        _ => font8x8::legacy::BASIC_LEGACY['?' as usize],
     }
 }
 
@@ -232,6 +238,15 @@ mod tests {
             "nothing in the top right"
         );
         assert_eq!(text_width("L", 2), 16);
+    }
+
+    #[test]
+    fn greek_letters_have_their_own_glyphs() {
+        let beta = glyph_of('β');
+        assert_ne!(beta, glyph_of('?'));
+        assert_ne!(beta, [0; 8]);
+        assert_eq!(glyph_of('A'), font8x8::legacy::BASIC_LEGACY[65]);
+        assert_eq!(glyph_of('→'), glyph_of('?'));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub(crate) mod axis;
 pub(crate) mod canvas;
+pub mod compare;
 pub(crate) mod metrics_log;
 pub mod png_chart;
 pub(crate) mod svg_chart;
@@ -66,6 +67,30 @@ pub const NOT_CHARTED: [&str; 3] = ["val/step", "val/images", "val/skipped"];
 fn tail_mean(p: &[(f64, f64)]) -> f64 {
     let n = (p.len() / 10).max(1);
     p[p.len() - n..].iter().map(|x| x.1).sum::<f64>() / n as f64
+}
+
+/// Write a scatter chart of `series` ([`png_chart::render_scatter`]) as
+/// `dir/STEM.png` and `dir/STEM.svg` (making `dir`); returns both paths.
+pub fn write_scatter(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x_title: &str,
+    series: &[NamedSeries],
+) -> Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let png_path = dir.join(format!("{stem}.png"));
+    png_chart::render_scatter(title, x_title, series)
+        .image
+        .save_with_format(&png_path, image::ImageFormat::Png)
+        .map_err(|e| Error::InvalidInput {
+            path: png_path.clone(),
+            what: format!("writing the chart failed: {e}"),
+        })?;
+    let svg_path = dir.join(format!("{stem}.svg"));
+    std::fs::write(&svg_path, svg_chart::render_scatter(title, x_title, series))
+        .map_err(|e| Error::io(&svg_path, e))?;
+    Ok((png_path, svg_path))
 }
 
 /// Write `run_dir/report/`: for every metric, a PNG and an SVG chart with one

@@ -1,9 +1,10 @@
-//! A line chart as a raster image (written as PNG): title, legend, axes with
-//! round tick labels, one anti-aliased line per series.
+//! A chart as a raster image (written as PNG): title, legend, axes with
+//! round tick labels, and one anti-aliased line per series ([`render`]) or
+//! one marker per point ([`render_scatter`]).
 
 use image::RgbImage;
 
-use super::axis::chart_axes;
+use super::axis::{chart_axes, scatter_axes, Axis};
 use super::canvas::{text_width, Align, Canvas, Colour, PixelRect, GLYPH};
 use super::NamedSeries;
 
@@ -31,6 +32,9 @@ const TICKS: usize = 5;
 const LINE_WIDTH: f64 = 2.5;
 const MARGIN: u32 = 16;
 const SWATCH: u32 = 28;
+/// Side of a scatter marker in pixels.
+const MARKER: u32 = 11;
+const ZERO_LINE: Colour = [0xa0, 0xa0, 0xa0];
 
 /// A rendered chart and where its data area lies, for callers that inspect it.
 #[derive(Debug)]
@@ -44,6 +48,25 @@ pub struct Chart {
 /// Render `series` (x = training step) on shared axes under `title`.
 pub fn render(title: &str, series: &[NamedSeries]) -> Chart {
     let (x, y) = chart_axes(series, TICKS);
+    draw(title, "step (batch)", series, x, y, false)
+}
+
+/// Render `series` as points (one marker per (x, y), one colour and legend
+/// entry per series) under `title`, `x_title` naming the x axis; grey lines
+/// mark x = 0 and y = 0 where they lie inside the axes.
+pub fn render_scatter(title: &str, x_title: &str, series: &[NamedSeries]) -> Chart {
+    let (x, y) = scatter_axes(series, TICKS);
+    draw(title, x_title, series, x, y, true)
+}
+
+fn draw(
+    title: &str,
+    x_title: &str,
+    series: &[NamedSeries],
+    x: Axis,
+    y: Axis,
+    points: bool,
+) -> Chart {
     let x_labels: Vec<(f64, String)> = x.ticks().into_iter().map(|t| (t, x.label(t))).collect();
     let y_labels: Vec<(f64, String)> = y.ticks().into_iter().map(|t| (t, y.label(t))).collect();
     let line_h = GLYPH * LABEL_SCALE;
@@ -76,8 +99,13 @@ pub fn render(title: &str, series: &[NamedSeries]) -> Chart {
             right: WIDTH,
             bottom: HEIGHT,
         };
-        let swatch = [(legend_x as f64, mid), ((legend_x + SWATCH) as f64, mid)];
-        canvas.polyline(&swatch, LINE_WIDTH + 1.0, colour, all);
+        if points {
+            let c = legend_x + SWATCH / 2;
+            canvas.fill(marker(c as f64, mid, all), colour);
+        } else {
+            let swatch = [(legend_x as f64, mid), ((legend_x + SWATCH) as f64, mid)];
+            canvas.polyline(&swatch, LINE_WIDTH + 1.0, colour, all);
+        }
         let name_x = (legend_x + SWATCH + 8) as i64;
         canvas.text(name_x, legend_y as i64, name, LABEL_SCALE, INK, Align::Left);
         legend_x += entry_w;
@@ -135,7 +163,7 @@ pub fn render(title: &str, series: &[NamedSeries]) -> Chart {
     canvas.text(
         centre,
         axis_title_y,
-        "step (batch)",
+        x_title,
         LABEL_SCALE,
         INK,
         Align::Centre,
@@ -148,12 +176,53 @@ pub fn render(title: &str, series: &[NamedSeries]) -> Chart {
         ..plot
     };
     canvas.outline(frame, INK);
-    for (i, (_, points)) in series.iter().enumerate() {
-        let pixels: Vec<(f64, f64)> = points.iter().map(|&(a, b)| (px(a), py(b))).collect();
-        canvas.polyline(&pixels, LINE_WIDTH, PALETTE[i % PALETTE.len()], frame);
+    if points {
+        if x.lo < 0.0 && x.hi > 0.0 {
+            let col = px(0.0).round() as u32;
+            let line = PixelRect {
+                left: col,
+                right: col + 1,
+                top: plot.top + 1,
+                bottom: plot.bottom,
+            };
+            canvas.fill(line, ZERO_LINE);
+        }
+        if y.lo < 0.0 && y.hi > 0.0 {
+            let row = py(0.0).round() as u32;
+            let line = PixelRect {
+                left: plot.left + 1,
+                right: plot.right,
+                top: row,
+                bottom: row + 1,
+            };
+            canvas.fill(line, ZERO_LINE);
+        }
+    }
+    for (i, (_, p)) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let pixels: Vec<(f64, f64)> = p.iter().map(|&(a, b)| (px(a), py(b))).collect();
+        if points {
+            for (a, b) in pixels {
+                canvas.fill(marker(a, b, frame), colour);
+            }
+        } else {
+            canvas.polyline(&pixels, LINE_WIDTH, colour, frame);
+        }
     }
     Chart {
         image: canvas.into_image(),
         plot,
+    }
+}
+
+/// The square marker centred on (x, y), clipped to `clip`.
+fn marker(x: f64, y: f64, clip: PixelRect) -> PixelRect {
+    let half = (MARKER / 2) as f64;
+    let at = |v: f64, lo: u32, hi: u32| (v.round().max(lo as f64) as u32).min(hi);
+    PixelRect {
+        left: at(x - half, clip.left, clip.right),
+        right: at(x + half + 1.0, clip.left, clip.right),
+        top: at(y - half, clip.top, clip.bottom),
+        bottom: at(y + half + 1.0, clip.top, clip.bottom),
     }
 }
