@@ -79,17 +79,30 @@ pub fn write_scatter(
     series: &[NamedSeries],
 ) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    save_chart(
+        dir,
+        stem,
+        png_chart::render_scatter(title, x_title, series),
+        svg_chart::render_scatter(title, x_title, series),
+    )
+}
+
+/// Save one chart as `dir/STEM.png` and `dir/STEM.svg`; returns both paths.
+fn save_chart(
+    dir: &Path,
+    stem: &str,
+    png: png_chart::Chart,
+    svg: String,
+) -> Result<(PathBuf, PathBuf)> {
     let png_path = dir.join(format!("{stem}.png"));
-    png_chart::render_scatter(title, x_title, series)
-        .image
+    png.image
         .save_with_format(&png_path, image::ImageFormat::Png)
         .map_err(|e| Error::InvalidInput {
             path: png_path.clone(),
             what: format!("writing the chart failed: {e}"),
         })?;
     let svg_path = dir.join(format!("{stem}.svg"));
-    std::fs::write(&svg_path, svg_chart::render_scatter(title, x_title, series))
-        .map_err(|e| Error::io(&svg_path, e))?;
+    std::fs::write(&svg_path, svg).map_err(|e| Error::io(&svg_path, e))?;
     Ok((png_path, svg_path))
 }
 
@@ -162,17 +175,12 @@ pub fn write_report(run_dir: &Path) -> Result<Report> {
             continue;
         }
         let stem = chart_stem(metric);
-        let png_path = out.join(format!("{stem}.png"));
-        png_chart::render(metric, series)
-            .image
-            .save_with_format(&png_path, image::ImageFormat::Png)
-            .map_err(|e| Error::InvalidInput {
-                path: png_path.clone(),
-                what: format!("writing the chart failed: {e}"),
-            })?;
-        let svg_path = out.join(format!("{stem}.svg"));
-        std::fs::write(&svg_path, svg_chart::render(metric, series))
-            .map_err(|e| Error::io(&svg_path, e))?;
+        let (png_path, svg_path) = save_chart(
+            &out,
+            &stem,
+            png_chart::render(metric, series),
+            svg_chart::render(metric, series),
+        )?;
         let _ = writeln!(md, "![{metric}]({stem}.png) ([SVG]({stem}.svg))\n");
         png.insert(metric.clone(), png_path);
         svg.insert(metric.clone(), svg_path);
