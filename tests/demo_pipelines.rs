@@ -346,6 +346,8 @@ fn demo_with_seeds_and_betas_writes_per_seed_folders_and_the_verdict() {
             );
         }
         assert!(out.join(seed).join("reward_cache").is_dir());
+        // Every seed's curves, as the report and docs/training.md say.
+        assert!(out.join(seed).join("report/summary.md").is_file(), "{seed}");
     }
     for ext in ["png", "svg"] {
         assert!(out
@@ -414,5 +416,15 @@ fn beta_and_betas_together_or_a_repeated_beta_are_refused() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("0.2 is given twice"), "{err}");
+    assert!(!out.exists());
+    // One β is not a sweep: `--beta` says it (and sets offline DiCO's too).
+    let o = common::dicoflow_command()
+        .args(["demo", "--betas", "0.1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("use --beta 0.1"), "{err}");
     assert!(!out.exists());
 }

@@ -91,9 +91,10 @@ pub struct DemoArgs {
     /// deviation over the seeds. N times the captioner phases' time.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub seeds: u64,
-    /// β values of DiCO, comma-separated (e.g. `0.05,0.2,1.0`): DiCO runs
-    /// once per β (models "DiCO β=B", folders `dico-beta-B`); offline DiCO
-    /// keeps dico_offline.toml's β. Default: the one β of dico.toml.
+    /// β values of DiCO, at least two, comma-separated (e.g.
+    /// `0.05,0.2,1.0`): DiCO runs once per β (models "DiCO β=B", folders
+    /// `dico-beta-B`); offline DiCO keeps dico_offline.toml's β. Default:
+    /// the one β of dico.toml (or `--beta`).
     #[arg(long, value_delimiter = ',')]
     pub betas: Option<Vec<f64>>,
     /// Validation images in the generated world.
@@ -608,6 +609,17 @@ fn dico_betas(args: &DemoArgs, file_beta: f64) -> anyhow::Result<Vec<f64>> {
     let Some(betas) = &args.betas else {
         return Ok(vec![args.beta.unwrap_or(file_beta)]);
     };
+    anyhow::ensure!(
+        betas.len() > 1,
+        "--betas {}: a sweep needs at least two β values; for one β use --beta {} \
+         (which sets offline DiCO's β too)",
+        betas
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        betas.first().map_or("B".to_owned(), |b| b.to_string())
+    );
     for (i, b) in betas.iter().enumerate() {
         anyhow::ensure!(
             b.is_finite() && *b > 0.0,
@@ -739,12 +751,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
 
     let charts = crate::report::write_report(out).context("charting the metrics logs")?;
-    // With several seeds every seed's curves are charted in its folder; the
-    // report embeds the first seed's.
+    // With several seeds every seed's curves are charted in its folder
+    // (`seed-S/report/`); the report embeds the first seed's.
     let curves = if args.seeds > 1 {
-        let first = &runs[0].dir;
-        crate::report::write_report(first)
-            .with_context(|| format!("charting the metrics logs of {}", first.display()))?
+        let mut per_seed = Vec::with_capacity(runs.len());
+        for run in &runs {
+            let charts = crate::report::write_report(&run.dir)
+                .with_context(|| format!("charting the metrics logs of {}", run.dir.display()))?;
+            per_seed.push(charts);
+        }
+        per_seed.swap_remove(0)
     } else {
         charts
     };

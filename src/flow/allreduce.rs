@@ -474,6 +474,14 @@ pub fn local_device_index() -> Option<usize> {
     OFFERED.with(|o| o.borrow().0.as_ref().map(ReplicaLink::local_index))
 }
 
+/// For a stage's constructor, on its device thread: the number of the run
+/// ([`RunState::id`]) when the pipeline has `flow.devices > 1`, `None` with
+/// one device, for state the devices of one run share in their process.
+/// Like [`local_device_index`], it leaves the link offered.
+pub fn device_run_id() -> Option<u64> {
+    OFFERED.with(|o| o.borrow().0.as_ref().map(|l| l.state.id()))
+}
+
 /// For a stage's constructor, on its device thread: this device's process
 /// and the number of processes that own devices ([`ReplicaLink::process`]),
 /// `None` with one device. Like [`local_device_index`], it leaves the link

@@ -7,7 +7,7 @@
 //! that owns no device stops reading too.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use timely::CommunicationConfig;
@@ -28,9 +28,28 @@ pub struct RunState {
     device_processes: AtomicUsize,
     processes_done: Mutex<BTreeSet<usize>>,
     failure: Mutex<Option<FlowError>>,
+    id: RunId,
+}
+
+/// A number no other run of this process has.
+#[derive(Debug)]
+struct RunId(u64);
+
+impl Default for RunId {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl RunState {
+    /// This run's number, unique in the process: state that stages of one
+    /// run share (e.g. an output file several devices append to) is keyed
+    /// by it, so that it never carries over into a later run.
+    pub fn id(&self) -> u64 {
+        self.id.0
+    }
+
     /// Record a fatal error (the first one wins) and ask sources to stop.
     pub fn fail(&self, err: FlowError) {
         let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceName;
-use crate::flow::allreduce::{device_process, local_device_index};
+use crate::flow::allreduce::{device_process, device_run_id, local_device_index};
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::model::captioner::{Backbone, CaptionerConfig};
 use crate::model::clip::ClipConfig;
@@ -56,32 +56,88 @@ pub struct CaptionStageSettings {
 /// The JSONL output, shared by the device threads of one process that
 /// caption into the same file: each device writes its disjoint share, whole
 /// batches at a time, so the file holds the same lines as a one-device run
-/// (in another order). The first device to open it creates (truncates) it;
-/// the others of the same run find it open here.
+/// (in another order).
 type SharedOut = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
 
-/// Outputs open in this process, by path, with how many stages use them.
-static OPEN: Mutex<Vec<(PathBuf, SharedOut, usize)>> = Mutex::new(Vec::new());
+/// An output file that the devices of one run in this process share.
+struct Shared {
+    path: PathBuf,
+    /// The run ([`crate::flow::RunState::id`]) that created (truncated) it.
+    run: u64,
+    /// Open while a stage of the run uses it.
+    out: Option<SharedOut>,
+    users: usize,
+}
 
-fn open_shared(path: &Path) -> std::io::Result<SharedOut> {
+/// The shared outputs of this process, by path. An entry stays after its
+/// last user lets go: a device of the same run whose stage is built only
+/// after another device has finished (the devices start and end at their
+/// own pace) must append to the file, not create it again, which would
+/// drop the lines already written. Only a later run truncates it.
+static OPEN: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
+
+/// The output at `path` for a device of run `run` (`None`: the only device,
+/// which creates the file for itself).
+///
+/// Errors: the file cannot be created or opened; another run of this
+/// process is writing the same file.
+fn open_shared(path: &Path, run: Option<u64>) -> std::io::Result<SharedOut> {
+    let create = || {
+        let file = std::fs::File::create(path)?;
+        Ok::<_, std::io::Error>(Arc::new(Mutex::new(std::io::BufWriter::new(file))))
+    };
+    let Some(run) = run else {
+        return create();
+    };
     let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(entry) = open.iter_mut().find(|(p, _, _)| p == path) {
-        entry.2 += 1;
-        return Ok(entry.1.clone());
+    let Some(entry) = open.iter_mut().find(|e| e.path == path) else {
+        let out = create()?;
+        open.push(Shared {
+            path: path.to_path_buf(),
+            run,
+            out: Some(out.clone()),
+            users: 1,
+        });
+        return Ok(out);
+    };
+    if entry.run != run {
+        if entry.users > 0 {
+            return Err(std::io::Error::other(
+                "another run in this process is writing this file: give each run its own `out`",
+            ));
+        }
+        let out = create()?;
+        *entry = Shared {
+            path: path.to_path_buf(),
+            run,
+            out: Some(out.clone()),
+            users: 1,
+        };
+        return Ok(out);
     }
-    let file = std::fs::File::create(path)?;
-    let out = Arc::new(Mutex::new(std::io::BufWriter::new(file)));
-    open.push((path.to_path_buf(), out.clone(), 1));
+    let out = match &entry.out {
+        Some(out) => out.clone(),
+        None => {
+            let file = std::fs::OpenOptions::new().append(true).open(path)?;
+            let out = Arc::new(Mutex::new(std::io::BufWriter::new(file)));
+            entry.out = Some(out.clone());
+            out
+        }
+    };
+    entry.users += 1;
     Ok(out)
 }
 
-/// One user of `path` is done with it; the last one closes it.
-fn release_shared(path: &Path) {
+/// One user of run `run` is done with `path`; the last one closes it.
+fn release_shared(path: &Path, run: Option<u64>) {
+    let Some(run) = run else {
+        return;
+    };
     let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = open.iter().position(|(p, _, _)| p == path) {
-        open[i].2 -= 1;
-        if open[i].2 == 0 {
-            open.remove(i);
+    if let Some(entry) = open.iter_mut().find(|e| e.path == path && e.run == run) {
+        entry.users = entry.users.saturating_sub(1);
+        if entry.users == 0 {
+            entry.out = None;
         }
     }
 }
@@ -111,6 +167,8 @@ pub struct CaptionStage {
     policy: Policy,
     scorer: Option<ClipScorer>,
     path: PathBuf,
+    /// The run whose devices share `path` (`None` with one device).
+    run: Option<u64>,
     out: Option<SharedOut>,
 }
 
@@ -141,11 +199,14 @@ impl CaptionStage {
         if let Some(dir) = out_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| failed(StageBuildError::io(dir)(e)))?;
         }
-        let out = open_shared(&out_path).map_err(|e| failed(StageBuildError::io(&out_path)(e)))?;
+        let run = device_run_id();
+        let out =
+            open_shared(&out_path, run).map_err(|e| failed(StageBuildError::io(&out_path)(e)))?;
         Ok(Self {
             policy,
             scorer,
             path: out_path,
+            run,
             out: Some(out),
         })
     }
@@ -205,7 +266,7 @@ impl DeviceStage for CaptionStage {
         };
         let flushed = out.lock().unwrap_or_else(|e| e.into_inner()).flush();
         drop(out);
-        release_shared(&self.path);
+        release_shared(&self.path, self.run);
         flushed.map_err(|e| StageFailure::new("captions not written").with_detail(e))
     }
 }
@@ -214,7 +275,7 @@ impl Drop for CaptionStage {
     /// A stage dropped without `finish` (a failed run) lets go of the file.
     fn drop(&mut self) {
         if self.out.take().is_some() {
-            release_shared(&self.path);
+            release_shared(&self.path, self.run);
         }
     }
 }
@@ -227,6 +288,37 @@ mod tests {
     /// A backbone that cannot be loaded is a build failure with the model
     /// error as its source (not an invalid setting), naming the stage and
     /// the file.
+    /// A device of a run whose stage opens the file after another device of
+    /// the same run has finished with it appends; a later run starts the
+    /// file again; a run with one device writes its own file.
+    #[test]
+    fn devices_of_one_run_append_and_a_later_run_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("captions.jsonl");
+        let write = |run: Option<u64>, line: &str| {
+            let out = open_shared(&path, run).unwrap();
+            writeln!(out.lock().unwrap(), "{line}").unwrap();
+            out.lock().unwrap().flush().unwrap();
+            drop(out);
+            release_shared(&path, run);
+        };
+        let read = || std::fs::read_to_string(&path).unwrap();
+        // Two runs' ids that no flow run of this test binary has.
+        let (first, second) = (u64::MAX - 1, u64::MAX);
+        write(Some(first), "device 0");
+        write(Some(first), "device 1");
+        assert_eq!(read(), "device 0\ndevice 1\n");
+        write(Some(second), "next run");
+        assert_eq!(read(), "next run\n");
+        // While a run holds the file, another run may not take it.
+        let held = open_shared(&path, Some(first)).unwrap();
+        assert!(open_shared(&path, Some(second)).is_err());
+        drop(held);
+        release_shared(&path, Some(first));
+        write(None, "one device");
+        assert_eq!(read(), "one device\n");
+    }
+
     #[test]
     fn each_process_writes_its_own_file_beside_out() {
         assert_eq!(
