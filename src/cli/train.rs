@@ -60,6 +60,21 @@ pub struct ClusterArgs {
     pub join_timeout: u64,
 }
 
+/// A hostfile line: `HOST:PORT` with a port in 1..=65535 (what timely
+/// listens on and connects to), so that a mistyped line is named here rather
+/// than reported as a failure to listen.
+fn check_address(line: &str) -> anyhow::Result<()> {
+    let (host, port) = line
+        .rsplit_once(':')
+        .with_context(|| format!("`{line}` is not HOST:PORT"))?;
+    anyhow::ensure!(!host.is_empty(), "`{line}` has no host before `:`");
+    anyhow::ensure!(
+        port.parse::<u16>().is_ok_and(|p| p > 0),
+        "`{line}`: the port `{port}` is not a number in 1..=65535"
+    );
+    Ok(())
+}
+
 impl ClusterArgs {
     /// `--join-timeout` as a duration.
     pub fn join_timeout(&self) -> Duration {
@@ -96,6 +111,11 @@ impl ClusterArgs {
                     lines.len(),
                     self.processes
                 );
+                for (i, line) in lines.iter().enumerate() {
+                    check_address(line).with_context(|| {
+                        format!("{}: the address of process {i}", path.display())
+                    })?;
+                }
                 lines
             }
             None => (0..self.processes)
@@ -189,4 +209,31 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let summary = run(&pipeline, &registry, &opts)
         .with_context(|| format!("running {}", args.pipeline.display()))?;
     report(&summary, args.keys_out.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_address;
+
+    #[test]
+    fn hostfile_lines_must_be_host_and_port() {
+        for ok in [
+            "127.0.0.1:20001",
+            "localhost:2101",
+            "node-7.cluster:65535",
+            "[::1]:3000",
+        ] {
+            assert!(check_address(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("not-a-host:99999", "the port `99999`"),
+            ("host:0", "the port `0`"),
+            ("host:", "the port ``"),
+            ("host", "is not HOST:PORT"),
+            (":2101", "no host"),
+        ] {
+            let err = format!("{:#}", check_address(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 }
