@@ -753,17 +753,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let charts = crate::report::write_report(out).context("charting the metrics logs")?;
     // With several seeds every seed's curves are charted in its folder
     // (`seed-S/report/`); the report embeds the first seed's.
-    let curves = if args.seeds > 1 {
-        let mut per_seed = Vec::with_capacity(runs.len());
-        for run in &runs {
+    let mut curves = charts;
+    if args.seeds > 1 {
+        for (i, run) in runs.iter().enumerate() {
             let charts = crate::report::write_report(&run.dir)
                 .with_context(|| format!("charting the metrics logs of {}", run.dir.display()))?;
-            per_seed.push(charts);
+            if i == 0 {
+                curves = charts;
+            }
         }
-        per_seed.swap_remove(0)
-    } else {
-        charts
-    };
+    }
     let seeds: Vec<SeedScores> = runs
         .iter()
         .map(|r| SeedScores {
@@ -866,8 +865,8 @@ fn run_seed(
     // 4. DiCO (at each β) and SCST on the same reward, from the XE checkpoint.
     let mut rl: Vec<(String, Pipeline)> = Vec::new();
     if betas.len() == 1 {
-        let p = phase(Phase::Dico)?;
-        rl.push(("DiCO".to_owned(), dico_at_beta_keep_dir(p, betas[0])?));
+        // The filled file already has that β (`--beta`, or its own).
+        rl.push(("DiCO".to_owned(), phase(Phase::Dico)?));
     } else {
         for &beta in betas {
             let p = dico_at_beta(phase(Phase::Dico)?, beta, fill.seed_out)?;
@@ -947,20 +946,6 @@ fn run_seed(
         rl_dirs,
         results,
     })
-}
-
-/// The one DiCO run of a demo without a β sweep: β set (the file's or
-/// `--beta`, as filled), folder as the file names it.
-fn dico_at_beta_keep_dir(mut p: Pipeline, beta: f64) -> anyhow::Result<Pipeline> {
-    let Some(stage) = p.device.first_mut() else {
-        anyhow::bail!("dico.toml: no [[device]] stage");
-    };
-    set(
-        &mut stage.settings,
-        &["train", "dico", "beta"],
-        toml::Value::Float(beta),
-    );
-    Ok(p)
 }
 
 /// The charts `report.md` shows: the reward, then fluency over training.
