@@ -10,8 +10,11 @@
 //! - `train`: XE and DiCO training images/s of the demo's captioner (random
 //!   evaluator/backbone weights, XE from scratch, DiCO from that XE run) on 2
 //!   worker threads with `flow.devices = 1` and with `flow.devices = 2`
-//!   (replicas), the same global batch (the demo's: 32 images per worker for
-//!   XE, 8 for DiCO). One epoch of a world of `XE_IMAGES` / `DICO_IMAGES`
+//!   (replicas), and on 2 processes of 1 worker each on loopback
+//!   (`flow.devices = 2`, timely's cluster mode, this example spawning itself
+//!   as `process P HOSTFILE PIPELINE RUN_DIR`), the same global batch (the
+//!   demo's: 32 images per worker for XE, 8 for DiCO). Also the CPU seconds of
+//!   each run (this process and its children, `/proc/self/stat`). One epoch of a world of `XE_IMAGES` / `DICO_IMAGES`
 //!   training images per run; images/s is read from the run's metrics log
 //!   after the first [`WARM_UP`] batch times; `REPS` runs per configuration,
 //!   alternating, median reported. Also the all-reduce wait per step
@@ -195,6 +198,94 @@ fn run_in(p: &Pipeline, run_dir: &Path) -> (f64, Snapshot) {
     (start.elapsed().as_secs_f64(), s.telemetry)
 }
 
+/// CPU seconds (user + system) of this process and of its children that
+/// have been waited for: fields 14–17 of `/proc/self/stat`, in clock ticks.
+fn cpu_seconds() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks_per_s = *TICKS.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf CLK_TCK");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("CLK_TCK")
+    });
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: the first of them is field 3.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<f64>().expect("ticks"))
+        .sum();
+    ticks / ticks_per_s
+}
+
+/// Runs `p` on 2 processes of 1 worker each on loopback (this example as
+/// `process P ...`, `flow.devices` as `p` has it), process 0 writing the
+/// metrics log to `run_dir` (emptied first); returns the wall-clock seconds
+/// from spawning to both exits.
+fn run_processes(p: &Pipeline, run_dir: &Path) -> f64 {
+    let _ = std::fs::remove_dir_all(run_dir);
+    let dir = run_dir.with_extension("cluster");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, toml::to_string(p).expect("toml")).expect("pipeline file");
+    // Free ports below the ephemeral range (docs/distributed.md).
+    let ports: Vec<u16> = (20_000..32_000u16)
+        .step_by(97)
+        .filter(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .take(2)
+        .collect();
+    let hosts = dir.join("hosts");
+    let lines: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+    std::fs::write(&hosts, lines).expect("hostfile");
+    let exe = std::env::current_exe().expect("this example's path");
+    let start = Instant::now();
+    let children: Vec<std::process::Child> = (0..2)
+        .map(|process| {
+            std::process::Command::new(&exe)
+                .arg("process")
+                .arg(process.to_string())
+                .arg(&hosts)
+                .arg(&file)
+                .arg(run_dir)
+                .spawn()
+                .expect("spawn a process")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("wait").success(), "a process failed");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// Process `process` of [`run_processes`].
+fn process(process: usize, hosts: &Path, file: &Path, run_dir: &Path) {
+    let text = std::fs::read_to_string(file).expect("pipeline file");
+    let p = Pipeline::from_toml(&text, file).expect("pipeline");
+    let addresses: Vec<String> = std::fs::read_to_string(hosts)
+        .expect("hostfile")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let opts = RunOptions {
+        communication: timely::CommunicationConfig::Cluster {
+            threads: 1,
+            process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        },
+        run_dir: (process == 0).then(|| run_dir.to_path_buf()),
+        ..RunOptions::threads(1)
+    };
+    run(&p, &registry(), &opts).expect("run");
+}
+
 /// One line of the metrics log.
 struct Line {
     time: u64,
@@ -242,6 +333,9 @@ struct Measured {
     /// replica's step).
     allreduce_max_s: f64,
     steps: usize,
+    /// CPU seconds of the whole run (model building included), every
+    /// process's.
+    cpu_s: f64,
 }
 
 /// Images/s over the batch times after the first [`WARM_UP`]: the images of
@@ -287,6 +381,7 @@ fn measure(lines: &[Line]) -> Measured {
         allreduce_min_s: median(least.collect()),
         allreduce_max_s: median(most.collect()),
         steps: times.len(),
+        cpu_s: f64::NAN,
     }
 }
 
@@ -310,21 +405,37 @@ fn train(reps: usize, xe_images: usize, dico_images: usize) {
         ("XE", &xe as &dyn Fn(usize) -> Pipeline),
         ("DiCO", &dico as &dyn Fn(usize) -> Pipeline),
     ] {
-        let mut results: BTreeMap<usize, Vec<Measured>> = BTreeMap::new();
+        let mut results: BTreeMap<&str, Vec<Measured>> = BTreeMap::new();
+        let configurations = [
+            ("1 device, 2 threads", 1, false),
+            ("2 replicas, 2 threads", 2, false),
+            ("2 replicas, 2 processes", 2, true),
+        ];
         for rep in 0..reps {
-            for devices in [1, 2] {
-                let tag = format!("{}-d{devices}-r{rep}", name.to_lowercase());
+            for (config, devices, processes) in configurations {
+                let tag = format!(
+                    "{}-d{devices}{}-r{rep}",
+                    name.to_lowercase(),
+                    if processes { "-p2" } else { "" }
+                );
                 let p = with_out(make(devices), &out.join("outs").join(&tag));
                 let run_dir = out.join("runs").join(&tag);
-                let (wall, _) = run_in(&p, &run_dir);
-                let m = measure(&log(&run_dir));
+                let cpu = cpu_seconds();
+                let wall = if processes {
+                    run_processes(&p, &run_dir)
+                } else {
+                    run_in(&p, &run_dir).0
+                };
+                let cpu = cpu_seconds() - cpu;
+                let mut m = measure(&log(&run_dir));
+                m.cpu_s = cpu;
                 println!(
-                    "{name} devices={devices} rep {rep}: {:.1} images/s, step {:.3} s, \
+                    "{name}, {config}, rep {rep}: {:.1} images/s, step {:.3} s, \
                      all-reduce wait {:.4} s (shortest replica) {:.4} s (longest), \
-                     {} batches, run {wall:.1} s",
+                     {} batches, run {wall:.1} s, {cpu:.1} CPU-s",
                     m.images_per_s, m.step_s, m.allreduce_min_s, m.allreduce_max_s, m.steps
                 );
-                results.entry(devices).or_default().push(m);
+                results.entry(config).or_default().push(m);
             }
         }
         for (devices, ms) in &results {
@@ -336,10 +447,11 @@ fn train(reps: usize, xe_images: usize, dico_images: usize) {
                 .iter()
                 .map(|m| format!("{:.1}", m.images_per_s))
                 .collect();
+            let cpu = median(ms.iter().map(|m| m.cpu_s).collect());
             println!(
-                "{name} devices={devices}: median {ips:.1} images/s ({}), step {step:.3} s, \
+                "{name}, {devices}: median {ips:.1} images/s ({}), step {step:.3} s, \
                  all-reduce wait {least:.4} s shortest ({:.1} % of the step), \
-                 {most:.4} s longest",
+                 {most:.4} s longest, {cpu:.1} CPU-s per run",
                 all.join(", "),
                 100.0 * least / step
             );
@@ -528,6 +640,12 @@ fn main() {
         Some("train") => train(arg(1, 3), arg(2, 1024), arg(3, 256)),
         Some("bytes") => bytes(),
         Some("resume") => resume(arg(1, 3)),
+        Some("process") => process(
+            arg(1, 0),
+            Path::new(&args[2]),
+            Path::new(&args[3]),
+            Path::new(&args[4]),
+        ),
         _ => eprintln!(
             "usage: bench_replicas train [REPS] [XE_IMAGES] [DICO_IMAGES] | bytes | resume [REPS]"
         ),

@@ -103,8 +103,7 @@ fn two_devices_caption_the_same_lines_as_one() {
         command
             .args(["train", "--quiet", "--pipeline"])
             .arg(root.join("procs.toml"))
-            .args(["-n", "2", "-p", &p.to_string(), "-H"])
-            .arg(hostfile);
+            .args(cluster::cluster_args(hostfile, 2, p));
         Proc::spawn(command, root, &format!("p{p}"))
     };
     let mut last = String::new();

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{self, cluster_not_formed, kill_all, stderr, Proc};
+use common::cluster::{self, kill_all, port_taken, stderr, Proc};
 
 const PIPELINE: &str = r#"
 [source]
@@ -77,7 +77,7 @@ fn alone(dir: &Path, p: usize) -> (String, Vec<String>, Duration) {
         }
         let took = started.elapsed();
         let out = child.output();
-        if cluster_not_formed(&out) {
+        if port_taken(&out) {
             continue;
         }
         assert!(!out.status.success(), "process {p} alone exited with 0");

@@ -35,8 +35,7 @@ fn spawn(dir: &Path, data: &Path, hostfile: &Path, p: usize) -> Proc {
         .arg(data)
         .arg("--run-dir")
         .arg(dir.join(format!("run{p}")))
-        .args(["-n", "2", "-p", &p.to_string(), "-H"])
-        .arg(hostfile)
+        .args(cluster::cluster_args(hostfile, 2, p))
         .arg("--keys-out")
         .arg(dir.join(format!("keys{p}.json")));
     Proc::spawn(command, dir, &format!("p{p}"))

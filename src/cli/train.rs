@@ -58,6 +58,15 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 600,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub join_timeout: u64,
+    /// With -n above 1: seconds a replica waits for the other replicas'
+    /// gradients of a batch before the run stops with an error naming the
+    /// processes that did not answer (a machine that vanishes closes no
+    /// connection). At least 1; set it above the longest pause of any
+    /// process (validation, loading weights). The default follows PyTorch's
+    /// `init_process_group` timeout for NCCL.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub collective_timeout: u64,
 }
 
 /// A hostfile line: `HOST:PORT` with a port in 1..=65535 (what timely
@@ -79,6 +88,11 @@ impl ClusterArgs {
     /// `--join-timeout` as a duration.
     pub fn join_timeout(&self) -> Duration {
         Duration::from_secs(self.join_timeout)
+    }
+
+    /// `--collective-timeout` as a duration.
+    pub fn collective_timeout(&self) -> Duration {
+        Duration::from_secs(self.collective_timeout)
     }
 
     /// Timely's communication settings.
@@ -205,6 +219,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         keep_reports: args.keys_out.is_some(),
         join_timeout: args.cluster.join_timeout(),
+        collective_timeout: args.cluster.collective_timeout(),
     };
     let summary = run(&pipeline, &registry, &opts)
         .with_context(|| format!("running {}", args.pipeline.display()))?;

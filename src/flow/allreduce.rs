@@ -55,7 +55,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
@@ -354,6 +354,8 @@ impl ReplicaLink {
                 ))
             })?;
         let _ = self.activator.activate();
+        let waiting = Instant::now();
+        let limit = self.state.collective_timeout();
         loop {
             match self.reduced.recv_timeout(WAIT_POLL) {
                 Ok(r)
@@ -379,7 +381,24 @@ impl ReplicaLink {
                         "batch {time}: the run stopped before every replica contributed"
                     )))
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(limit) = limit.filter(|l| waiting.elapsed() >= *l) {
+                        // Recorded here, as the run's error, so that the run
+                        // can tell a peer gone silent from a stage failure
+                        // and stop waiting for the cluster to drain.
+                        let err = FlowError::CollectiveTimeout {
+                            replica: self.index,
+                            time,
+                            waited_s: limit.as_secs_f64(),
+                            peers: Some(self.state.device_peers())
+                                .filter(|p| !p.is_empty())
+                                .unwrap_or_else(|| "a replica of this process".into()),
+                        };
+                        let message = err.to_string();
+                        self.state.fail(err);
+                        return Err(TrainError::AllReduce(message));
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(TrainError::AllReduce(format!(
                         "batch {time}: the dataflow ended before the combined values came back"

@@ -155,6 +155,16 @@ impl Drop for DeviceLink {
     }
 }
 
+/// Counts a device thread as running until it ends, however it ends
+/// ([`RunState::device_threads_running`]).
+struct RunningThread(Arc<RunState>);
+
+impl Drop for RunningThread {
+    fn drop(&mut self) {
+        self.0.device_thread_ended();
+    }
+}
+
 fn spawn_device(
     spec: DeviceSpec,
     activator: SyncActivator,
@@ -193,9 +203,12 @@ fn spawn_device(
         None => (0, None, None),
     };
     let (device_name, link_state) = (spec.device.clone(), state.clone());
+    state.device_thread_started();
+    let running = RunningThread(state.clone());
     let thread = std::thread::Builder::new()
         .name(format!("device-{}", spec.device))
         .spawn(move || {
+            let _running = running;
             device_loop(
                 stages,
                 stage_metrics,

@@ -146,6 +146,33 @@ pub enum FlowError {
         message: String,
     },
 
+    /// A replica of a cluster run waited longer than the collective time
+    /// limit ([`super::RunOptions::collective_timeout`], `--collective-timeout`;
+    /// the `timeout` of PyTorch's `init_process_group` plays the same part)
+    /// for the combined gradient of a batch: a replica in another process did
+    /// not contribute. A process whose machine vanished (power loss, a
+    /// network partition) closes no connection, so this limit is what ends
+    /// the wait; a process that is alive but pauses longer (validation,
+    /// loading large weights) trips it too.
+    #[error(
+        "replica {replica} waited {waited_s} s for the other replicas' gradients of batch {time} \
+         and they did not come: {peers} stopped answering (its machine may be down or cut off \
+         from this one) or is far slower than this one; the run was stopped in this process; \
+         check that machine, stop every process, then start them all again with the same command \
+         and --resume (or raise --collective-timeout if a process can pause that long)"
+    )]
+    CollectiveTimeout {
+        /// The waiting replica's index.
+        replica: usize,
+        /// The batch's dataflow time.
+        time: u64,
+        /// How long it waited (the limit), in seconds.
+        waited_s: f64,
+        /// The processes holding the other replicas, as
+        /// "process P (HOST:PORT)", joined by "or".
+        peers: String,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -197,6 +224,36 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collective_time_out_names_the_silent_processes_and_what_to_do() {
+        let state = super::super::state::RunState::default();
+        state.expect_devices(
+            &timely::CommunicationConfig::Cluster {
+                threads: 1,
+                process: 0,
+                addresses: vec!["a:1".into(), "b:2".into(), "c:3".into()],
+                report: false,
+                zerocopy: false,
+            },
+            3,
+        );
+        let err = FlowError::CollectiveTimeout {
+            replica: 0,
+            time: 7,
+            waited_s: 5.0,
+            peers: state.device_peers(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "replica 0 waited 5 s for the other replicas' gradients of batch 7 and they did not \
+             come: process 1 (b:2) or process 2 (c:3) stopped answering (its machine may be down \
+             or cut off from this one) or is far slower than this one; the run was stopped in \
+             this process; check that machine, stop every process, then start them all again \
+             with the same command and --resume (or raise --collective-timeout if a process can \
+             pause that long)"
+        );
+    }
 
     #[test]
     fn a_cluster_time_out_names_what_each_side_waits_for() {

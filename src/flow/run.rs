@@ -54,11 +54,26 @@ pub struct RunOptions {
     /// fails with [`FlowError::ClusterTimeout`]. Must be above zero.
     /// Default [`DEFAULT_JOIN_TIMEOUT`].
     pub join_timeout: Duration,
+    /// Cluster mode only: how long a replica waits for the combined gradient
+    /// of a batch before the run fails with [`FlowError::CollectiveTimeout`]
+    /// (a process whose machine vanished closes no connection, so nothing
+    /// else would end the wait). Must be above zero. Default
+    /// [`DEFAULT_COLLECTIVE_TIMEOUT`]. Replicas that are threads of one
+    /// process wait without a limit.
+    pub collective_timeout: Duration,
 }
 
 /// Default of [`RunOptions::join_timeout`]: 600 s, torchrun's rendezvous
 /// `join_timeout` default (`torch.distributed.elastic.rendezvous`).
 pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Default of [`RunOptions::collective_timeout`]: 600 s, the default
+/// `timeout` of PyTorch's `init_process_group` for NCCL.
+pub const DEFAULT_COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How often the main thread of a cluster run looks at the run's state while
+/// it waits for the workers.
+const JOIN_POLL: Duration = Duration::from_millis(100);
 
 /// Timely's communication for `workers` threads in this process.
 pub fn threads_communication(workers: usize) -> CommunicationConfig {
@@ -78,6 +93,7 @@ impl RunOptions {
             progress: false,
             keep_reports: false,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
+            collective_timeout: DEFAULT_COLLECTIVE_TIMEOUT,
         }
     }
 }
@@ -123,13 +139,20 @@ pub fn run(
     let pipeline = &placed;
     registry.check(pipeline)?;
     check_devices(&pipeline.flow)?;
-    if matches!(opts.communication, CommunicationConfig::Cluster { .. })
-        && opts.join_timeout.is_zero()
-    {
+    let cluster = matches!(opts.communication, CommunicationConfig::Cluster { .. });
+    if cluster && opts.join_timeout.is_zero() {
         return Err(FlowError::Config {
             name: "join_timeout",
             what: "a cluster run needs a time limit above zero to form the cluster \
                    (the CLI's --join-timeout; default 600 s)"
+                .into(),
+        });
+    }
+    if cluster && opts.collective_timeout.is_zero() {
+        return Err(FlowError::Config {
+            name: "collective_timeout",
+            what: "a cluster run needs a time limit above zero for a replica's wait for the \
+                   other replicas' gradients (the CLI's --collective-timeout; default 600 s)"
                 .into(),
         });
     }
@@ -148,6 +171,7 @@ pub fn run(
     let telemetry = Arc::new(Telemetry::default());
     let state = Arc::new(RunState::default());
     state.expect_devices(&opts.communication, pipeline.flow.devices);
+    state.set_collective_timeout(cluster.then_some(opts.collective_timeout));
     let reports = Arc::new(Mutex::new(Vec::new()));
     let progress = opts
         .progress
@@ -217,7 +241,12 @@ pub fn run(
         _ => start(),
     }
     .map_err(|e| setup_error(&opts.communication, e))?;
-    for panic in peers::join_workers(|| guards.join(), &state) {
+    let panics = if cluster {
+        join_cluster_workers(guards, &state)
+    } else {
+        peers::join_workers(|| guards.join(), &state)
+    };
+    for panic in panics {
         state.fail(FlowError::Timely(format!("a worker panicked: {panic}")));
     }
     drop(peer_watch);
@@ -266,6 +295,47 @@ fn join_cluster<T: Send + 'static>(
             Unjoined::Failed("forming the cluster failed: timely's set-up panicked".into())
         }
     })
+}
+
+/// Joins the workers of a cluster run ([`peers::join_workers`]) on a helper
+/// thread, and stops waiting once a replica's collective time limit has
+/// passed ([`FlowError::CollectiveTimeout`]) and this process's device
+/// threads have ended: the process that went silent still holds its part of
+/// the dataflow, so the workers here would wait for it without end. They are
+/// left behind, parked, and end with the process (a `dicoflow` command exits
+/// with the error).
+fn join_cluster_workers(
+    guards: timely::communication::WorkerGuards<()>,
+    state: &Arc<RunState>,
+) -> Vec<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let joining = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name("dicoflow:workers".into())
+        .spawn(move || {
+            let _ = tx.send(peers::join_workers(|| guards.join(), &joining));
+        });
+    if let Err(e) = spawned {
+        state.fail(FlowError::Timely(format!(
+            "could not start a thread to wait for the workers: {e}"
+        )));
+        return Vec::new();
+    }
+    loop {
+        match rx.recv_timeout(JOIN_POLL) {
+            Ok(panics) => return panics,
+            Err(RecvTimeoutError::Disconnected) => {
+                return vec!["the thread waiting for the workers panicked".into()]
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let silent =
+                    state.with_failure(|f| matches!(f, Some(FlowError::CollectiveTimeout { .. })));
+                if silent && state.device_threads_running() == 0 {
+                    return Vec::new();
+                }
+            }
+        }
+    }
 }
 
 /// The error of a `timely::execute` that could not start. In a cluster run

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use timely::CommunicationConfig;
 
@@ -29,6 +30,12 @@ pub struct RunState {
     processes_done: Mutex<BTreeSet<usize>>,
     failure: Mutex<Option<FlowError>>,
     id: RunId,
+    /// How long a replica waits for a combined gradient, in ms (0: no limit).
+    collective_timeout_ms: AtomicU64,
+    /// The other processes that own devices, for errors that name them.
+    device_peers: Mutex<String>,
+    /// Device threads of this process that have not ended yet.
+    device_threads: AtomicUsize,
 }
 
 /// A number no other run of this process has.
@@ -85,6 +92,13 @@ impl RunState {
         let owning = (0..processes)
             .filter(|&p| owners_in(p, threads, devices) > 0)
             .count();
+        if let CommunicationConfig::Cluster { addresses, .. } = comm {
+            let peers: Vec<String> = (0..processes)
+                .filter(|&p| p != process && owners_in(p, threads, devices) > 0)
+                .map(|p| format!("process {p} ({})", addresses[p]))
+                .collect();
+            *self.device_peers.lock().unwrap_or_else(|e| e.into_inner()) = peers.join(" or ");
+        }
         self.local_devices
             .store(owners_in(process, threads, devices), Ordering::SeqCst);
         self.this_process.store(process, Ordering::SeqCst);
@@ -134,6 +148,46 @@ impl RunState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref())
+    }
+
+    /// Limit how long a replica waits for the combined gradient of a batch
+    /// ([`super::RunOptions::collective_timeout`]); `None`: no limit (the
+    /// replicas are threads of one process, which cannot vanish alone).
+    pub fn set_collective_timeout(&self, limit: Option<Duration>) {
+        let ms = limit.map_or(0, |d| (d.as_millis() as u64).max(1));
+        self.collective_timeout_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// See [`RunState::set_collective_timeout`].
+    pub fn collective_timeout(&self) -> Option<Duration> {
+        match self.collective_timeout_ms.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// The other processes of a cluster run that own devices, as
+    /// "process P (HOST:PORT)" joined by " or " (empty without a cluster).
+    pub fn device_peers(&self) -> String {
+        self.device_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A device thread of this process starts; [`RunState::device_thread_ended`]
+    /// when it ends.
+    pub fn device_thread_started(&self) {
+        self.device_threads.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn device_thread_ended(&self) {
+        self.device_threads.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Device threads of this process still running.
+    pub fn device_threads_running(&self) -> usize {
+        self.device_threads.load(Ordering::SeqCst)
     }
 
     /// The first fatal error, if any.

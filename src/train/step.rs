@@ -504,6 +504,123 @@ mod tests {
         assert_eq!(s.take_allreduce_seconds(), None, "taken once");
     }
 
+    /// Replica `index` of two in threads of this test: contributions meet in
+    /// `slots` and each replica combines both, in replica order, as the
+    /// flow's all-reduce does (`GradientReduce::all_reduce`'s formula).
+    /// Each replica's `(count, gradient)` of the current step.
+    type Slots = std::sync::Arc<std::sync::Mutex<[Option<(f64, Vec<f32>)>; 2]>>;
+
+    struct Pair {
+        index: usize,
+        slots: Slots,
+        barrier: std::sync::Arc<std::sync::Barrier>,
+    }
+
+    impl GradientReduce for Pair {
+        fn all_reduce(
+            &mut self,
+            count: f64,
+            grad: Vec<f32>,
+        ) -> Result<(f64, Vec<f32>), TrainError> {
+            self.slots.lock().unwrap()[self.index] = Some((count, grad));
+            self.barrier.wait();
+            let slots = self.slots.lock().unwrap().clone();
+            self.barrier.wait(); // both have read before either writes again
+            let parts: Vec<(f64, Vec<f32>)> = slots.into_iter().map(Option::unwrap).collect();
+            let total: f64 = parts.iter().map(|(n, _)| n).sum();
+            let reduced = (0..parts[0].1.len())
+                .map(|i| {
+                    parts
+                        .iter()
+                        .map(|(n, g)| n / total * g[i] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            Ok((total, reduced))
+        }
+        fn replicas(&self) -> usize {
+            2
+        }
+        fn index(&self) -> usize {
+            self.index
+        }
+        fn all_reduce_sum(
+            &mut self,
+            _count: f64,
+            _grad: Vec<f32>,
+        ) -> Result<(f64, Vec<f32>), TrainError> {
+            unreachable!("the mean is tested")
+        }
+    }
+
+    /// fp16 loss scaling with 2 replicas, on the CPU (the scaler's arithmetic
+    /// is the same on every device; autocast itself needs CUDA): when one
+    /// replica's gradient overflows, both skip the step and back off the
+    /// scale, and the next step is applied on both, identically.
+    #[test]
+    fn an_overflow_on_one_replica_skips_the_step_on_every_replica() {
+        let slots = std::sync::Arc::new(std::sync::Mutex::new([None, None]));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let replica = |index: usize| {
+            let (slots, barrier) = (slots.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let vs = VarStore::new(Device::Cpu);
+                let _w = vs.root().ones("w", &[3]);
+                let opt = AdamW::new(&vs, AdamWConfig::default());
+                let cfg = StepConfig {
+                    precision: Precision::Fp16,
+                    ..StepConfig::default()
+                };
+                let mut s = Stepper::new(opt, cfg).expect("stepper");
+                s.set_reducer(Box::new(Pair {
+                    index,
+                    slots,
+                    barrier,
+                }));
+                let scale = s.loss_scale().expect("fp16 scales the loss");
+                // Step 1: replica 1's loss overflows (its gradient is inf).
+                let first = if index == 1 {
+                    (loss(&vs) * f64::INFINITY).sum(Kind::Float)
+                } else {
+                    loss(&vs)
+                };
+                let skipped = s.backward(&first, 2.0, 1e-2).expect("step 1");
+                let after_skip = vs.variables()["w"].shallow_clone().copy();
+                let backed_off = s.loss_scale().unwrap();
+                // Step 2: both finite.
+                let applied = s
+                    .backward(&loss(&vs), 2.0 + index as f64, 1e-2)
+                    .expect("step 2");
+                let w = Vec::<f32>::try_from(vs.variables()["w"].shallow_clone()).unwrap();
+                (
+                    skipped,
+                    Vec::<f32>::try_from(after_skip).unwrap(),
+                    (scale, backed_off),
+                    applied,
+                    w,
+                )
+            })
+        };
+        let (a, b) = (replica(0), replica(1));
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        for r in [&a, &b] {
+            assert_eq!(
+                r.0,
+                Some(Update::Skipped),
+                "step 1 is skipped on every replica"
+            );
+            assert_eq!(r.1, vec![1.0; 3], "no update on a skipped step");
+            assert_eq!(r.2 .1, r.2 .0 * 0.5, "the scale backs off");
+            assert!(matches!(r.3, Some(Update::Applied { .. })), "{:?}", r.3);
+            assert!(
+                r.4.iter().all(|&w| w < 1.0),
+                "step 2 moved the weights: {:?}",
+                r.4
+            );
+        }
+        assert_eq!(a.4, b.4, "the replicas' weights stay identical");
+    }
+
     #[test]
     fn no_allreduce_time_without_replicas() {
         let (vs, mut s) = stepper();

@@ -43,6 +43,16 @@ impl Proc {
         let _ = self.child.kill();
     }
 
+    /// Sends signal `name` (`STOP`, `CONT`, ...) with `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// Waits for the process and returns its status and output.
     pub fn output(mut self) -> Output {
         self.child.wait().unwrap();
@@ -86,21 +96,60 @@ pub fn hostfile(root: &Path, n: usize) -> PathBuf {
     path
 }
 
+/// How long a test's process waits for the cluster to form (`--join-timeout`):
+/// a cluster that does not form (a port taken between choosing and binding
+/// it) then ends in an error, and the run is tried again, instead of the
+/// processes waiting for each other until the test's own limit.
+pub const JOIN_TIMEOUT_S: u64 = 30;
+
+/// The options of process `p` of `n` on `hostfile`, with [`JOIN_TIMEOUT_S`].
+pub fn cluster_args(hostfile: &Path, n: usize, p: usize) -> Vec<String> {
+    vec![
+        "-n".into(),
+        n.to_string(),
+        "-p".into(),
+        p.to_string(),
+        "-H".into(),
+        hostfile.to_string_lossy().into_owned(),
+        "--join-timeout".into(),
+        JOIN_TIMEOUT_S.to_string(),
+    ]
+}
+
 /// Whether `out` is a process that ended because the cluster did not form
-/// (a port taken between choosing and binding it): the run is tried again.
+/// (its port was taken, or its peers never connected within
+/// `--join-timeout`): the run is tried again.
 pub fn cluster_not_formed(out: &Output) -> bool {
+    let text = stderr(out);
+    let last = text.lines().last().unwrap_or_default();
+    port_taken(out) || last.contains("the cluster did not form")
+}
+
+/// Whether `out` is a process that ended because it could not listen on its
+/// address (taken between choosing and binding it).
+pub fn port_taken(out: &Output) -> bool {
     let text = stderr(out);
     let last = text.lines().last().unwrap_or_default();
     last.contains("could not join the cluster")
 }
 
-/// Kills every child and panics with `why` and what each child printed.
+/// Kills every child and panics with `why` and what each child printed on
+/// stderr and, last lines only, on stdout (where timely reports its
+/// connection attempts).
 pub fn kill_all(children: Vec<Proc>, why: String) -> ! {
     let printed: Vec<String> = children
         .into_iter()
-        .map(|mut c| {
+        .enumerate()
+        .map(|(i, mut c)| {
             c.kill();
-            stderr(&c.output())
+            let out = c.output();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = stdout.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!(
+                "child {i} stderr:\n{}\nchild {i} stdout (last lines):\n{tail}",
+                stderr(&out)
+            )
         })
         .collect();
     panic!("{why}; the processes printed:\n{}", printed.join("\n---\n"));
