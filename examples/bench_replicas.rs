@@ -272,6 +272,8 @@ fn process(process: usize, hosts: &Path, file: &Path, run_dir: &Path) {
         .lines()
         .map(str::to_owned)
         .collect();
+    // As `dicoflow train` does: the processes share the machine's cores.
+    dicoflow::cli::cores::share_cores(&addresses, process);
     let opts = RunOptions {
         communication: timely::CommunicationConfig::Cluster {
             threads: 1,

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod cache_rewards;
 pub mod caption;
 pub mod convert;
+pub mod cores;
 pub mod demo;
 pub mod diagnose;
 pub mod eval;

@@ -213,8 +213,24 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         request_resume(&mut pipeline, &registry, args.cluster.process == 0)
             .with_context(|| format!("--resume with {}", args.pipeline.display()))?;
     }
+    let communication = args.cluster.communication()?;
+    if let CommunicationConfig::Cluster {
+        process, addresses, ..
+    } = &communication
+    {
+        if let Some(share) = super::cores::share_cores(addresses, *process) {
+            if !args.quiet {
+                eprintln!(
+                    "process {process}: {} processes of the hostfile run on this machine: \
+                     libtorch uses {} thread(s) in each ({} cores / {}); set OMP_NUM_THREADS \
+                     to choose",
+                    share.processes, share.threads, share.cores, share.processes
+                );
+            }
+        }
+    }
     let opts = RunOptions {
-        communication: args.cluster.communication()?,
+        communication,
         run_dir: (args.cluster.process == 0).then(|| args.run_dir.clone()),
         progress: !args.quiet,
         keep_reports: args.keys_out.is_some(),
