@@ -427,4 +427,26 @@ fn beta_and_betas_together_or_a_repeated_beta_are_refused() {
     assert!(!o.status.success());
     assert!(err.contains("use --beta 0.1"), "{err}");
     assert!(!out.exists());
+    // A β that is not positive, with its sign read as a value, and no seeds:
+    // refused before anything runs, saying what is wrong.
+    for (args, says) in [
+        (
+            &["--beta", "-1"][..],
+            "--beta -1: β must be a positive number",
+        ),
+        (&["--betas", "-1,0.2"][..], "-1 is not a positive number"),
+        (&["--seeds", "0"][..], "the demo trains at least one seed"),
+    ] {
+        let o = common::dicoflow_command()
+            .arg("demo")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!out.exists());
+    }
 }

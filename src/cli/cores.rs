@@ -2,12 +2,13 @@
 //! a machine.
 //!
 //! Each process's libtorch sizes its intra-op thread pool to every core of
-//! the machine, and its OpenMP threads spin for a while after each parallel
-//! region waiting for more work. Two processes on one machine then keep
-//! twice as many threads busy as there are cores: on 2 cores, 2 processes of
-//! the demo's XE trained at a fifth of the speed of the same 2 replicas as
-//! threads of one process, with five times the CPU time
-//! (docs/benchmarks.md, "Images/s: 1 device vs 2 replicas"). torchrun sets
+//! the machine, and its OpenMP threads busy-wait for a while after each
+//! parallel region. Two processes on one machine then keep twice as many
+//! threads busy as there are cores: on 2 cores, 2 processes trained the
+//! demo's captioner at 0.2–0.3 times the speed of the same 2 replicas as
+//! threads of one process, with 4–6 times the CPU time; with a share of the
+//! cores each they train as fast as the threads (docs/benchmarks.md, "2
+//! processes on one machine"). torchrun sets
 //! `OMP_NUM_THREADS=1` for each process when it starts several on a node;
 //! here each process gets an equal share of the machine's cores instead,
 //! unless the user set `OMP_NUM_THREADS`.

@@ -82,20 +82,20 @@ pub struct DemoArgs {
     #[arg(long)]
     pub rl_lr: Option<f64>,
     /// β of DiCO and offline DiCO (default: the files' 0.2, the paper's).
-    #[arg(long, conflicts_with = "betas")]
+    #[arg(long, conflicts_with = "betas", allow_negative_numbers = true)]
     pub beta: Option<f64>,
     /// Seeds of the captioners: XE, DiCO, SCST, the reward cache, offline
     /// DiCO and captioning run once per seed `--seed + k` (k < N), each
     /// under `OUT/seed-S/` when N > 1, on the one world, vocabulary and
     /// evaluator (made with `--seed`). The report shows mean ± standard
     /// deviation over the seeds. N times the captioner phases' time.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = parse_seeds)]
     pub seeds: u64,
     /// β values of DiCO, at least two, comma-separated (e.g.
     /// `0.05,0.2,1.0`): DiCO runs once per β (models "DiCO β=B", folders
     /// `dico-beta-B`); offline DiCO keeps dico_offline.toml's β. Default:
     /// the one β of dico.toml (or `--beta`).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub betas: Option<Vec<f64>>,
     /// Validation images in the generated world.
     #[arg(long, default_value_t = WorldSpec::default().val)]
@@ -504,8 +504,21 @@ fn run_phase(title: &str, p: &Pipeline, run_dir: &Path, workers: u32) -> anyhow:
     Ok(())
 }
 
-/// Mean of a metric over the first and the last `n` batches of a run's log.
-fn metric_trend(run_dir: &Path, name: &str, n: usize) -> Option<(f64, f64)> {
+/// The val images a fine-tuning phase validates on: its
+/// `validation.max_images` (all when absent) of the world's `val`.
+fn validated_images(phase: &Pipeline, val: usize) -> usize {
+    phase
+        .device
+        .first()
+        .and_then(|s| get(&s.settings, &["validation", "max_images"]))
+        .and_then(toml::Value::as_integer)
+        .map_or(val, |m| val.min(m.max(0) as usize))
+}
+
+/// Means of a metric over the first and the last `n` batches of a run's log,
+/// and that `n`: at most `max`, and at most half of a shorter log so that the
+/// two windows do not overlap (1 for a log of one batch).
+fn metric_trend(run_dir: &Path, name: &str, max: usize) -> Option<(f64, f64, usize)> {
     let text = std::fs::read_to_string(run_dir.join(crate::flow::sink::METRICS_FILE)).ok()?;
     let values: Vec<f64> = text
         .lines()
@@ -515,9 +528,9 @@ fn metric_trend(run_dir: &Path, name: &str, n: usize) -> Option<(f64, f64)> {
     if values.is_empty() {
         return None;
     }
-    let n = n.min(values.len());
+    let n = max.min(values.len() / 2).max(1);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    Some((mean(&values[..n]), mean(&values[values.len() - n..])))
+    Some((mean(&values[..n]), mean(&values[values.len() - n..]), n))
 }
 
 struct Evaluated {
@@ -603,10 +616,27 @@ struct SeedRun {
     results: Vec<Evaluated>,
 }
 
+/// `--seeds`: a count of at least 1.
+fn parse_seeds(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("the demo trains at least one seed; use 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a number of seeds (1, 2, 3, ...)")),
+    }
+}
+
 /// The β values DiCO runs at: `--betas` (checked: finite, > 0, distinct) or
 /// the one β of dico.toml / `--beta`.
 fn dico_betas(args: &DemoArgs, file_beta: f64) -> anyhow::Result<Vec<f64>> {
     let Some(betas) = &args.betas else {
+        if let Some(b) = args.beta {
+            // Checked now, not when DiCO's stage is built after the world,
+            // the evaluator and XE have been trained.
+            anyhow::ensure!(
+                b.is_finite() && b > 0.0,
+                "--beta {b}: β must be a positive number (the paper's is 0.2)"
+            );
+        }
         return Ok(vec![args.beta.unwrap_or(file_beta)]);
     };
     anyhow::ensure!(
@@ -816,6 +846,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         secs,
         &scatter,
         &format!("{beta_note}\n\n{}", verdict.markdown()),
+        validated_images(&dico_file, args.val),
     );
     std::fs::write(out.join("report.md"), &report)?;
     println!("\n{report}");
@@ -948,12 +979,16 @@ fn run_seed(
     })
 }
 
+/// Steps at the start and at the end of a phase whose mean reward the
+/// report compares.
+const TREND_STEPS: usize = 20;
+
 /// The charts `report.md` shows: the reward, then fluency over training.
 const EMBEDDED_CHARTS: [(&str, &str); 5] = [
     ("evaluator/mean", "mean evaluator reward of the candidates"),
     (
         "val/CIDEr",
-        "validation CIDEr-D of greedy captions of 200 val images",
+        "validation CIDEr-D of greedy captions of val images",
     ),
     (
         "fluency/grammatical",
@@ -1019,6 +1054,9 @@ fn mean_sd_table(runs: &[SeedRun]) -> String {
     r
 }
 
+/// The reports's inputs besides the runs: `val_images`, the val images the
+/// phases validate on.
+#[allow(clippy::too_many_arguments)]
 fn render_report(
     runs: &[SeedRun],
     out: &Path,
@@ -1026,6 +1064,7 @@ fn render_report(
     secs: f64,
     scatter_png: &Path,
     verdict_md: &str,
+    val_images: usize,
 ) -> String {
     let several = runs.len() > 1;
     let mut r = String::new();
@@ -1062,26 +1101,36 @@ fn render_report(
             r.push_str(&table_row(&e.name, e));
         }
     }
-    r.push_str("\n## Reward during fine-tuning\n\nMean evaluator reward of the candidates (w = 2, no prefix, no clipping), first vs last 20 steps:\n\n");
+    r.push_str(&format!(
+        "\n## Reward during fine-tuning\n\nMean evaluator reward of the candidates (w = 2, no \
+         prefix, no clipping) over the first and the last steps of each phase ({TREND_STEPS} \
+         each, or half of a shorter phase):\n\n"
+    ));
     for run in runs {
         for (name, dir) in &run.rl_dirs {
-            if let Some((a, b)) = metric_trend(dir, "evaluator/mean", 20) {
+            if let Some((a, b, n)) = metric_trend(dir, "evaluator/mean", TREND_STEPS) {
+                let steps = if n == 1 { "step" } else { "steps" };
                 if several {
-                    r.push_str(&format!("- seed {}, {name}: {a:.4} → {b:.4}\n", run.seed));
+                    r.push_str(&format!(
+                        "- seed {}, {name}: {a:.4} → {b:.4} (first vs last {n} {steps})\n",
+                        run.seed
+                    ));
                 } else {
-                    r.push_str(&format!("- {name}: {a:.4} → {b:.4}\n"));
+                    r.push_str(&format!(
+                        "- {name}: {a:.4} → {b:.4} (first vs last {n} {steps})\n"
+                    ));
                 }
             }
         }
     }
-    r.push_str(
-        "\nPer step of training: the reward, validation CIDEr-D (greedy captions of 200 val \
-         images, before training and 8 times per phase; `val/*` in the logs), fluency (the share of each batch's greedy \
-         captions that the oracle grammar accepts; the table above judges the test split), \
-         candidate length and the share of candidates that end with EOS. Offline DiCO's \
-         candidates and rewards are the cached ones of the XE model, so its reward curve is \
-         flat by construction.\n\n",
-    );
+    r.push_str(&format!(
+        "\nPer step of training: the reward, validation CIDEr-D (greedy captions of {val_images} \
+         val images, before training and 8 times per phase; `val/*` in the logs), fluency (the \
+         share of each batch's greedy captions that the oracle grammar accepts; the table above \
+         judges the test split), candidate length and the share of candidates that end with \
+         EOS. Offline DiCO's candidates and rewards are the cached ones of the XE model, so its \
+         reward curve is flat by construction.\n\n",
+    ));
     if several {
         r.push_str(&format!(
             "The curves of seed {} are shown; every seed's are in `seed-S/report/`.\n\n",
@@ -1135,4 +1184,50 @@ fn render_report(
         ));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(values: &[f64]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: String = values
+            .iter()
+            .enumerate()
+            .map(|(t, v)| format!("{{\"time\":{t},\"metrics\":{{\"evaluator/mean\":{v}}}}}\n"))
+            .collect();
+        std::fs::write(dir.path().join(crate::flow::sink::METRICS_FILE), lines).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_reward_trend_compares_windows_that_do_not_overlap() {
+        let long: Vec<f64> = (0..50).map(f64::from).collect();
+        let (a, b, n) = metric_trend(log_of(&long).path(), "evaluator/mean", 20).unwrap();
+        assert_eq!((a, b, n), (9.5, 39.5, 20));
+        // A phase of 6 steps: 3 and 3, not the same 6 twice.
+        let short = [1.0, 1.0, 1.0, 4.0, 4.0, 4.0];
+        let (a, b, n) = metric_trend(log_of(&short).path(), "evaluator/mean", 20).unwrap();
+        assert_eq!((a, b, n), (1.0, 4.0, 3));
+        let one = metric_trend(log_of(&[2.0]).path(), "evaluator/mean", 20).unwrap();
+        assert_eq!(one, (2.0, 2.0, 1));
+        assert!(metric_trend(log_of(&[]).path(), "evaluator/mean", 20).is_none());
+    }
+
+    #[test]
+    fn the_report_counts_the_val_images_a_phase_validates_on() {
+        let dico = load_phase(Phase::Dico, None).unwrap();
+        assert_eq!(validated_images(&dico, 500), 200, "the files' max_images");
+        assert_eq!(validated_images(&dico, 8), 8, "a world with fewer");
+    }
+
+    #[test]
+    fn seeds_are_a_count_of_one_or_more() {
+        assert_eq!(parse_seeds("3"), Ok(3));
+        assert!(parse_seeds("0").unwrap_err().contains("at least one seed"));
+        assert!(parse_seeds("x")
+            .unwrap_err()
+            .contains("not a number of seeds"));
+    }
 }
