@@ -606,3 +606,42 @@ fn references_use_the_whole_vocabulary_and_stay_true_in_crowded_scenes() {
     used.sort();
     assert_eq!(used, vocabulary());
 }
+
+/// A row's scene comes back from its key alone (what validation's oracle
+/// values use), and the world's spec from its shards' metadata; data that
+/// is not a synthetic world has none.
+#[test]
+fn scenes_regenerate_from_keys_and_the_spec_from_the_shards() {
+    use dicoflow::data::world::{
+        generate_row, generate_scene, scene_of_key, splits, stored_spec, write_world, WorldSpec,
+    };
+    let spec = WorldSpec {
+        train: 3,
+        val: 2,
+        test: 2,
+        ..Default::default()
+    };
+    for (split, (name, n)) in splits(&spec).into_iter().enumerate() {
+        for index in 0..n {
+            let (scene, row) = generate_row(&spec, split, index).unwrap();
+            assert_eq!(generate_scene(&spec, split, index), scene);
+            assert_eq!(scene_of_key(&spec, &row.key), Some(scene), "{name} {index}");
+        }
+    }
+    for key in [
+        "synth-val-000002",
+        "synth-dev-000000",
+        "coco-val-000001",
+        "synth-val-x",
+    ] {
+        assert_eq!(scene_of_key(&spec, key), None, "{key}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_world(&dir.path().join("world"), &spec, false, |_| {}).unwrap();
+    assert_eq!(
+        stored_spec(&dir.path().join("world/val")).unwrap(),
+        Some(spec)
+    );
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    assert_eq!(stored_spec(&dir.path().join("empty")).unwrap(), None);
+}

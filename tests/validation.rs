@@ -18,8 +18,9 @@ use common::{dicoflow_command, json_output};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dicoflow::data::world::WorldSpec;
+use dicoflow::data::world::{generate_row, WorldSpec};
 use dicoflow::flow::{run, FlowError, Pipeline, RunOptions};
+use dicoflow::metrics::quality::caption_quality;
 use dicoflow::model::captioner::Vocab;
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::train::captioning::Objective;
@@ -34,18 +35,22 @@ static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const TRAIN_IMAGES: usize = 48;
 const VAL_IMAGES: usize = 10;
 
-/// The world's train and val shards, a word vocabulary and a random tiny
-/// CLIP backbone under `root`.
-fn setup(root: &Path) -> Vocab {
-    let spec = WorldSpec {
+/// The world of these tests.
+fn world_spec() -> WorldSpec {
+    WorldSpec {
         train: TRAIN_IMAGES,
         val: VAL_IMAGES,
         test: 1,
         rows_per_shard: 48,
         rows_per_row_group: 8,
         ..Default::default()
-    };
-    let vocab = world_with_vocab(root, &spec, TRAIN_IMAGES);
+    }
+}
+
+/// The world's train and val shards, a word vocabulary and a random tiny
+/// CLIP backbone under `root`.
+fn setup(root: &Path) -> Vocab {
+    let vocab = world_with_vocab(root, &world_spec(), TRAIN_IMAGES);
     save_tiny_clip(&root.join("clip.safetensors"), 1);
     vocab
 }
@@ -205,12 +210,37 @@ fn validation_logs_its_metrics_and_keeps_the_best_model() {
                 "val/Bleu_4",
                 "val/CIDEr",
                 "val/ROUGE_L",
+                "val/grammatical",
                 "val/images",
+                "val/precision",
+                "val/recall",
                 "val/skipped",
                 "val/step",
             ]
         );
         assert_eq!(v["val/images"], VAL_IMAGES as f64);
+    }
+
+    // On the synthetic world, the oracle judge's values of the captions the
+    // validation wrote, each image's scene regenerated from its row.
+    for (step, v) in &vals {
+        let file = s.out.join(format!("validation/step-{step:08}.json"));
+        let results: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let (mut scenes, mut captions, mut references) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &results {
+            let key = r["image_id"].as_str().unwrap();
+            let index: usize = key.strip_prefix("synth-val-").unwrap().parse().unwrap();
+            let (scene, row) = generate_row(&world_spec(), 1, index).unwrap();
+            scenes.push(scene);
+            captions.push(r["caption"].as_str().unwrap().to_owned());
+            references.push(row.captions);
+        }
+        let q = caption_quality(&scenes, &captions, &references).unwrap();
+        assert_eq!(q.images, VAL_IMAGES);
+        assert_eq!(v["val/grammatical"], q.grammatical, "step {step}");
+        assert_eq!(v["val/precision"], q.precision, "step {step}");
+        assert_eq!(v["val/recall"], q.recall, "step {step}");
     }
     assert!(
         vals.values()

@@ -98,36 +98,13 @@ fn mirror_cosines(
 
 /// The world spec stored in the metadata of the shards under `dir`.
 fn world_spec(dir: &Path) -> anyhow::Result<WorldSpec> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    files.sort();
-    let Some(file) = files.first() else {
-        bail!(
-            "{} holds no shards: give --run a folder written by `dicoflow demo`",
+    crate::data::world::stored_spec(dir)?.with_context(|| {
+        format!(
+            "{} holds no shard with `{WORLD_METADATA}` metadata: give --run a folder written \
+             by `dicoflow demo` (a synthetic world)",
             dir.display()
-        );
-    };
-    let reader = SerializedFileReader::new(
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-    )
-    .with_context(|| format!("reading {}", file.display()))?;
-    let json = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|k| k.key == WORLD_METADATA))
-        .and_then(|k| k.value.clone())
-        .with_context(|| {
-            format!(
-                "{} has no `{WORLD_METADATA}` metadata: not a synthetic world written by dicoflow",
-                file.display()
-            )
-        })?;
-    serde_json::from_str(&json).with_context(|| format!("{}: {WORLD_METADATA}", file.display()))
+        )
+    })
 }
 
 /// Run `diagnose`.

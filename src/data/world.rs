@@ -86,6 +86,61 @@ pub fn generate_row(spec: &WorldSpec, split: usize, index: usize) -> Result<(Sce
     Ok((scene, row))
 }
 
+/// The scene of row `index` of split `split` (an index into [`splits`]): the
+/// one [`generate_row`] draws first from the row's generator, without
+/// rendering the image or the captions.
+pub fn generate_scene(spec: &WorldSpec, split: usize, index: usize) -> Scene {
+    let mut rng = Rng::derive(spec.seed, &[split as u64, index as u64]);
+    sample_scene(&mut rng, &spec.world)
+}
+
+/// The scene of the row keyed `key` in the world `spec` (keys as
+/// [`generate_row`] writes them: `synth-SPLIT-NNNNNN`); `None` for a key of
+/// another form, split or an index beyond the split.
+pub fn scene_of_key(spec: &WorldSpec, key: &str) -> Option<Scene> {
+    let (split_name, index) = key.strip_prefix("synth-")?.rsplit_once('-')?;
+    let split = splits(spec).iter().position(|(n, _)| *n == split_name)?;
+    let index: usize = index.parse().ok()?;
+    (index < splits(spec)[split].1).then(|| generate_scene(spec, split, index))
+}
+
+/// The [`WorldSpec`] stored in the metadata of the first Parquet shard (by
+/// name) under `dir`: `Ok(None)` when `dir` holds no shard or that shard
+/// stores none (data that is not a synthetic world).
+///
+/// Errors: `dir` or the shard cannot be read, or the stored spec does not
+/// parse.
+pub fn stored_spec(dir: &Path) -> Result<Option<WorldSpec>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    let Some(file) = files.first() else {
+        return Ok(None);
+    };
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(file).map_err(|e| Error::io(file, e))?)
+            .map_err(|e| Error::InvalidInput {
+                path: file.clone(),
+                what: format!("not a Parquet file: {e}"),
+            })?;
+    let json = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == WORLD_METADATA))
+        .and_then(|k| k.value.clone());
+    json.map(|j| {
+        serde_json::from_str(&j).map_err(|source| Error::Json {
+            path: file.clone(),
+            source,
+        })
+    })
+    .transpose()
+}
+
 /// The metadata key under which every shard of the world stores its [`WorldSpec`].
 pub const WORLD_METADATA: &str = "dicoflow.world";
 

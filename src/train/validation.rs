@@ -20,7 +20,11 @@
 //!   values, official prefix and weights); `reward`, the mean of the stage's
 //!   own reward on the greedy captions. Logged as `val/NAME` with
 //!   `val/step` (the optimizer step) and `val/images`, in the metrics log
-//!   and in `out/validation/log.jsonl`.
+//!   and in `out/validation/log.jsonl`. On a synthetic world's val split
+//!   (its shards carry the world's spec), also the oracle judge's
+//!   `val/grammatical`, `val/precision` and `val/recall`
+//!   ([`crate::metrics::quality::CaptionQuality`]): the captioner's truth and
+//!   fluency as training goes on.
 //! - Best model: `best_by` names one logged value; the weights of each new
 //!   best (strictly better: ties keep the earlier step) are written to
 //!   `out/best/step-NNNNNNNN.safetensors` with `out/best/best.json`. The
@@ -38,8 +42,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::{Device, Tensor};
 
+use crate::data::world::WorldSpec;
 use crate::data::{LayoutOptions, RawSample, ShardIndex, ShardSource, SourceConfig, SourceItem};
 use crate::image::preprocess::{PreprocessConfig, Preprocessor};
+use crate::metrics::quality::{caption_quality, CaptionQuality};
 use crate::metrics::{Evaluator, ImageId, Meteor, Metric, Sample};
 use crate::model::clip::{Clip, ClipConfig};
 use crate::reward::Reward;
@@ -272,6 +278,9 @@ pub struct StageContext<'a> {
 pub struct Validator {
     settings: ValidationSettings,
     index: Arc<ShardIndex>,
+    /// The synthetic world the val shards were generated from, if they were
+    /// (its spec in their metadata): the oracle judges the captions too.
+    world: Option<WorldSpec>,
     prep: PreprocessConfig,
     evaluator: Evaluator,
     clip: Option<ClipScorer>,
@@ -466,8 +475,11 @@ impl Validator {
                 settings.shards.display()
             )));
         }
+        let world = crate::data::world::stored_spec(&settings.shards)
+            .map_err(|e| setting("validation.shards")(e.to_string()))?;
         Ok(Self {
             index: Arc::new(index),
+            world,
             prep,
             evaluator,
             clip,
@@ -638,6 +650,11 @@ impl Validator {
                 values.insert(s.name.to_owned(), s.corpus);
             }
         }
+        if let Some(quality) = self.oracle_quality(&keys, &captions, &references)? {
+            values.insert("grammatical".to_owned(), quality.grammatical);
+            values.insert("precision".to_owned(), quality.precision);
+            values.insert("recall".to_owned(), quality.recall);
+        }
         let wanted: Vec<&str> = self
             .settings
             .metrics
@@ -665,6 +682,32 @@ impl Validator {
         logged.insert(format!("{LOG_PREFIX}skipped"), skipped as f64);
         self.append_log(&logged)?;
         Ok(logged)
+    }
+
+    /// On a synthetic world's val split, the oracle judge's grammaticality
+    /// and factual precision and recall of `captions`
+    /// ([`crate::metrics::quality::caption_quality`], each image's scene
+    /// regenerated from its key); `None` on other data, or when a key is not
+    /// one of the world's rows.
+    fn oracle_quality(
+        &self,
+        keys: &[String],
+        captions: &[String],
+        references: &[Vec<String>],
+    ) -> Result<Option<CaptionQuality>, TrainError> {
+        let Some(world) = &self.world else {
+            return Ok(None);
+        };
+        let Some(scenes) = keys
+            .iter()
+            .map(|k| crate::data::world::scene_of_key(world, k))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        caption_quality(&scenes, captions, references)
+            .map(Some)
+            .map_err(|e| setting("validation.shards")(e.to_string()))
     }
 
     /// Greedy captions of the split, and the sums over images of the
