@@ -782,6 +782,78 @@ fn settings_several_devices_cannot_honour_are_refused_before_anything_is_written
     assert!(!s.out.exists(), "refused before anything was written");
 }
 
+/// The entries of the finished part `all` under `out`, by key and rank.
+fn sorted_part(out: &Path) -> Vec<CacheEntry> {
+    let mut entries: Vec<CacheEntry> = part_entries(out).into_iter().flat_map(|(_, e)| e).collect();
+    entries.sort_by(|a, b| (&a.key, a.rank).cmp(&(&b.key, b.rank)));
+    entries
+}
+
+/// The same rows; rewards and log-probs to float rounding (the batch a row
+/// was computed in changes their last bits, docs/distributed.md).
+fn assert_same_rows(got: &[CacheEntry], expected: &[CacheEntry]) {
+    assert_eq!(got.len(), expected.len());
+    for (x, y) in got.iter().zip(expected) {
+        assert_eq!(
+            (&x.key, x.rank, &x.tokens, &x.text),
+            (&y.key, y.rank, &y.tokens, &y.text)
+        );
+        assert!((x.reward - y.reward).abs() <= 1e-5 * y.reward.abs().max(1.0));
+        assert!((x.ref_logprob - y.ref_logprob).abs() <= 1e-5 * y.ref_logprob.abs().max(1.0));
+    }
+}
+
+/// A `reward_cache` pipeline on 2 devices in 2 processes (`dicoflow train`,
+/// `-n 2`, 1 worker each, on loopback): each process's device writes its
+/// chunks, and process 0 merges the part once the run has ended everywhere;
+/// the part holds the rows of a one-device run.
+#[test]
+fn a_pipeline_run_on_two_processes_merges_its_part_after_the_run() {
+    use common::cluster::{self, cluster_not_formed, stderr, wait_all, Proc};
+    let w = world();
+    let one = settings(&w);
+    cache_rewards(&w, &one).unwrap();
+    let expected = sorted_part(&one.out);
+    let two = RewardCacheSettings {
+        out: w.root.join("cache-procs"),
+        ..one.clone()
+    };
+    let mut p = pipeline(
+        &w,
+        StageSpec::new("reward_cache").with_settings(toml::Table::try_from(&two).unwrap()),
+    );
+    p.flow.devices = 2;
+    let file = w.root.join("procs.toml");
+    std::fs::write(&file, toml::to_string(&p).unwrap()).unwrap();
+    let spawn = |hostfile: &Path, process: usize| {
+        let mut command = common::dicoflow_command();
+        command
+            .args(["train", "--quiet", "--pipeline"])
+            .arg(&file)
+            .arg("--run-dir")
+            .arg(w.root.join(format!("run-{process}")))
+            .args(cluster::cluster_args(hostfile, 2, process));
+        Proc::spawn(command, &w.root, &format!("cache-p{process}"))
+    };
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let hostfile = cluster::hostfile(&w.root, 2);
+        let outs = wait_all(
+            vec![spawn(&hostfile, 0), spawn(&hostfile, 1)],
+            std::time::Duration::from_secs(120),
+        );
+        last = outs.iter().map(stderr).collect::<Vec<_>>().join("\n---\n");
+        if outs.iter().any(cluster_not_formed) {
+            continue;
+        }
+        assert!(outs.iter().all(|o| o.status.success()), "{last}");
+        assert!(!cache::chunk_dir(&two.out, "all").exists(), "chunks merged");
+        assert_same_rows(&sorted_part(&two.out), &expected);
+        return;
+    }
+    panic!("the 2-process run failed to connect twice:\n{last}");
+}
+
 #[test]
 fn a_pipeline_run_on_two_devices_merges_its_part() {
     // Without cache-rewards (which would merge a part left open), the last

@@ -237,8 +237,15 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         join_timeout: args.cluster.join_timeout(),
         collective_timeout: args.cluster.collective_timeout(),
     };
+    let cluster = matches!(opts.communication, CommunicationConfig::Cluster { .. });
     let summary = run(&pipeline, &registry, &opts)
         .with_context(|| format!("running {}", args.pipeline.display()))?;
+    if cluster && args.cluster.process == 0 {
+        // Reward-cache devices spread over the processes leave their parts
+        // open; the run has ended in every process, so all chunks are written.
+        crate::train::stages::merge_parts_left_open(&pipeline)
+            .with_context(|| format!("merging the reward cache of {}", args.pipeline.display()))?;
+    }
     report(&summary, args.keys_out.as_ref())
 }
 

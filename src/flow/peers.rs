@@ -168,8 +168,9 @@ fn own_failure(state: &RunState) -> Option<String> {
 /// its training, to every worker of the other processes and record theirs
 /// in `state` (see the module docs). The sending operator polls `state`
 /// every [`NOTICE_POLL`] and lets go of its capability once `probe` (the end
-/// of the graph) is done, so a run that ends well ends at most one poll
-/// later.
+/// of the graph) is done and this process's device threads have ended, so a
+/// run that ends well ends at most one poll later, and in no process before
+/// every process's device stages have finished (`finish`).
 pub(crate) fn notices(
     scope: Scope<'_, BatchTime>,
     threads: usize,
@@ -191,6 +192,14 @@ pub(crate) fn notices(
         move |output| {
             let Some(c) = cap.as_ref() else { return };
             if probe.with_frontier(|f| f.is_empty()) {
+                // Held until this process's device threads have ended (their
+                // stages' `finish`: final weights, cache chunks): the run then
+                // ends in no process before every process's outputs are
+                // written, so process 0 can act on all of them afterwards.
+                if sender_state.device_threads_running() > 0 {
+                    activator.activate_after(NOTICE_POLL);
+                    return;
+                }
                 cap = None;
                 return;
             }

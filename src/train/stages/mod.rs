@@ -26,7 +26,7 @@ use crate::flow::{DeviceStage, Registry};
 pub use caption::{CaptionStage, CaptionStageSettings};
 pub use captioner::{CaptionerStage, CaptionerStageSettings, CAPTIONER_CONFIG_FILE};
 pub use evaluator::{EvaluatorStage, EvaluatorStageSettings};
-pub use reward_cache::{RewardCacheSettings, RewardCacheStage};
+pub use reward_cache::{merge_parts_left_open, RewardCacheSettings, RewardCacheStage};
 pub use setup::StageBuildError;
 pub use setup::WEIGHTS_FILE;
 

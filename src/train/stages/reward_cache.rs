@@ -12,9 +12,12 @@
 //! every chunk into the part, which is then the file one device would have
 //! written. Decoding is per image, so an image's candidates do not depend on
 //! which images share its batch (beam search; sampled candidates do, and are
-//! refused on several devices). Devices in other processes are refused: the
-//! part is merged by a device that knows every other one has finished, which
-//! only the devices of one process can tell each other.
+//! refused on several devices). When the devices are spread over several
+//! processes (`-n/-p/-H`), none of them can tell it is the last to finish:
+//! each writes its chunks and leaves the part open, and process 0 merges it
+//! once the whole run has ended ([`merge_parts_left_open`]; a cluster run
+//! ends in no process before every process's device threads have finished,
+//! `flow::peers`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -167,12 +170,14 @@ fn several_devices_refused(decoding: Decoding) -> Option<&'static str> {
 }
 
 /// Device `index` of `devices` computing one part together, `local_index`
-/// among the devices of its process.
+/// among the devices of its process; `processes`: how many processes own
+/// the devices.
 #[derive(Debug, Clone, Copy)]
 struct Share {
     index: usize,
     local_index: usize,
     devices: usize,
+    processes: usize,
 }
 
 /// The devices of this process writing one part together in one run: the
@@ -303,9 +308,11 @@ pub struct RewardCacheStage {
     scorer: ClipScorer,
     text: CaptionText,
     writer: Option<PartWriter>,
-    /// On several devices: this device's share and its place among the
-    /// devices writing the part, and the provenance the merged part keeps.
-    shared: Option<(Share, Membership, CacheProvenance)>,
+    /// On several devices: this device's share, its place among the
+    /// devices of its process writing the part (`None` when the devices are
+    /// spread over several processes: process 0 merges after the run), and
+    /// the provenance the merged part keeps.
+    shared: Option<(Share, Option<Membership>, CacheProvenance)>,
     present: HashSet<String>,
     /// Batches whose candidates could not be computed: the part is then not
     /// sealed, so a re-run retries their images.
@@ -318,7 +325,7 @@ impl RewardCacheStage {
     ///
     /// Errors: [`FlowError::Config`] for settings that cannot be honoured
     /// (fewer than 2 candidates, a finished part, sampled candidates on
-    /// several devices, devices in several processes);
+    /// several devices);
     /// [`FlowError::StageBuild`] when a model, the vocabulary or the cache
     /// cannot be read.
     pub fn try_new(s: RewardCacheSettings) -> Result<Self, FlowError> {
@@ -334,25 +341,19 @@ impl RewardCacheStage {
             index: l.index(),
             local_index: l.local_index(),
             devices: l.replicas(),
+            processes: l.process().1,
         });
         if let Some(share) = share {
             if let Some(why) = several_devices_refused(s.decoding) {
                 return Err(err(format!("{} devices: {why}", share.devices)));
             }
-            if share.index != share.local_index {
-                return Err(err(format!(
-                    "device {} of {} is in another process than device 0: reward_cache runs \
-                     on the devices of one process only (the part is merged by the last \
-                     device to finish, which only devices of one process can tell); give \
-                     process 0 at least `flow.devices` worker threads (-w), or set \
-                     `flow.devices = 1`",
-                    share.index, share.devices
-                )));
-            }
         }
         // Joined before anything that can fail on one device only: a device
         // that fails later leaves the group as failed, and nobody merges.
-        let membership = share.map(|sh| Membership::join(&s.out, &s.part, sh.devices));
+        // Devices spread over several processes join none.
+        let membership = share
+            .filter(|sh| sh.processes <= 1)
+            .map(|sh| Membership::join(&s.out, &s.part, sh.devices));
         let device = device_of("reward_cache", s.device, share.map(|sh| sh.local_index))?;
         if cache::part_path(&s.out, &s.part).exists() {
             return Err(err(format!(
@@ -374,7 +375,7 @@ impl RewardCacheStage {
             ),
         }
         .map_err(|e| failed(e.into()))?;
-        let shared = share.zip(membership).map(|(sh, m)| (sh, m, provenance));
+        let shared = share.map(|sh| (sh, membership, provenance));
         let text = load_text(s.vocab.as_deref()).map_err(&failed)?;
         text.check(&s.captioner.tokens)
             .map_err(|e| failed(e.into()))?;
@@ -485,7 +486,7 @@ impl DeviceStage for RewardCacheStage {
 
     fn finish(&mut self) -> Result<(), StageFailure> {
         if self.failed_batches > 0 {
-            if let Some((_, membership, _)) = self.shared.as_mut() {
+            if let Some((_, Some(membership), _)) = self.shared.as_mut() {
                 membership.leave(false);
             }
             if let Some(writer) = self.writer.as_mut() {
@@ -513,9 +514,22 @@ impl DeviceStage for RewardCacheStage {
         };
         // This device's chunks first; the last device to finish merges them all.
         if let Err(e) = writer.flush() {
-            membership.leave(false);
+            if let Some(m) = membership.as_mut() {
+                m.leave(false);
+            }
             return Err(StageFailure::new("cache chunk not written").with_detail(e));
         }
+        let Some(membership) = membership.as_mut() else {
+            tracing::info!(
+                "device {} of {} (process {} of {}): chunks written; process 0 merges the part \
+                 after the run",
+                share.index,
+                share.devices,
+                share.index - share.local_index,
+                share.processes
+            );
+            return Ok(());
+        };
         if membership.leave(true) {
             let s = &self.settings;
             let (path, rows) = PartWriter::new(&s.out, &s.part, provenance.clone(), s.chunk_rows)
@@ -529,6 +543,49 @@ impl DeviceStage for RewardCacheStage {
         }
         Ok(())
     }
+}
+
+/// After a successful run of `pipeline`, merges every part its
+/// `reward_cache` stages left as chunks (devices spread over several
+/// processes leave their part open, see the module docs; a device of one
+/// process that finished before another joined may too) and returns the
+/// parts written. `dicoflow train` calls it on process 0 of a cluster run,
+/// once the run has ended in every process; a library user running a
+/// cluster with `flow::run` calls it the same way.
+///
+/// Errors: [`FlowError::StageSettings`] for settings that do not parse,
+/// [`FlowError::StageBuild`] when the provenance cannot be computed or a
+/// chunk cannot be read or merged.
+pub fn merge_parts_left_open(pipeline: &crate::flow::Pipeline) -> Result<Vec<PathBuf>, FlowError> {
+    let mut merged = Vec::new();
+    for spec in pipeline
+        .device
+        .iter()
+        .filter(|s| s.type_name == <RewardCacheSettings as CacheStage>::TYPE_NAME)
+    {
+        let s: RewardCacheSettings = toml::Value::Table(spec.settings.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| FlowError::StageSettings {
+                stage: spec.name().to_owned(),
+                type_name: spec.type_name.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        if cache::part_path(&s.out, &s.part).exists() || !cache::chunk_dir(&s.out, &s.part).is_dir()
+        {
+            continue;
+        }
+        let failed = build_failed::<StageBuildError>("reward_cache");
+        let provenance = s.provenance().map_err(|e| failed(e.into()))?;
+        let (path, rows) = PartWriter::new(&s.out, &s.part, provenance, s.chunk_rows)
+            .and_then(PartWriter::finish)
+            .map_err(|e| failed(e.into()))?;
+        tracing::info!(
+            "wrote {} ({rows} candidates, merged after the run)",
+            path.display()
+        );
+        merged.push(path);
+    }
+    Ok(merged)
 }
 
 impl RewardCacheStage {
