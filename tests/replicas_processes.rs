@@ -297,17 +297,23 @@ fn check_checkpoint(out: &Path) {
     assert!(state.is_object());
 }
 
+/// A replicated run on 2 devices under `root`, long enough to be
+/// interrupted in the middle (1000 epochs of 4 steps, a checkpoint every 2
+/// steps): its settings and pipeline file.
+fn long_run(root: &Path) -> (CaptionerStageSettings, PathBuf) {
+    let vocab = one_caption_world(root, IMAGES);
+    let s = settings(root, "out", &vocab, 4000, 2);
+    let file = pipeline_file(root, "long", &s, 2, 1000);
+    (s, file)
+}
+
 #[test]
 fn when_one_process_is_killed_the_other_stops_with_a_clear_error() {
     let _turn = ONE_TEST_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for victim in [1, 0] {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
-        let vocab = one_caption_world(root, IMAGES);
-        // Long enough to be killed in the middle: 1000 epochs of 4 steps, a
-        // checkpoint every 2 steps.
-        let s = settings(root, "out", &vocab, 4000, 2);
-        let file = pipeline_file(root, "long", &s, 2, 1000);
+        let (s, file) = long_run(root);
         let (out, took) = kill_one(root, &s.out, &file, victim);
         check_survivor(&out, took, victim);
         check_checkpoint(&s.out);
@@ -326,9 +332,7 @@ fn when_one_process_stops_answering_the_other_stops_after_the_collective_timeout
     for victim in [1, 0] {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
-        let vocab = one_caption_world(root, IMAGES);
-        let s = settings(root, "out", &vocab, 4000, 2);
-        let file = pipeline_file(root, "long", &s, 2, 1000);
+        let (s, file) = long_run(root);
         let (out, took) = interrupt_one(root, &s.out, &file, victim, Interruption::Stop);
         let text = stderr(&out);
         let limit = Duration::from_secs(SILENCE_LIMIT_S);
