@@ -52,7 +52,8 @@ pub struct CoreShare {
 /// returns it; `None` otherwise (nothing changed). Call it before any model
 /// is built.
 pub fn share_cores(addresses: &[String], process: usize) -> Option<CoreShare> {
-    if std::env::var_os("OMP_NUM_THREADS").is_some() {
+    // An empty value is no choice (libgomp ignores it with a warning).
+    if std::env::var_os("OMP_NUM_THREADS").is_some_and(|v| !v.is_empty()) {
         return None;
     }
     let processes = processes_on_host(addresses, process);

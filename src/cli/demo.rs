@@ -79,7 +79,8 @@ pub struct DemoArgs {
     /// Learning rate of DiCO, SCST and offline DiCO (default: the files' 3e-6;
     /// the paper's 1e-6 is for a pre-trained ViT-L/14 captioner, the demo's
     /// tiny model needs a larger step).
-    #[arg(long)]
+    /// 0 is allowed: the fine-tuned models then equal XE (a sanity check).
+    #[arg(long, allow_negative_numbers = true)]
     pub rl_lr: Option<f64>,
     /// β of DiCO and offline DiCO (default: the files' 0.2, the paper's).
     #[arg(long, conflicts_with = "betas", allow_negative_numbers = true)]
@@ -626,8 +627,15 @@ fn parse_seeds(text: &str) -> Result<u64, String> {
 }
 
 /// The β values DiCO runs at: `--betas` (checked: finite, > 0, distinct) or
-/// the one β of dico.toml / `--beta`.
+/// the one β of dico.toml / `--beta`; `--rl-lr` is checked here too.
 fn dico_betas(args: &DemoArgs, file_beta: f64) -> anyhow::Result<Vec<f64>> {
+    if let Some(lr) = args.rl_lr {
+        // Checked with the β values, before anything is trained.
+        anyhow::ensure!(
+            lr.is_finite() && lr >= 0.0,
+            "--rl-lr {lr}: the learning rate must be a number of 0 or more (the files' is 3e-6)"
+        );
+    }
     let Some(betas) = &args.betas else {
         if let Some(b) = args.beta {
             // Checked now, not when DiCO's stage is built after the world,
@@ -1125,7 +1133,8 @@ fn render_report(
     }
     r.push_str(&format!(
         "\nPer step of training: the reward, validation CIDEr-D (greedy captions of {val_images} \
-         val images, before training and 8 times per phase; `val/*` in the logs), fluency (the \
+         val images, before training and every `validation.every` steps of each phase; `val/*` \
+         in the logs), fluency (the \
          share of each batch's greedy captions that the oracle grammar accepts; the table above \
          judges the test split), candidate length and the share of candidates that end with \
          EOS. Offline DiCO's candidates and rewards are the cached ones of the XE model, so its \

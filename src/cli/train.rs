@@ -221,7 +221,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         if let Some(share) = super::cores::share_cores(addresses, *process) {
             if !args.quiet {
                 eprintln!(
-                    "process {process}: {} processes of the hostfile run on this machine: \
+                    "process {process}: {} processes of this cluster run on this machine: \
                      libtorch uses {} thread(s) in each ({} cores / {}); set OMP_NUM_THREADS \
                      to choose",
                     share.processes, share.threads, share.cores, share.processes
