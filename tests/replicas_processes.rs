@@ -87,9 +87,15 @@ fn pipeline_file(
 
 /// `dicoflow train` of `pipeline` with `cluster` arguments, logging to
 /// `root/run-NAME`, its output in `root/NAME.stdout` and `root/NAME.stderr`.
+/// One libtorch thread in every process: by default the processes of a
+/// cluster on one machine share its cores (1 thread each here) while 2
+/// threads of one process use every core, and the bit-for-bit comparisons
+/// need the same intra-op threads on both sides (a reduction split over
+/// another number of threads rounds differently).
 fn spawn(root: &Path, pipeline: &Path, name: &str, cluster: &[String]) -> Proc {
     let mut command = common::dicoflow_command();
     command
+        .env("OMP_NUM_THREADS", "1")
         .args(["train", "--quiet", "--pipeline"])
         .arg(pipeline)
         .arg("--run-dir")
