@@ -582,12 +582,9 @@ fn evaluate(name: &str, captions_file: &Path, spec: &WorldSpec) -> anyhow::Resul
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let (mut scenes, mut caps, mut refs) = (Vec::new(), Vec::new(), Vec::new());
     for (key, caption, _) in &rows {
-        let index: usize = key
-            .rsplit('-')
-            .next()
-            .and_then(|i| i.parse().ok())
+        let (split, index) = crate::data::world::row_of_key(spec, key)
             .with_context(|| format!("unexpected test key {key}"))?;
-        let (scene, row) = generate_row(spec, 2, index)?;
+        let (scene, row) = generate_row(spec, split, index)?;
         scenes.push(scene);
         refs.push(row.captions);
         caps.push(caption.clone());

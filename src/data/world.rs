@@ -60,8 +60,7 @@ pub fn splits(spec: &WorldSpec) -> [(&'static str, usize); 3] {
 /// One generated row: the scene, its PNG and its captions. Deterministic in
 /// `(seed, split, index)`, so any row can be regenerated alone.
 pub fn generate_row(spec: &WorldSpec, split: usize, index: usize) -> Result<(Scene, ShardRow)> {
-    let mut rng = Rng::derive(spec.seed, &[split as u64, index as u64]);
-    let scene = sample_scene(&mut rng, &spec.world);
+    let (scene, mut rng) = row_scene(spec, split, index);
     let image = render(&scene, &spec.world);
     let mut png = Vec::new();
     image
@@ -90,18 +89,30 @@ pub fn generate_row(spec: &WorldSpec, split: usize, index: usize) -> Result<(Sce
 /// one [`generate_row`] draws first from the row's generator, without
 /// rendering the image or the captions.
 pub fn generate_scene(spec: &WorldSpec, split: usize, index: usize) -> Scene {
-    let mut rng = Rng::derive(spec.seed, &[split as u64, index as u64]);
-    sample_scene(&mut rng, &spec.world)
+    row_scene(spec, split, index).0
 }
 
-/// The scene of the row keyed `key` in the world `spec` (keys as
-/// [`generate_row`] writes them: `synth-SPLIT-NNNNNN`); `None` for a key of
-/// another form, split or an index beyond the split.
-pub fn scene_of_key(spec: &WorldSpec, key: &str) -> Option<Scene> {
+/// The row's generator and the scene drawn first from it; the rest of the
+/// row (captions) comes from the same generator.
+fn row_scene(spec: &WorldSpec, split: usize, index: usize) -> (Scene, Rng) {
+    let mut rng = Rng::derive(spec.seed, &[split as u64, index as u64]);
+    (sample_scene(&mut rng, &spec.world), rng)
+}
+
+/// The split (an index into [`splits`]) and row index of the row keyed `key`
+/// in the world `spec` (keys as [`generate_row`] writes them:
+/// `synth-SPLIT-NNNNNN`); `None` for a key of another form, split or an
+/// index beyond the split.
+pub fn row_of_key(spec: &WorldSpec, key: &str) -> Option<(usize, usize)> {
     let (split_name, index) = key.strip_prefix("synth-")?.rsplit_once('-')?;
     let split = splits(spec).iter().position(|(n, _)| *n == split_name)?;
     let index: usize = index.parse().ok()?;
-    (index < splits(spec)[split].1).then(|| generate_scene(spec, split, index))
+    (index < splits(spec)[split].1).then_some((split, index))
+}
+
+/// The scene of the row keyed `key` ([`row_of_key`]).
+pub fn scene_of_key(spec: &WorldSpec, key: &str) -> Option<Scene> {
+    row_of_key(spec, key).map(|(split, index)| generate_scene(spec, split, index))
 }
 
 /// The [`WorldSpec`] stored in the metadata of the first Parquet shard (by

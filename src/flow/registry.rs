@@ -51,7 +51,7 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-fn parse_settings<S: DeserializeOwned>(spec: &StageSpec) -> Result<S, FlowError> {
+pub(crate) fn parse_settings<S: DeserializeOwned>(spec: &StageSpec) -> Result<S, FlowError> {
     toml::Value::Table(spec.settings.clone())
         .try_into()
         .map_err(|e: toml::de::Error| FlowError::StageSettings {

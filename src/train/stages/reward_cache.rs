@@ -563,13 +563,7 @@ pub fn merge_parts_left_open(pipeline: &crate::flow::Pipeline) -> Result<Vec<Pat
         .iter()
         .filter(|s| s.type_name == <RewardCacheSettings as CacheStage>::TYPE_NAME)
     {
-        let s: RewardCacheSettings = toml::Value::Table(spec.settings.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| FlowError::StageSettings {
-                stage: spec.name().to_owned(),
-                type_name: spec.type_name.clone(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
+        let s: RewardCacheSettings = crate::flow::registry::parse_settings(spec)?;
         if cache::part_path(&s.out, &s.part).exists() || !cache::chunk_dir(&s.out, &s.part).is_dir()
         {
             continue;
