@@ -163,6 +163,11 @@ fn caught<T>(outcome: std::thread::Result<Result<T, SkipReason>>) -> Result<T, S
     }
 }
 
+/// Rows [`stream_rgb_rows`] decodes before handing them on: the sink then
+/// reads rows whose bytes libjpeg wrote a while ago (a row read right after
+/// libjpeg's last small stores into it stalls the first wide loads).
+const STREAM_ROWS: usize = 8;
+
 /// Receives the rows of a JPEG decoded by [`stream_rgb_rows`].
 pub(crate) trait RowSink {
     /// Called once with the image's size before any row; `false` stops
@@ -174,7 +179,7 @@ pub(crate) trait RowSink {
 }
 
 /// Decode a 3-component JPEG ("RGB") row by row into `sink`, through `line`
-/// (a reusable one-row buffer): the same decoder, settings, checks and
+/// (a reusable buffer of [`STREAM_ROWS`] rows): the same decoder, settings, checks and
 /// errors as [`decode_jpeg`], without holding the whole image.
 ///
 /// Returns `Ok(false)` without calling [`RowSink::row`] when the file is not
@@ -211,15 +216,17 @@ pub(crate) fn stream_rgb_rows(
         }
         let mut started = d.rgb().map_err(io_fail)?;
         let n = w * 3;
-        if line.len() < n {
-            line.resize(n, 0);
+        if line.len() < n * STREAM_ROWS {
+            line.resize(n * STREAM_ROWS, 0);
         }
-        let row = &mut line[..n];
-        for y in 0..h {
-            started.read_scanlines_into(&mut *row).map_err(io_fail)?;
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| sink.row(y, row))) {
-                sink_panic = Some(payload);
-                return Ok(false);
+        for y0 in (0..h).step_by(STREAM_ROWS) {
+            let rows = &mut line[..n * STREAM_ROWS.min(h - y0)];
+            started.read_scanlines_into(&mut *rows).map_err(io_fail)?;
+            for (i, row) in rows.chunks_exact(n).enumerate() {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| sink.row(y0 + i, row))) {
+                    sink_panic = Some(payload);
+                    return Ok(false);
+                }
             }
         }
         started.finish().map_err(io_fail)?;

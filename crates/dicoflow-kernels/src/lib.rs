@@ -15,7 +15,7 @@
 //! is what its `PRECISION_BITS = 32 - 8 - 2` is chosen for), so wrapping gives
 //! the same value and keeps the loops free of checks.
 //!
-//! On x86-64 CPUs with AVX2 (detected once at run time, [`has_avx2`]) the
+//! On x86-64 CPUs with AVX2 (detected once at run time, [`Kernel::detected`]) the
 //! resampling passes take the kernels of module `avx2`, whose 256-bit
 //! `vpmulld` gives the 32-bit products that baseline x86-64 (SSE2) has no
 //! vector instruction for: the vertical pass is the same loop compiled with
@@ -25,8 +25,14 @@
 //! loops, which run everywhere else (tested against each other on random
 //! rows).
 //!
-//! Everything is safe Rust over slices, except the two calls into the AVX2
-//! kernels, each after the run-time check that the CPU has AVX2.
+//! On CPUs that also have AVX-512 VBMI and VNNI the horizontal pass takes the
+//! kernel of module `avx512` (16 outputs at once; see there), where the taps
+//! fit its layout.
+//!
+//! Everything is safe Rust over slices, except the calls into the SIMD
+//! kernels, each after the run-time check that the CPU has their features
+//! ([`Kernel::detected`]), and the AVX-512 kernel's vector loads and stores,
+//! each over a slice of exactly its 64 bytes.
 
 use std::sync::OnceLock;
 
@@ -65,6 +71,9 @@ pub struct FixedTaps {
     /// `g * LANES + l`, where `lane_taps` is `window` rounded up to a multiple
     /// of [`BLOCK`] (the taps past `window` weigh 0); whole groups only.
     lane_coeffs: Vec<i32>,
+    /// The layout of the AVX-512 kernel, where the taps fit it (see `avx512::WideTaps::new`).
+    #[cfg(target_arch = "x86_64")]
+    wide: Option<avx512::WideTaps>,
 }
 
 impl FixedTaps {
@@ -109,6 +118,8 @@ impl FixedTaps {
             }
         }
         Self {
+            #[cfg(target_arch = "x86_64")]
+            wide: avx512::WideTaps::new(window, &out_starts, &coeffs),
             window,
             starts: out_starts,
             coeffs,
@@ -140,46 +151,96 @@ impl FixedTaps {
 /// Horizontal pass over one row of `B` interleaved 8-bit bands: `out` (`taps.len() * B`
 /// samples) from `line`, whose pixel 0 is source position 0 of `taps`.
 ///
-/// Uses the AVX2 kernel when the CPU has AVX2 (the same integer sums).
+/// Uses the fastest kernel this CPU has ([`Kernel::detected`]; the same integer sums).
 ///
 /// Panics if `line` is shorter than the taps' windows or `out` has the wrong length.
 pub fn horizontal_row<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [u8]) {
-    horizontal_row_with::<B>(line, taps, out, has_avx2());
+    horizontal_row_with::<B>(line, taps, out, Kernel::detected());
 }
 
-/// Runs the AVX2 kernel call `$call` and returns from the enclosing function
-/// if `$avx2` (the caller's choice, which must only be true where
-/// [`has_avx2`] is); does nothing otherwise, so the baseline loops after it run.
-/// The one place the kernels' `unsafe` calls are made.
-macro_rules! avx2_or_return {
-    ($avx2:expr, $call:expr) => {
+/// The resampling loops' implementations, from the portable one up. Each
+/// gives the same bytes; the SIMD ones run only where the CPU has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kernel {
+    /// Plain Rust loops (any CPU).
+    Baseline,
+    /// x86-64 AVX2 (module `avx2`).
+    Avx2,
+    /// x86-64 AVX-512 with VBMI and VNNI for the horizontal pass (module
+    /// `avx512`, where the taps fit its layout; AVX2 otherwise and for the
+    /// vertical pass).
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU has, detected on the first call and kept.
+    pub fn detected() -> Kernel {
+        static KERNEL: OnceLock<Kernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if avx512::detected() {
+                    return Kernel::Avx512;
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    return Kernel::Avx2;
+                }
+            }
+            Kernel::Baseline
+        })
+    }
+}
+
+/// Runs the SIMD kernel call `$call` and returns from the enclosing function
+/// if `$kernel` (the caller's choice) is at least `$need`; does nothing
+/// otherwise, so the loops after it run. Panics if this CPU lacks `$need`
+/// ([`Kernel::detected`]). The one place the kernels' `unsafe` calls are made.
+macro_rules! simd_or_return {
+    ($kernel:expr, $need:expr, $call:expr) => {
         #[cfg(target_arch = "x86_64")]
-        if $avx2 {
+        if $kernel >= $need {
             assert!(
-                has_avx2(),
-                "the AVX2 kernel asked for on a CPU without AVX2"
+                Kernel::detected() >= $need,
+                "the {:?} kernel asked for on a CPU without it",
+                $need
             );
             #[allow(unsafe_code)]
-            // SAFETY: the CPU has AVX2 (`has_avx2`, detected at run time, checked above).
+            // SAFETY: the CPU has the features of `$need` (detected at run time, checked above).
             unsafe {
                 $call
             };
             return;
         }
-        let _ = $avx2;
+        let _ = $kernel;
     };
 }
 
-/// [`horizontal_row`] with the kernel chosen by the caller: AVX2 if `avx2`
-/// (which must only be true where [`has_avx2`] is), the baseline loops otherwise.
-fn horizontal_row_with<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [u8], avx2: bool) {
+/// [`horizontal_row`] with the kernel chosen by the caller (at most [`Kernel::detected`]).
+fn horizontal_row_with<const B: usize>(
+    line: &[u8],
+    taps: &FixedTaps,
+    out: &mut [u8],
+    kernel: Kernel,
+) {
     assert_eq!(out.len(), taps.len() * B);
     if taps.window == 0 {
         // An empty source: every sum is the rounding half alone, as in Pillow.
         out.fill(clip8(HALF));
         return;
     }
-    avx2_or_return!(avx2, avx2::horizontal_row::<B>(line, taps, out));
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(wide), 1..=4) = (&taps.wide, B) {
+        simd_or_return!(
+            kernel,
+            Kernel::Avx512,
+            avx512::horizontal_row::<B>(line, taps, wide, out)
+        );
+    }
+    simd_or_return!(
+        kernel,
+        Kernel::Avx2,
+        avx2::horizontal_row::<B>(line, taps, out)
+    );
     if B == 3 {
         return horizontal_row_rgb(line, taps, out);
     }
@@ -255,7 +316,7 @@ pub fn vertical_row(
     acc: &mut Vec<i32>,
     out: &mut [u8],
 ) {
-    vertical_row_with(src, stride, first, coeffs, acc, out, has_avx2());
+    vertical_row_with(src, stride, first, coeffs, acc, out, Kernel::detected());
 }
 
 /// [`vertical_row`] with the kernel chosen by the caller, as in [`horizontal_row_with`].
@@ -266,10 +327,11 @@ fn vertical_row_with(
     coeffs: &[i32],
     acc: &mut Vec<i32>,
     out: &mut [u8],
-    avx2: bool,
+    kernel: Kernel,
 ) {
-    avx2_or_return!(
-        avx2,
+    simd_or_return!(
+        kernel,
+        Kernel::Avx2,
         avx2::vertical_row(src, stride, first, coeffs, acc, out)
     );
     vertical_row_body(src, stride, first, coeffs, acc, out);
@@ -298,21 +360,13 @@ fn vertical_row_body(
     }
 }
 
-/// Whether this CPU has AVX2, detected on the first call and kept.
-pub fn has_avx2() -> bool {
-    static AVX2: OnceLock<bool> = OnceLock::new();
-    *AVX2.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        return std::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
-}
-
 /// The resampling passes compiled with AVX2 enabled. The vertical pass and
 /// the horizontal one for 1 or 2 bands are the loops above, inlined here so
 /// that LLVM vectorises their 32-bit multiplies (`vpmulld`); the horizontal
 /// pass for 3 or 4 bands computes [`LANES`] outputs at once (`lanes`).
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{output_bands, FixedTaps, BLOCK, HALF, LANES, PRECISION_BITS};
@@ -686,34 +740,60 @@ mod tests {
         )
     }
 
-    fn avx2_horizontal_equals_baseline<const B: usize>(rng: &mut Rng, cases: usize) {
+    /// The SIMD kernels this CPU has, above the baseline.
+    fn simd_kernels() -> Vec<Kernel> {
+        [Kernel::Avx2, Kernel::Avx512]
+            .into_iter()
+            .filter(|&k| k <= Kernel::detected())
+            .collect()
+    }
+
+    /// Random rows and Pillow-shaped taps through every SIMD kernel this
+    /// CPU has, against the baseline loops; returns how many cases the
+    /// AVX-512 layout covered (taps that fit it and at least one whole group).
+    fn simd_horizontal_equals_baseline<const B: usize>(rng: &mut Rng, cases: usize) -> usize {
+        let mut wide = 0;
         for case in 0..cases {
             let in_size = 1 + rng.below(700);
-            let out_size = 1 + rng.below(700);
+            // Half the cases downscale by at most 4, where the AVX-512 layout fits.
+            let out_size = if case % 2 == 0 {
+                (in_size / 4 + rng.below(700)).max(1)
+            } else {
+                1 + rng.below(700)
+            };
             let (ksize, taps) = random_taps(rng, in_size, out_size);
+            #[cfg(target_arch = "x86_64")]
+            if taps.wide.is_some() && out_size >= avx512::WIDE {
+                wide += 1;
+            }
             let line: Vec<u8> = (0..in_size * B).map(|_| rng.next() as u8).collect();
             let mut want = vec![0u8; out_size * B];
-            let mut got = vec![1u8; out_size * B];
-            horizontal_row_with::<B>(&line, &taps, &mut want, false);
-            horizontal_row_with::<B>(&line, &taps, &mut got, has_avx2());
-            let at = got.iter().zip(&want).position(|(g, w)| g != w);
-            assert_eq!(
-                at, None,
-                "{B} bands, case {case}: {in_size} → {out_size}, ksize {ksize}"
-            );
+            horizontal_row_with::<B>(&line, &taps, &mut want, Kernel::Baseline);
+            for kernel in simd_kernels() {
+                let mut got = vec![1u8; out_size * B];
+                horizontal_row_with::<B>(&line, &taps, &mut got, kernel);
+                let at = got.iter().zip(&want).position(|(g, w)| g != w);
+                assert_eq!(
+                    at, None,
+                    "{kernel:?}, {B} bands, case {case}: {in_size} → {out_size}, ksize {ksize}"
+                );
+            }
         }
+        wide
     }
 
     #[test]
-    fn avx2_kernels_equal_the_baseline_loops() {
-        if !has_avx2() {
-            eprintln!("this CPU has no AVX2: only the baseline loops are compared");
-        }
+    fn simd_kernels_equal_the_baseline_loops() {
+        eprintln!(
+            "SIMD kernels compared with the baseline loops: {:?}",
+            simd_kernels()
+        );
         let mut rng = Rng(14);
-        avx2_horizontal_equals_baseline::<1>(&mut rng, 150);
-        avx2_horizontal_equals_baseline::<2>(&mut rng, 150);
-        avx2_horizontal_equals_baseline::<3>(&mut rng, 300);
-        avx2_horizontal_equals_baseline::<4>(&mut rng, 150);
+        let wide = simd_horizontal_equals_baseline::<1>(&mut rng, 150)
+            + simd_horizontal_equals_baseline::<2>(&mut rng, 150)
+            + simd_horizontal_equals_baseline::<3>(&mut rng, 300)
+            + simd_horizontal_equals_baseline::<4>(&mut rng, 150);
+        assert!(wide >= 200, "only {wide} cases in the AVX-512 layout");
         let mut acc = Vec::new();
         for case in 0..300 {
             let n = 1 + rng.below(700 * 4);
@@ -725,14 +805,49 @@ mod tests {
                 .collect();
             let coeffs: Vec<i32> = (0..window).map(|_| rng.weight()).collect();
             let mut want = vec![0u8; n];
-            let mut got = vec![1u8; n];
-            vertical_row_with(&src, stride, first, &coeffs, &mut acc, &mut want, false);
-            vertical_row_with(&src, stride, first, &coeffs, &mut acc, &mut got, has_avx2());
-            let at = got.iter().zip(&want).position(|(g, w)| g != w);
-            assert_eq!(
-                at, None,
-                "vertical case {case}: {n} samples, window {window}"
+            vertical_row_with(
+                &src,
+                stride,
+                first,
+                &coeffs,
+                &mut acc,
+                &mut want,
+                Kernel::Baseline,
             );
+            for kernel in simd_kernels() {
+                let mut got = vec![1u8; n];
+                vertical_row_with(&src, stride, first, &coeffs, &mut acc, &mut got, kernel);
+                let at = got.iter().zip(&want).position(|(g, w)| g != w);
+                assert_eq!(
+                    at, None,
+                    "{kernel:?}, vertical case {case}: {n} samples, window {window}"
+                );
+            }
+        }
+    }
+
+    /// Weights whose high part needs more than 16 bits leave the AVX-512
+    /// layout out (the AVX2 kernel runs), and sums that wrap still equal
+    /// the baseline's.
+    #[test]
+    fn large_weights_keep_the_baseline_sums() {
+        let in_size = 300;
+        let starts: Vec<usize> = (0..100).map(|i| i * 3).collect();
+        let lens = vec![3; 100];
+        for (big, fits) in [((1 << 26) - 1, true), (1 << 26, false), (-(1 << 26), true)] {
+            let fixed: Vec<i32> = (0..300).map(|i| if i % 3 == 1 { big } else { 5 }).collect();
+            let taps = FixedTaps::new(in_size, 3, &starts, &lens, &fixed);
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(taps.wide.is_some(), fits, "weight {big}");
+            let _ = fits;
+            let line: Vec<u8> = (0..in_size * 3).map(|i| (i * 31 % 256) as u8).collect();
+            let mut want = vec![0u8; 300];
+            horizontal_row_with::<3>(&line, &taps, &mut want, Kernel::Baseline);
+            for kernel in simd_kernels() {
+                let mut got = vec![1u8; 300];
+                horizontal_row_with::<3>(&line, &taps, &mut got, kernel);
+                assert_eq!(got, want, "{kernel:?}, weight {big}");
+            }
         }
     }
 }
