@@ -44,12 +44,16 @@ pub(crate) struct WideTaps {
 
 impl WideTaps {
     /// The layout for `taps` (fixed windows of `window` samples starting at
-    /// `starts`, weights `coeffs`), or `None` where a group's samples span
-    /// more than [`SPAN`] bytes (downscales by more than about 6) or a weight's
-    /// high part does not fit 16 bits; the AVX2 kernel then runs instead.
+    /// `starts`, weights `coeffs`), or `None` where there is no whole group, a
+    /// group's samples span more than [`SPAN`] bytes (downscales by more than
+    /// about 6) or a weight's high part does not fit 16 bits; the AVX2 kernel
+    /// then runs instead.
     pub(crate) fn new(window: usize, starts: &[usize], coeffs: &[i32]) -> Option<Self> {
         let pairs = window.div_ceil(2);
         let groups = starts.len() / WIDE;
+        if groups == 0 {
+            return None; // nothing for this kernel: the row's split would be wasted
+        }
         let mut t = Self {
             pairs,
             base: Vec::with_capacity(groups),
