@@ -3,7 +3,8 @@
 //! On held-out (test) images of the run's world it prints the evaluator's accuracy
 //! at preferring the true caption over each controlled corruption of it
 //! ([`corruption_accuracy`]) and the mean Kendall τ-b between the evaluator's
-//! reward and the oracle's quality over the XE model's beams ([`rank_agreement`]).
+//! reward and the oracle's quality over the XE model's beams ([`rank_agreement`];
+//! every seed's XE model in a `dicoflow demo --seeds N` folder).
 //! Everything is regenerated from the world's spec (stored in the shards'
 //! metadata), so only the run folder is needed.
 use std::path::{Path, PathBuf};
@@ -25,7 +26,8 @@ use crate::train::stages::{CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
 /// Arguments of `diagnose`.
 #[derive(Debug, clap::Args)]
 pub struct DiagnoseArgs {
-    /// Run folder written by `dicoflow demo`.
+    /// Run folder written by `dicoflow demo` (with `--seeds N`: the rank
+    /// agreement is given for each seed's XE model).
     #[arg(long, default_value = "runs/demo")]
     pub run: PathBuf,
     /// Test images to use (the first N of the test split).
@@ -124,6 +126,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         );
     }
     let spec = world_spec(&test_dir)?;
+    let xe = xe_models(run)?;
     let n = args.images.min(splits(&spec)[2].1);
     let device = Device::Cpu;
 
@@ -178,9 +181,8 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     };
     let accuracy = corruption_accuracy(&scenes, &truths, args.seed, &mut score_texts)?;
 
-    // The XE model's beams, ranked by the evaluator and by the oracle.
-    let xe_dir = run.join("xe");
-    let cap_cfg = CaptionerConfig::from_json_file(xe_dir.join(CAPTIONER_CONFIG_FILE))?;
+    // The XE model's beams (every seed's, in a `--seeds` run), ranked by the
+    // evaluator and by the oracle.
     let vocab_file = run.join("vocab.json");
     let vocab: Vocab = serde_json::from_str(
         &std::fs::read_to_string(&vocab_file)
@@ -188,35 +190,39 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("{}", vocab_file.display()))?;
     let text = CaptionText::Words(vocab.reindexed());
-    text.check(&cap_cfg.tokens)?;
-    let mut vs = nn::VarStore::new(device);
-    let model = Captioner::new(vs.root(), &cap_cfg)?;
-    let xe_weights = xe_dir.join(WEIGHTS_FILE);
-    crate::model::weights::load_var_store(&mut vs, &xe_weights)
-        .with_context(|| format!("loading the XE model's weights {}", xe_weights.display()))?;
     let backbone = Backbone::from_clip_safetensors(&eval_weights, &clip_cfg, device)?;
     let opts = BeamOptions {
         beams: args.beams,
         ..Default::default()
     };
-    let pad = cap_cfg.tokens.pad;
-    let (mut candidates, mut rewards) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(32) {
-        let b = 32.min(n - start);
-        let batch = pixels.f_narrow(0, start as i64, b as i64)?;
-        let decoded = tch::no_grad(|| -> anyhow::Result<_> {
-            let memory = model.encode(&backbone.features(&batch)?)?;
-            Ok(beam_search(&model, &memory, &opts)?)
-        })?;
-        for j in 0..b {
-            let beams: Vec<String> = (0..args.beams)
-                .map(|k| Ok(text.decode(&decoded.sequence(j as i64, k, pad)?)))
-                .collect::<anyhow::Result<_>>()?;
-            rewards.push(score_texts(start + j, &beams)?);
-            candidates.push(beams);
+    let mut ranks = Vec::new();
+    for (label, xe_dir) in xe {
+        let cap_cfg = CaptionerConfig::from_json_file(xe_dir.join(CAPTIONER_CONFIG_FILE))?;
+        text.check(&cap_cfg.tokens)?;
+        let mut vs = nn::VarStore::new(device);
+        let model = Captioner::new(vs.root(), &cap_cfg)?;
+        let xe_weights = xe_dir.join(WEIGHTS_FILE);
+        crate::model::weights::load_var_store(&mut vs, &xe_weights)
+            .with_context(|| format!("loading the XE model's weights {}", xe_weights.display()))?;
+        let pad = cap_cfg.tokens.pad;
+        let (mut candidates, mut rewards) = (Vec::new(), Vec::new());
+        for start in (0..n).step_by(32) {
+            let b = 32.min(n - start);
+            let batch = pixels.f_narrow(0, start as i64, b as i64)?;
+            let decoded = tch::no_grad(|| -> anyhow::Result<_> {
+                let memory = model.encode(&backbone.features(&batch)?)?;
+                Ok(beam_search(&model, &memory, &opts)?)
+            })?;
+            for j in 0..b {
+                let beams: Vec<String> = (0..args.beams)
+                    .map(|k| Ok(text.decode(&decoded.sequence(j as i64, k, pad)?)))
+                    .collect::<anyhow::Result<_>>()?;
+                rewards.push(score_texts(start + j, &beams)?);
+                candidates.push(beams);
+            }
         }
+        ranks.push((label, rank_agreement(&scenes, &candidates, &rewards)?));
     }
-    let ranks = rank_agreement(&scenes, &candidates, &rewards)?;
 
     println!(
         "evaluator vs oracle on {n} test images of {} ({} score)",
@@ -264,22 +270,92 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         mirrors.horizontal, mirrors.vertical, mirrors.between
     );
     println!();
-    println!(
-        "Kendall tau-b, evaluator reward vs oracle quality over the XE model's {} beams: {} \
-         (mean over {} images; {} images with all beams tied in reward or quality left out)",
-        args.beams,
-        ranks
-            .mean_tau
-            .map_or("n/a".to_owned(), |t| format!("{t:.3}")),
-        ranks.images,
-        ranks.undefined
-    );
+    for (label, ranks) in &ranks {
+        println!(
+            "Kendall tau-b, evaluator reward vs oracle quality over the {label}XE model's {} \
+             beams: {} (mean over {} images; {} images with all beams tied in reward or quality \
+             left out)",
+            args.beams,
+            ranks
+                .mean_tau
+                .map_or("n/a".to_owned(), |t| format!("{t:.3}")),
+            ranks.images,
+            ranks.undefined
+        );
+    }
     Ok(())
+}
+
+/// The XE models of a demo run folder, each with a label for the output:
+/// `RUN/xe` (label empty) or, in a `--seeds` run, every `RUN/seed-S/xe`
+/// (label "seed S "), by seed. Errors when there is none.
+fn xe_models(run: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let has_model = |dir: &Path| dir.join(CAPTIONER_CONFIG_FILE).is_file();
+    if has_model(&run.join("xe")) {
+        return Ok(vec![(String::new(), run.join("xe"))]);
+    }
+    let mut seeds: Vec<(u64, PathBuf)> = std::fs::read_dir(run)
+        .with_context(|| format!("listing {}", run.display()))?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let seed = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("seed-")?
+                .parse()
+                .ok()?;
+            let xe = e.path().join("xe");
+            has_model(&xe).then_some((seed, xe))
+        })
+        .collect();
+    seeds.sort();
+    if seeds.is_empty() {
+        bail!(
+            "{} holds no XE model ({1}/xe/{CAPTIONER_CONFIG_FILE}, or \
+             {1}/seed-S/xe/{CAPTIONER_CONFIG_FILE} in a --seeds run): give --run a finished \
+             `dicoflow demo` folder",
+            run.display(),
+            run.display()
+        );
+    }
+    Ok(seeds
+        .into_iter()
+        .map(|(seed, dir)| (format!("seed {seed} "), dir))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xe_models_are_the_runs_or_every_seeds_in_seed_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let err = xe_models(run).unwrap_err().to_string();
+        assert!(err.contains("holds no XE model"), "{err}");
+        let model = |sub: &str| {
+            let d = run.join(sub);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(CAPTIONER_CONFIG_FILE), "{}").unwrap();
+        };
+        for seed in [10, 0, 2] {
+            model(&format!("seed-{seed}/xe"));
+        }
+        // Not a seed's model: no captioner config, or not a seed folder.
+        std::fs::create_dir_all(run.join("seed-3/xe")).unwrap();
+        model("seed-x/xe");
+        let found = xe_models(run).unwrap();
+        let labels: Vec<&str> = found.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["seed 0 ", "seed 2 ", "seed 10 "]);
+        assert_eq!(found[2].1, run.join("seed-10/xe"));
+        // A one-seed run's own model.
+        model("xe");
+        assert_eq!(
+            xe_models(run).unwrap(),
+            vec![(String::new(), run.join("xe"))]
+        );
+    }
 
     #[test]
     fn mirror_cosines_are_one_for_an_encoder_blind_to_position() {
