@@ -89,8 +89,10 @@ pub struct DemoArgs {
     /// DiCO and captioning run once per seed `--seed + k` (k < N), each
     /// under `OUT/seed-S/` when N > 1, on the one world, vocabulary and
     /// evaluator (made with `--seed`). The report shows mean ± standard
-    /// deviation over the seeds. N times the captioner phases' time.
-    #[arg(long, default_value_t = 1, value_parser = parse_seeds)]
+    /// deviation over the seeds. N times the captioner phases' time: the
+    /// default 3 took 694 s on 2 CPU cores (docs/training.md); `--seeds 1`
+    /// about a third of that, with every output directly under `OUT/`.
+    #[arg(long, default_value_t = 3, value_parser = parse_seeds)]
     pub seeds: u64,
     /// β values of DiCO, at least two, comma-separated (e.g.
     /// `0.05,0.2,1.0`): DiCO runs once per β (models "DiCO β=B", folders
