@@ -106,21 +106,11 @@ std::thread_local! {
     static PLANES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// 64 bytes as a vector.
+/// The 64 bytes of `v` (bytes, or 32 `i16`) as a vector.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn load(bytes: &[u8; 64]) -> __m512i {
-    #[allow(unsafe_code)]
-    // SAFETY: reads the 64 bytes of `bytes` (unaligned loads are allowed).
-    unsafe {
-        _mm512_loadu_si512(bytes.as_ptr().cast())
-    }
-}
-
-/// 32 `i16` as a vector.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn load_i16(v: &[i16; 32]) -> __m512i {
+fn load<T: Copy, const N: usize>(v: &[T; N]) -> __m512i {
+    const { assert!(std::mem::size_of::<[T; N]>() == 64) };
     #[allow(unsafe_code)]
     // SAFETY: reads the 64 bytes of `v` (unaligned loads are allowed).
     unsafe {
@@ -198,7 +188,7 @@ fn deinterleave<const B: usize>(line: &[u8], n: usize, planes: &mut [u8], stride
         let src = &line[k * 64 * B..(k + 1) * 64 * B];
         let mut v = [_mm512_setzero_si512(); 4];
         for (r, v) in v.iter_mut().enumerate().take(B) {
-            *v = load(src[r * 64..(r + 1) * 64].try_into().unwrap());
+            *v = load::<u8, 64>(src[r * 64..(r + 1) * 64].try_into().unwrap());
         }
         for c in 0..B {
             let a = _mm512_permutex2var_epi8(v[0], first[c], v[1]);
@@ -245,17 +235,13 @@ pub(super) fn horizontal_row<const B: usize>(
         let mut second = [_mm512_setzero_si512(); B];
         for c in 0..B {
             let span = &planes[c * stride + base..c * stride + base + SPAN];
-            first[c] = load(span[..64].try_into().unwrap());
-            second[c] = load(span[64..].try_into().unwrap());
+            first[c] = load::<u8, 64>(span[..64].try_into().unwrap());
+            second[c] = load::<u8, 64>(span[64..].try_into().unwrap());
         }
         let mut sum_hi = [_mm512_setzero_si512(); B];
         let mut sum_lo = [_mm512_setzero_si512(); B];
         for j in g * wide.pairs..(g + 1) * wide.pairs {
-            let (index, hi, lo) = (
-                load(&wide.index[j]),
-                load_i16(&wide.hi[j]),
-                load_i16(&wide.lo[j]),
-            );
+            let (index, hi, lo) = (load(&wide.index[j]), load(&wide.hi[j]), load(&wide.lo[j]));
             for c in 0..B {
                 let x = _mm512_maskz_permutex2var_epi8(pairs_lo, first[c], index, second[c]);
                 sum_hi[c] = _mm512_dpwssd_epi32(sum_hi[c], x, hi);
