@@ -437,6 +437,10 @@ fn beta_and_betas_together_or_a_repeated_beta_are_refused() {
         (&["--betas", "-1,0.2"][..], "-1 is not a positive number"),
         (&["--seeds", "0"][..], "the demo trains at least one seed"),
         (
+            &["--seed", "9223372036854775806"][..],
+            "the seeds pass 2^62",
+        ),
+        (
             &["--rl-lr", "-1"][..],
             "--rl-lr -1: the learning rate must be",
         ),

@@ -673,6 +673,20 @@ fn dico_betas(args: &DemoArgs, file_beta: f64) -> anyhow::Result<Vec<f64>> {
 /// Run `demo`.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let total_start = std::time::Instant::now();
+    // The seeds go into the filled phase files as TOML integers (64-bit
+    // signed), with the files' own seeds added: refuse what cannot fit now,
+    // not after some seeds have trained.
+    const MAX_SEED: u64 = 1 << 62;
+    anyhow::ensure!(
+        args.seed
+            .checked_add(args.seeds)
+            .is_some_and(|s| s <= MAX_SEED),
+        "--seed {}: with --seeds {} the seeds pass 2^62, the largest the pipeline files can \
+         hold (TOML integers are 64-bit signed and the files' own seeds are added); use a \
+         smaller --seed",
+        args.seed,
+        args.seeds
+    );
     let out = &args.out;
     let data = out.join("data");
     let spec = WorldSpec {

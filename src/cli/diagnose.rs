@@ -288,12 +288,12 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
 
 /// The XE models of a demo run folder, each with a label for the output:
 /// `RUN/xe` (label empty) or, in a `--seeds` run, every `RUN/seed-S/xe`
-/// (label "seed S "), by seed. Errors when there is none.
+/// (label "seed S "), by seed. Errors when there is none, when a `seed-S`
+/// folder has no XE model (an unfinished run: its seed would be left out
+/// without a word), and when both layouts are there (a one-seed run and a
+/// `--seeds` run in one folder: which one the report describes is not known).
 fn xe_models(run: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let has_model = |dir: &Path| dir.join(CAPTIONER_CONFIG_FILE).is_file();
-    if has_model(&run.join("xe")) {
-        return Ok(vec![(String::new(), run.join("xe"))]);
-    }
     let mut seeds: Vec<(u64, PathBuf)> = std::fs::read_dir(run)
         .with_context(|| format!("listing {}", run.display()))?
         .filter_map(|e| {
@@ -304,11 +304,23 @@ fn xe_models(run: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
                 .strip_prefix("seed-")?
                 .parse()
                 .ok()?;
-            let xe = e.path().join("xe");
-            has_model(&xe).then_some((seed, xe))
+            e.path().is_dir().then(|| (seed, e.path()))
         })
         .collect();
     seeds.sort();
+    let one_seed = run.join("xe");
+    if has_model(&one_seed) {
+        if let Some((_, dir)) = seeds.first() {
+            bail!(
+                "{} holds both a one-seed run's XE model ({}) and a --seeds run's ({} and \
+                 others): remove the stale run's folders, or pass a folder with one run",
+                run.display(),
+                one_seed.display(),
+                dir.join("xe").display()
+            );
+        }
+        return Ok(vec![(String::new(), one_seed)]);
+    }
     if seeds.is_empty() {
         bail!(
             "{} holds no XE model ({1}/xe/{CAPTIONER_CONFIG_FILE}, or \
@@ -318,10 +330,20 @@ fn xe_models(run: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
             run.display()
         );
     }
-    Ok(seeds
+    seeds
         .into_iter()
-        .map(|(seed, dir)| (format!("seed {seed} "), dir))
-        .collect())
+        .map(|(seed, dir)| {
+            let xe = dir.join("xe");
+            anyhow::ensure!(
+                has_model(&xe),
+                "{} has no XE model ({}): that seed's run did not finish; rerun the demo \
+                 (finished phases are kept) or remove the folder",
+                dir.display(),
+                xe.join(CAPTIONER_CONFIG_FILE).display()
+            );
+            Ok((format!("seed {seed} "), xe))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -342,15 +364,27 @@ mod tests {
         for seed in [10, 0, 2] {
             model(&format!("seed-{seed}/xe"));
         }
-        // Not a seed's model: no captioner config, or not a seed folder.
-        std::fs::create_dir_all(run.join("seed-3/xe")).unwrap();
-        model("seed-x/xe");
+        model("seed-x/xe"); // not a seed folder
         let found = xe_models(run).unwrap();
         let labels: Vec<&str> = found.iter().map(|(l, _)| l.as_str()).collect();
         assert_eq!(labels, ["seed 0 ", "seed 2 ", "seed 10 "]);
         assert_eq!(found[2].1, run.join("seed-10/xe"));
-        // A one-seed run's own model.
+        // A seed whose run did not finish is not left out silently.
+        std::fs::create_dir_all(run.join("seed-3/xe")).unwrap();
+        let err = xe_models(run).unwrap_err().to_string();
+        assert!(err.contains("seed-3 has no XE model"), "{err}");
+        std::fs::remove_dir_all(run.join("seed-3")).unwrap();
+        // Both layouts in one folder: refused, naming both.
         model("xe");
+        let err = xe_models(run).unwrap_err().to_string();
+        assert!(
+            err.contains("holds both") && err.contains("seed-0"),
+            "{err}"
+        );
+        // A one-seed run's own model.
+        for seed in [10, 0, 2] {
+            std::fs::remove_dir_all(run.join(format!("seed-{seed}"))).unwrap();
+        }
         assert_eq!(
             xe_models(run).unwrap(),
             vec![(String::new(), run.join("xe"))]
