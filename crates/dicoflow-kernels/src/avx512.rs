@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{output_bands, FixedTaps, HALF, PRECISION_BITS};
+use super::{outputs_at, FixedTaps, HALF, PRECISION_BITS};
 
 /// Outputs per group (32-bit lanes of a 512-bit vector).
 pub(crate) const WIDE: usize = 16;
@@ -206,7 +206,7 @@ fn deinterleave<const B: usize>(line: &[u8], n: usize, planes: &mut [u8], stride
 
 /// The horizontal pass over one row of `B` (1 to 4) interleaved bands, as
 /// [`super::horizontal_row`] (same bytes): whole groups of [`WIDE`] outputs
-/// here, the others by the baseline loop.
+/// here, the others by the baseline loop ([`outputs_at`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
 pub(super) fn horizontal_row<const B: usize>(
     line: &[u8],
@@ -214,7 +214,6 @@ pub(super) fn horizontal_row<const B: usize>(
     wide: &WideTaps,
     out: &mut [u8],
 ) {
-    let w = taps.window;
     let n = line.len() / B;
     let stride = n.div_ceil(64) * 64 + SPAN;
     // The taps' windows lie inside the row (FixedTaps); spans may pass its
@@ -274,9 +273,5 @@ pub(super) fn horizontal_row<const B: usize>(
         store(&mut out[g * WIDE * B..(g + 1) * WIDE * B], px);
     }
     PLANES.set(planes);
-    for i in wide.base.len() * WIDE..taps.len() {
-        let s = taps.starts[i];
-        let k = &taps.coeffs[i * w..(i + 1) * w];
-        output_bands::<B>(&line[s * B..(s + w) * B], k, &mut out[i * B..(i + 1) * B]);
-    }
+    outputs_at::<B>(line, taps, wide.base.len() * WIDE..taps.len(), out);
 }

@@ -260,6 +260,24 @@ fn horizontal_row_bands<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut
     }
 }
 
+/// Outputs `range` of the horizontal pass by the baseline loop, into `out`
+/// (the whole row's output): what the SIMD kernels leave to it (the last
+/// outputs of a row, groups whose reads do not fit their layout).
+#[inline(always)]
+fn outputs_at<const B: usize>(
+    line: &[u8],
+    taps: &FixedTaps,
+    range: std::ops::Range<usize>,
+    out: &mut [u8],
+) {
+    let w = taps.window;
+    for i in range {
+        let s = taps.starts[i];
+        let k = &taps.coeffs[i * w..(i + 1) * w];
+        output_bands::<B>(&line[s * B..(s + w) * B], k, &mut out[i * B..(i + 1) * B]);
+    }
+}
+
 /// One output of [`horizontal_row_bands`]: `px` holds the window's pixels.
 #[inline(always)]
 fn output_bands<const B: usize>(px: &[u8], k: &[i32], o: &mut [u8]) {
@@ -369,7 +387,7 @@ mod avx512;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{output_bands, FixedTaps, BLOCK, HALF, LANES, PRECISION_BITS};
+    use super::{outputs_at, FixedTaps, BLOCK, HALF, LANES, PRECISION_BITS};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
@@ -396,29 +414,24 @@ mod avx2 {
     /// The horizontal pass for 3 or 4 bands by groups of [`LANES`]
     /// consecutive outputs (see [`lanes`]). Groups that are not whole, or
     /// whose last 16-byte read would pass the end of `line`, take
-    /// [`output_bands`].
+    /// [`outputs_at`].
     #[target_feature(enable = "avx2")]
     fn horizontal_row_lanes<const B: usize>(line: &[u8], taps: &FixedTaps, out: &mut [u8]) {
         let w = taps.window;
         let n = taps.len();
-        let one = |i: usize, out: &mut [u8]| {
-            let s = taps.starts[i];
-            let k = &taps.coeffs[i * w..(i + 1) * w];
-            output_bands::<B>(&line[s * B..(s + w) * B], k, &mut out[i * B..(i + 1) * B]);
-        };
         let lane_taps = w.div_ceil(BLOCK) * BLOCK;
         let groups = taps.lane_coeffs.chunks_exact(LANES * lane_taps);
         for (g, k8) in groups.enumerate() {
             let i0 = g * LANES;
             // The last 16-byte load of the group's last lane.
             if taps.starts[i0 + LANES - 1] * B + (lane_taps - BLOCK) * B + 16 > line.len() {
-                (i0..i0 + LANES).for_each(|i| one(i, out));
+                outputs_at::<B>(line, taps, i0..i0 + LANES, out);
                 continue;
             }
             let at = std::array::from_fn(|l| taps.starts[i0 + l] * B);
             lanes::<B>(line, at, k8, &mut out[i0 * B..(i0 + LANES) * B]);
         }
-        (n / LANES * LANES..n).for_each(|i| one(i, out));
+        outputs_at::<B>(line, taps, n / LANES * LANES..n, out);
     }
 
     /// [`LANES`] outputs of `B` (3 or 4) bands, output `l` in 32-bit lane `l`.
