@@ -195,6 +195,15 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         beams: args.beams,
         ..Default::default()
     };
+    // The frozen backbone's features of the test images, by batches of 32:
+    // the same input for every seed's XE model.
+    let features = (0..n)
+        .step_by(32)
+        .map(|start| {
+            let batch = pixels.f_narrow(0, start as i64, 32.min(n - start) as i64)?;
+            Ok((start, tch::no_grad(|| backbone.features(&batch))?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut ranks = Vec::new();
     for (label, xe_dir) in xe {
         let cap_cfg = CaptionerConfig::from_json_file(xe_dir.join(CAPTIONER_CONFIG_FILE))?;
@@ -206,18 +215,16 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             .with_context(|| format!("loading the XE model's weights {}", xe_weights.display()))?;
         let pad = cap_cfg.tokens.pad;
         let (mut candidates, mut rewards) = (Vec::new(), Vec::new());
-        for start in (0..n).step_by(32) {
-            let b = 32.min(n - start);
-            let batch = pixels.f_narrow(0, start as i64, b as i64)?;
+        for (start, batch_features) in &features {
             let decoded = tch::no_grad(|| -> anyhow::Result<_> {
-                let memory = model.encode(&backbone.features(&batch)?)?;
+                let memory = model.encode(batch_features)?;
                 Ok(beam_search(&model, &memory, &opts)?)
             })?;
-            for j in 0..b {
+            for j in 0..32.min(n - start) {
                 let beams: Vec<String> = (0..args.beams)
                     .map(|k| Ok(text.decode(&decoded.sequence(j as i64, k, pad)?)))
                     .collect::<anyhow::Result<_>>()?;
-                rewards.push(score_texts(start + j, &beams)?);
+                rewards.push(score_texts(*start + j, &beams)?);
                 candidates.push(beams);
             }
         }
