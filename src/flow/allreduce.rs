@@ -74,7 +74,8 @@ use crate::train::step::{Gathered, GradientReduce, RowGather};
 /// Values per chunk of the reduce-scatter (256 KiB of f32).
 pub const CHUNK_LEN: usize = 1 << 16;
 
-/// How often a device thread waiting for its reduced gradient checks whether
+/// How often a device thread waiting for its reduced gradient, and the
+/// reduce-scatter holding chunks that wait for other replicas', check whether
 /// the run is stopping.
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
@@ -543,12 +544,14 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
     fn all_reduce(self, replicas: usize, deliver: Option<Sender<Reduced>>, state: Arc<RunState>) {
         let r = replicas.max(1);
         let reduce_state = state.clone();
+        let scope = self.scope();
         let reduced = self
             .exchange(move |c: &GradChunk| c.chunk as u64 % r as u64)
             .unary::<CapacityContainerBuilder<Vec<ReducedChunk>>, _, _, _>(
                 Pipeline,
                 "AllReduce[reduce-scatter]",
-                move |_cap, _info| {
+                move |_cap, info| {
+                    let activator = scope.activator_for(info.address);
                     type Parts = (Capability<BatchTime>, Vec<Option<GradChunk>>);
                     let mut parts: BTreeMap<(BatchTime, Combine, u32), Parts> = BTreeMap::new();
                     move |input, output| {
@@ -620,6 +623,14 @@ impl AllReduceExt for Stream<'_, BatchTime, Vec<GradChunk>> {
                                     parts: Vec::new(),
                                 });
                             }
+                        }
+                        // The run's stop is a flag, not an event of this
+                        // operator's input: while chunks wait here, look at
+                        // it again after a poll, or a stop that comes after
+                        // the last chunk would leave their capabilities held
+                        // and every process of the run waiting for this one.
+                        if !parts.is_empty() {
+                            activator.activate_after(WAIT_POLL);
                         }
                     }
                 },
@@ -752,6 +763,58 @@ mod tests {
             grad: vec![],
         };
         assert_eq!(split(empty, 0).len(), 2);
+    }
+
+    /// A stop that comes after the last chunk, as the only event (a peer's
+    /// failure notice, a device thread's error): the chunks that wait for a
+    /// replica that will never send must be let go, so the run ends.
+    #[test]
+    fn a_stop_after_the_last_chunk_lets_the_waiting_chunks_go() {
+        use std::time::Instant;
+        use timely::dataflow::operators::Input;
+
+        let state = Arc::new(RunState::default());
+        let shared = state.clone();
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let state = shared.clone();
+            let mut input = worker.dataflow::<BatchTime, _, _>(|scope| {
+                let (input, chunks) = scope.new_input::<Vec<GradChunk>>();
+                chunks.all_reduce(2, None, state.clone());
+                input
+            });
+            if worker.index() == 0 {
+                // Replica 0's chunks; replica 1 never sends its own.
+                for c in 0..2 {
+                    input.send(GradChunk {
+                        chunk: c,
+                        chunks: 2,
+                        ..chunk(0, 1.0, vec![1.0])
+                    });
+                }
+            }
+            input.close();
+            // Until the stop, the chunks wait (the run is still on).
+            let waiting = Instant::now();
+            while waiting.elapsed() < Duration::from_millis(300) {
+                assert!(worker.step_or_park(Some(Duration::from_millis(5))));
+            }
+            if worker.index() == 0 {
+                state.fail(FlowError::Timely("a peer failed".into()));
+            }
+            let stopping = Instant::now();
+            while worker.step_or_park(Some(Duration::from_millis(5))) {
+                assert!(
+                    stopping.elapsed() < Duration::from_secs(10),
+                    "worker {}: the waiting chunks were still held 10 s after the stop",
+                    worker.index()
+                );
+            }
+        })
+        .unwrap();
+        for result in guards.join() {
+            result.unwrap();
+        }
+        assert!(state.aborted());
     }
 
     #[test]
