@@ -366,6 +366,7 @@ fn a_run_that_fails_at_start_leaves_the_metrics_log_and_a_resumed_one_appends() 
         keys: vec![],
         samples: 4,
         metrics: BTreeMap::new(),
+        more_metrics: vec![],
         errors: vec![],
     });
     sink.finish();

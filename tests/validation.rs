@@ -464,9 +464,10 @@ fn coco_pipelines_select_as_the_paper_does() {
 }
 
 #[test]
-fn a_batch_line_holds_one_validation_and_the_validation_log_all() {
+fn every_validation_is_in_the_metrics_log_and_the_validation_log() {
     // every = 1: the first batch validates step 0 and step 1; step 1's
-    // values go into the next line, and so on; log.jsonl has every one.
+    // values go into a line of their own after the batch's, so the metrics
+    // log has every validation, the last one included, as log.jsonl has.
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
@@ -479,7 +480,7 @@ fn a_batch_line_holds_one_validation_and_the_validation_log_all() {
     let logged = validations(&s.out);
     assert_eq!(
         logged.keys().copied().collect::<Vec<_>>(),
-        [0, 1, 2, 3, 4, 5]
+        [0, 1, 2, 3, 4, 5, 6]
     );
     let text = std::fs::read_to_string(s.out.join("validation/log.jsonl")).unwrap();
     let all: Vec<BTreeMap<String, f64>> = text
@@ -488,9 +489,22 @@ fn a_batch_line_holds_one_validation_and_the_validation_log_all() {
         .collect();
     let steps: Vec<f64> = all.iter().map(|v| v["val/step"]).collect();
     assert_eq!(steps, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    for v in &all[..6] {
+    for v in &all {
         assert_eq!(v, &logged[&(v["val/step"] as u64)]);
     }
+    // Steps 0 and 1 are logged at the first batch's time, step 1's line
+    // right after the batch's and holding only its validation.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(s.out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v.get("metrics").is_some())
+        .collect();
+    assert_eq!(lines[0]["metrics"]["val/step"], 0.0);
+    assert_eq!(lines[1]["metrics"]["val/step"], 1.0);
+    assert_eq!(lines[0]["time"], lines[1]["time"]);
+    let own = lines[1]["metrics"].as_object().unwrap();
+    assert!(own.keys().all(|k| k.starts_with("val/")), "{own:?}");
     // A second run into the same folder without resume starts a new log.
     train(root, &s, None).unwrap();
     let again = std::fs::read_to_string(s.out.join("validation/log.jsonl")).unwrap();

@@ -95,6 +95,9 @@ pub struct BatchReport {
     pub samples: u64,
     /// Whatever the device stages measured (e.g. loss, reward, pixel mean).
     pub metrics: BTreeMap<String, f64>,
+    /// Further sets measured at this batch, one metrics-log line each
+    /// ([`crate::flow::DeviceBatch::more_metrics`]).
+    pub more_metrics: Vec<BTreeMap<String, f64>>,
     /// Samples the device stages rejected.
     pub errors: Vec<StageError>,
 }

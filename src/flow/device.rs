@@ -502,6 +502,7 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                                 time,
                                 samples,
                                 metrics: BTreeMap::new(),
+                                more_metrics: Vec::new(),
                                 cursors: cursors.values().cloned().collect(),
                             },
                         ));
@@ -541,6 +542,7 @@ impl<'scope> DeviceStageExt<'scope> for Stream<'scope, BatchTime, Vec<Sample>> {
                                     },
                                     samples: batch.samples.len() as u64,
                                     metrics: batch.metrics,
+                                    more_metrics: batch.more_metrics,
                                     errors,
                                 };
                                 output.session(&cap).give(Ok(report));

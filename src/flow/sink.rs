@@ -99,8 +99,9 @@ impl MetricsSink {
         }
     }
 
-    /// Log one finished batch: one JSON object per line, flushed, so a crashed
-    /// run still leaves every finished batch on disk.
+    /// Log one finished batch: one JSON object per line (and one more per set
+    /// in its `more_metrics`), flushed, so a crashed run still leaves every
+    /// finished batch on disk.
     pub fn on_report(&mut self, r: &BatchReport) {
         for e in &r.errors {
             self.telemetry.error(&e.stage, &e.reason);
@@ -124,12 +125,22 @@ impl MetricsSink {
             // The first line of a run that does not resume replaces the
             // earlier log (the file is in append mode: writes go to its end).
             let replace = std::mem::take(&mut self.replace);
+            // A further set measured at the batch gets a line of its own,
+            // with the batch's time and device and nothing counted twice.
+            let mut more = r.more_metrics.iter().map(|m| {
+                json!({
+                    "time": r.time,
+                    "device": r.device,
+                    "metrics": m,
+                })
+            });
             let ok = if replace {
                 log.get_ref().set_len(0)
             } else {
                 Ok(())
             }
             .and_then(|_| writeln!(log, "{line}"))
+            .and_then(|_| more.try_for_each(|m| writeln!(log, "{m}")))
             .and_then(|_| log.flush());
             self.wrote = true;
             if let Err(e) = ok {

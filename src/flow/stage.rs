@@ -92,6 +92,10 @@ pub struct DeviceBatch {
     pub samples: Vec<Sample>,
     /// Numbers to report for this batch (written to the metrics log).
     pub metrics: BTreeMap<String, f64>,
+    /// Further sets of numbers measured at this batch, each logged as a line
+    /// of its own after `metrics`'s (a stage that measured the same names
+    /// twice here: the validations before and after the batch's step).
+    pub more_metrics: Vec<BTreeMap<String, f64>>,
     /// Every source worker's data cursor right after its part of this batch
     /// (for a worker that emitted nothing at `time`: after its last batch
     /// before it), sorted by worker; a worker absent here has emitted no

@@ -155,26 +155,18 @@ pub struct CaptionerStage {
     /// This stage's replica index and count (`flow.devices`; 0 of 1 without
     /// replicas). Only replica 0 validates, writes checkpoints and weights.
     replica: (usize, usize),
-    /// Validation values not yet logged: a batch line holds one validation,
-    /// so when the step-0 validation and the first step's share a batch
-    /// (`every = 1`), the later one goes into the next batch's line (with
-    /// its `val/step`). `out/validation/log.jsonl` has every one.
-    unlogged: std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
 }
 
 fn step_failed(e: crate::train::TrainError) -> StageFailure {
     StageFailure::new("captioner step failed").with_detail(e)
 }
 
-/// Adds validation `values` to the batch's metrics, or queues them when the
-/// batch already carries a validation.
-fn log_validation(
-    batch: &mut DeviceBatch,
-    unlogged: &mut std::collections::VecDeque<std::collections::BTreeMap<String, f64>>,
-    values: std::collections::BTreeMap<String, f64>,
-) {
+/// Adds validation `values` to the batch's metrics or, when the batch
+/// already carries a validation (the step-0 one and the first step's share
+/// a batch with `every = 1`), logs them as a line of their own after it.
+fn log_validation(batch: &mut DeviceBatch, values: std::collections::BTreeMap<String, f64>) {
     if batch.metrics.contains_key("val/step") {
-        unlogged.push_back(values);
+        batch.more_metrics.push(values);
     } else {
         batch.metrics.extend(values);
     }
@@ -250,7 +242,6 @@ impl CaptionerStage {
             checkpoints,
             validator,
             replica,
-            unlogged: Default::default(),
         })
     }
 }
@@ -298,9 +289,6 @@ impl CaptionerStage {
             return Ok(());
         }
         let total_steps = self.settings.train.schedule.total_steps;
-        if let Some(values) = self.unlogged.pop_front() {
-            batch.metrics.extend(values);
-        }
         if let Some(v) = self.validator.as_mut() {
             let step = self.trainer.step_count();
             if step == 0 && v.due(0, total_steps) {
@@ -308,7 +296,7 @@ impl CaptionerStage {
                 let values = v
                     .validate(policy, reward, 0)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
-                log_validation(batch, &mut self.unlogged, values);
+                log_validation(batch, values);
             }
         }
         // The frozen backbone runs once per batch: its features feed the
@@ -422,7 +410,7 @@ impl CaptionerStage {
                 let values = v
                     .validate(policy, reward, step)
                     .map_err(|e| StageFailure::new("validation failed").with_detail(e))?;
-                log_validation(batch, &mut self.unlogged, values);
+                log_validation(batch, values);
             }
         }
         Ok(())
