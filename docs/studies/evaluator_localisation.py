@@ -25,8 +25,11 @@ beats the same caption with one side word swapped (`position_pref`, chance
 the test images.
 
 Differences from dicoflow's evaluator: a word-level tokenizer instead of
-CLIP's BPE, and PyTorch's own initialisation of the attention and MLP
-layers. Without pre-training it shows what `dicoflow diagnose` measures on
+CLIP's BPE; exact GELU instead of the demo's QuickGELU; PyTorch's own
+initialisation of the attention and MLP layers; the `hn` negatives of a
+caption are drawn independently, so they repeat when it has few side words
+(dicoflow's `hard_negatives` draws distinct ones); a side word with a comma
+attached is not swapped; two threads whatever OMP_NUM_THREADS says. Without pre-training it shows what `dicoflow diagnose` measures on
 the demo's evaluator, with or without side-word negatives: a mirror cosine
 of 0.99, so side words cannot move the score.
 
