@@ -114,6 +114,7 @@ fn config(negatives: bool) -> ContrastiveConfig {
             per_caption: 2,
             swap: common::train::world_swap_classes(),
         }),
+        lock_image: false,
     }
 }
 

@@ -24,15 +24,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::train::{
-    assert_same_weight_file, max_weight_diff, one_caption_world, run_keeping_replicas,
-    world_pipeline, world_swap_classes, CrashAt,
+    assert_same_weight_file, max_weight_diff, one_caption_world, read_weights,
+    run_keeping_replicas, world_pipeline, world_swap_classes, CrashAt,
 };
 use dicoflow::flow::{run, DeviceStage, RunOptions, StageSpec};
 use dicoflow::model::clip::ClipConfig;
 use dicoflow::model::weights::save_safetensors;
 use dicoflow::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use dicoflow::train::hard_negatives::HardNegativesConfig;
-use dicoflow::train::stages::{register, EvaluatorStageSettings, WEIGHTS_FILE};
+use dicoflow::train::stages::{register, EvaluatorStage, EvaluatorStageSettings, WEIGHTS_FILE};
 use dicoflow::train::{AdamWConfig, Precision, Schedule};
 use tch::Device;
 
@@ -56,6 +56,7 @@ pub fn world_swaps() -> HardNegativesConfig {
 fn settings(root: &Path, out: &str, steps: u64, negatives: bool) -> EvaluatorStageSettings {
     let clip = ClipConfig::tiny();
     EvaluatorStageSettings {
+        init: None,
         train: ContrastiveConfig {
             context_length: clip.text.context_length as usize,
             clip,
@@ -74,6 +75,7 @@ fn settings(root: &Path, out: &str, steps: u64, negatives: bool) -> EvaluatorSta
             accumulate: 1,
             precision: Precision::Fp32,
             hard_negatives: negatives.then(world_swaps),
+            lock_image: false,
         },
         out: root.join(out),
         device: dicoflow::device::DeviceName::Cpu,
@@ -248,4 +250,68 @@ fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
         let d = max_weight_diff(&full.out.join(WEIGHTS_FILE), &cut.out.join(WEIGHTS_FILE));
         assert_eq!(d, 0.0, "crash after batch {k}");
     }
+}
+
+/// LiT (`train.lock_image` with `init`): the image tower ends with the
+/// `init` weights bit for bit, on one device and on two replicas, while the
+/// text tower and the logit scale train, and the replicas take the steps of
+/// one device; a locked tower without `init` is refused.
+#[test]
+fn a_locked_image_tower_keeps_its_init_weights_and_the_text_tower_trains() {
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    one_caption_world(root, IMAGES);
+    // The starting CLIP: an unlocked run's weights.
+    let start = settings(root, "start", 2, false);
+    train(root, &start, 8, 1);
+    let init = start.out.join(WEIGHTS_FILE);
+    let locked = |out: &str| {
+        let mut s = settings(root, out, 2, true);
+        s.init = Some(init.clone());
+        s.train.lock_image = true;
+        s
+    };
+    let (one, two) = (locked("lit-1"), locked("lit-2"));
+    train(root, &one, 8, 1);
+    train(root, &two, 8, 2);
+    let before = read_weights(&init);
+    for s in [&one, &two] {
+        let after = read_weights(&s.out.join(WEIGHTS_FILE));
+        let mut text_moved: f64 = 0.0;
+        for (name, t) in &before {
+            if name.starts_with("visual.") {
+                assert!(
+                    t.equal(&after[name]),
+                    "{name} changed in {}",
+                    s.out.display()
+                );
+            } else {
+                text_moved = text_moved.max((t - &after[name]).abs().max().double_value(&[]));
+            }
+        }
+        assert!(
+            before.keys().any(|n| n.starts_with("visual.")) && text_moved > 1e-3,
+            "the text tower did not train in {} ({text_moved})",
+            s.out.display()
+        );
+    }
+    let d = max_weight_diff(&one.out.join(WEIGHTS_FILE), &two.out.join(WEIGHTS_FILE));
+    assert!(d < 1e-5, "2 locked replicas differ from 1 device by {d}");
+
+    let mut without_init = locked("lit-no-init");
+    without_init.init = None;
+    let err = EvaluatorStage::try_new(without_init)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("lock_image") && err.contains("`init`"),
+        "{err}"
+    );
+    // An init of another config is an error naming the setting.
+    let mut other = locked("lit-other");
+    other.train.clip.embed_dim *= 2;
+    let err = EvaluatorStage::try_new(other).err().unwrap().to_string();
+    assert!(err.contains("`init`"), "{err}");
 }

@@ -35,6 +35,7 @@ fn contrastive_training_learns_image_caption_matching() {
         accumulate: 1,
         precision: Precision::Fp32,
         hard_negatives: None,
+        lock_image: false,
     };
     let mut trainer = ContrastiveTrainer::new(cfg, Device::Cpu).unwrap();
     let (val_px, val_caps) = world_batch(999, 32);

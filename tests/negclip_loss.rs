@@ -86,6 +86,7 @@ fn trainer(hard_negatives: Option<HardNegativesConfig>) -> ContrastiveTrainer {
         accumulate: 1,
         precision: Precision::Fp32,
         hard_negatives,
+        lock_image: false,
     };
     ContrastiveTrainer::new(cfg, Device::Cpu).unwrap()
 }
@@ -125,6 +126,7 @@ fn the_trainer_adds_swapped_captions_to_the_image_to_text_side() {
             accumulate: 1,
             precision: Precision::Fp32,
             hard_negatives: Some(bad),
+            lock_image: false,
         },
         Device::Cpu,
     )

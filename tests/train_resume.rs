@@ -125,6 +125,7 @@ fn crash_at_batch_4_and_resume(accumulate: u32, checkpoint_every: u64, latest_st
 fn evaluator_settings(root: &Path, out: &str) -> EvaluatorStageSettings {
     let clip = ClipConfig::tiny();
     EvaluatorStageSettings {
+        init: None,
         train: ContrastiveConfig {
             context_length: clip.text.context_length as usize,
             clip,
@@ -140,6 +141,7 @@ fn evaluator_settings(root: &Path, out: &str) -> EvaluatorStageSettings {
             accumulate: 1,
             precision: Precision::Fp32,
             hard_negatives: None,
+            lock_image: false,
         },
         out: root.join(out),
         device: dicoflow::device::DeviceName::Cpu,

@@ -19,6 +19,9 @@ use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
 use crate::train::step::{GradientReduce, RowGather, StepConfig, Stepper, Update};
 
+/// Prefix of the image tower's variables (OpenAI's names).
+const IMAGE_TOWER: &str = "visual.";
+
 /// Per-step numbers of contrastive training.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContrastiveStats {
@@ -62,6 +65,14 @@ pub struct ContrastiveConfig {
     /// (NegCLIP; [`crate::train::hard_negatives`]). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_negatives: Option<HardNegativesConfig>,
+    /// Keep the image tower (`visual.*`) as it starts and train only the
+    /// text tower and the logit scale: locked-image text tuning (LiT, Zhai
+    /// et al. 2022, "LiT: Zero-Shot Transfer with Locked-image text
+    /// Tuning"). The image embeddings are then computed without gradient.
+    /// Default false. A locked tower is only useful when it starts trained:
+    /// `train_evaluator` refuses it without `init`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lock_image: bool,
 }
 
 fn one_batch() -> u32 {
@@ -99,6 +110,15 @@ impl ContrastiveTrainer {
             let vs = VarStore::new(device);
             Clip::new(vs.root(), &cfg.clip).map(|c| (vs, c))
         })?;
+        if cfg.lock_image {
+            // Before the optimizer is built: it takes the variables that
+            // require grad, so a locked tower gets no update and no state.
+            for (name, var) in vs.variables() {
+                if name.starts_with(IMAGE_TOWER) {
+                    let _ = var.set_requires_grad(false);
+                }
+            }
+        }
         let stepper = Stepper::new(
             AdamW::new(&vs, cfg.optimizer),
             StepConfig {
@@ -125,6 +145,22 @@ impl ContrastiveTrainer {
             step: 0,
             gather: None,
         })
+    }
+
+    /// Copies the weights of a trained CLIP (`path`: safetensors in OpenAI's
+    /// or open_clip's naming, as `train_evaluator` writes them) into this
+    /// model, every variable (strict); for a fresh trainer, before any step.
+    ///
+    /// # Errors
+    /// [`TrainError::Model`] when the file cannot be read, or its names or
+    /// shapes do not match this model's config.
+    pub fn load_init(&mut self, path: &std::path::Path) -> Result<(), TrainError> {
+        crate::model::weights::load_safetensors(
+            &mut self.vs,
+            path,
+            crate::model::weights::WeightNaming::Auto,
+        )?;
+        Ok(())
     }
 
     /// Optimizer steps taken.
@@ -199,10 +235,13 @@ impl ContrastiveTrainer {
     ) -> Result<(Tensor, Tensor, Option<Tensor>), TrainError> {
         let model = |e: crate::model::ModelError| TrainError::from(e);
         self.cfg.precision.autocast(|| {
-            let img = self
-                .clip
-                .encode_image(&pixels.f_to_device(self.vs.device())?)
-                .map_err(model)?;
+            let pixels = pixels.f_to_device(self.vs.device())?;
+            let img = if self.cfg.lock_image {
+                tch::no_grad(|| self.clip.encode_image(&pixels))
+            } else {
+                self.clip.encode_image(&pixels)
+            }
+            .map_err(model)?;
             let txt = self.clip.encode_text(ids).map_err(model)?;
             let neg = match negative_ids {
                 Some(n) => Some(self.clip.encode_text(n).map_err(model)?),

@@ -16,7 +16,7 @@ use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
     build_failed, default_device, default_keep_last, device_of, fatal_if_replicated,
-    replica_weights_dir, resolve_total_steps, resume_if_asked, WEIGHTS_FILE,
+    replica_weights_dir, resolve_total_steps, resume_if_asked, StageBuildError, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -25,6 +25,12 @@ use crate::train::stages::tensors::batch_tensors;
 #[serde(deny_unknown_fields)]
 pub struct EvaluatorStageSettings {
     pub train: ContrastiveConfig,
+    /// Starting weights: a trained CLIP of the same config (safetensors, as
+    /// `train_evaluator` writes them, or converted OpenAI/open_clip weights);
+    /// default: a fresh initialisation from `train.seed`. Needed with
+    /// `train.lock_image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     /// Directory for the final weights and config.
     pub out: PathBuf,
     /// `cpu` (default), `cuda`, `cuda:K` or `auto` ([`DeviceName`]).
@@ -64,8 +70,24 @@ impl EvaluatorStage {
             settings.train.accumulate,
         )?;
         let replica = link.as_ref().map_or((0, 1), |l| (l.index(), l.replicas()));
+        if settings.train.lock_image && settings.init.is_none() {
+            return Err(FlowError::StageSetup {
+                stage: "train_evaluator".into(),
+                message: "`train.lock_image = true` keeps the image tower as it starts, and \
+                          without `init` it starts untrained: set `init` to the weights of a \
+                          trained CLIP of this config (e.g. a `train_evaluator` run's \
+                          model.safetensors), or drop `lock_image`"
+                    .into(),
+            });
+        }
         let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(build_failed::<TrainError>("train_evaluator"))?;
+        if let Some(init) = &settings.init {
+            trainer
+                .load_init(init)
+                .map_err(StageBuildError::in_setting("init"))
+                .map_err(build_failed::<StageBuildError>("train_evaluator"))?;
+        }
         if let Some(link) = link {
             trainer.set_replicas(Box::new(link.clone()), Box::new(link));
         }
