@@ -309,9 +309,14 @@ fn a_locked_image_tower_keeps_its_init_weights_and_the_text_tower_trains() {
         err.contains("lock_image") && err.contains("`init`"),
         "{err}"
     );
-    // An init of another config is an error naming the setting.
+    // An init of another config is refused, naming what differs, even where
+    // every weight's shape is the same (heads): the run writes its config
+    // beside its weights.
     let mut other = locked("lit-other");
-    other.train.clip.embed_dim *= 2;
+    other.train.clip.vision.heads = 1;
     let err = EvaluatorStage::try_new(other).err().unwrap().to_string();
-    assert!(err.contains("`init`"), "{err}");
+    assert!(
+        err.contains("`init`") && err.contains("vision.heads is 4 there and 1 in `train.clip`"),
+        "{err}"
+    );
 }

@@ -289,7 +289,9 @@ impl AdamW {
         let expected = 1 + 2 * self.slots.len();
         if tensors.len() != expected {
             return Err(bad(format!(
-                "holds {} tensors, this model's optimizer has {expected}",
+                "holds {} tensors, this model's optimizer has {expected}: the checkpoint was \
+                 written with other trained variables (another model config, or another \
+                 `lock_image`); resume with the settings it was written with",
                 tensors.len()
             )));
         }

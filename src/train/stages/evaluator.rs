@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceName;
 use crate::flow::allreduce::take_replica_link;
 use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
+use crate::model::clip::ClipConfig;
 use crate::train::error::TrainError;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
@@ -25,10 +26,11 @@ use crate::train::stages::tensors::batch_tensors;
 #[serde(deny_unknown_fields)]
 pub struct EvaluatorStageSettings {
     pub train: ContrastiveConfig,
-    /// Starting weights: a trained CLIP of the same config (safetensors, as
-    /// `train_evaluator` writes them, or converted OpenAI/open_clip weights);
-    /// default: a fresh initialisation from `train.seed`. Needed with
-    /// `train.lock_image`.
+    /// Starting weights: a whole trained CLIP of the same config
+    /// (safetensors, as `train_evaluator` writes them, or converted
+    /// OpenAI/open_clip weights); a `clip_config.json` beside them must equal
+    /// `train.clip`. Default: a fresh initialisation from `train.seed`.
+    /// Needed with `train.lock_image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<PathBuf>,
     /// Directory for the final weights and config.
@@ -47,6 +49,86 @@ pub struct EvaluatorStageSettings {
     /// skipping the batches it has seen (bit-identical on CPU).
     #[serde(default)]
     pub resume: bool,
+}
+
+/// The config file `train_evaluator` writes beside its weights.
+const CLIP_CONFIG_FILE: &str = "clip_config.json";
+
+/// Refuses an `init` whose `clip_config.json` (written beside it by
+/// `train_evaluator`) differs from `clip`: heads and `quick_gelu` leave
+/// every weight's shape as it is, so loading alone would take such weights
+/// into another network without a word. Without that file only the names
+/// and shapes are checked, and a warning says so.
+fn check_init_config(init: &std::path::Path, clip: &ClipConfig) -> Result<(), FlowError> {
+    let beside = init.with_file_name(CLIP_CONFIG_FILE);
+    if !beside.is_file() {
+        tracing::warn!(
+            "`init`: no {CLIP_CONFIG_FILE} beside {}: its weights are checked by name and \
+             shape only, so make sure `train.clip` has the heads and `quick_gelu` they were \
+             trained with",
+            init.display()
+        );
+        return Ok(());
+    }
+    let theirs = ClipConfig::from_json_file(&beside)
+        .map_err(StageBuildError::from)
+        .map_err(StageBuildError::in_setting("init"))
+        .map_err(build_failed::<StageBuildError>("train_evaluator"))?;
+    if &theirs == clip {
+        return Ok(());
+    }
+    let (theirs, ours) = (flat_json(&theirs), flat_json(clip));
+    let differ: Vec<String> = theirs
+        .iter()
+        .filter(|(k, v)| ours.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let ours = ours.get(k).map_or("absent".into(), ToString::to_string);
+            format!("{k} is {v} there and {ours} in `train.clip`")
+        })
+        .collect();
+    Err(FlowError::StageSetup {
+        stage: "train_evaluator".into(),
+        message: format!(
+            "`init` was trained with another CLIP config ({}): {}; make `train.clip` equal to \
+             that file",
+            beside.display(),
+            differ.join(", ")
+        ),
+    })
+}
+
+/// `value`'s leaves by dotted path (`vision.heads` → 4).
+fn flat_json(
+    value: &impl serde::Serialize,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    fn walk(
+        prefix: &str,
+        v: serde_json::Value,
+        out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let path = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_owned(), leaf);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(
+        "",
+        serde_json::to_value(value).unwrap_or_default(),
+        &mut out,
+    );
+    out
 }
 
 /// Contrastive CLIP training as a device stage.
@@ -83,6 +165,7 @@ impl EvaluatorStage {
         let mut trainer = ContrastiveTrainer::new(settings.train.clone(), device)
             .map_err(build_failed::<TrainError>("train_evaluator"))?;
         if let Some(init) = &settings.init {
+            check_init_config(init, &settings.train.clip)?;
             trainer
                 .load_init(init)
                 .map_err(StageBuildError::in_setting("init"))
@@ -198,7 +281,7 @@ impl DeviceStage for EvaluatorStage {
         crate::model::weights::save_safetensors(&self.trainer.vs, out.join(WEIGHTS_FILE))
             .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
         let cfg = serde_json::to_string_pretty(&self.settings.train.clip).unwrap_or_default();
-        std::fs::write(out.join("clip_config.json"), cfg)
+        std::fs::write(out.join(CLIP_CONFIG_FILE), cfg)
             .map_err(|e| StageFailure::new("CLIP config not written").with_detail(e))
     }
 }
