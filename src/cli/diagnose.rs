@@ -21,7 +21,7 @@ use crate::model::clip::{Clip, ClipConfig};
 use crate::model::decode::{beam_search, BeamOptions};
 use crate::reward::{ClipScorer, ScoreConfig};
 use crate::text::ClipTokenizer;
-use crate::train::stages::{CAPTIONER_CONFIG_FILE, WEIGHTS_FILE};
+use crate::train::stages::{CAPTIONER_CONFIG_FILE, CLIP_CONFIG_FILE, WEIGHTS_FILE};
 
 /// Arguments of `diagnose`.
 #[derive(Debug, clap::Args)]
@@ -132,7 +132,7 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
 
     // The evaluator, as the demo trained it.
     let eval_dir = run.join("evaluator");
-    let clip_cfg = ClipConfig::from_json_file(eval_dir.join("clip_config.json"))?;
+    let clip_cfg = ClipConfig::from_json_file(eval_dir.join(CLIP_CONFIG_FILE))?;
     let eval_weights = eval_dir.join(WEIGHTS_FILE);
     let (_vs, clip) = Clip::from_safetensors(&eval_weights, &clip_cfg, device)
         .with_context(|| format!("loading {}", eval_weights.display()))?;
@@ -195,13 +195,15 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
         beams: args.beams,
         ..Default::default()
     };
-    // The frozen backbone's features of the test images, by batches of 32:
-    // the same input for every seed's XE model.
+    // The frozen backbone's features of the test images, by batches of 32
+    // (first image, images, features): the same input for every seed's XE
+    // model.
     let features = (0..n)
         .step_by(32)
         .map(|start| {
-            let batch = pixels.f_narrow(0, start as i64, 32.min(n - start) as i64)?;
-            Ok((start, tch::no_grad(|| backbone.features(&batch))?))
+            let b = 32.min(n - start);
+            let batch = pixels.f_narrow(0, start as i64, b as i64)?;
+            Ok((start, b, tch::no_grad(|| backbone.features(&batch))?))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut ranks = Vec::new();
@@ -215,16 +217,16 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<()> {
             .with_context(|| format!("loading the XE model's weights {}", xe_weights.display()))?;
         let pad = cap_cfg.tokens.pad;
         let (mut candidates, mut rewards) = (Vec::new(), Vec::new());
-        for (start, batch_features) in &features {
+        for &(start, b, ref batch_features) in &features {
             let decoded = tch::no_grad(|| -> anyhow::Result<_> {
                 let memory = model.encode(batch_features)?;
                 Ok(beam_search(&model, &memory, &opts)?)
             })?;
-            for j in 0..32.min(n - start) {
+            for j in 0..b {
                 let beams: Vec<String> = (0..args.beams)
                     .map(|k| Ok(text.decode(&decoded.sequence(j as i64, k, pad)?)))
                     .collect::<anyhow::Result<_>>()?;
-                rewards.push(score_texts(*start + j, &beams)?);
+                rewards.push(score_texts(start + j, &beams)?);
                 candidates.push(beams);
             }
         }

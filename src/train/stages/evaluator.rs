@@ -51,8 +51,8 @@ pub struct EvaluatorStageSettings {
     pub resume: bool,
 }
 
-/// The config file `train_evaluator` writes beside its weights.
-const CLIP_CONFIG_FILE: &str = "clip_config.json";
+/// CLIP config a `train_evaluator` stage writes next to its weights.
+pub const CLIP_CONFIG_FILE: &str = "clip_config.json";
 
 /// Refuses an `init` whose `clip_config.json` (written beside it by
 /// `train_evaluator`) differs from `clip`: heads and `quick_gelu` leave

@@ -25,7 +25,7 @@ use crate::flow::{DeviceStage, Registry};
 
 pub use caption::{CaptionStage, CaptionStageSettings};
 pub use captioner::{CaptionerStage, CaptionerStageSettings, CAPTIONER_CONFIG_FILE};
-pub use evaluator::{EvaluatorStage, EvaluatorStageSettings};
+pub use evaluator::{EvaluatorStage, EvaluatorStageSettings, CLIP_CONFIG_FILE};
 pub use reward_cache::{merge_parts_left_open, RewardCacheSettings, RewardCacheStage};
 pub use setup::StageBuildError;
 pub use setup::WEIGHTS_FILE;
