@@ -255,7 +255,8 @@ fn a_replicated_evaluator_run_resumes_to_the_weights_of_an_uninterrupted_one() {
 /// LiT (`train.lock_image` with `init`): the image tower ends with the
 /// `init` weights bit for bit, on one device and on two replicas, while the
 /// text tower and the logit scale train, and the replicas take the steps of
-/// one device; a locked tower without `init` is refused.
+/// one device; a locked tower without `init`, or with an `init` trained
+/// with other heads, is refused.
 #[test]
 fn a_locked_image_tower_keeps_its_init_weights_and_the_text_tower_trains() {
     let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
