@@ -183,8 +183,8 @@ fn with_seeds_shared_paths_stay_and_the_rest_moves_to_the_seed_folder() {
         seed: 7,
         ..fill(out)
     };
-    assert_eq!(SHARED, ["data", "vocab.json", "evaluator"]);
-    let shared_keys = ["backbone", "backbone_config", "evaluator", "vocab"];
+    assert_eq!(SHARED, ["data", "vocab.json", "image_tower", "evaluator"]);
+    let shared_keys = ["backbone", "backbone_config", "evaluator", "vocab", "world"];
     let seed_keys = ["out", "init", "reward_cache", "weights"];
     let mut checked = (0, 0);
     for phase in Phase::ALL {
@@ -226,8 +226,9 @@ fn with_seeds_shared_paths_stay_and_the_rest_moves_to_the_seed_folder() {
         );
         for (key, value) in own {
             let in_seed = Path::new(value).starts_with(&seed_out);
-            // The evaluator is made once: its own output is shared.
-            let want = phase != Phase::Evaluator;
+            // The evaluator and its image tower are made once: their own
+            // outputs (and the tower the evaluator starts from) are shared.
+            let want = !matches!(phase, Phase::Evaluator | Phase::ImageTower);
             assert_eq!(in_seed, want, "{}: {key} = {value}", phase.name());
             checked.1 += 1;
         }

@@ -109,23 +109,27 @@ pub struct DemoArgs {
 }
 
 /// Phases the demo prints as [i/PHASES].
-const PHASES: usize = 8;
+const PHASES: usize = 9;
 
 /// The folder under which the demo's pipeline files name their inputs and
 /// outputs; the demo moves every such path under its `--out`.
 pub const DEMO_ROOT: &str = "runs/demo";
 
 /// What every seed of a `--seeds` run shares, as the first component of a
-/// path under [`DEMO_ROOT`]: the world, the vocabulary and the evaluator.
+/// path under [`DEMO_ROOT`]: the world, the vocabulary, the evaluator's
+/// pre-trained image tower and the evaluator.
 /// Every other path (a captioner's folder, the reward cache, ...) belongs to
 /// one seed and moves under its folder ([`Fill::seed_out`]).
-pub const SHARED: [&str; 3] = ["data", "vocab.json", "evaluator"];
+pub const SHARED: [&str; 4] = ["data", "vocab.json", "image_tower", "evaluator"];
 
 /// A phase of the demo: the name of its file in `pipelines/demo/` (without
 /// `.toml`) and what it does, in the order the demo runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// `train_evaluator`: the contrastive CLIP evaluator.
+    /// `pretrain_image_tower`: the evaluator's image tower, trained on the
+    /// world's scene labels.
+    ImageTower,
+    /// `train_evaluator`: the contrastive CLIP evaluator (LiT on that tower).
     Evaluator,
     /// `train_captioner`, objective `xe`.
     Xe,
@@ -143,7 +147,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in run order.
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
+        Phase::ImageTower,
         Phase::Evaluator,
         Phase::Xe,
         Phase::Dico,
@@ -156,6 +161,7 @@ impl Phase {
     /// The file's name without `.toml`.
     pub fn name(self) -> &'static str {
         match self {
+            Phase::ImageTower => "image_tower",
             Phase::Evaluator => "evaluator",
             Phase::Xe => "xe",
             Phase::Dico => "dico",
@@ -169,6 +175,7 @@ impl Phase {
     /// The copy of `pipelines/demo/NAME.toml` built into the binary.
     pub fn embedded(self) -> &'static str {
         match self {
+            Phase::ImageTower => include_str!("../../pipelines/demo/image_tower.toml"),
             Phase::Evaluator => include_str!("../../pipelines/demo/evaluator.toml"),
             Phase::Xe => include_str!("../../pipelines/demo/xe.toml"),
             Phase::Dico => include_str!("../../pipelines/demo/dico.toml"),
@@ -762,7 +769,24 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}.toml: the stage has no `out` folder", phase.name()))
     };
 
-    // 2. Evaluator: made once, shared by every seed.
+    // 2. The evaluator's image tower, then 3. the evaluator (LiT on it):
+    // made once, shared by every seed.
+    let p = fill_phase(
+        Phase::ImageTower,
+        load_phase(Phase::ImageTower, dir)?,
+        &shared,
+    )?;
+    let tower_dir = out_of(Phase::ImageTower, &p)?;
+    run_phase(
+        &format!(
+            "[2/{PHASES}] image tower pre-training on the scene labels: {} steps of {} images",
+            total_steps(&p),
+            p.flow.batch_size * w as usize
+        ),
+        &p,
+        &tower_dir,
+        w,
+    )?;
     let p = fill_phase(
         Phase::Evaluator,
         load_phase(Phase::Evaluator, dir)?,
@@ -772,7 +796,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let pairs = p.flow.batch_size * w as usize;
     run_phase(
         &format!(
-            "[2/{PHASES}] contrastive evaluator: {} steps of {pairs} pairs",
+            "[3/{PHASES}] contrastive evaluator: {} steps of {pairs} pairs",
             total_steps(&p)
         ),
         &p,
@@ -906,7 +930,7 @@ fn run_seed(
     let xe_dir = out_of(Phase::Xe, &p)?;
     run_phase(
         &format!(
-            "[3/{PHASES}] {tag}XE pre-training: {} steps",
+            "[4/{PHASES}] {tag}XE pre-training: {} steps",
             total_steps(&p)
         ),
         &p,
@@ -933,7 +957,7 @@ fn run_seed(
         run_phase(
             &format!(
                 "[{}/{PHASES}] {tag}{label} fine-tuning: {} steps of {} images × 5 candidates",
-                4 + (i + 1 == rl.len()) as usize,
+                5 + (i + 1 == rl.len()) as usize,
                 total_steps(p),
                 p.flow.batch_size * w as usize
             ),
@@ -948,7 +972,7 @@ fn run_seed(
     //    log-probs cached once (what `dicoflow cache-rewards` does), then DiCO
     //    from the cache with no evaluator or reference model in memory.
     println!(
-        "[6/{PHASES}] {tag}caching the XE model's 5 beams, rewards and reference log-probs per training image"
+        "[7/{PHASES}] {tag}caching the XE model's 5 beams, rewards and reference log-probs per training image"
     );
     let started = std::time::Instant::now();
     let cached = cache_rewards::<RewardCacheSettings>(
@@ -969,7 +993,7 @@ fn run_seed(
     let off_dir = out_of(Phase::DicoOffline, &p)?;
     run_phase(
         &format!(
-            "[7/{PHASES}] {tag}offline DiCO fine-tuning from the cache: {} steps of {} images × 5 candidates",
+            "[8/{PHASES}] {tag}offline DiCO fine-tuning from the cache: {} steps of {} images × 5 candidates",
             total_steps(&p),
             p.flow.batch_size * w as usize
         ),

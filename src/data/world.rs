@@ -115,6 +115,15 @@ pub fn scene_of_key(spec: &WorldSpec, key: &str) -> Option<Scene> {
     row_of_key(spec, key).map(|(split, index)| generate_scene(spec, split, index))
 }
 
+/// The scene and reference captions of the row keyed `key` ([`row_of_key`]),
+/// as [`generate_row`] makes them, without rendering the image.
+pub fn scene_and_captions_of_key(spec: &WorldSpec, key: &str) -> Option<(Scene, Vec<String>)> {
+    let (split, index) = row_of_key(spec, key)?;
+    let (scene, mut rng) = row_scene(spec, split, index);
+    let captions = reference_captions(&scene, &mut rng, CAPTIONS_PER_IMAGE);
+    Some((scene, captions))
+}
+
 /// The [`WorldSpec`] stored in the metadata of the first Parquet shard (by
 /// name) under `dir`: `Ok(None)` when `dir` holds no shard or that shard
 /// stores none (data that is not a synthetic world).

@@ -155,7 +155,21 @@ pub fn load_named_tensors(
 
 /// Writes every variable of `vs` (OpenAI names, CPU, contiguous) to a safetensors file.
 pub fn save_safetensors(vs: &VarStore, path: impl AsRef<Path>) -> Result<(), ModelError> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    save_safetensors_where(vs, path, |_| true)
+}
+
+/// Writes the variables of `vs` whose name `keep` accepts, as
+/// [`save_safetensors`] writes them all.
+pub fn save_safetensors_where(
+    vs: &VarStore,
+    path: impl AsRef<Path>,
+    keep: impl Fn(&str) -> bool,
+) -> Result<(), ModelError> {
+    let vars: BTreeMap<String, Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| keep(name))
+        .collect();
     let mut named = Vec::with_capacity(vars.len());
     for (name, t) in vars {
         let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;

@@ -14,6 +14,7 @@ pub(crate) mod error;
 pub mod evaluator;
 pub mod fluency;
 pub mod hard_negatives;
+pub mod image_tower;
 pub(crate) mod loss_scale;
 pub(crate) mod objective;
 pub mod offline_dico;

@@ -43,6 +43,7 @@
 mod config;
 mod corrupt;
 mod grammar;
+mod labels;
 mod lexicon;
 mod oracle;
 mod parse;
@@ -55,6 +56,7 @@ pub use grammar::{
     caption, reference_captions, BARE_PROBABILITY, PARTIAL_PROBABILITY, RELATION_PROBABILITY,
     SIZE_PROBABILITY,
 };
+pub use labels::{scene_labels, SCENE_LABELS};
 pub use lexicon::{detokenize, tokenize, vocabulary, MAX_CAPTION_WORDS};
 pub use oracle::{judge, Judgement, SEARCH_BUDGET};
 pub use parse::is_grammatical;

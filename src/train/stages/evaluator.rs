@@ -17,7 +17,8 @@ use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
     build_failed, default_device, default_keep_last, device_of, fatal_if_replicated,
-    replica_weights_dir, resolve_total_steps, resume_if_asked, StageBuildError, WEIGHTS_FILE,
+    replica_weights_dir, resolve_total_steps, resume_if_asked, StageBuildError, CLIP_CONFIG_FILE,
+    WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -50,9 +51,6 @@ pub struct EvaluatorStageSettings {
     #[serde(default)]
     pub resume: bool,
 }
-
-/// CLIP config a `train_evaluator` stage writes next to its weights.
-pub const CLIP_CONFIG_FILE: &str = "clip_config.json";
 
 /// Refuses an `init` whose `clip_config.json` (written beside it by
 /// `train_evaluator`) differs from `clip`: heads and `quick_gelu` leave

@@ -9,6 +9,7 @@
 //!
 //! | type | does |
 //! |---|---|
+//! | `pretrain_image_tower` | a CLIP image tower trained to predict the synthetic world's scene labels ([`crate::train::image_tower::ImageTowerTrainer`]) |
 //! | `train_evaluator` | contrastive CLIP training ([`crate::train::evaluator::ContrastiveTrainer`]) |
 //! | `train_captioner` | XE / DiCO / SCST ([`crate::train::captioning::CaptionTrainer`]) |
 //! | `caption` | greedy captions + evaluator scores, appended to a JSONL file |
@@ -17,6 +18,7 @@
 pub(crate) mod caption;
 pub mod captioner;
 pub(crate) mod evaluator;
+pub(crate) mod image_tower;
 pub(crate) mod reward_cache;
 pub(crate) mod setup;
 pub(crate) mod tensors;
@@ -25,10 +27,11 @@ use crate::flow::{DeviceStage, Registry};
 
 pub use caption::{CaptionStage, CaptionStageSettings};
 pub use captioner::{CaptionerStage, CaptionerStageSettings, CAPTIONER_CONFIG_FILE};
-pub use evaluator::{EvaluatorStage, EvaluatorStageSettings, CLIP_CONFIG_FILE};
+pub use evaluator::{EvaluatorStage, EvaluatorStageSettings};
+pub use image_tower::{ImageTowerStage, ImageTowerStageSettings};
 pub use reward_cache::{merge_parts_left_open, RewardCacheSettings, RewardCacheStage};
 pub use setup::StageBuildError;
-pub use setup::WEIGHTS_FILE;
+pub use setup::{CLIP_CONFIG_FILE, WEIGHTS_FILE};
 
 /// The built-in stages plus the training stages.
 pub fn registry() -> Registry {
@@ -39,6 +42,9 @@ pub fn registry() -> Registry {
 
 /// Register the training stages.
 pub fn register(r: &mut Registry) {
+    r.register_device("pretrain_image_tower", |s: ImageTowerStageSettings| {
+        Ok(Box::new(ImageTowerStage::try_new(s)?) as Box<dyn DeviceStage>)
+    });
     r.register_device("train_evaluator", |s: EvaluatorStageSettings| {
         Ok(Box::new(EvaluatorStage::try_new(s)?) as Box<dyn DeviceStage>)
     });
@@ -55,6 +61,7 @@ pub fn register(r: &mut Registry) {
     r.declare_resumable("train_captioner");
     r.set_resume_reader(crate::train::resumable::read_resume_point);
     for placed in [
+        "pretrain_image_tower",
         "train_evaluator",
         "train_captioner",
         "caption",

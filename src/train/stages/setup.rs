@@ -109,6 +109,10 @@ impl StageBuildError {
 /// Weights file a training stage writes into its `out` directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
+/// CLIP config that `train_evaluator` and `pretrain_image_tower` write next
+/// to their weights.
+pub const CLIP_CONFIG_FILE: &str = "clip_config.json";
+
 /// Default `device` of every stage: the CPU.
 pub(crate) fn default_device() -> DeviceName {
     DeviceName::Cpu
