@@ -52,7 +52,7 @@ pub struct DemoArgs {
     /// Run folder: every `runs/demo` path of the pipeline files moves here.
     #[arg(long, default_value = DEMO_ROOT)]
     pub out: PathBuf,
-    /// Folder with the phases' pipeline files (evaluator.toml, xe.toml,
+    /// Folder with the phases' pipeline files (image_tower.toml, evaluator.toml, xe.toml,
     /// dico.toml, scst.toml, reward_cache.toml, dico_offline.toml,
     /// caption.toml) to run instead of the embedded copies of pipelines/demo/.
     #[arg(long)]
@@ -67,7 +67,7 @@ pub struct DemoArgs {
     /// and the training phases' data order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Epochs of contrastive evaluator training (default: evaluator.toml's 4).
+    /// Epochs of contrastive evaluator training (default: evaluator.toml's 12).
     #[arg(long)]
     pub evaluator_epochs: Option<u64>,
     /// Epochs of XE pre-training (default: xe.toml's 8).
