@@ -120,11 +120,23 @@ fn every_demo_phase_fills_into_a_valid_pipeline() {
     let int = |p: &Pipeline, path: &[&str]| setting(p, path).as_integer().unwrap();
 
     // Steps from the data: 200 rows per worker and epoch.
+    let tower = get(Phase::ImageTower);
+    assert_eq!(tower.source.seed, 5);
+    assert_eq!(int(tower, &["train", "seed"]), 5);
+    assert_eq!(
+        int(tower, &["train", "schedule", "total_steps"]),
+        16 * 200 / 32
+    );
     let eval = get(Phase::Evaluator);
     assert_eq!(eval.source.seed, 5);
     assert_eq!(
         int(eval, &["train", "schedule", "total_steps"]),
-        4 * 200 / 32
+        8 * 200 / 32
+    );
+    // The evaluator starts from the tower the image tower phase writes.
+    assert_eq!(
+        setting(eval, &["init"]).as_str(),
+        Some(out.join("image_tower/model.safetensors").to_str().unwrap())
     );
     let xe = get(Phase::Xe);
     assert_eq!(xe.source.seed, 6);

@@ -67,7 +67,7 @@ pub struct DemoArgs {
     /// and the training phases' data order).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Epochs of contrastive evaluator training (default: evaluator.toml's 12).
+    /// Epochs of contrastive evaluator training (default: evaluator.toml's 8).
     #[arg(long)]
     pub evaluator_epochs: Option<u64>,
     /// Epochs of XE pre-training (default: xe.toml's 8).
@@ -76,9 +76,11 @@ pub struct DemoArgs {
     /// Epochs of DiCO, SCST and offline DiCO fine-tuning (default: the files' 1).
     #[arg(long)]
     pub rl_epochs: Option<u64>,
-    /// Learning rate of DiCO, SCST and offline DiCO (default: the files' 3e-6;
-    /// the paper's 1e-6 is for a pre-trained ViT-L/14 captioner, the demo's
-    /// tiny model needs a larger step).
+    /// Learning rate of DiCO, SCST and offline DiCO, all three alike
+    /// (default: the files', 3e-6 for DiCO and offline DiCO and 1e-5 for
+    /// SCST, its rate at a matched reward gain; the paper's 1e-6 is for a
+    /// pre-trained ViT-L/14 captioner, the demo's tiny model needs a larger
+    /// step).
     /// 0 is allowed: the fine-tuned models then equal XE (a sanity check).
     #[arg(long, allow_negative_numbers = true)]
     pub rl_lr: Option<f64>,
@@ -639,7 +641,8 @@ fn dico_betas(args: &DemoArgs, file_beta: f64) -> anyhow::Result<Vec<f64>> {
         // Checked with the β values, before anything is trained.
         anyhow::ensure!(
             lr.is_finite() && lr >= 0.0,
-            "--rl-lr {lr}: the learning rate must be a number of 0 or more (the files' is 3e-6)"
+            "--rl-lr {lr}: the learning rate must be a number of 0 or more (the files' are 3e-6 \
+             for DiCO and offline DiCO, 1e-5 for SCST)"
         );
     }
     let Some(betas) = &args.betas else {
