@@ -774,38 +774,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 
     // 2. The evaluator's image tower, then 3. the evaluator (LiT on it):
     // made once, shared by every seed.
-    let p = fill_phase(
-        Phase::ImageTower,
-        load_phase(Phase::ImageTower, dir)?,
-        &shared,
-    )?;
-    let tower_dir = out_of(Phase::ImageTower, &p)?;
-    run_phase(
-        &format!(
-            "[2/{PHASES}] image tower pre-training on the scene labels: {} steps of {} images",
-            total_steps(&p),
-            p.flow.batch_size * w as usize
-        ),
-        &p,
-        &tower_dir,
-        w,
-    )?;
-    let p = fill_phase(
-        Phase::Evaluator,
-        load_phase(Phase::Evaluator, dir)?,
-        &shared,
-    )?;
-    let eval_dir = out_of(Phase::Evaluator, &p)?;
-    let pairs = p.flow.batch_size * w as usize;
-    run_phase(
-        &format!(
-            "[3/{PHASES}] contrastive evaluator: {} steps of {pairs} pairs",
-            total_steps(&p)
-        ),
-        &p,
-        &eval_dir,
-        w,
-    )?;
+    for (number, phase) in [(2, Phase::ImageTower), (3, Phase::Evaluator)] {
+        let p = fill_phase(phase, load_phase(phase, dir)?, &shared)?;
+        let (steps, n) = (total_steps(&p), p.flow.batch_size * w as usize);
+        let what = match phase {
+            Phase::ImageTower => {
+                format!("image tower pre-training on the scene labels: {steps} steps of {n} images")
+            }
+            _ => format!("contrastive evaluator: {steps} steps of {n} pairs"),
+        };
+        let phase_out = out_of(phase, &p)?;
+        run_phase(&format!("[{number}/{PHASES}] {what}"), &p, &phase_out, w)?;
+    }
 
     let mut runs = Vec::new();
     for k in 0..args.seeds {

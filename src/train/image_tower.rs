@@ -7,7 +7,10 @@
 //! residual block, before `ln_post` and the projection) predicts `labels` independent binary
 //! targets per image (binary cross-entropy with logits, averaged over images
 //! and labels); the image tower and the head train, the text tower and the
-//! logit scale keep their initialisation. The trainer keeps a whole CLIP so
+//! logit scale keep their initialisation. The tower's `ln_post` and `proj`,
+//! which come after the class token, get no gradient either: they keep their
+//! initialisation, so an evaluator that locks this tower (LiT) embeds images
+//! by a fixed random projection of the layer-normed class token. The trainer keeps a whole CLIP so
 //! that what it writes ([`ImageTowerTrainer::save_clip`]) is what
 //! `train_evaluator`'s `init` loads. The trainer is a plain struct fed with
 //! tensors; the `pretrain_image_tower` stage hosts it in the pipeline.
@@ -35,9 +38,13 @@ pub struct ImageTowerConfig {
     /// The CLIP whose image tower trains (the text tower is written as
     /// initialised from `seed`).
     pub clip: ClipConfig,
+    /// AdamW over the image tower and the head.
     pub optimizer: AdamWConfig,
+    /// Learning rate per step (`total_steps` 0 in a stage: from the epochs).
     pub schedule: Schedule,
+    /// Clip the global gradient L2 norm to this value.
     pub grad_clip: Option<f64>,
+    /// Seeds the CLIP's and the head's initialisation.
     pub seed: u64,
 }
 
@@ -49,17 +56,21 @@ pub struct ImageTowerStats {
     /// Share of the batch's present labels (target 1) predicted present
     /// (logit > 0), before the update.
     pub recall: f64,
-    /// Share of the labels predicted present that are present.
+    /// Share of the labels predicted present that are present (1 when none
+    /// is predicted present).
     pub precision: f64,
     /// Gradient norm before clipping.
     pub grad_norm: f64,
+    /// Learning rate of this step.
     pub lr: f64,
 }
 
 /// A CLIP whose image tower trains on multi-label targets, with its head
 /// and optimizer.
 pub struct ImageTowerTrainer {
+    /// Every variable: the CLIP's and the head's.
     pub vs: VarStore,
+    /// The CLIP whose image tower trains.
     pub clip: Clip,
     /// `[labels, width]` and `[labels]`.
     head_weight: Tensor,

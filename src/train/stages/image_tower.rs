@@ -32,6 +32,7 @@ const STAGE: &str = "pretrain_image_tower";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageTowerStageSettings {
+    /// The CLIP, optimizer, schedule, clipping and seed.
     pub train: ImageTowerConfig,
     /// A folder of the synthetic world's shards (e.g. its `train` split, as
     /// `dicoflow synth` or `dicoflow demo` writes them): the world spec
@@ -52,6 +53,14 @@ pub struct ImageTowerStage {
 }
 
 impl ImageTowerStage {
+    /// Builds the stage: refuses several devices, reads the world spec of
+    /// `world` and initialises the trainer.
+    ///
+    /// # Errors
+    /// [`FlowError::StageSetup`] when `flow.devices > 1` or `world` holds no
+    /// synthetic world's shards; [`FlowError::Config`] when `total_steps`
+    /// does not fit the epochs; a build error when the CLIP config is
+    /// invalid or the device is unavailable.
     pub fn try_new(mut settings: ImageTowerStageSettings) -> Result<Self, FlowError> {
         let refuse = |message: String| FlowError::StageSetup {
             stage: STAGE.into(),
@@ -76,7 +85,12 @@ impl ImageTowerStage {
                     settings.world.display()
                 )))
             }
-            Err(e) => return Err(refuse(format!("`world`: {e}"))),
+            Err(e) => {
+                return Err(refuse(format!(
+                    "`world`: {e}; point it at the folder of the synthetic world's shards being \
+                     trained on (e.g. runs/demo/data/train)"
+                )))
+            }
         };
         let trainer = ImageTowerTrainer::new(settings.train.clone(), SCENE_LABELS, device)
             .map_err(build_failed::<TrainError>(STAGE))?;
