@@ -254,10 +254,13 @@ fn bad_inputs_are_errors() {
     let model = Clip::new(vs.root(), &ClipConfig::tiny_test()).unwrap();
     let opts = (Kind::Float, Device::Cpu);
     let bad_size = Tensor::zeros([1, 3, 16, 16], opts);
-    assert!(matches!(
-        model.encode_image(&bad_size),
-        Err(ModelError::BadInput { .. })
-    ));
+    let err = model.encode_image(&bad_size).unwrap_err();
+    assert!(matches!(err, ModelError::BadInput { .. }), "{err}");
+    // It names the setting to change.
+    assert!(
+        err.to_string().contains("the preprocess stage's `size`"),
+        "{err}"
+    );
     let ints = Tensor::zeros([1, 3, 32, 32], (Kind::Int64, Device::Cpu));
     assert!(matches!(
         model.encode_image(&ints),

@@ -92,7 +92,9 @@ impl VisionTransformer {
             return Err(ModelError::BadInput {
                 what: "CLIP vision tower",
                 expected: format!(
-                    "floating-point images [batch, 3, {0}, {0}]",
+                    "floating-point images [batch, 3, {0}, {0}] (the config's \
+                     `vision.image_size`; in a pipeline, make the preprocess stage's `size` \
+                     equal to it)",
                     self.image_size
                 ),
                 found: size,
