@@ -59,6 +59,18 @@ impl std::fmt::Debug for AdamW {
     }
 }
 
+/// Sets `requires_grad = false` on every variable of `vs` whose name
+/// `frozen` accepts. Before [`AdamW::new`], which takes only the variables
+/// that require grad: a frozen variable then gets no update, no weight decay
+/// and no optimizer state.
+pub(crate) fn freeze_where(vs: &VarStore, frozen: impl Fn(&str) -> bool) {
+    for (name, var) in vs.variables() {
+        if frozen(&name) {
+            let _ = var.set_requires_grad(false);
+        }
+    }
+}
+
 impl AdamW {
     /// An optimizer for every trainable variable of `vs`, in name order.
     pub fn new(vs: &VarStore, cfg: AdamWConfig) -> Self {

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::clip::{Clip, ClipConfig};
+use crate::model::clip::{Clip, ClipConfig, IMAGE_TOWER_PREFIX};
 use crate::rng::Rng;
 use crate::text::ClipTokenizer;
-use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::adamw::{freeze_where, AdamW, AdamWConfig};
 use crate::train::contrastive::clip_contrastive_loss_with_negatives;
 use crate::train::error::TrainError;
 use crate::train::hard_negatives::{HardNegatives, HardNegativesConfig};
@@ -18,9 +18,6 @@ use crate::train::loss_scale::LossScaleConfig;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
 use crate::train::step::{GradientReduce, RowGather, StepConfig, Stepper, Update};
-
-/// Prefix of the image tower's variables (OpenAI's names).
-const IMAGE_TOWER: &str = "visual.";
 
 /// Per-step numbers of contrastive training.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -111,13 +108,7 @@ impl ContrastiveTrainer {
             Clip::new(vs.root(), &cfg.clip).map(|c| (vs, c))
         })?;
         if cfg.lock_image {
-            // Before the optimizer is built: it takes the variables that
-            // require grad, so a locked tower gets no update and no state.
-            for (name, var) in vs.variables() {
-                if name.starts_with(IMAGE_TOWER) {
-                    let _ = var.set_requires_grad(false);
-                }
-            }
+            freeze_where(&vs, |name| name.starts_with(IMAGE_TOWER_PREFIX));
         }
         let stepper = Stepper::new(
             AdamW::new(&vs, cfg.optimizer),

@@ -19,15 +19,13 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::model::clip::{Clip, ClipConfig};
-use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::model::clip::{Clip, ClipConfig, IMAGE_TOWER_PREFIX};
+use crate::train::adamw::{freeze_where, AdamW, AdamWConfig};
 use crate::train::error::TrainError;
 use crate::train::precision::Precision;
 use crate::train::schedule::Schedule;
 use crate::train::step::{StepConfig, Stepper, Update};
 
-/// Prefix of the image tower's variables (OpenAI's names).
-const IMAGE_TOWER: &str = "visual.";
 /// Prefix of the label head's variables, which [`ImageTowerTrainer::save_clip`] leaves out.
 const HEAD: &str = "label_head";
 
@@ -77,7 +75,6 @@ pub struct ImageTowerTrainer {
     head_bias: Tensor,
     stepper: Stepper,
     cfg: ImageTowerConfig,
-    labels: i64,
     step: u64,
 }
 
@@ -85,7 +82,7 @@ impl std::fmt::Debug for ImageTowerTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImageTowerTrainer")
             .field("step", &self.step)
-            .field("labels", &self.labels)
+            .field("labels", &self.labels())
             .finish()
     }
 }
@@ -121,13 +118,10 @@ impl ImageTowerTrainer {
             let b = head.var("bias", &[labels], init);
             Ok::<_, TrainError>((vs, clip, w, b))
         })?;
-        // Before the optimizer is built: it takes the variables that require
-        // grad, so the text tower and the logit scale get no update.
-        for (name, var) in vs.variables() {
-            if !name.starts_with(IMAGE_TOWER) && !name.starts_with(HEAD) {
-                let _ = var.set_requires_grad(false);
-            }
-        }
+        // The text tower and the logit scale get no update.
+        freeze_where(&vs, |name| {
+            !name.starts_with(IMAGE_TOWER_PREFIX) && !name.starts_with(HEAD)
+        });
         let stepper = Stepper::new(
             AdamW::new(&vs, cfg.optimizer),
             StepConfig {
@@ -143,7 +137,6 @@ impl ImageTowerTrainer {
             head_bias,
             stepper,
             cfg,
-            labels,
             step: 0,
         })
     }
@@ -151,6 +144,11 @@ impl ImageTowerTrainer {
     /// Optimizer steps taken.
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// Outputs of the head: the labels per image.
+    fn labels(&self) -> i64 {
+        self.head_bias.size()[0]
     }
 
     /// Label logits of `pixels` `[b, 3, H, W]`: `[b, labels]`.
@@ -172,13 +170,13 @@ impl ImageTowerTrainer {
         labels: &Tensor,
     ) -> Result<ImageTowerStats, TrainError> {
         let b = pixels.size().first().copied().unwrap_or(0);
-        if b == 0 || labels.size() != [b, self.labels] {
+        if b == 0 || labels.size() != [b, self.labels()] {
             return Err(TrainError::Shape {
                 what: "image tower step",
                 detail: format!(
                     "{b} images with targets of shape {:?} (expected [{b}, {}])",
                     labels.size(),
-                    self.labels
+                    self.labels()
                 ),
             });
         }

@@ -37,7 +37,7 @@ impl Backbone {
         let visual = VisionTransformer::new(vs.root() / "visual", cfg)?;
         let tensors: Vec<(String, Tensor)> = weights::read_openai_named(path, WeightNaming::Auto)?
             .into_iter()
-            .filter(|(k, _)| k.starts_with("visual."))
+            .filter(|(k, _)| k.starts_with(crate::model::clip::IMAGE_TOWER_PREFIX))
             .collect();
         weights::load_named_tensors(&mut vs, tensors, &PathBuf::from(path))?;
         vs.freeze();

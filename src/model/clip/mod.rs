@@ -17,6 +17,9 @@ pub use vision::{VisionOutput, VisionTransformer};
 use crate::model::weights::{self, WeightNaming};
 use crate::model::ModelError;
 
+/// Prefix of the image tower's variables in OpenAI's names (`visual.conv1.weight`, ...).
+pub const IMAGE_TOWER_PREFIX: &str = "visual.";
+
 /// Similarity logits of a batch of images against a batch of texts.
 #[derive(Debug)]
 pub struct ClipOutput {

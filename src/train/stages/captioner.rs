@@ -17,9 +17,9 @@ use crate::train::fluency::FluencyJudge;
 use crate::train::resumable::StageCheckpoints;
 pub use crate::train::stages::setup::write_replica_weights_to;
 use crate::train::stages::setup::{
-    build_failed, default_device, default_keep_last, device_of, fatal_if_replicated, load_text,
-    replica_weights_dir, resolve_total_steps, resume_if_asked, setting_err, StageBuildError,
-    WEIGHTS_FILE,
+    build_failed, create_out_dir, default_device, default_keep_last, device_of,
+    fatal_if_replicated, load_text, replica_weights_dir, resolve_total_steps, resume_if_asked,
+    setting_err, StageBuildError, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::{batch_tensors, sample_tensors};
 use crate::train::validation::{StageContext, ValidationSettings, Validator};
@@ -442,10 +442,7 @@ impl CaptionerStage {
     /// `out/model.safetensors` (or the validator's choice) and `out/captioner.json`.
     fn write_outputs(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
-        std::fs::create_dir_all(out).map_err(|e| {
-            StageFailure::new("output directory not writable")
-                .with_detail(format!("{}: {e}", out.display()))
-        })?;
+        create_out_dir(out)?;
         let weights = out.join(WEIGHTS_FILE);
         match &self.validator {
             Some(v) => v.write_model(&self.trainer.policy, &weights),

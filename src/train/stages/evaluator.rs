@@ -16,9 +16,9 @@ use crate::train::error::TrainError;
 use crate::train::evaluator::{ContrastiveConfig, ContrastiveTrainer};
 use crate::train::resumable::StageCheckpoints;
 use crate::train::stages::setup::{
-    build_failed, default_device, default_keep_last, device_of, fatal_if_replicated,
-    replica_weights_dir, resolve_total_steps, resume_if_asked, StageBuildError, CLIP_CONFIG_FILE,
-    WEIGHTS_FILE,
+    build_failed, create_out_dir, default_device, default_keep_last, device_of,
+    fatal_if_replicated, replica_weights_dir, resolve_total_steps, resume_if_asked,
+    write_clip_config, StageBuildError, CLIP_CONFIG_FILE, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -272,14 +272,9 @@ impl DeviceStage for EvaluatorStage {
             return Ok(()); // replica 0 writes the outputs
         }
         let out = &self.settings.out;
-        std::fs::create_dir_all(out).map_err(|e| {
-            StageFailure::new("output directory not writable")
-                .with_detail(format!("{}: {e}", out.display()))
-        })?;
+        create_out_dir(out)?;
         crate::model::weights::save_safetensors(&self.trainer.vs, out.join(WEIGHTS_FILE))
             .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
-        let cfg = serde_json::to_string_pretty(&self.settings.train.clip).unwrap_or_default();
-        std::fs::write(out.join(CLIP_CONFIG_FILE), cfg)
-            .map_err(|e| StageFailure::new("CLIP config not written").with_detail(e))
+        write_clip_config(out, &self.settings.train.clip)
     }
 }

@@ -22,7 +22,8 @@ use crate::flow::{DeviceBatch, DeviceStage, FlowError, StageFailure};
 use crate::train::error::TrainError;
 use crate::train::image_tower::{ImageTowerConfig, ImageTowerTrainer};
 use crate::train::stages::setup::{
-    build_failed, default_device, device_of, resolve_total_steps, CLIP_CONFIG_FILE, WEIGHTS_FILE,
+    build_failed, create_out_dir, default_device, device_of, resolve_total_steps,
+    write_clip_config, WEIGHTS_FILE,
 };
 use crate::train::stages::tensors::batch_tensors;
 
@@ -104,8 +105,8 @@ impl ImageTowerStage {
     /// `[n, SCENE_LABELS]` targets of the batch's rows, from their keys.
     fn labels(&self, batch: &DeviceBatch) -> Result<Tensor, StageFailure> {
         let mut flat = Vec::with_capacity(batch.samples.len() * SCENE_LABELS);
+        let world = self.settings.world.display();
         for sample in &batch.samples {
-            let world = self.settings.world.display();
             let Some((scene, captions)) = scene_and_captions_of_key(&self.spec, &sample.key) else {
                 return Err(StageFailure::fatal("a row is not of the world in `world`")
                     .with_detail(format!(
@@ -161,15 +162,10 @@ impl DeviceStage for ImageTowerStage {
 
     fn finish(&mut self) -> Result<(), StageFailure> {
         let out = &self.settings.out;
-        std::fs::create_dir_all(out).map_err(|e| {
-            StageFailure::new("output directory not writable")
-                .with_detail(format!("{}: {e}", out.display()))
-        })?;
+        create_out_dir(out)?;
         self.trainer
             .save_clip(&out.join(WEIGHTS_FILE))
             .map_err(|e| StageFailure::new("weights not written").with_detail(e))?;
-        let cfg = serde_json::to_string_pretty(&self.settings.train.clip).unwrap_or_default();
-        std::fs::write(out.join(CLIP_CONFIG_FILE), cfg)
-            .map_err(|e| StageFailure::new("CLIP config not written").with_detail(e))
+        write_clip_config(out, &self.settings.train.clip)
     }
 }

@@ -218,6 +218,22 @@ pub fn write_replica_weights_to(dir: Option<PathBuf>) {
         .unwrap_or_else(|e| e.into_inner()) = dir;
 }
 
+/// Creates a stage's `out` folder (and its parents) for its final outputs.
+pub(crate) fn create_out_dir(out: &Path) -> Result<(), StageFailure> {
+    std::fs::create_dir_all(out).map_err(|e| {
+        StageFailure::new("output directory not writable")
+            .with_detail(format!("{}: {e}", out.display()))
+    })
+}
+
+/// Writes `clip` as `out/`[`CLIP_CONFIG_FILE`] (pretty JSON), beside the
+/// weights of a stage that trains a CLIP.
+pub(crate) fn write_clip_config(out: &Path, clip: &ClipConfig) -> Result<(), StageFailure> {
+    let cfg = serde_json::to_string_pretty(clip).unwrap_or_default();
+    std::fs::write(out.join(CLIP_CONFIG_FILE), cfg)
+        .map_err(|e| StageFailure::new("CLIP config not written").with_detail(e))
+}
+
 /// The directory of [`write_replica_weights_to`], if set.
 pub(crate) fn replica_weights_dir() -> Option<PathBuf> {
     REPLICA_WEIGHTS_DIR
