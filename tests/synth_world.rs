@@ -3,9 +3,10 @@
 //! serialisable scenes with unambiguous geometry.
 
 use dicoflow::data::synth::{
-    detokenize, is_grammatical, judge, layout_is_valid, reference_captions, render, sample_scene,
-    tokenize, vocabulary, Background, Colour, GradientDirection, Object, Relation, Scene, Shape,
-    Size, WorldConfig, ALIGN_TOLERANCE, MAX_CAPTION_WORDS, RELATION_MARGIN,
+    corrupt, detokenize, is_grammatical, judge, layout_is_valid, reference_captions, render,
+    sample_scene, tokenize, vocabulary, Background, Colour, Corruption, FactCounts, FactKind,
+    GradientDirection, Object, Relation, Scene, Shape, Size, WorldConfig, ALIGN_TOLERANCE,
+    MAX_CAPTION_WORDS, RELATION_MARGIN,
 };
 use dicoflow::rng::Rng;
 
@@ -288,6 +289,107 @@ fn hand_made_scene_scores_exactly() {
     assert_eq!((both.precision, both.recall), (1.0, 1.0));
     assert_eq!((one.precision, one.recall), (1.0, 0.5));
     assert!(one.f1() < both.f1());
+}
+
+/// A kind of claim, how many were stated and how many of those are true.
+type KindCount = (FactKind, usize, usize);
+
+#[test]
+fn claims_are_counted_by_kind() {
+    use FactKind::*;
+    let scene = two_object_scene();
+    // caption, then (kind, stated, true) for every kind stated; others are 0.
+    let cases: &[(&str, &[KindCount])] = &[
+        (
+            "a red circle on the left and a big blue square in the top right",
+            &[
+                (Colour, 2, 2),
+                (Shape, 2, 2),
+                (Size, 1, 1),
+                (Row, 1, 1),
+                (Column, 2, 2),
+            ],
+        ),
+        (
+            "three shapes: a red circle, a blue box and a green cross",
+            &[(Colour, 3, 2), (Shape, 3, 2), (Count, 1, 0)],
+        ),
+        (
+            "a red circle to the right of a blue square",
+            &[(Colour, 2, 2), (Shape, 2, 2), (Relation, 1, 0)],
+        ),
+        (
+            "the blue square is above the red circle",
+            &[(Colour, 2, 2), (Shape, 2, 2), (Relation, 1, 1)],
+        ),
+        (
+            "a small red circle at the top",
+            &[(Colour, 1, 1), (Shape, 1, 1), (Size, 1, 1), (Row, 1, 0)],
+        ),
+        // One referent matched by its shape: the colour is the false claim.
+        (
+            "a blue circle on the left",
+            &[(Colour, 1, 0), (Shape, 1, 1), (Column, 1, 1)],
+        ),
+        ("a green triangle", &[(Colour, 1, 0), (Shape, 1, 0)]),
+        ("", &[]),
+    ];
+    for &(c, expected) in cases {
+        let j = judge(&scene, c);
+        for kind in FactKind::ALL {
+            let (stated, true_facts) = expected
+                .iter()
+                .find(|e| e.0 == kind)
+                .map_or((0, 0), |e| (e.1, e.2));
+            let k = kind as usize;
+            assert_eq!(
+                (j.by_kind.stated[k], j.by_kind.true_facts[k]),
+                (stated, true_facts),
+                "{c}: {}",
+                kind.name()
+            );
+        }
+    }
+    // Over references and their corruptions the kinds add up to the totals,
+    // and summing counts gives the micro-averaged precision of each kind.
+    let mut sum = FactCounts::default();
+    let (mut stated, mut true_facts) = ([0usize; 7], [0usize; 7]);
+    for (scene, caps) in world(11, 300) {
+        for caption in caps.iter().flat_map(|c| {
+            std::iter::once(c.clone()).chain(
+                Corruption::ALL
+                    .into_iter()
+                    .flat_map(|k| corrupt(&scene, c, k, &mut Rng::new(5))),
+            )
+        }) {
+            let j = judge(&scene, &caption);
+            assert_eq!(
+                j.by_kind.stated.iter().sum::<usize>(),
+                j.stated_facts,
+                "{caption}"
+            );
+            assert_eq!(
+                j.by_kind.true_facts.iter().sum::<usize>(),
+                j.true_facts,
+                "{caption}"
+            );
+            for k in 0..7 {
+                stated[k] += j.by_kind.stated[k];
+                true_facts[k] += j.by_kind.true_facts[k];
+            }
+            sum.add(&j.by_kind);
+        }
+    }
+    for kind in FactKind::ALL {
+        let k = kind as usize;
+        assert!(stated[k] > 0, "{}", kind.name());
+        assert_eq!(
+            sum.precision(kind),
+            Some(true_facts[k] as f64 / stated[k] as f64)
+        );
+    }
+    assert!(sum.precision(Shape).unwrap() < 1.0);
+    assert_eq!(FactCounts::default().precision(Relation), None);
 }
 
 #[test]

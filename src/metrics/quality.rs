@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::synth::{corrupt, judge, Corruption, Judgement, Scene};
+use crate::data::synth::{corrupt, judge, Corruption, FactCounts, Judgement, Scene};
 use crate::metrics::coco::ImageId;
 use crate::metrics::error::MetricsError;
 use crate::metrics::evaluate::{Evaluator, Metric};
@@ -29,6 +29,10 @@ pub struct CaptionQuality {
     pub words: f64,
     /// CIDEr-D against the reference captions, as the COCO toolkit computes it.
     pub cider_d: f64,
+    /// Stated and true claims by kind, summed over the captions
+    /// ([`FactCounts::precision`] gives each kind's micro-averaged precision).
+    #[serde(default)]
+    pub facts: FactCounts,
 }
 
 /// Whether some span of 1–4 words is immediately repeated ("circle circle",
@@ -68,6 +72,7 @@ pub fn caption_quality(
         q.grammatical += j.grammatical as u8 as f64;
         q.precision += j.precision;
         q.recall += j.recall;
+        q.facts.add(&j.by_kind);
         q.repetition += has_immediate_repeat(caption) as u8 as f64;
         q.words += caption.split_whitespace().count() as f64;
     }

@@ -58,7 +58,7 @@ pub use grammar::{
 };
 pub use labels::{scene_labels, SCENE_LABELS};
 pub use lexicon::{detokenize, tokenize, vocabulary, MAX_CAPTION_WORDS};
-pub use oracle::{judge, Judgement, SEARCH_BUDGET};
+pub use oracle::{judge, FactCounts, FactKind, Judgement, SEARCH_BUDGET};
 pub use parse::is_grammatical;
 pub use render::render;
 pub use scene::{

@@ -40,6 +40,90 @@ pub struct Judgement {
     pub scene_objects: usize,
     /// Tokens outside the caption vocabulary (a trailing period excluded).
     pub unknown_words: usize,
+    /// `stated_facts` and `true_facts` split by kind of claim (same matching).
+    #[serde(default)]
+    pub by_kind: FactCounts,
+}
+
+/// The kinds of atomic claim the judge counts (`datasets/synthetic_world.md`,
+/// "Scoring"): what a caption says about an object's colour, shape, size, grid
+/// row or grid column, a relation between two objects, or the object count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactKind {
+    Colour,
+    Shape,
+    Size,
+    Row,
+    Column,
+    /// Left of / right of, above / below.
+    Relation,
+    Count,
+}
+
+impl FactKind {
+    /// Every kind, in the order of [`FactCounts`]' arrays.
+    pub const ALL: [FactKind; 7] = [
+        FactKind::Colour,
+        FactKind::Shape,
+        FactKind::Size,
+        FactKind::Row,
+        FactKind::Column,
+        FactKind::Relation,
+        FactKind::Count,
+    ];
+
+    /// Lower-case name, as in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FactKind::Colour => "colour",
+            FactKind::Shape => "shape",
+            FactKind::Size => "size",
+            FactKind::Row => "row",
+            FactKind::Column => "column",
+            FactKind::Relation => "relation",
+            FactKind::Count => "count",
+        }
+    }
+
+    fn of(fact: Fact) -> Self {
+        match fact {
+            Fact::Colour(..) => FactKind::Colour,
+            Fact::Shape(..) => FactKind::Shape,
+            Fact::Size(..) => FactKind::Size,
+            Fact::Row(..) => FactKind::Row,
+            Fact::Col(..) => FactKind::Column,
+            Fact::LeftOf(..) | Fact::Above(..) => FactKind::Relation,
+            Fact::Count(_) => FactKind::Count,
+        }
+    }
+}
+
+/// Stated and true claims per [`FactKind`] (indexed by `kind as usize`), for
+/// one caption or summed over many: where a captioner's precision is lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactCounts {
+    /// Claims stated, per kind.
+    pub stated: [usize; 7],
+    /// Of those, claims that hold under the judge's matching, per kind.
+    pub true_facts: [usize; 7],
+}
+
+impl FactCounts {
+    /// Adds `other`'s counts to these (summing over captions).
+    pub fn add(&mut self, other: &FactCounts) {
+        for k in 0..FactKind::ALL.len() {
+            self.stated[k] += other.stated[k];
+            self.true_facts[k] += other.true_facts[k];
+        }
+    }
+
+    /// `true / stated` of one kind (micro-averaged when summed over captions);
+    /// `None` when no claim of that kind was stated.
+    pub fn precision(&self, kind: FactKind) -> Option<f64> {
+        let k = kind as usize;
+        (self.stated[k] > 0).then(|| self.true_facts[k] as f64 / self.stated[k] as f64)
+    }
 }
 
 impl Judgement {
@@ -71,7 +155,14 @@ pub fn judge(scene: &Scene, caption: &str) -> Judgement {
     let grammatical = recognise(&words);
     let unknown_words = words.iter().filter(|w| !is_known(w)).count();
     let claims = extract_claims(&words);
-    let (true_facts, objects_recalled) = best_matching(scene, &claims);
+    let (true_facts, objects_recalled, assign) = best_matching(scene, &claims);
+    let mut by_kind = FactCounts::default();
+    for &fact in &claims.facts {
+        let k = FactKind::of(fact) as usize;
+        by_kind.stated[k] += 1;
+        by_kind.true_facts[k] += usize::from(holds(scene, fact, &assign));
+    }
+    debug_assert_eq!(by_kind.true_facts.iter().sum::<usize>(), true_facts);
     let stated_facts = claims.facts.len();
     let scene_objects = scene.objects.len();
     Judgement {
@@ -92,12 +183,13 @@ pub fn judge(scene: &Scene, caption: &str) -> Judgement {
         objects_recalled,
         scene_objects,
         unknown_words,
+        by_kind,
     }
 }
 
 /// Branch-and-bound over injective matchings of referents to objects;
-/// returns (true facts, recalled objects) of the best one.
-fn best_matching(scene: &Scene, claims: &Claims) -> (usize, usize) {
+/// returns (true facts, recalled objects, each referent's object) of the best one.
+fn best_matching(scene: &Scene, claims: &Claims) -> (usize, usize, Vec<Option<usize>>) {
     let m = claims.entities.len();
     // Facts are scored as soon as their last referent is decided.
     let mut buckets: Vec<Vec<Fact>> = vec![Vec::new(); m];
@@ -160,11 +252,12 @@ fn best_matching(scene: &Scene, claims: &Claims) -> (usize, usize) {
         assign: vec![None; m],
         used: vec![false; scene.objects.len()],
         best: None,
+        best_assign: vec![None; m],
         nodes: 0,
     };
     search.visit(0, 0, 0);
     let (r, t) = search.best.unwrap_or((0, 0));
-    (t + constant_true, r)
+    (t + constant_true, r, search.best_assign)
 }
 
 /// The highest referent index a fact mentions (`None` for a count).
@@ -225,6 +318,7 @@ struct Search<'a> {
     assign: Vec<Option<usize>>,
     used: Vec<bool>,
     best: Option<(usize, usize)>,
+    best_assign: Vec<Option<usize>>,
     nodes: usize,
 }
 
@@ -236,6 +330,7 @@ impl Search<'_> {
             let score = (recalled_so_far, true_so_far);
             if self.best.is_none_or(|b| score > b) {
                 self.best = Some(score);
+                self.best_assign.clone_from(&self.assign);
             }
             return;
         }
