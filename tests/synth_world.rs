@@ -350,6 +350,23 @@ fn claims_are_counted_by_kind() {
             );
         }
     }
+    // Tied matchings: the violet cross as the purple circle (top left: its row
+    // and column true, the relation false) or as the purple square (top right:
+    // row and relation true, column false) make 4 of 7 facts true either way;
+    // the judge keeps the first, which tries the most true one-referent facts
+    // first (datasets/synthetic_world.md, "Matching referents to objects").
+    let tied = Scene::from_json(
+        r#"{"objects":[{"shape":"square","colour":"purple","size":"small","x":0.83203125,"y":0.2685546875},{"shape":"square","colour":"green","size":"small","x":0.4697265625,"y":0.6123046875},{"shape":"circle","colour":"purple","size":"large","x":0.23046875,"y":0.2236328125}],"background":{"from":[61,67,81],"to":[144,142,128],"direction":"anti_diagonal","noise":6,"noise_seed":2430590702}}"#,
+    )
+    .unwrap();
+    let j = judge(
+        &tied,
+        "a violet cross in the top left corner and a green cross left of a violet cross",
+    );
+    assert_eq!((j.stated_facts, j.true_facts), (7, 4));
+    assert_eq!(j.by_kind.stated, [2, 2, 0, 1, 1, 1, 0]);
+    assert_eq!(j.by_kind.true_facts, [2, 0, 0, 1, 1, 0, 0]);
+
     // Over references and their corruptions the kinds add up to the totals,
     // and summing counts gives the micro-averaged precision of each kind.
     let mut sum = FactCounts::default();

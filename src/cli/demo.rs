@@ -1084,8 +1084,8 @@ fn mean_sd_table(runs: &[SeedRun]) -> String {
 }
 
 /// Each model's precision per kind of claim (the oracle's matching), mean ±
-/// sample standard deviation over the seeds that stated claims of that kind;
-/// "–" where none did.
+/// sample standard deviation over the seeds that stated claims of that kind,
+/// with how many those are when not all; "–" where none did.
 fn claim_kind_table(runs: &[SeedRun]) -> String {
     let mut r = String::from("| model |");
     for kind in FactKind::ALL {
@@ -1110,9 +1110,13 @@ fn claim_kind_table(runs: &[SeedRun]) -> String {
             }
             let m = mean(&xs);
             match sample_sd(&xs) {
-                Some(sd) => r.push_str(&format!(" {m:.3} ± {sd:.3} |")),
-                None => r.push_str(&format!(" {m:.3} |")),
+                Some(sd) => r.push_str(&format!(" {m:.3} ± {sd:.3}")),
+                None => r.push_str(&format!(" {m:.3}")),
             }
+            if xs.len() < runs.len() {
+                r.push_str(&format!(" ({} of {} seeds)", xs.len(), runs.len()));
+            }
+            r.push_str(" |");
         }
         r.push('\n');
     }
@@ -1172,7 +1176,12 @@ fn render_report(
          `datasets/synthetic_world.md`, section 4): where precision is lost.",
     );
     if several {
-        r.push_str(" Mean ± sample standard deviation over the seeds.");
+        r.push_str(
+            " Mean ± sample standard deviation over the seeds whose captions state claims of \
+             that kind (all, unless the cell says how many); \"–\": none did.",
+        );
+    } else {
+        r.push_str(" \"–\": the captions state no claim of that kind.");
     }
     r.push_str("\n\n");
     r.push_str(&claim_kind_table(runs));
@@ -1301,7 +1310,7 @@ mod tests {
         let table = claim_kind_table(&[run(0, (8, 2), (0, 0)), run(1, (4, 2), (3, 3))]);
         let row = table.lines().nth(2).unwrap();
         assert_eq!(
-            row, "| XE | – | 0.375 ± 0.177 | – | – | – | 1.000 | – |",
+            row, "| XE | – | 0.375 ± 0.177 | – | – | – | 1.000 (1 of 2 seeds) | – |",
             "{table}"
         );
         assert!(table

@@ -46,7 +46,7 @@ pub struct Judgement {
 }
 
 /// The kinds of atomic claim the judge counts (`datasets/synthetic_world.md`,
-/// "Scoring"): what a caption says about an object's colour, shape, size, grid
+/// section 4, "Claims"): what a caption says about an object's colour, shape, size, grid
 /// row or grid column, a relation between two objects, or the object count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,7 +143,9 @@ impl Judgement {
 /// Claims come from the lenient extractor (identical to a full parse on
 /// grammatical captions). Referents are matched one-to-one to scene objects,
 /// choosing the matching that recalls the most objects and, among those, makes
-/// the most claims true (then the first found); a referent may only match an
+/// the most claims true (then the first found: referents in order of mention,
+/// each trying its compatible objects with the most true one-referent claims
+/// first, ties by object index, then no object); a referent may only match an
 /// object that shares its shape or its colour — a mention wrong in both
 /// refers to nothing.
 pub fn judge(scene: &Scene, caption: &str) -> Judgement {
