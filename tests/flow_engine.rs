@@ -357,22 +357,39 @@ fn a_run_that_fails_at_start_leaves_the_metrics_log_and_a_resumed_one_appends() 
     assert!(run(&broken, &reg, &into_new).is_err());
     assert!(!runs.path().join("new").exists());
 
-    // A resumed run's lines follow the earlier ones.
-    let telemetry = std::sync::Arc::new(dicoflow::flow::telemetry::Telemetry::default());
-    let mut sink = MetricsSink::try_new(telemetry, Some(runs.path()), None, None, true).unwrap();
-    sink.on_report(&dicoflow::flow::BatchReport {
-        time: 6,
-        device: 0,
-        keys: vec![],
-        samples: 4,
-        metrics: BTreeMap::new(),
-        more_metrics: vec![],
-        errors: vec![],
-    });
-    sink.finish();
-    let appended = std::fs::read_to_string(&log).unwrap();
+    // A resumed run's lines follow the earlier ones up to its checkpoint's
+    // batch: from the last batch, all of them.
+    let resume_at = |after: u64, time: u64| {
+        let telemetry = std::sync::Arc::new(dicoflow::flow::telemetry::Telemetry::default());
+        let mut sink =
+            MetricsSink::try_new(telemetry, Some(runs.path()), None, None, Some(after)).unwrap();
+        sink.on_report(&dicoflow::flow::BatchReport {
+            time,
+            device: 0,
+            keys: vec![],
+            samples: 4,
+            metrics: BTreeMap::new(),
+            more_metrics: vec![],
+            errors: vec![],
+        });
+        sink.finish();
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let times = |text: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["time"].as_u64())
+            .collect()
+    };
+    assert_eq!(times(&first), [0, 1, 2, 3, 4, 5]);
+    let appended = resume_at(5, 6);
     assert!(appended.starts_with(&first), "{appended}");
     assert_eq!(appended.lines().count(), 9);
+    // From a checkpoint after batch 2: batches 3–6 and the summaries after
+    // them were trained past it, and are logged again by the resumed run only.
+    let rewound = resume_at(2, 3);
+    assert_eq!(times(&rewound), [0, 1, 2, 3]);
+    assert_eq!(rewound.lines().count(), 5, "{rewound}");
+    assert!(rewound.lines().last().unwrap().starts_with("{\"summary\""));
 
     // Another run replaces the log.
     run(&pipeline(data.path(), 4, 2), &reg, &opts).unwrap();

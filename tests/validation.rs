@@ -367,6 +367,26 @@ fn a_resumed_run_keeps_the_best_so_far() {
     );
     assert_eq!(a, b);
     assert_eq!(a["step"], best_step(&vals, "val/CIDEr", higher));
+
+    // The resumed run's logs hold every batch and validation once, with the
+    // uninterrupted run's values (`validations` refuses a step logged twice).
+    assert_eq!(validations(&interrupted.out), validations(&straight.out));
+    let batches = |out: &Path| -> Vec<(u64, serde_json::Value)> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("samples").is_some())
+            .map(|v| (v["time"].as_u64().unwrap(), v["metrics"].clone()))
+            .collect()
+    };
+    assert_eq!(batches(&interrupted.out), batches(&straight.out));
+    let validation_log =
+        |out: &Path| std::fs::read_to_string(out.join("validation/log.jsonl")).unwrap();
+    assert_eq!(
+        validation_log(&interrupted.out),
+        validation_log(&straight.out)
+    );
 }
 
 fn build_error(root: &Path, vocab: &Vocab, v: ValidationSettings) -> String {

@@ -17,6 +17,7 @@
 //! - `peers`: a lost process of a cluster run stops the others with
 //!   [`FlowError::PeerLost`];
 //! - [`sink`]: error counts, the JSONL metrics log, the progress bar;
+//!   [`log_rewind`]: a resumed run's logs cut back to its checkpoint;
 //! - `stage`, `registry`, `pipeline`: the Stage API, stage types by
 //!   name, pipeline files;
 //! - [`telemetry`]: per-stage counters and the summary table.
@@ -31,6 +32,7 @@ pub(crate) mod cpu;
 pub(crate) mod device;
 pub(crate) mod error;
 pub mod length;
+pub mod log_rewind;
 mod peers;
 pub(crate) mod pipeline;
 pub(crate) mod registry;

@@ -462,13 +462,12 @@ fn build_and_run(
     };
     // Only worker 0 receives reports and errors; only it writes the log.
     let sink = if me == 0 {
-        let resumed = resume.is_some();
         match MetricsSink::try_new(
             telemetry.clone(),
             run_dir.as_deref(),
             progress,
             reports,
-            resumed,
+            resume.as_ref().map(|r| r.after),
         ) {
             Ok(s) => Some(Rc::new(RefCell::new(s))),
             Err(e) => {

@@ -10,21 +10,31 @@ use std::sync::{Arc, Mutex};
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use super::batch::{BatchReport, StageError};
+use super::batch::{BatchReport, BatchTime, StageError};
 use super::error::FlowError;
 use super::telemetry::Telemetry;
 
 /// Name of the metrics log in a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
+/// A metrics-log line's batch time (`None` for the summary line).
+fn batch_time(line: &serde_json::Value) -> Option<u64> {
+    line.get("time")?.as_u64()
+}
+
 /// Receives every batch report and error record of a run.
 #[derive(Debug)]
 pub struct MetricsSink {
     telemetry: Arc<Telemetry>,
     log: Option<BufWriter<File>>,
+    /// The log's path (with `log`).
+    path: Option<PathBuf>,
     /// Whether the log's earlier lines are still to be dropped (a run that
     /// does not resume replaces them, at its first line).
     replace: bool,
+    /// The batch a resumed run's checkpoint had trained on, until the run's
+    /// first line: the earlier lines past it are dropped then.
+    rewind_to: Option<BatchTime>,
     progress: Option<ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
     /// Whether this run has written a line.
@@ -39,9 +49,11 @@ impl MetricsSink {
     /// A sink writing `run_dir/metrics.jsonl` if a run directory is given.
     /// The file is opened at once (an unwritable one fails the run at start)
     /// but changed only by the run's first batch line: a run that fails before
-    /// its first batch leaves an earlier log as it was; a resumed run
-    /// (`resumed`) appends to it, so the curve goes on past the crash; any
-    /// other run replaces it. A run without a batch line writes nothing (not
+    /// its first batch leaves an earlier log as it was; a run resumed from a
+    /// checkpoint that had trained on batches up to `resumed_after` keeps the
+    /// earlier lines up to that batch and appends to them, so the curve goes on
+    /// past the crash with every batch logged once
+    /// ([`crate::flow::log_rewind::rewind_jsonl`]); any other run replaces it. A run without a batch line writes nothing (not
     /// even its summary), and a log file (and run directory) it created is
     /// removed again.
     pub fn try_new(
@@ -49,9 +61,10 @@ impl MetricsSink {
         run_dir: Option<&Path>,
         progress: Option<ProgressBar>,
         reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
-        resumed: bool,
+        resumed_after: Option<BatchTime>,
     ) -> Result<Self, FlowError> {
         let mut created = Vec::new();
+        let path = run_dir.map(|d| d.join(METRICS_FILE));
         let log = match run_dir {
             Some(dir) => {
                 let path = dir.join(METRICS_FILE);
@@ -83,7 +96,9 @@ impl MetricsSink {
         Ok(Self {
             telemetry,
             log,
-            replace: !resumed,
+            path,
+            replace: resumed_after.is_none(),
+            rewind_to: resumed_after,
             wrote: false,
             created,
             progress,
@@ -134,8 +149,15 @@ impl MetricsSink {
                     "metrics": m,
                 })
             });
+            let rewind = self.rewind_to.take();
             let ok = if replace {
                 log.get_ref().set_len(0)
+            } else if let (Some(last), Some(path)) = (rewind, &self.path) {
+                // Rewritten beside itself and renamed: reopened after.
+                log.flush()
+                    .and_then(|_| crate::flow::log_rewind::rewind_jsonl(path, last, batch_time))
+                    .and_then(|_| OpenOptions::new().append(true).open(path))
+                    .map(|file| *log = BufWriter::new(file))
             } else {
                 Ok(())
             }

@@ -523,12 +523,19 @@ impl Validator {
         step.is_multiple_of(self.settings.every) || step == total_steps
     }
 
-    /// Continue after a resume from a checkpoint that recorded `best`: it
-    /// becomes the best so far, its weights file must exist (when `best_by`
-    /// selects), and best weights of later steps (written by the interrupted
-    /// run after that checkpoint) are removed.
+    /// Continue after a resume from a checkpoint of optimizer step `step` that
+    /// recorded `best`: it becomes the best so far, its weights file must
+    /// exist (when `best_by` selects), and best weights of later steps
+    /// (written by the interrupted run after that checkpoint) are removed, as
+    /// are the lines of `out/validation/log.jsonl` after `step`, which the
+    /// resumed run validates and logs again.
     pub fn resume(&mut self, best: Option<&BestSoFar>, step: u64) -> Result<(), TrainError> {
         self.last_validated = Some(step);
+        let log = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
+        crate::flow::log_rewind::rewind_jsonl(&log, step, |v| {
+            v.get("val/step")?.as_f64().map(|s| s as u64)
+        })
+        .map_err(|e| io(&log, e))?;
         let Some(by) = &self.best_by else {
             return Ok(());
         };
@@ -554,7 +561,8 @@ impl Validator {
     }
 
     /// A run that does not resume starts a new `out/validation/log.jsonl`
-    /// (a resumed one appends to the interrupted run's).
+    /// (a resumed one appends to the interrupted run's, cut back by
+    /// [`Validator::resume`]).
     pub fn start_fresh(&self) -> Result<(), TrainError> {
         let path = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
         match std::fs::remove_file(&path) {
