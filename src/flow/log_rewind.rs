@@ -14,8 +14,9 @@ use std::path::Path;
 /// the others; returns how many lines were dropped.
 ///
 /// A line without a position (a run's closing summary) is kept when it comes
-/// before the first dropped line, since it closes an earlier part of the log.
-/// A line that is not JSON (the torn last line of a killed run) is dropped. The
+/// before the first line past `last`, since it closes an earlier part of the
+/// log. Any line that is not JSON (such as the torn last line of a killed run,
+/// which the next line appended would run into) is dropped. The
 /// file is rewritten beside itself and renamed over the original, so a crash
 /// while rewinding leaves either the old log or the new one. A missing file is
 /// left missing (0 dropped).
@@ -34,11 +35,17 @@ pub fn rewind_jsonl(
     };
     let mut kept = String::with_capacity(text.len());
     let mut dropped = 0;
+    // Whether a line past `last` has been seen: unpositioned lines after it
+    // close the part of the log being dropped.
+    let mut cut = false;
     for line in text.lines() {
         let keep = match serde_json::from_str::<serde_json::Value>(line) {
             Ok(v) => match position(&v) {
-                Some(p) => p <= last,
-                None => dropped == 0,
+                Some(p) => {
+                    cut |= p > last;
+                    p <= last
+                }
+                None => !cut,
             },
             Err(_) => false,
         };
@@ -93,6 +100,22 @@ mod tests {
         );
         assert!(!dir.path().join("none.jsonl").exists());
         assert!(!path.with_extension("jsonl.rewind").exists());
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_does_not_cut_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(
+            &path,
+            "{\"time\":0}\nnot json\n{\"summary\":1}\n{\"time\":1}\n",
+        )
+        .unwrap();
+        assert_eq!(rewind_jsonl(&path, 1, time).unwrap(), 1);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"time\":0}\n{\"summary\":1}\n{\"time\":1}\n"
+        );
     }
 
     #[test]

@@ -156,6 +156,14 @@ impl MetricsSink {
                 // Rewritten beside itself and renamed: reopened after.
                 log.flush()
                     .and_then(|_| crate::flow::log_rewind::rewind_jsonl(path, last, batch_time))
+                    .map(|dropped| {
+                        if dropped > 0 {
+                            tracing::info!(
+                                "metrics log: {dropped} lines after the checkpoint's batch {last} \
+                                 dropped (this run logs those batches again)"
+                            );
+                        }
+                    })
                     .and_then(|_| OpenOptions::new().append(true).open(path))
                     .map(|file| *log = BufWriter::new(file))
             } else {
