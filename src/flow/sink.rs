@@ -53,9 +53,9 @@ impl MetricsSink {
     /// checkpoint that had trained on batches up to `resumed_after` keeps the
     /// earlier lines up to that batch and appends to them, so the curve goes on
     /// past the crash with every batch logged once
-    /// ([`crate::flow::log_rewind::rewind_jsonl`]); any other run replaces it. A run without a batch line writes nothing (not
-    /// even its summary), and a log file (and run directory) it created is
-    /// removed again.
+    /// ([`crate::flow::log_rewind::rewind_jsonl`]); any other run replaces it.
+    /// A run without a batch line writes nothing (not even its summary), and a
+    /// log file (and run directory) it created is removed again.
     pub fn try_new(
         telemetry: Arc<Telemetry>,
         run_dir: Option<&Path>,
