@@ -304,6 +304,10 @@ fn train_resume_continues_a_killed_run_bit_identically() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("starts from scratch"), "{stderr}");
+    assert!(
+        stderr.contains("stopped before its first, due every 3 steps"),
+        "{stderr}"
+    );
     common::train::assert_same_weights(&root.join("straight"), &root.join("fresh"));
 
     // A pipeline with nothing to resume says so instead of ignoring the flag.

@@ -190,12 +190,26 @@ pub fn request_resume(
         if tell {
             match latest {
                 Some(dir) => eprintln!("resume: stage `{}` from {}", spec.name(), dir.display()),
-                None => eprintln!(
-                    "resume: stage `{}` has no checkpoint under {}/checkpoints yet \
-                     (set `checkpoint_every` to write them); it starts from scratch",
-                    spec.name(),
-                    out.display()
-                ),
+                None => {
+                    // Without `checkpoint_every` there never is one; with it,
+                    // the earlier run stopped before its first.
+                    let every = spec
+                        .settings
+                        .get("checkpoint_every")
+                        .and_then(|v| v.as_integer())
+                        .unwrap_or(0);
+                    let why = if every > 0 {
+                        format!("an earlier run stopped before its first, due every {every} steps")
+                    } else {
+                        "set `checkpoint_every` to write them".to_owned()
+                    };
+                    eprintln!(
+                        "resume: stage `{}` has no checkpoint under {}/checkpoints yet ({why}); \
+                         it starts from scratch",
+                        spec.name(),
+                        out.display()
+                    )
+                }
             }
         }
     }
