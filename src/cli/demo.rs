@@ -1045,6 +1045,15 @@ fn table_row(label: &str, e: &Evaluated) -> String {
     )
 }
 
+/// `mean{unit} ± sd` of `xs` to `decimals` places; the mean alone for one value.
+fn mean_sd_cell(xs: &[f64], decimals: usize, unit: &str) -> String {
+    let m = mean(xs);
+    match sample_sd(xs) {
+        Some(sd) => format!("{m:.decimals$}{unit} ± {sd:.decimals$}"),
+        None => format!("{m:.decimals$}{unit}"),
+    }
+}
+
 /// The table of mean ± sample standard deviation over the seeds, one row
 /// per model of the first seed (every seed runs the same models).
 fn mean_sd_table(runs: &[SeedRun]) -> String {
@@ -1071,11 +1080,7 @@ fn mean_sd_table(runs: &[SeedRun]) -> String {
         .enumerate()
         {
             let xs: Vec<f64> = cols.iter().map(|v| v[c]).collect();
-            let m = mean(&xs);
-            match sample_sd(&xs) {
-                Some(sd) => row.push_str(&format!(" {m:.decimals$}{unit} ± {sd:.decimals$} |")),
-                None => row.push_str(&format!(" {m:.decimals$}{unit} |")),
-            }
+            row.push_str(&format!(" {} |", mean_sd_cell(&xs, decimals, unit)));
         }
         r.push_str(&row);
         r.push('\n');
@@ -1108,11 +1113,7 @@ fn claim_kind_table(runs: &[SeedRun]) -> String {
                 r.push_str(" – |");
                 continue;
             }
-            let m = mean(&xs);
-            match sample_sd(&xs) {
-                Some(sd) => r.push_str(&format!(" {m:.3} ± {sd:.3}")),
-                None => r.push_str(&format!(" {m:.3}")),
-            }
+            r.push_str(&format!(" {}", mean_sd_cell(&xs, 3, "")));
             if xs.len() < runs.len() {
                 r.push_str(&format!(" ({} of {} seeds)", xs.len(), runs.len()));
             }

@@ -22,6 +22,16 @@ fn batch_time(line: &serde_json::Value) -> Option<u64> {
     line.get("time")?.as_u64()
 }
 
+/// What a run's first line does to the lines an earlier run left in the log.
+#[derive(Debug, Clone, Copy)]
+enum Earlier {
+    /// A run that does not resume: all of them are dropped.
+    Replace,
+    /// A run resumed from a checkpoint that had trained on batches up to this
+    /// one: the lines after it are dropped (the run logs those batches again).
+    KeepThrough(BatchTime),
+}
+
 /// Receives every batch report and error record of a run.
 #[derive(Debug)]
 pub struct MetricsSink {
@@ -29,12 +39,8 @@ pub struct MetricsSink {
     log: Option<BufWriter<File>>,
     /// The log's path (with `log`).
     path: Option<PathBuf>,
-    /// Whether the log's earlier lines are still to be dropped (a run that
-    /// does not resume replaces them, at its first line).
-    replace: bool,
-    /// The batch a resumed run's checkpoint had trained on, until the run's
-    /// first line: the earlier lines past it are dropped then.
-    rewind_to: Option<BatchTime>,
+    /// What is still to be done to the earlier lines, at the run's first line.
+    earlier: Option<Earlier>,
     progress: Option<ProgressBar>,
     reports: Option<Arc<Mutex<Vec<BatchReport>>>>,
     /// Whether this run has written a line.
@@ -64,8 +70,7 @@ impl MetricsSink {
         resumed_after: Option<BatchTime>,
     ) -> Result<Self, FlowError> {
         let mut created = Vec::new();
-        let path = run_dir.map(|d| d.join(METRICS_FILE));
-        let log = match run_dir {
+        let (path, log) = match run_dir {
             Some(dir) => {
                 let path = dir.join(METRICS_FILE);
                 let io = |source| FlowError::Io {
@@ -89,16 +94,15 @@ impl MetricsSink {
                     .append(true)
                     .open(&path)
                     .map_err(io)?;
-                Some(BufWriter::new(file))
+                (Some(path), Some(BufWriter::new(file)))
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Self {
             telemetry,
             log,
             path,
-            replace: resumed_after.is_none(),
-            rewind_to: resumed_after,
+            earlier: Some(resumed_after.map_or(Earlier::Replace, Earlier::KeepThrough)),
             wrote: false,
             created,
             progress,
@@ -137,9 +141,6 @@ impl MetricsSink {
                 "errors": snap.errors,
                 "max_in_flight": snap.max_in_flight,
             });
-            // The first line of a run that does not resume replaces the
-            // earlier log (the file is in append mode: writes go to its end).
-            let replace = std::mem::take(&mut self.replace);
             // A further set measured at the batch gets a line of its own,
             // with the batch's time and device and nothing counted twice.
             let mut more = r.more_metrics.iter().map(|m| {
@@ -149,12 +150,13 @@ impl MetricsSink {
                     "metrics": m,
                 })
             });
-            let rewind = self.rewind_to.take();
-            let ok = if replace {
-                log.get_ref().set_len(0)
-            } else if let (Some(last), Some(path)) = (rewind, &self.path) {
+            // At the first line, the earlier lines go (the file is in append
+            // mode: writes go to its end).
+            let ok = match (self.earlier.take(), &self.path) {
+                (Some(Earlier::Replace), _) => log.get_ref().set_len(0),
                 // Rewritten beside itself and renamed: reopened after.
-                log.flush()
+                (Some(Earlier::KeepThrough(last)), Some(path)) => log
+                    .flush()
                     .and_then(|_| crate::flow::log_rewind::rewind_jsonl(path, last, batch_time))
                     .map(|dropped| {
                         if dropped > 0 {
@@ -165,9 +167,8 @@ impl MetricsSink {
                         }
                     })
                     .and_then(|_| OpenOptions::new().append(true).open(path))
-                    .map(|file| *log = BufWriter::new(file))
-            } else {
-                Ok(())
+                    .map(|file| *log = BufWriter::new(file)),
+                _ => Ok(()),
             }
             .and_then(|_| writeln!(log, "{line}"))
             .and_then(|_| more.try_for_each(|m| writeln!(log, "{m}")))

@@ -531,7 +531,7 @@ impl Validator {
     /// resumed run validates and logs again.
     pub fn resume(&mut self, best: Option<&BestSoFar>, step: u64) -> Result<(), TrainError> {
         self.last_validated = Some(step);
-        let log = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
+        let log = self.log_path();
         crate::flow::log_rewind::rewind_jsonl(&log, step, |v| {
             v.get("val/step")?.as_f64().map(|s| s as u64)
         })
@@ -564,7 +564,7 @@ impl Validator {
     /// (a resumed one appends to the interrupted run's, cut back by
     /// [`Validator::resume`]).
     pub fn start_fresh(&self) -> Result<(), TrainError> {
-        let path = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
+        let path = self.log_path();
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
             _ => Ok(()),
@@ -866,10 +866,15 @@ impl Validator {
         Ok((ok, pixels, failed))
     }
 
+    /// `out/validation/log.jsonl`.
+    fn log_path(&self) -> PathBuf {
+        self.out.join(CAPTIONS_DIR).join(LOG_FILE)
+    }
+
     /// One line per validation in `out/validation/log.jsonl` (flushed).
     fn append_log(&self, values: &BTreeMap<String, f64>) -> Result<(), TrainError> {
         use std::io::Write;
-        let path = self.out.join(CAPTIONS_DIR).join(LOG_FILE);
+        let path = self.log_path();
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

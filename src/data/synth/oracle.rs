@@ -104,9 +104,9 @@ impl FactKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactCounts {
     /// Claims stated, per kind.
-    pub stated: [usize; 7],
+    pub stated: [usize; FactKind::ALL.len()],
     /// Of those, claims that hold under the judge's matching, per kind.
-    pub true_facts: [usize; 7],
+    pub true_facts: [usize; FactKind::ALL.len()],
 }
 
 impl FactCounts {
